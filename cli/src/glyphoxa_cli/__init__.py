@@ -1,0 +1,1 @@
+"""The glyphoxa command: scene player, local stack, demo."""

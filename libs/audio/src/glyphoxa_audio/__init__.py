@@ -1,0 +1,1 @@
+"""Audio: opus codec, WAV I/O, resampling, the playback jitter buffer."""

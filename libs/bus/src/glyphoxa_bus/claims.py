@@ -1,0 +1,150 @@
+"""Session claims: how a stage's replicas share sessions (ARCHITECTURE.md, "session claims").
+
+session-control publishes one claim per stage and session to the work stream. Each
+replica fetches a claim only when it has capacity and holds it with in-progress acks (the
+lease). When the session ends the claim is acked; when the replica dies the lease runs
+out and another replica gets the claim; on SIGTERM the replica naks its claims so another
+takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from glyphoxa_bus.streams import WORK, claims_consumer_name, ensure_claims_consumer
+from glyphoxa_events.subjects import SessionSubjects, claim_subject, parse_claim_subject
+
+log = logging.getLogger(__name__)
+
+SessionRunner = Callable[[SessionSubjects], Awaitable[None]]
+
+
+@dataclass
+class HeldClaim:
+    msg: Msg
+    subjects: SessionSubjects
+    task: asyncio.Task[None]
+
+
+class ClaimWorker:
+    """Fetches and holds claims for one stage, running ``runner`` for each claimed session."""
+
+    def __init__(
+        self,
+        nc: Client,
+        stage: str,
+        runner: SessionRunner,
+        capacity: int = 8,
+        lease_s: float = 10.0,
+        on_change: Callable[[int], None] | None = None,
+    ):
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.stage = stage
+        self._runner = runner
+        self._capacity = capacity
+        self._lease_s = lease_s
+        self._held: dict[str, HeldClaim] = {}
+        self._stopping = asyncio.Event()
+        self._on_change = on_change or (lambda n: None)
+
+    @property
+    def sessions(self) -> list[SessionSubjects]:
+        return [h.subjects for h in self._held.values()]
+
+    async def run(self) -> None:
+        await ensure_claims_consumer(self._js, self.stage, self._lease_s)
+        psub = await self._js.pull_subscribe_bind(claims_consumer_name(self.stage), stream=WORK)
+        keepalive = asyncio.create_task(self._keep_leases(), name=f"{self.stage}-leases")
+        try:
+            while not self._stopping.is_set():
+                if len(self._held) >= self._capacity:
+                    await asyncio.sleep(0.1)
+                    continue
+                try:
+                    msgs = await psub.fetch(1, timeout=0.5)
+                except NatsTimeoutError:
+                    continue
+                for msg in msgs:
+                    await self._take(msg)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    async def _take(self, msg: Msg) -> None:
+        try:
+            _, tenant, session = parse_claim_subject(msg.subject)
+            subjects = SessionSubjects(tenant, session)
+        except ValueError as exc:
+            log.error("dropping malformed claim %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        if msg.subject in self._held:  # redelivered while we still hold it
+            await msg.in_progress()
+            return
+        log.info(
+            "claimed session",
+            extra={"tenant": tenant, "session": session, "stage": self.stage,
+                   "delivery": msg.metadata.num_delivered},
+        )
+        task = asyncio.create_task(self._serve(msg.subject, subjects), name=f"{self.stage}-{session}")
+        self._held[msg.subject] = HeldClaim(msg, subjects, task)
+        self._on_change(len(self._held))
+
+    async def _serve(self, key: str, subjects: SessionSubjects) -> None:
+        try:
+            await self._runner(subjects)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("session runner failed; handing the claim back",
+                          extra={"tenant": subjects.tenant, "session": subjects.session})
+            held = self._held.pop(key, None)
+            if held:
+                with contextlib.suppress(Exception):
+                    await held.msg.nak(delay=1.0)
+            self._on_change(len(self._held))
+            return
+        held = self._held.pop(key, None)
+        if held:
+            await held.msg.ack()
+        self._on_change(len(self._held))
+
+    async def _keep_leases(self) -> None:
+        interval = max(self._lease_s / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            for held in list(self._held.values()):
+                try:
+                    await held.msg.in_progress()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("lease renewal failed: %s", exc)
+
+    async def shutdown(self) -> None:
+        """SIGTERM: stop taking work, hand every claim back at once, stop the runners."""
+        self._stopping.set()
+        for held in list(self._held.values()):
+            with contextlib.suppress(Exception):
+                await held.msg.nak()
+            held.task.cancel()
+        for held in list(self._held.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await held.task
+        self._held.clear()
+        self._on_change(0)
+
+
+async def publish_claims(nc: Client, tenant: str, session: str, stages: list[str]) -> None:
+    js = nc.jetstream()
+    for stage in stages:
+        subject = claim_subject(stage, tenant, session)
+        await js.publish(subject, b"", headers={"Nats-Msg-Id": f"claim:{subject}"})

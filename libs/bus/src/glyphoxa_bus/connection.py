@@ -1,0 +1,58 @@
+"""Connecting to NATS: one client per process, reconnecting forever, errors logged."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from glyphoxa_bus.streams import StreamSettings, ensure_streams
+
+log = logging.getLogger(__name__)
+
+
+class BusSettings(BaseSettings):
+    """``NATS_*`` settings, composed into every service's settings class."""
+
+    model_config = SettingsConfigDict(env_prefix="NATS_", extra="ignore")
+
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
+    stream_max_age_s: float = Field(24 * 3600, gt=0, description="how long sessions stay replayable")
+    max_in_flight: int = Field(256, ge=1, le=65536, description="unacknowledged publishes per process")
+    claim_lease_s: float = Field(10.0, gt=0.5, description="claim ack wait: failover detection time")
+    drain_timeout_s: float = Field(5.0, gt=0)
+
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings(max_age_s=self.stream_max_age_s)
+
+
+async def connect(settings: BusSettings, name: str, declare: bool = True) -> Client:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    nc = await nats.connect(
+        servers=settings.servers(),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        pending_size=8 * 1024 * 1024,
+    )
+    if declare:
+        await ensure_streams(nc.jetstream(), settings.stream_settings())
+    return nc

@@ -1,0 +1,241 @@
+"""Serving one session of one stage: in-order input, control on the side, safe acks.
+
+A stage replica that holds a session's claim reads the session's input through a
+per-session durable consumer with ``AckPolicy.ALL``. It acks only up to the oldest
+message it may still need (for example the first frame of an utterance that is not
+finished), so when the replica dies the next holder recreates the consumer from the ack
+floor and replays exactly what was not finished: nothing is lost, and outputs carry
+deterministic ``Nats-Msg-Id`` values so nothing is published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.streams import CONTROL
+from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, SessionStopped, parse_control
+from glyphoxa_events.subjects import SessionSubjects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputMessage:
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    stream_seq: int
+
+
+class SessionHandler(Protocol):
+    """What a stage implements for one session.
+
+    ``on_message``/``on_tick`` are called in input order and never overlap each other;
+    ``on_control`` may run between their awaits.
+    """
+
+    async def on_control(self, event: Event) -> None: ...
+
+    async def on_message(self, msg: InputMessage) -> None: ...
+
+    async def on_tick(self) -> None:
+        """Called about every ``tick_s`` even when no input arrives (timers live here)."""
+
+    def retain_from(self) -> int | None:
+        """Lowest stream sequence still needed to redo unfinished work, or None."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class SessionContext:
+    stage: str
+    subjects: SessionSubjects
+    nc: Client
+    publisher: Publisher
+    started: SessionStarted | None = None
+    stopped: SessionStopped | None = None
+    metrics_rejected: object | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        return self.subjects.tenant
+
+    @property
+    def session(self) -> str:
+        return self.subjects.session
+
+    def log_extra(self, **more: object) -> dict[str, object]:
+        return {"tenant": self.tenant, "session": self.session, "stage": self.stage, **more}
+
+
+class InputSpec(Protocol):
+    stream: str
+    filter_subjects: list[str]
+
+
+def input_consumer_name(stage: str, subjects: SessionSubjects) -> str:
+    return f"{stage}-{subjects.tenant}-{subjects.session}"
+
+
+class AckTracker:
+    """Acks (AckPolicy.ALL) the newest processed message that nothing still depends on."""
+
+    def __init__(self) -> None:
+        self._processed: deque[tuple[int, Msg]] = deque()
+        self.acked_seq = 0
+
+    def processed(self, seq: int, msg: Msg) -> None:
+        self._processed.append((seq, msg))
+
+    async def advance(self, retain_from: int | None) -> None:
+        if not self._processed:
+            return
+        floor = self._processed[-1][0] if retain_from is None else retain_from - 1
+        target: Msg | None = None
+        while self._processed and self._processed[0][0] <= floor:
+            seq, target = self._processed.popleft()
+            self.acked_seq = seq
+        if target is not None:
+            await target.ack()
+
+
+async def open_input(
+    js: JetStreamContext, stream: str, name: str, filter_subjects: list[str]
+) -> JetStreamContext.PullSubscription:
+    """(Re)create the per-session consumer starting right after its ack floor."""
+    start_seq = 0
+    try:
+        info = await js.consumer_info(stream, name)
+        start_seq = info.ack_floor.stream_seq + 1 if info.ack_floor and info.ack_floor.stream_seq else 0
+        await js.delete_consumer(stream, name)
+    except NotFoundError:
+        pass
+    config = ConsumerConfig(
+        durable_name=name,
+        ack_policy=AckPolicy.ALL,
+        ack_wait=300,
+        max_ack_pending=100_000,
+        inactive_threshold=3600.0,
+        filter_subjects=filter_subjects,
+    )
+    if start_seq:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start_seq
+    else:
+        config.deliver_policy = DeliverPolicy.ALL
+    await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(name, stream=stream)
+
+
+async def serve_session(
+    ctx: SessionContext,
+    handler: SessionHandler,
+    input_stream: str,
+    filter_subjects: list[str],
+    tick_s: float = 0.05,
+    batch: int = 64,
+    start_timeout_s: float = 15.0,
+) -> None:
+    """Run one session until it is stopped and its input is drained, then tidy up."""
+    js = ctx.nc.jetstream()
+    name = input_consumer_name(ctx.stage, ctx.subjects)
+    # Control is delivered on its own subscription and may interleave with input handling at
+    # any await: a barge-in never waits behind queued audio.
+    started = asyncio.Event()
+
+    async def on_control(msg: Msg) -> None:
+        try:
+            event = parse_control(msg.data)
+        except MalformedEvent as exc:
+            _reject(ctx, msg.subject, "malformed_control", exc)
+            return
+        if isinstance(event, SessionStarted):
+            ctx.started = event
+        if isinstance(event, SessionStopped):
+            ctx.stopped = event
+        await _guarded(ctx, handler.on_control(event), msg.subject)
+        if ctx.started is not None:
+            started.set()
+
+    control_sub = await js.subscribe(
+        ctx.subjects.ctl(">"),
+        stream=CONTROL,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        cb=on_control,
+    )
+    try:
+        try:
+            await asyncio.wait_for(started.wait(), timeout=start_timeout_s)
+        except TimeoutError:
+            log.error("no session.started event; giving the session up", extra=ctx.log_extra())
+            return
+        psub = await open_input(js, input_stream, name, filter_subjects)
+        acks = AckTracker()
+        while True:
+            try:
+                msgs = await psub.fetch(batch, timeout=tick_s)
+            except NatsTimeoutError:
+                msgs = []
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                item = InputMessage(msg.subject, msg.data, dict(msg.headers or {}), seq)
+                await _guarded(ctx, handler.on_message(item), msg.subject)
+                acks.processed(seq, msg)
+            await _guarded(ctx, handler.on_tick(), "tick")
+            await acks.advance(handler.retain_from())
+            if ctx.stopped is not None and not msgs and await _drained(js, input_stream, name):
+                break
+        await handler.close()
+        await acks.advance(None)
+        await ctx.publisher.flush()
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(input_stream, name)
+        log.info("session finished", extra=ctx.log_extra(reason=ctx.stopped.reason if ctx.stopped else ""))
+    finally:
+        with contextlib.suppress(Exception):
+            await control_sub.unsubscribe()
+
+
+async def _drained(js: JetStreamContext, stream: str, name: str) -> bool:
+    info = await js.consumer_info(stream, name)
+    return info.num_pending == 0
+
+
+async def _guarded(ctx: SessionContext, call: object, subject: str) -> None:
+    """Run a handler call; an unexpected error costs one message, never the session."""
+    try:
+        await call  # type: ignore[misc]
+    except asyncio.CancelledError:
+        raise
+    except MalformedEvent as exc:
+        _reject(ctx, subject, "malformed", exc)
+    except Exception:  # noqa: BLE001
+        log.exception("handler failed on %s", subject, extra=ctx.log_extra())
+        _count(ctx, "handler_error")
+
+
+def _reject(ctx: SessionContext, subject: str, reason: str, exc: Exception) -> None:
+    log.warning("rejected message on %s: %s", subject, exc, extra=ctx.log_extra(reason=reason))
+    _count(ctx, reason)
+
+
+def _count(ctx: SessionContext, reason: str) -> None:
+    counter = ctx.metrics_rejected
+    if counter is not None:
+        counter.labels(stage=ctx.stage, reason=reason).inc()  # type: ignore[attr-defined]

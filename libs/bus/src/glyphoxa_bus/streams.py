@@ -1,0 +1,123 @@
+"""The one place where streams and consumers are declared.
+
+`k8s/` and the KEDA ScaledObjects refer to these names; change them here only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from glyphoxa_events.subjects import CLAIM_ROOT, ROOT
+
+log = logging.getLogger(__name__)
+
+MEDIA = "GLX_MEDIA"
+EVENTS = "GLX_EVENTS"
+CONTROL = "GLX_CTL"
+WORK = "GLX_WORK"
+
+DUPLICATE_WINDOW_S = 120.0
+MAX_MSG_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Retention of the replayable streams (a session can be replayed while it is kept)."""
+
+    max_age_s: float = 24 * 3600
+    max_bytes: int = 8 * 1024**3
+    replicas: int = 1
+
+
+def stream_configs(settings: StreamSettings = StreamSettings()) -> list[StreamConfig]:
+    def limits(name: str, subjects: list[str], description: str) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            description=description,
+            subjects=subjects,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.max_age_s,
+            max_bytes=settings.max_bytes,
+            max_msg_size=MAX_MSG_BYTES,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=settings.replicas,
+        )
+
+    return [
+        limits(MEDIA, [f"{ROOT}.*.*.audio.>"], "opus audio in (per speaker) and out (per NPC)"),
+        limits(
+            EVENTS,
+            [f"{ROOT}.*.*.vad.>", f"{ROOT}.*.*.stt.>", f"{ROOT}.*.*.reply.>"],
+            "utterances, transcripts and reply sentences",
+        ),
+        limits(CONTROL, [f"{ROOT}.*.*.ctl.>"], "per-session control events"),
+        StreamConfig(
+            name=WORK,
+            description="session claims, one per stage and session",
+            subjects=[f"{CLAIM_ROOT}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=settings.replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: StreamSettings = StreamSettings()) -> None:
+    """Create or update every stream; safe to call from every process at start-up."""
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("stream created", extra={"stream": config.name})
+            continue
+        await js.update_stream(config)
+
+
+def claims_consumer_name(stage: str) -> str:
+    return f"claims-{stage}"
+
+
+def claims_consumer_config(stage: str, lease_s: float) -> ConsumerConfig:
+    """The shared durable consumer a stage's replicas fetch claims from.
+
+    Its ack wait is the claim lease: a replica keeps a claim with in-progress acks, and a
+    claim whose holder died is redelivered to another replica once the lease runs out.
+    KEDA scales the stage on this consumer's pending + ack-pending count.
+    """
+    return ConsumerConfig(
+        durable_name=claims_consumer_name(stage),
+        filter_subject=f"{CLAIM_ROOT}.{stage}.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=lease_s,
+        max_deliver=-1,
+        max_ack_pending=-1,
+    )
+
+
+async def ensure_claims_consumer(js: JetStreamContext, stage: str, lease_s: float) -> None:
+    config = claims_consumer_config(stage, lease_s)
+    try:
+        info = await js.consumer_info(WORK, config.durable_name)
+    except NotFoundError:
+        await js.add_consumer(WORK, config)
+        return
+    if info.config.ack_wait != lease_s:
+        await js.add_consumer(WORK, config)  # add with the same name updates the config

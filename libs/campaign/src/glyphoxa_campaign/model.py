@@ -1,0 +1,77 @@
+"""Pydantic models of a campaign. Unknown fields are errors, never silently ignored."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from glyphoxa_events.tokens import slugify
+
+
+class VoiceSpec(BaseModel):
+    """How an NPC sounds. Keys a provider does not use are ignored by that provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str | None = Field(None, description="tts provider override (piper, espeak)")
+    length_scale: float = Field(1.0, ge=0.5, le=2.0, description="speaking slowness (piper)")
+    pitch: float = Field(1.0, ge=0.5, le=2.0, description="pitch factor (1.0 = unchanged)")
+    noise_scale: float | None = Field(None, ge=0.0, le=1.5, description="piper voice variation")
+    espeak_voice: str = Field("en-us", pattern=r"^[a-zA-Z0-9_+-]{1,32}$", description="espeak-ng voice")
+    rate: int = Field(165, ge=80, le=400, description="espeak-ng words per minute")
+
+
+class Npc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    aliases: tuple[str, ...] = ()
+    persona: str = Field(min_length=1, max_length=4000)
+    voice: VoiceSpec = VoiceSpec()
+    address_only: bool = Field(False, description="answer only when named, never as a follow-up")
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_not_empty(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in aliases:
+            if not alias.strip() or len(alias) > 64:
+                raise ValueError("aliases must be non-empty names of at most 64 characters")
+        return aliases
+
+    @cached_property
+    def token(self) -> str:
+        """The NPC's subject token: "Captain Voss" -> "captain-voss"."""
+        return slugify(self.name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=120)
+    npcs: tuple[Npc, ...] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _unique_npcs(self) -> "Campaign":
+        seen: dict[str, str] = {}
+        for npc in self.npcs:
+            if npc.token in seen:
+                raise ValueError(f"NPC names {seen[npc.token]!r} and {npc.name!r} collide")
+            seen[npc.token] = npc.name
+        return self
+
+    def npc(self, token: str) -> Npc | None:
+        return next((n for n in self.npcs if n.token == token), None)
+
+    def proper_nouns(self) -> list[str]:
+        """Names worth priming speech recognition with."""
+        nouns: list[str] = []
+        for npc in self.npcs:
+            for name in npc.names:
+                if name not in nouns:
+                    nouns.append(name)
+        return nouns

@@ -1,0 +1,1 @@
+"""The bus contract: tokens, subjects, headers and event models."""

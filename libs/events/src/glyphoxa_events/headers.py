@@ -1,0 +1,15 @@
+"""NATS header names. Audio bodies are raw bytes; their metadata travels here."""
+
+MSG_ID = "Nats-Msg-Id"
+SEQ = "Glx-Seq"
+CAPTURE_NS = "Glx-Capture-Ns"
+CODEC = "Glx-Codec"
+KIND = "Glx-Kind"
+UTTERANCE = "Glx-Utterance"
+TURN = "Glx-Turn"
+SPEECH_END_NS = "Glx-Speech-End-Ns"
+PUBLISHED_NS = "Glx-Published-Ns"
+SAMPLE_RATE = "Glx-Sample-Rate"
+
+CODEC_OPUS = "opus"
+CODEC_PCM16 = "pcm16"

@@ -1,0 +1,255 @@
+"""Every JSON event that crosses the bus. Audio is never in here: it travels as raw bytes.
+
+Each model forbids unknown fields and carries the ids needed to trace a turn end to end
+(utterance/turn id and the speech-end time of the utterance that caused it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from glyphoxa_campaign import Campaign
+from glyphoxa_events.tokens import Token
+
+MAX_EVENT_BYTES = 64 * 1024
+"""Largest JSON event accepted anywhere; larger bodies are rejected unparsed."""
+
+Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,127}$")]
+Ns = Annotated[int, Field(ge=0)]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+E = TypeVar("E", bound=Event)
+
+
+class MalformedEvent(ValueError):
+    """A message body that is not the event its subject promises."""
+
+
+# --- vad ---------------------------------------------------------------------------------
+
+
+class UtteranceStarted(Event):
+    type: Literal["utterance.started"] = "utterance.started"
+    utterance_id: Id
+    speaker: Token
+    start_ns: Ns = Field(description="capture time of the first speech frame (unix ns)")
+
+
+class UtteranceEnded(Event):
+    type: Literal["utterance.ended"] = "utterance.ended"
+    utterance_id: Id
+    speaker: Token
+    start_ns: Ns
+    speech_end_ns: Ns = Field(description="capture time at which speech ended (unix ns)")
+    chunks: int = Field(ge=0, description="number of PCM chunks published for this utterance")
+    audio_ms: int = Field(ge=0)
+    vad_end_ns: Ns = Field(description="wall-clock time vad decided the utterance was over")
+
+
+VadEvent = Annotated[Union[UtteranceStarted, UtteranceEnded], Field(discriminator="type")]
+
+# --- stt ---------------------------------------------------------------------------------
+
+
+class Transcript(Event):
+    utterance_id: Id
+    speaker: Token
+    text: str = Field(max_length=4000)
+    final: bool
+    start_ns: Ns
+    speech_end_ns: Ns
+    vad_end_ns: Ns = 0
+    stt_final_ns: Ns = Field(0, description="wall-clock time the final transcript was ready")
+    audio_seconds: float = Field(0.0, ge=0)
+    provider: str = ""
+
+
+# --- reply -------------------------------------------------------------------------------
+
+
+class ReplyChunk(Event):
+    turn_id: Id
+    npc: Token
+    index: int = Field(ge=0)
+    text: str = Field(max_length=4000)
+    final: bool = Field(description="last chunk of the turn (its text may be empty)")
+    speech_end_ns: Ns = 0
+    first_token_ns: Ns = 0
+    published_ns: Ns = 0
+
+
+# --- control -----------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    answered = "answered"
+    not_addressed = "not_addressed"
+    cancelled = "cancelled"
+    failed = "failed"
+    timed_out = "timed_out"
+    muted = "muted"
+
+
+class SessionStarted(Event):
+    type: Literal["session.started"] = "session.started"
+    campaign: Campaign
+    edge: str = Field("scene", max_length=64)
+    started_ns: Ns
+
+
+class SessionStopped(Event):
+    type: Literal["session.stopped"] = "session.stopped"
+    reason: str = Field("stopped", max_length=500)
+    stopped_ns: Ns = 0
+
+
+class Speaker(Event):
+    type: Literal["speaker"] = "speaker"
+    speaker: Token
+    display_name: str = Field(max_length=100)
+
+
+class BargeIn(Event):
+    type: Literal["bargein"] = "bargein"
+    speaker: Token
+    at_ns: Ns
+
+
+class Flush(Event):
+    type: Literal["flush"] = "flush"
+    turn_id: Id | None = None
+    npc: Token | None = None
+    reason: str = Field("bargein", max_length=200)
+
+
+class Played(Event):
+    """What the players actually heard of a turn: only this enters transcripts and memory."""
+
+    type: Literal["played"] = "played"
+    turn_id: Id
+    npc: Token
+    text_heard: str = Field(max_length=4000)
+    complete: bool
+    first_played_ns: Ns = 0
+
+
+class NpcMute(Event):
+    type: Literal["npc.mute"] = "npc.mute"
+    npc: Token | Literal["*"]
+    muted: bool
+
+
+class NpcSpeak(Event):
+    """The GM puppets an NPC: the text is spoken as is, without the LLM."""
+
+    type: Literal["npc.speak"] = "npc.speak"
+    npc: Token
+    text: str = Field(min_length=1, max_length=1000)
+    request_id: Id
+
+
+class TurnLatency(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    speech_end_ns: Ns = 0
+    vad_end_ns: Ns = 0
+    stt_final_ns: Ns = 0
+    first_token_ns: Ns = 0
+    first_sentence_ns: Ns = 0
+
+
+class TurnEnded(Event):
+    """Every utterance ends as exactly one turn with an outcome, answered or not."""
+
+    type: Literal["turn"] = "turn"
+    turn_id: Id
+    speaker: Token
+    transcript: str = Field(max_length=4000)
+    npc: Token | None = None
+    outcome: Outcome
+    reason: str = Field("", max_length=500)
+    reply_text: str = Field("", max_length=4000)
+    latency: TurnLatency = TurnLatency()
+
+
+class AudioDone(Event):
+    """tts finished a turn's audio (published by tts after the last frame)."""
+
+    type: Literal["audio.done"] = "audio.done"
+    turn_id: Id
+    npc: Token
+    frames: int = Field(ge=0)
+    first_audio_ns: Ns = 0
+    cancelled: bool = False
+
+
+ControlEvent = Annotated[
+    Union[
+        SessionStarted, SessionStopped, Speaker, BargeIn, Flush, Played,
+        NpcMute, NpcSpeak, TurnEnded, AudioDone,
+    ],
+    Field(discriminator="type"),
+]
+
+_CONTROL = TypeAdapter(ControlEvent)
+_VAD = TypeAdapter(VadEvent)
+
+
+def control_subject_suffix(event: Event) -> str:
+    """``ctl.<suffix>``: the control event's type is its subject tail."""
+    return getattr(event, "type")
+
+
+def _check_size(data: bytes) -> None:
+    if len(data) > MAX_EVENT_BYTES:
+        raise MalformedEvent(f"event of {len(data)} bytes exceeds the {MAX_EVENT_BYTES} byte limit")
+
+
+def parse_control(data: bytes) -> Event:
+    _check_size(data)
+    try:
+        return _CONTROL.validate_json(data)
+    except ValidationError as exc:
+        raise MalformedEvent(_short(exc)) from None
+
+
+def parse_vad(data: bytes) -> Event:
+    _check_size(data)
+    try:
+        return _VAD.validate_json(data)
+    except ValidationError as exc:
+        raise MalformedEvent(_short(exc)) from None
+
+
+def parse_as(model: type[E], data: bytes) -> E:
+    _check_size(data)
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise MalformedEvent(_short(exc)) from None
+
+
+def _short(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {first['msg']}{more}"
+
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    m.__name__: m
+    for m in (
+        UtteranceStarted, UtteranceEnded, Transcript, ReplyChunk, SessionStarted,
+        SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, TurnEnded, AudioDone,
+    )
+}

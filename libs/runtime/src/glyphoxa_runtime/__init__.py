@@ -1,0 +1,1 @@
+"""Service runtime: settings, structured logs, metrics/health endpoint, process life."""

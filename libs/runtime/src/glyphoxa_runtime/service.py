@@ -1,0 +1,142 @@
+"""The life of a service process: logs, metrics/health endpoint, NATS, signals, drain.
+
+SIGTERM/SIGINT: stop taking work, hand back claims, drain the connection with a
+deadline, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nats.aio.client import Client
+from prometheus_client import Counter, Gauge
+
+from glyphoxa_bus.claims import ClaimWorker
+from glyphoxa_bus.connection import connect
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session
+from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_runtime.http import HealthServer
+from glyphoxa_runtime.logs import setup_logging
+from glyphoxa_runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class App(Protocol):
+    async def run(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def readiness(self) -> dict[str, object]: ...
+
+
+def replica_name(settings: ServiceSettings, service: str) -> str:
+    return settings.replica or f"{service}-{socket.gethostname()}-{os.getpid()}"
+
+
+async def run_service(
+    service: str,
+    settings: ServiceSettings,
+    build: Callable[[Client, Publisher], Awaitable[App]],
+) -> None:
+    setup_logging(service, settings.log_level)
+    replica = replica_name(settings, service)
+    nc = await connect(settings.nats, name=replica)
+    publisher = Publisher(nc, settings.nats.max_in_flight)
+    app = await build(nc, publisher)
+    health = HealthServer(settings.metrics.host, settings.metrics.port, lambda: {
+        "service": service, "replica": replica, "nats": nc.is_connected, **app.readiness()})
+    await health.start()
+    log.info("service started", extra={"replica": replica, "metrics_port": health.port,
+                                        "nats": settings.nats.servers()})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(app.run(), name=f"{service}-run")
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if runner in done and runner.exception() is not None:
+        log.error("service failed", exc_info=runner.exception())
+    log.info("shutting down")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(app.shutdown(), timeout=settings.nats.drain_timeout_s)
+    runner.cancel()
+    stopper.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await runner
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(publisher.flush(), timeout=settings.nats.drain_timeout_s)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.drain(), timeout=settings.nats.drain_timeout_s)
+    await health.stop()
+    log.info("stopped")
+
+
+@dataclass
+class StageMetrics:
+    service: str
+    sessions: Gauge = field(init=False)
+    rejected: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        svc = self.service.replace("-", "_")
+        self.sessions = Gauge(f"glyphoxa_{svc}_sessions_active", "sessions this replica serves")
+        self.rejected = Counter(
+            f"glyphoxa_{svc}_rejected_messages_total",
+            "messages rejected (malformed, oversized, invalid token, bad audio)",
+            ["stage", "reason"],
+        )
+
+
+HandlerFactory = Callable[[SessionContext], SessionHandler]
+
+
+class StageApp:
+    """A stage replica: claims sessions and serves each with a fresh handler."""
+
+    def __init__(
+        self,
+        nc: Client,
+        publisher: Publisher,
+        settings: ServiceSettings,
+        stage: str,
+        input_stream: str,
+        input_filters: Callable[[SessionSubjects], list[str]],
+        handler_factory: HandlerFactory,
+        metrics: StageMetrics,
+        capacity: int = 8,
+    ):
+        self._nc, self._publisher = nc, publisher
+        self._stage, self._stream = stage, input_stream
+        self._filters, self._factory = input_filters, handler_factory
+        self.metrics = metrics
+        self.worker = ClaimWorker(
+            nc, stage, self._serve, capacity=capacity, lease_s=settings.nats.claim_lease_s,
+            on_change=metrics.sessions.set,
+        )
+
+    async def _serve(self, subjects: SessionSubjects) -> None:
+        ctx = SessionContext(self._stage, subjects, self._nc, self._publisher,
+                             metrics_rejected=self.metrics.rejected)
+        handler = self._factory(ctx)
+        await serve_session(ctx, handler, self._stream, self._filters(subjects))
+
+    async def run(self) -> None:
+        await self.worker.run()
+
+    async def shutdown(self) -> None:
+        await self.worker.shutdown()
+
+    def readiness(self) -> dict[str, object]:
+        return {"ready": True, "stage": self._stage,
+                "sessions": [f"{s.tenant}/{s.session}" for s in self.worker.sessions]}

@@ -1,0 +1,1 @@
+"""Address routing, the LLM turn and NPC memory."""

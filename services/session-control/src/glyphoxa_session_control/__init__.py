@@ -1,0 +1,1 @@
+"""Session lifecycle and stage claims."""
