@@ -42,7 +42,7 @@ async def nc(nats_url: str) -> AsyncIterator[object]:
     try:
         yield client
     finally:
-        await client.drain()
+        await client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -54,6 +54,7 @@ class ClaimWorker:
         self._lease_s = lease_s
         self._held: dict[str, HeldClaim] = {}
         self._stopping = asyncio.Event()
+        self._loop_done = asyncio.Event()
         self._on_change = on_change or (lambda n: None)
 
     @property
@@ -71,7 +72,7 @@ class ClaimWorker:
                     continue
                 try:
                     msgs = await psub.fetch(1, timeout=0.5)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, asyncio.TimeoutError):
                     continue
                 for msg in msgs:
                     await self._take(msg)
@@ -79,8 +80,13 @@ class ClaimWorker:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
+            await _nak_buffered(psub)
+            self._loop_done.set()
 
     async def _take(self, msg: Msg) -> None:
+        if self._stopping.is_set():  # a pull request still open at shutdown: hand it on
+            await msg.nak()
+            return
         try:
             _, tenant, session = parse_claim_subject(msg.subject)
             subjects = SessionSubjects(tenant, session)
@@ -132,6 +138,8 @@ class ClaimWorker:
     async def shutdown(self) -> None:
         """SIGTERM: stop taking work, hand every claim back at once, stop the runners."""
         self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop_done.wait(), timeout=1.0)
         for held in list(self._held.values()):
             with contextlib.suppress(Exception):
                 await held.msg.nak()
@@ -141,6 +149,20 @@ class ClaimWorker:
                 await held.task
         self._held.clear()
         self._on_change(0)
+
+
+async def _nak_buffered(psub: object) -> None:
+    """Hand back claims the server delivered after our last fetch had already timed out.
+
+    nats.py buffers such a late message in the subscription for the next fetch; a replica
+    that stops fetching would otherwise sit on the claim until its lease runs out.
+    """
+    queue = psub._sub._pending_queue  # type: ignore[attr-defined]
+    while not queue.empty():
+        msg = queue.get_nowait()
+        if msg.reply and not (msg.headers or {}).get("Status"):
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
 
 async def publish_claims(nc: Client, tenant: str, session: str, stages: list[str]) -> None:

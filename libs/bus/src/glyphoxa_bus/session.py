@@ -190,7 +190,7 @@ async def serve_session(
         while True:
             try:
                 msgs = await psub.fetch(batch, timeout=tick_s)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, asyncio.TimeoutError):
                 msgs = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream

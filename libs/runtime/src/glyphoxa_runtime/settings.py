@@ -6,7 +6,7 @@ its prefix (``VAD_*``, ``STT_*``...). Settings are parsed once, in ``__main__``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from glyphoxa_bus.connection import BusSettings
@@ -26,5 +26,7 @@ class ServiceSettings(BaseSettings):
 
     nats: BusSettings = Field(default_factory=BusSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    log_level: str = Field("info", pattern=r"^(?i:trace|debug|info|warning|error)$")
-    replica: str = Field("", description="replica name for logs and claims (default host-pid)")
+    log_level: str = Field("info", pattern=r"^(?i:trace|debug|info|warning|error)$",
+                           validation_alias=AliasChoices("LOG_LEVEL"))
+    replica: str = Field("", description="replica name for logs and claims (default host-pid)",
+                         validation_alias=AliasChoices("SERVICE_REPLICA"))

@@ -1,0 +1,207 @@
+"""``glyphoxa``: play scenes, run the local stack, the demo, model set-up and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE_CAMPAIGN = ROOT / "examples" / "campaign.yaml"
+EXAMPLE_SCENE = ROOT / "examples" / "scenes" / "smithy"
+
+
+def _fail(message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    print(f"glyphoxa: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _nats_url(arg: str | None) -> str:
+    from glyphoxa_cli.stack import running_nats_url
+
+    return arg or os.environ.get("NATS_URL") or running_nats_url() or "nats://127.0.0.1:4222"
+
+
+async def play_scene(nats_url: str, scene_dir: Path, campaign_path: Path, out_dir: Path,
+                     speed: float, tenant: str, timeout_s: float) -> list[dict]:
+    from glyphoxa_bus.connection import BusSettings, connect
+    from glyphoxa_campaign import load_campaign_file
+    from glyphoxa_cli.player import ScenePlayer
+    from glyphoxa_cli.results import write_results
+    from glyphoxa_cli.scenefile import load_scene
+
+    campaign = load_campaign_file(campaign_path)
+    scene = load_scene(scene_dir)
+    nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player")
+    try:
+        player = ScenePlayer(nc, scene, campaign, tenant=tenant, speed=speed, timeout_s=timeout_s)
+        print(f"playing {scene.name} ({scene.duration_s:.1f} s, {len(scene.tracks)} players) "
+              f"at {speed:g}x into tenant {tenant} ...", flush=True)
+        await player.play()
+        rows = write_results(player, out_dir)
+        print(f"session {player.session}: {len(rows)} turns -> {out_dir}/turns.jsonl", flush=True)
+        return rows
+    finally:
+        await nc.drain()
+
+
+def cmd_scene_play(args: argparse.Namespace) -> int:
+    from glyphoxa_campaign import CampaignError
+    from glyphoxa_cli.player import SessionApiError
+    from glyphoxa_cli.results import format_table
+    from glyphoxa_cli.scenefile import SceneError
+
+    try:
+        rows = asyncio.run(play_scene(_nats_url(args.nats), Path(args.scene_dir), Path(args.campaign),
+                                      Path(args.out), args.speed, args.tenant, args.timeout))
+    except (CampaignError, SceneError, SessionApiError, ValueError, TimeoutError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot reach NATS at {_nats_url(args.nats)} (is `./task up` running?): {exc}")
+    print(format_table(rows))
+    return 0
+
+
+def _stack_env(args: argparse.Namespace) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if getattr(args, "fake", False):
+        env.update({"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"})
+    return env
+
+
+def _replicas(specs: list[str]) -> dict[str, int]:
+    out = {}
+    for spec in specs or []:
+        name, _, count = spec.partition("=")
+        if not count.isdigit():
+            _fail(f"--replicas takes SERVICE=N, got {spec!r}")
+        out[name] = int(count)
+    return out
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.stack import Stack, glyphoxa_home
+
+    stack = Stack(glyphoxa_home(), env=_stack_env(args), replicas=_replicas(args.replicas),
+                  nats_url=args.nats)
+    print("starting the Glyphoxa stack (first start loads the models, ~20 s) ...", flush=True)
+    try:
+        stack.start()
+        print(f"\nready. NATS: {stack.nats_url}\n"
+              f"play a scene:  .venv/bin/glyphoxa scene play {EXAMPLE_SCENE.relative_to(ROOT)} "
+              f"--campaign {EXAMPLE_CAMPAIGN.relative_to(ROOT)} --out out/\n"
+              "Ctrl-C stops everything.", flush=True)
+        stop = {"now": False}
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        while not stop["now"]:
+            for proc in stack.procs:
+                if proc.proc is not None and proc.proc.poll() is not None:
+                    print(f"{proc.name} exited with {proc.proc.returncode}; see {proc.log_path}")
+                    stop["now"] = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.results import format_table
+    from glyphoxa_cli.stack import Stack, glyphoxa_home
+
+    if not (EXAMPLE_SCENE / "scene.json").exists():
+        _fail(f"{EXAMPLE_SCENE} is missing: run ./task demo (it generates the example scene)")
+    stack = Stack(glyphoxa_home(), env=_stack_env(args))
+    print("starting the Glyphoxa stack: nats-server + 6 services ...", flush=True)
+    try:
+        stack.start()
+        out = Path(args.out)
+        rows = asyncio.run(play_scene(stack.nats_url or "", EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out,
+                                      args.speed, "demo", timeout_s=300))
+    finally:
+        stack.stop()
+    print()
+    print(format_table(rows))
+    print(f"\naudio: {out}/table_mix.wav (players + NPCs), one npc_*.wav per NPC")
+    return 0
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.models import prepare
+
+    prepare()
+    return 0
+
+
+def cmd_turns(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.results import format_table
+
+    rows = [json.loads(line) for line in Path(args.path).read_text().splitlines() if line.strip()]
+    print(format_table(rows))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glyphoxa", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    scene = sub.add_parser("scene", help="recorded table scenes").add_subparsers(dest="scene_cmd", required=True)
+    play = scene.add_parser("play", help="play a scene into a new session and record the turns")
+    play.add_argument("scene_dir")
+    play.add_argument("--campaign", required=True)
+    play.add_argument("--out", required=True)
+    play.add_argument("--speed", type=float, default=1.0, help="pacing only (>= 1); results do not change")
+    play.add_argument("--tenant", default="demo")
+    play.add_argument("--nats", help="NATS URL (default: the running ./task up stack)")
+    play.add_argument("--timeout", type=float, default=300.0)
+    play.set_defaults(func=cmd_scene_play)
+
+    up = sub.add_parser("up", help="run nats-server and all services until Ctrl-C")
+    up.add_argument("--replicas", nargs="*", help="SERVICE=N, e.g. stt=2")
+    up.add_argument("--fake", action="store_true", help="instant fake providers (plumbing only)")
+    up.add_argument("--nats", help="use this NATS server instead of starting one")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start the stack, play the example scene, print the turn table")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--speed", type=float, default=1.0)
+    demo.add_argument("--fake", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="local models").add_subparsers(dest="models_cmd", required=True)
+    models.add_parser("prepare", help="assemble and verify the bundled models").set_defaults(func=cmd_models_prepare)
+
+    turns = sub.add_parser("turns", help="print a turns.jsonl as a table")
+    turns.add_argument("path")
+    turns.set_defaults(func=cmd_turns)
+
+    bench = sub.add_parser("bench", help="bus overhead and local provider latency")
+    bench.add_argument("--sessions", type=int, nargs="*", default=[1, 10])
+    bench.add_argument("--turns", type=int, default=20, help="turns per session")
+    bench.add_argument("--skip-providers", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""The scene player: a test/demo edge that speaks the same subjects as discord-edge.
+
+It plays every player's track into a new session as 20 ms opus frames, Discord style
+(frames only while a player makes sound, then five opus silence frames, then nothing), at
+real-time pace or ``speed`` times faster, and records what comes back. The capture time of
+each frame is scene time (session start + offset), so ``speed`` changes pacing only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from glyphoxa_audio.opus import SILENCE_FRAME, OpusDecoder, OpusEncoder
+from glyphoxa_audio.wav import to_stereo, write_wav
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_campaign import Campaign
+from glyphoxa_cli.scenefile import Scene
+from glyphoxa_events import headers as H
+from glyphoxa_events.api import ApiReply, StartSession, StopSession
+from glyphoxa_events.models import (
+    AudioDone, Outcome, Played, Transcript, TurnEnded, UtteranceEnded, UtteranceStarted,
+    parse_control,
+)
+from glyphoxa_events.subjects import SessionSubjects, api_subject, parse_subject
+
+log = logging.getLogger("glyphoxa.scene")
+FRAME = 960  # 20 ms at 48 kHz
+TRAILING_SILENCE_FRAMES = 5
+
+
+class SessionApiError(RuntimeError):
+    pass
+
+
+async def api_call(nc: Client, verb: str, body: bytes, timeout: float = 10.0) -> ApiReply:
+    msg = await nc.request(api_subject(verb), body, timeout=timeout)
+    reply = ApiReply.model_validate_json(msg.data)
+    if not reply.ok:
+        raise SessionApiError(f"{verb}: {reply.error}")
+    return reply
+
+
+@dataclass
+class Outgoing:
+    """One player's frames: (frame index on the timeline, opus packet)."""
+
+    speaker: str
+    frames: list[tuple[int, bytes]]
+
+
+def encode_track(speaker: str, pcm: np.ndarray) -> Outgoing:
+    encoder = OpusEncoder()
+    n = len(pcm) // FRAME
+    frames: list[tuple[int, bytes]] = []
+    silent_run = TRAILING_SILENCE_FRAMES
+    for i in range(n):
+        chunk = pcm[i * FRAME:(i + 1) * FRAME]
+        if np.any(chunk):
+            frames.append((i, encoder.encode(to_stereo(chunk))))
+            silent_run = 0
+        elif silent_run < TRAILING_SILENCE_FRAMES:
+            frames.append((i, SILENCE_FRAME))
+            silent_run += 1
+    return Outgoing(speaker, frames)
+
+
+@dataclass
+class Collected:
+    """Everything the session produced, as it arrived."""
+
+    utterances: dict[str, UtteranceStarted] = field(default_factory=dict)
+    ended: dict[str, UtteranceEnded] = field(default_factory=dict)
+    finals: dict[str, Transcript] = field(default_factory=dict)
+    turns: dict[str, TurnEnded] = field(default_factory=dict)
+    audio_done: dict[str, AudioDone] = field(default_factory=dict)
+    frames: dict[str, list[tuple[int, int, bytes, str]]] = field(default_factory=lambda: defaultdict(list))
+    first_audio_ns: dict[str, int] = field(default_factory=dict)
+    played_sent: set[str] = field(default_factory=set)
+    last_event_mono: float = field(default_factory=time.monotonic)
+
+    def pending(self) -> list[str]:
+        """What the session still owes us (empty once every utterance is fully handled)."""
+        waiting = [f"vad end of {u}" for u in self.utterances if u not in self.ended]
+        waiting += [f"transcript of {u}" for u in self.ended if u not in self.finals]
+        waiting += [f"turn for {u}" for u in self.finals if u not in self.turns]
+        waiting += [f"audio of {t}" for t, turn in self.turns.items()
+                    if turn.outcome == Outcome.answered and t not in self.audio_done]
+        return waiting
+
+
+class ScenePlayer:
+    def __init__(self, nc: Client, scene: Scene, campaign: Campaign, tenant: str = "demo",
+                 speed: float = 1.0, timeout_s: float = 180.0):
+        if speed < 1.0:
+            raise ValueError("--speed must be at least 1 (a slower replay would stretch silences)")
+        self.nc, self.scene, self.campaign = nc, scene, campaign
+        self.tenant, self.speed, self.timeout_s = tenant, speed, timeout_s
+        self.collected = Collected()
+        self.session = ""
+        self.t0_ns = 0
+        self.t0_wall_ns = 0
+        self._subs: list = []
+
+    # --- run ------------------------------------------------------------------------------
+
+    async def play(self) -> Collected:
+        outgoing = [encode_track(s, pcm) for s, pcm in self.scene.tracks.items()]
+        reply = await api_call(self.nc, "session.start", StartSession(
+            tenant=self.tenant, campaign=self.campaign, edge="scene").model_dump_json().encode())
+        assert reply.session is not None
+        self.session = reply.session.session
+        subjects = SessionSubjects(self.tenant, self.session)
+        log.info("session started", extra={"tenant": self.tenant, "session": self.session})
+        await self._subscribe(subjects)
+        try:
+            await self._send(subjects, outgoing)
+            await self._wait_done()
+        finally:
+            await api_call(self.nc, "session.stop", StopSession(
+                tenant=self.tenant, session=self.session,
+                reason="scene finished").model_dump_json().encode())
+            for sub in self._subs:
+                await sub.unsubscribe()
+        return self.collected
+
+    async def _send(self, subjects: SessionSubjects, outgoing: list[Outgoing]) -> None:
+        publisher = Publisher(self.nc, max_in_flight=512)
+        schedule = sorted((i, o.speaker, pkt) for o in outgoing for i, pkt in o.frames)
+        seqs: dict[str, int] = defaultdict(int)
+        self.t0_wall_ns = time.time_ns()
+        self.t0_ns = self.t0_wall_ns  # scene time zero == wall clock at speed 1
+        start = time.monotonic()
+        for index, speaker, packet in schedule:
+            due = start + index * 0.020 / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            seq = seqs[speaker]
+            seqs[speaker] += 1
+            await publisher.publish(
+                subjects.audio_in(speaker), packet,
+                msg_id=f"ain:{self.tenant}.{self.session}:{speaker}:{seq}",
+                headers={H.SEQ: str(seq), H.CAPTURE_NS: str(self.t0_ns + index * 20_000_000),
+                         H.CODEC: H.CODEC_OPUS})
+        await publisher.flush()
+        tail_s = self.scene.duration_s - (schedule[-1][0] * 0.020 if schedule else 0)
+        await asyncio.sleep(max(0.0, tail_s) / self.speed)
+
+    async def _wait_done(self, quiet_s: float = 1.5) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if not self.collected.pending() and time.monotonic() - self.collected.last_event_mono > quiet_s:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"session {self.session} still owes: {self.collected.pending()[:5]}")
+
+    # --- receive --------------------------------------------------------------------------
+
+    async def _subscribe(self, subjects: SessionSubjects) -> None:
+        js = self.nc.jetstream()
+        for subject, stream, cb in (
+            (subjects.vad("*"), "GLX_EVENTS", self._on_vad),
+            (subjects.stt("*"), "GLX_EVENTS", self._on_stt),
+            (subjects.ctl(">"), "GLX_CTL", self._on_ctl),
+            (subjects.audio_out("*"), "GLX_MEDIA", self._on_audio),
+        ):
+            self._subs.append(await js.subscribe(subject, stream=stream, ordered_consumer=True,
+                                                 deliver_policy=DeliverPolicy.ALL, cb=cb))
+
+    def _touch(self) -> None:
+        self.collected.last_event_mono = time.monotonic()
+
+    async def _on_vad(self, msg: Msg) -> None:
+        kind = (msg.headers or {}).get(H.KIND)
+        if kind == "start":
+            ev = UtteranceStarted.model_validate_json(msg.data)
+            self.collected.utterances[ev.utterance_id] = ev
+        elif kind == "end":
+            end = UtteranceEnded.model_validate_json(msg.data)
+            self.collected.ended[end.utterance_id] = end
+        self._touch()
+
+    async def _on_stt(self, msg: Msg) -> None:
+        t = Transcript.model_validate_json(msg.data)
+        if t.final:
+            self.collected.finals[t.utterance_id] = t
+        self._touch()
+
+    async def _on_ctl(self, msg: Msg) -> None:
+        event = parse_control(msg.data)
+        if isinstance(event, TurnEnded):
+            self.collected.turns[event.turn_id] = event
+        elif isinstance(event, AudioDone):
+            self.collected.audio_done[event.turn_id] = event
+            await self._report_played(event)
+        self._touch()
+
+    async def _on_audio(self, msg: Msg) -> None:
+        hdrs = msg.headers or {}
+        turn, seq = hdrs.get(H.TURN, ""), int(hdrs.get(H.SEQ, "0"))
+        arrival = time.time_ns()
+        npc = parse_subject(msg.subject).leaf
+        self.collected.frames[turn].append((seq, arrival, msg.data, npc))
+        if turn not in self.collected.first_audio_ns:
+            self.collected.first_audio_ns[turn] = int(hdrs.get(H.PUBLISHED_NS, arrival))
+        self._touch()
+
+    async def _report_played(self, done: AudioDone) -> None:
+        """What an edge does after playback: tell the brain what the table actually heard."""
+        turn = self.collected.turns.get(done.turn_id)
+        if done.cancelled or done.turn_id in self.collected.played_sent:
+            return
+        self.collected.played_sent.add(done.turn_id)
+        text = turn.reply_text if turn else ""
+        event = Played(turn_id=done.turn_id, npc=done.npc, text_heard=text, complete=True,
+                       first_played_ns=self.collected.first_audio_ns.get(done.turn_id, 0))
+        subjects = SessionSubjects(self.tenant, self.session)
+        await self.nc.jetstream().publish(
+            subjects.ctl("played"), event.to_bytes(),
+            headers={H.MSG_ID: f"ctl:{self.tenant}.{self.session}:played:{done.turn_id}"})
+
+    # --- results --------------------------------------------------------------------------
+
+    def wall_of(self, capture_ns: int) -> int:
+        """Wall-clock time at which a capture (scene) time was sent."""
+        return self.t0_wall_ns + int((capture_ns - self.t0_ns) / self.speed)
+
+    def scene_seconds(self, wall_ns: int) -> float:
+        return (wall_ns - self.t0_wall_ns) * self.speed / 1e9

@@ -1,0 +1,133 @@
+"""What a played scene produced: turns.jsonl, one WAV per NPC and the mixed table WAV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from glyphoxa_audio.opus import OpusDecoder, OpusError
+from glyphoxa_audio.wav import write_wav
+from glyphoxa_cli.player import ScenePlayer
+from glyphoxa_cli.scenefile import Scene, SceneTurn
+
+RATE = 48_000
+LATENCY_KEYS = ("vad_end", "stt_final", "first_token", "first_sentence", "first_audio")
+
+
+def match_turn(scene: Scene, speaker: str, start_s: float, end_s: float) -> SceneTurn | None:
+    """The ground-truth turn of this player that overlaps the utterance most."""
+    best, best_overlap = None, 0.0
+    for turn in scene.turns:
+        if turn.player != speaker:
+            continue
+        overlap = min(end_s, turn.end_s) - max(start_s, turn.start_s)
+        if overlap > best_overlap:
+            best, best_overlap = turn, overlap
+    return best
+
+
+def turn_rows(player: ScenePlayer) -> list[dict]:
+    c = player.collected
+    names = {npc.token: npc.name for npc in player.campaign.npcs}
+    rows = []
+    for utt_id, final in sorted(c.finals.items(), key=lambda kv: kv[1].speech_end_ns):
+        turn = c.turns.get(utt_id)
+        speech_end_wall = player.wall_of(final.speech_end_ns)
+
+        def ms(ns: int | None) -> float | None:
+            return round((ns - speech_end_wall) / 1e6, 1) if ns else None
+
+        lat = turn.latency if turn else None
+        latency = dict(zip(LATENCY_KEYS, (
+            ms(lat.vad_end_ns if lat else final.vad_end_ns),
+            ms(final.stt_final_ns),
+            ms(lat.first_token_ns if lat else None),
+            ms(lat.first_sentence_ns if lat else None),
+            ms(c.first_audio_ns.get(utt_id)),
+        )))
+        start_s = (final.start_ns - player.t0_ns) / 1e9
+        end_s = (final.speech_end_ns - player.t0_ns) / 1e9
+        expected = match_turn(player.scene, final.speaker, start_s, end_s)
+        rows.append({
+            "utterance": utt_id,
+            "player": final.speaker,
+            "start_s": round(start_s, 2),
+            "end_s": round(end_s, 2),
+            "transcript": final.text,
+            "npc": names.get(turn.npc) if turn and turn.npc else None,
+            "outcome": turn.outcome.value if turn else "missing",
+            "reason": turn.reason if turn else "no turn event",
+            "reply": turn.reply_text if turn else "",
+            "latency_ms": latency,
+            "expected": None if expected is None else {
+                "text": expected.text, "addressed": expected.addressed, "kind": expected.kind},
+        })
+    return rows
+
+
+def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Decoded audio per NPC with the scene time at which it would start playing."""
+    c = player.collected
+    out: dict[str, list[tuple[float, np.ndarray]]] = {}
+    cursor: dict[str, float] = {}
+    for turn_id, frames in sorted(c.frames.items(), key=lambda kv: min(f[1] for f in kv[1])):
+        frames = sorted(frames)
+        npc = frames[0][3]
+        decoder = OpusDecoder(RATE, 1)
+        pcm = []
+        for _, _, packet, _ in frames:
+            try:
+                pcm.append(decoder.decode(packet))
+            except OpusError:
+                pcm.append(decoder.conceal())
+        audio = np.concatenate(pcm) if pcm else np.zeros(0, np.int16)
+        start = max(player.scene_seconds(frames[0][1]), cursor.get(npc, 0.0))
+        cursor[npc] = start + len(audio) / RATE
+        out.setdefault(npc, []).append((start, audio))
+    return out
+
+
+def write_results(player: ScenePlayer, out_dir: str | Path) -> list[dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = turn_rows(player)
+    with open(out_dir / "turns.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    placed = npc_audio(player)
+    length = int(player.scene.duration_s * RATE)
+    for clips in placed.values():
+        for start, audio in clips:
+            length = max(length, int(start * RATE) + len(audio))
+    mix = np.zeros(length, np.int32)
+    for track in player.scene.tracks.values():
+        mix[: len(track)] += track
+    for npc, clips in placed.items():
+        lane = np.zeros(length, np.int32)
+        for start, audio in clips:
+            i = int(start * RATE)
+            lane[i:i + len(audio)] += audio
+        write_wav(out_dir / f"npc_{npc}.wav", np.clip(lane, -32768, 32767), RATE)
+        mix += lane
+    write_wav(out_dir / "table_mix.wav", np.clip(mix, -32768, 32767), RATE)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'player':<8} {'npc':<13} {'outcome':<13} {'stt':>6} {'token':>6} {'sent':>6} {'audio':>6}  transcript -> reply"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lat = r["latency_ms"]
+
+        def f(key: str) -> str:
+            v = lat.get(key)
+            return f"{v:>6.0f}" if v is not None else f"{'-':>6}"
+
+        reply = f" -> {r['reply']}" if r["reply"] else ""
+        lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} {f('stt_final')} "
+                     f"{f('first_token')} {f('first_sentence')} {f('first_audio')}  "
+                     f"{r['transcript']!r}{reply}")
+    lines.append("latency columns: ms from speech end (stt final, first LLM token, first sentence, first audio)")
+    return "\n".join(lines)

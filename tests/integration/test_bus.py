@@ -1,0 +1,165 @@
+"""The bus library against a real nats-server: ordering, de-duplication, claims, ack floor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from nats.js.api import DeliverPolicy
+
+from glyphoxa_bus.claims import ClaimWorker, publish_claims
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.session import InputMessage, SessionContext, serve_session
+from glyphoxa_bus.streams import CONTROL, MEDIA, WORK
+from glyphoxa_campaign import Campaign, Npc
+from glyphoxa_events.models import Event, SessionStarted, SessionStopped
+from glyphoxa_events.subjects import SessionSubjects
+
+pytestmark = pytest.mark.integration
+CAMPAIGN = Campaign(name="test", npcs=[Npc(name="Greta", persona="A blacksmith.")])
+
+
+async def test_publisher_keeps_order_and_dedupes(nc, tenant):
+    subjects = SessionSubjects(tenant, "s1")
+    pub = Publisher(nc, max_in_flight=8)
+    for i in range(300):
+        await pub.publish(subjects.audio_in("alex"), str(i).encode(), msg_id=f"m{i}")
+    for i in range(50):  # retried publishes with the same ids are stored once
+        await pub.publish(subjects.audio_in("alex"), str(i).encode(), msg_id=f"m{i}")
+    await pub.flush()
+    sub = await nc.jetstream().subscribe(subjects.audio_in("alex"), ordered_consumer=True,
+                                         deliver_policy=DeliverPolicy.ALL)
+    got = [int((await sub.next_msg(2)).data) for _ in range(300)]
+    assert got == list(range(300))
+    with pytest.raises(Exception):
+        await sub.next_msg(0.3)
+    await sub.unsubscribe()
+
+
+class Recorder:
+    """A toy stage: remembers inputs; keeps everything since the first 'open' unacked."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.controls: list[Event] = []
+        self.open_from: int | None = None
+        self.closed = False
+
+    async def on_control(self, event: Event) -> None:
+        self.controls.append(event)
+
+    async def on_message(self, msg: InputMessage) -> None:
+        self.seen.append(msg.data)
+        if msg.data.startswith(b"open") and self.open_from is None:
+            self.open_from = msg.stream_seq
+        if msg.data.startswith(b"close"):
+            self.open_from = None
+
+    async def on_tick(self) -> None:
+        pass
+
+    def retain_from(self) -> int | None:
+        return self.open_from
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _start_session(nc, subjects: SessionSubjects) -> None:
+    await nc.jetstream().publish(subjects.ctl("session.started"),
+                                 SessionStarted(campaign=CAMPAIGN, started_ns=time.time_ns()).to_bytes())
+
+
+async def _wait(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_takeover_replays_from_ack_floor(nc, tenant):
+    subjects = SessionSubjects(tenant, "s2")
+    js = nc.jetstream()
+    await _start_session(nc, subjects)
+    for body in (b"a", b"b", b"open-1", b"x", b"y"):
+        await js.publish(subjects.audio_in("alex"), body)
+
+    first = Recorder()
+    ctx = SessionContext("vad", subjects, nc, Publisher(nc))
+    task = asyncio.create_task(serve_session(ctx, first, MEDIA, [subjects.audio_in("*")]))
+    await _wait(lambda: len(first.seen) == 5)
+    await asyncio.sleep(0.2)  # let the ack go out
+    task.cancel()  # the replica dies: no close, no further acks
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    second = Recorder()
+    ctx2 = SessionContext("vad", subjects, nc, Publisher(nc))
+    task2 = asyncio.create_task(serve_session(ctx2, second, MEDIA, [subjects.audio_in("*")]))
+    await _wait(lambda: len(second.seen) == 3)
+    assert second.seen == [b"open-1", b"x", b"y"]  # a, b were finished and are not redone
+    assert isinstance(second.controls[0], SessionStarted)  # control replayed from the start
+    await js.publish(subjects.audio_in("alex"), b"close")
+    await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
+    await asyncio.wait_for(task2, 5)
+    assert second.closed and second.seen[-1] == b"close"
+
+
+async def test_claim_moves_to_another_replica(nc, tenant):
+    served: dict[str, list[str]] = {"a": [], "b": []}
+    release = asyncio.Event()
+
+    def runner(name):
+        async def run(subjects: SessionSubjects) -> None:
+            served[name].append(subjects.session)
+            await release.wait()
+        return run
+
+    a = ClaimWorker(nc, "stt", runner("a"), capacity=4, lease_s=1.0)
+    task_a = asyncio.create_task(a.run())
+    await asyncio.sleep(0.3)
+    await publish_claims(nc, tenant, "s3", ["stt"])
+    await _wait(lambda: served["a"] == ["s3"])
+
+    b = ClaimWorker(nc, "stt", runner("b"), capacity=4, lease_s=1.0)
+    task_b = asyncio.create_task(b.run())
+    await asyncio.sleep(0.3)
+    assert served["b"] == []  # a still holds the lease
+    t0 = time.monotonic()
+    await a.shutdown()  # SIGTERM path: nak, so b takes over at once
+    task_a.cancel()
+    await _wait(lambda: served["b"] == ["s3"], timeout=3)
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    await _wait(lambda: not b.sessions)
+    await b.shutdown()
+    task_b.cancel()
+    await asyncio.gather(task_a, task_b, return_exceptions=True)
+    info = await nc.jetstream().stream_info(WORK, subjects_filter=f"glxwork.stt.{tenant}.>")
+    assert not (info.state.subjects or {})  # the claim was acked and removed
+
+
+async def test_claim_of_dead_replica_expires_to_another(nc, tenant):
+    served: list[str] = []
+    a = ClaimWorker(nc, "tts", lambda s: asyncio.sleep(3600), capacity=4, lease_s=1.0)
+    task_a = asyncio.create_task(a.run())
+    await asyncio.sleep(0.3)
+    await publish_claims(nc, tenant, "s4", ["tts"])
+    await _wait(lambda: bool(a.sessions))
+    # kill -9 equivalent: the replica stops renewing and never naks
+    task_a.cancel()
+    for held in list(a._held.values()):
+        held.task.cancel()
+
+    async def run_b(subjects):
+        served.append(subjects.session)
+
+    b = ClaimWorker(nc, "tts", run_b, capacity=4, lease_s=1.0)
+    task_b = asyncio.create_task(b.run())
+    await _wait(lambda: served == ["s4"], timeout=4)
+    await b.shutdown()
+    task_b.cancel()
+    await asyncio.gather(task_a, task_b, return_exceptions=True)
