@@ -67,10 +67,10 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
     return rows
 
 
-def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[float, np.ndarray]]]:
-    """Decoded audio per NPC with the scene time at which it would start playing."""
+def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[str, float, np.ndarray]]]:
+    """Decoded audio per NPC: (turn id, scene time it would start playing, samples)."""
     c = player.collected
-    out: dict[str, list[tuple[float, np.ndarray]]] = {}
+    out: dict[str, list[tuple[str, float, np.ndarray]]] = {}
     cursor: dict[str, float] = {}
     for turn_id, frames in sorted(c.frames.items(), key=lambda kv: min(f[1] for f in kv[1])):
         frames = sorted(frames)
@@ -85,7 +85,7 @@ def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[float, np.ndarray]]]:
         audio = np.concatenate(pcm) if pcm else np.zeros(0, np.int16)
         start = max(player.scene_seconds(frames[0][1]), cursor.get(npc, 0.0))
         cursor[npc] = start + len(audio) / RATE
-        out.setdefault(npc, []).append((start, audio))
+        out.setdefault(npc, []).append((turn_id, start, audio))
     return out
 
 
@@ -99,14 +99,15 @@ def write_results(player: ScenePlayer, out_dir: str | Path) -> list[dict]:
     placed = npc_audio(player)
     length = int(player.scene.duration_s * RATE)
     for clips in placed.values():
-        for start, audio in clips:
+        for turn_id, start, audio in clips:
             length = max(length, int(start * RATE) + len(audio))
+            write_wav(out_dir / "turns" / f"{turn_id}.wav", audio, RATE)
     mix = np.zeros(length, np.int32)
     for track in player.scene.tracks.values():
         mix[: len(track)] += track
     for npc, clips in placed.items():
         lane = np.zeros(length, np.int32)
-        for start, audio in clips:
+        for _, start, audio in clips:
             i = int(start * RATE)
             lane[i:i + len(audio)] += audio
         write_wav(out_dir / f"npc_{npc}.wav", np.clip(lane, -32768, 32767), RATE)

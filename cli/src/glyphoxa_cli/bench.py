@@ -1,0 +1,122 @@
+"""``glyphoxa bench``: what the bus adds, and what the local providers cost.
+
+1. Bus overhead: the whole stack as processes with instant fake providers. The bench plays
+   the vad role's output directly (utterance start, 1 s of PCM, end) so the measurement
+   starts at the moment an utterance is known to be over, and stops when the first opus
+   frame of the reply is published on ``audio.out``. With instant providers, everything
+   in between is bus, serialisation and service overhead.
+2. Local providers: each stage's provider in-process on real inputs (see providers_bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from glyphoxa_bus.connection import BusSettings, connect
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_campaign import Campaign, Npc
+from glyphoxa_cli.player import api_call
+from glyphoxa_cli.stack import Stack
+from glyphoxa_events import headers as H
+from glyphoxa_events.api import StartSession, StopSession
+from glyphoxa_events.models import UtteranceEnded, UtteranceStarted
+from glyphoxa_events.subjects import SessionSubjects
+
+CAMPAIGN = Campaign(name="bench", npcs=[Npc(name="Greta", persona="A gruff dwarven blacksmith.")])
+
+
+def percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p)) if values else float("nan")
+
+
+async def _session_turns(nc: Client, tenant: str, turns: int) -> list[float]:
+    reply = await api_call(nc, "session.start", StartSession(
+        tenant=tenant, campaign=CAMPAIGN, edge="bench").model_dump_json().encode())
+    session = reply.session.session  # type: ignore[union-attr]
+    subjects = SessionSubjects(tenant, session)
+    first_audio: dict[str, int] = {}
+    arrived: dict[str, asyncio.Event] = {}
+
+    async def on_audio(msg: Msg) -> None:
+        turn = (msg.headers or {}).get(H.TURN, "")
+        if turn not in first_audio:
+            first_audio[turn] = int((msg.headers or {})[H.PUBLISHED_NS])
+            arrived.setdefault(turn, asyncio.Event()).set()
+
+    sub = await nc.subscribe(subjects.audio_out("*"), cb=on_audio)
+    publisher = Publisher(nc, 64)
+    pcm = (np.random.default_rng(0).normal(0, 2000, 16000)).astype(np.int16).tobytes()
+    latencies = []
+    try:
+        for i in range(turns):
+            utt = f"alex-{i * 1000}"
+            now = time.time_ns()
+            key = f"vad:{tenant}.{session}:{utt}"
+            await publisher.publish(subjects.vad("alex"), UtteranceStarted(
+                utterance_id=utt, speaker="alex", start_ns=now - 1_000_000_000).to_bytes(),
+                f"{key}:start", {H.KIND: "start", H.UTTERANCE: utt})
+            for n in range(5):
+                await publisher.publish(subjects.vad("alex"), pcm[n * 6400:(n + 1) * 6400], f"{key}:{n}",
+                                        {H.KIND: "audio", H.UTTERANCE: utt, H.SEQ: str(n)})
+            end_ns = time.time_ns()
+            await publisher.publish(subjects.vad("alex"), UtteranceEnded(
+                utterance_id=utt, speaker="alex", start_ns=now - 1_000_000_000, speech_end_ns=end_ns,
+                chunks=5, audio_ms=1000, vad_end_ns=end_ns).to_bytes(), f"{key}:end",
+                {H.KIND: "end", H.UTTERANCE: utt})
+            event = arrived.setdefault(utt, asyncio.Event())
+            await asyncio.wait_for(event.wait(), timeout=30)
+            latencies.append((first_audio[utt] - end_ns) / 1e6)
+            await asyncio.sleep(0.3)  # let the turn's audio finish before the next line
+    finally:
+        await sub.unsubscribe()
+        await api_call(nc, "session.stop", StopSession(tenant=tenant, session=session).model_dump_json().encode())
+    return latencies
+
+
+async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
+    nc = await connect(BusSettings(url=nats_url), name="bench")
+    try:
+        await _session_turns(nc, "warmup", 2)  # first session pays connection/consumer set-up
+        results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns) for i in range(sessions)))
+    finally:
+        await nc.close()
+    return [x for r in results for x in r]
+
+
+def run_bus_bench(session_counts: list[int], turns: int) -> list[dict]:
+    home = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-"))
+    env = {"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake", "LOG_LEVEL": "warning"}
+    stack = Stack(home, env=env, services=("session-control", "stt", "npc-brain", "tts"))
+    rows = []
+    try:
+        stack.start(progress=lambda s: None)
+        for n in session_counts:
+            lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns))
+            rows.append({"sessions": n, "turns": len(lat), "p50_ms": percentile(lat, 50),
+                         "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat)})
+    finally:
+        stack.stop()
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    print("== bus overhead: utterance end published -> first audio frame published "
+          "(instant fake providers, every service a process)")
+    rows = run_bus_bench(args.sessions, args.turns)
+    print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for r in rows:
+        print(f"{r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}")
+    if not args.skip_providers:
+        from glyphoxa_cli.providers_bench import run_provider_bench
+
+        run_provider_bench()
+    return 0

@@ -1,0 +1,87 @@
+"""Failover: two stt replicas; the one holding the session is killed with SIGKILL mid-scene.
+
+The scene still completes, no utterance is lost and no reply is given twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from urllib.request import urlopen
+
+import pytest
+from nats.js.api import DeliverPolicy
+
+from glyphoxa_bus.connection import BusSettings, connect
+from glyphoxa_campaign import load_campaign_file
+from glyphoxa_cli.player import ScenePlayer
+from glyphoxa_cli.results import write_results
+from glyphoxa_cli.scenefile import load_scene
+from glyphoxa_cli.stack import Stack
+from glyphoxa_events.subjects import SessionSubjects
+from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
+from tests.e2e.test_scene_e2e import check_scene
+
+
+async def read_all(js, subject: str) -> list:
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    msgs = []
+    try:
+        while True:
+            msg = await sub.next_msg(1.0)
+            msgs.append(msg)
+            if msg.metadata.num_pending == 0:
+                break
+    except Exception:  # noqa: BLE001 - no (more) messages
+        pass
+    await sub.unsubscribe()
+    return msgs
+
+
+def holds(proc, tenant: str, session: str) -> bool:
+    with urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=2) as resp:
+        return f"{tenant}/{session}" in json.loads(resp.read()).get("sessions", [])
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path / "stack", replicas={"stt": 2}, env={"NATS_CLAIM_LEASE_S": "3"},
+              services=("session-control", "vad", "stt", "npc-brain", "tts"))
+    s.start(progress=lambda m: None)
+    yield s
+    s.stop()
+
+
+async def test_stt_replica_killed_mid_scene(stack, tmp_path):
+    nc = await connect(BusSettings(url=stack.nats_url), name="failover-test")
+    try:
+        player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
+                             tenant="failover", timeout_s=240)
+        playing = asyncio.create_task(player.play())
+        deadline = time.monotonic() + 60
+        while not player.collected.finals and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert player.collected.finals, "no transcript before the kill"
+        replicas = [p for p in stack.procs if p.service == "stt"]
+        holder = next(p for p in replicas if holds(p, "failover", player.session))
+        holder.kill9()
+        await playing
+
+        out = tmp_path / "out"
+        rows = write_results(player, out)
+        check_scene(rows, EXAMPLE_SCENE, out)
+
+        js = nc.jetstream()
+        subjects = SessionSubjects("failover", player.session)
+        finals = [json.loads(m.data) for m in await read_all(js, subjects.stt("*"))]
+        finals = [f["utterance_id"] for f in finals if f["final"]]
+        assert len(finals) == len(set(finals)) == len(rows)
+        turns = [json.loads(m.data)["turn_id"] for m in await read_all(js, subjects.ctl("turn"))]
+        assert len(turns) == len(set(turns)) == len(rows)
+        chunks = Counter((json.loads(m.data)["turn_id"], json.loads(m.data)["index"])
+                         for m in await read_all(js, subjects.reply("*")))
+        assert chunks and max(chunks.values()) == 1, "a reply chunk was published twice"
+    finally:
+        await nc.close()

