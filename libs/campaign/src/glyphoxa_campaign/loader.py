@@ -25,6 +25,8 @@ def load_campaign_file(path: str | Path) -> Campaign:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CampaignError(str(path), [f"cannot read file: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise CampaignError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from exc
     return load_campaign(text, source=str(path))
 
 
@@ -41,7 +43,12 @@ def load_campaign(text: str, source: str = "<campaign>") -> Campaign:
     try:
         return Campaign.model_validate(data)
     except ValidationError as exc:
-        raise CampaignError(source, [_describe(err, root) for err in exc.errors()]) from exc
+        errors = exc.errors()
+        # pydantic adds "npcs: Tuple should have at least 1 item" when an NPC is invalid
+        errors = [e for e in errors if not (e["type"] == "too_short" and any(
+            len(o["loc"]) > len(e["loc"]) and tuple(o["loc"][: len(e["loc"])]) == tuple(e["loc"])
+            for o in errors))]
+        raise CampaignError(source, [_describe(err, root) for err in errors]) from exc
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
@@ -51,6 +58,8 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown field"
+    elif err["type"] == "value_error":
+        message = str(err["ctx"]["error"])  # without pydantic's "Value error, " prefix
     prefix = f"line {line}: " if line else ""
     return f"{prefix}{field}: {message}"
 
@@ -64,22 +73,23 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """Walk the composed YAML tree along a pydantic error location; return a 1-based line."""
-    best = node
+    best, mark = node, (node.start_mark if node is not None else None)
     for part in loc:
-        child = _child(best, part)
-        if child is None:
+        found = _child(best, part)
+        if found is None:
             break
-        best = child
-    return best.start_mark.line + 1 if best is not None else None
+        key, best = found
+        mark = (key if key is not None else best).start_mark  # a field is where its key is
+    return mark.line + 1 if mark is not None else None
 
 
-def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, yaml.Node] | None:
+    """(key node or None, value node) of one step of an error location."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if getattr(key, "value", None) == part:
-                # an unknown key is best pointed at by the key itself
-                return value if not isinstance(value, yaml.ScalarNode) else value
+                return key, value
         return None
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return None, node.value[part]
     return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from glyphoxa_events.tokens import slugify
 
@@ -58,9 +59,13 @@ class Campaign(BaseModel):
     @model_validator(mode="after")
     def _unique_npcs(self) -> "Campaign":
         seen: dict[str, str] = {}
-        for npc in self.npcs:
+        for i, npc in enumerate(self.npcs):
             if npc.token in seen:
-                raise ValueError(f"NPC names {seen[npc.token]!r} and {npc.name!r} collide")
+                error = PydanticCustomError(
+                    "name_collision", f"NPC names {seen[npc.token]!r} and {npc.name!r} collide "
+                    f"(both become {npc.token!r})")
+                raise ValidationError.from_exception_data("Campaign", [
+                    InitErrorDetails(type=error, loc=("npcs", i, "name"), input=npc.name)])
             seen[npc.token] = npc.name
         return self
 

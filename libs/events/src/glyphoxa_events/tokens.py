@@ -10,7 +10,7 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 TOKEN_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _TOKEN_RE = re.compile(TOKEN_PATTERN + r"\Z")
@@ -31,7 +31,9 @@ def _check(value: str) -> str:
     return validate_token(value)
 
 
-Token = Annotated[str, AfterValidator(_check)]
+Token = Annotated[
+    str, AfterValidator(_check), WithJsonSchema({"type": "string", "pattern": f"^{TOKEN_PATTERN}$"})
+]
 
 
 def slugify(name: str) -> str:
