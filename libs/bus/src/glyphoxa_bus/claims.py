@@ -81,6 +81,8 @@ class ClaimWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
             await _nak_buffered(psub)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
             self._loop_done.set()
 
     async def _take(self, msg: Msg) -> None:

@@ -179,6 +179,7 @@ async def serve_session(
         deliver_policy=DeliverPolicy.ALL,
         cb=on_control,
     )
+    psub = None
     try:
         try:
             await asyncio.wait_for(started.wait(), timeout=start_timeout_s)
@@ -210,6 +211,9 @@ async def serve_session(
     finally:
         with contextlib.suppress(Exception):
             await control_sub.unsubscribe()
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
 
 async def _drained(js: JetStreamContext, stream: str, name: str) -> bool:

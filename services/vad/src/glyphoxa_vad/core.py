@@ -1,0 +1,184 @@
+"""Every speaker of one session: opus frames in, utterances out (no NATS).
+
+``SessionVad`` decodes each speaker's opus straight to 16 kHz mono, runs that speaker's
+``SpeakerSegmenter`` and reports bad input as ``Rejection`` outputs (the session goes on).
+It also answers which input it still needs (``retain_from``) so that a replica taking over
+replays exactly the unfinished talk spurts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from glyphoxa_audio.opus import MAX_PACKET_BYTES, OpusDecoder, OpusError
+
+from glyphoxa_vad import metrics
+from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine
+from glyphoxa_vad.segmenter import Output, SegmenterConfig, SpeakerSegmenter
+
+MAX_COMPLETED_SPURTS = 4096
+
+
+@dataclass(frozen=True)
+class AudioFrame:
+    """One ``audio.in`` message, already checked at the boundary."""
+
+    speaker: str
+    seq: int
+    capture_ns: int
+    stream_seq: int
+    packet: bytes
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str  # bounded: corrupt_opus | oversized | out_of_order | too_many_speakers | ...
+    detail: str
+    speaker: str | None = None
+
+
+@dataclass
+class _Speaker:
+    segmenter: SpeakerSegmenter
+    decoder: OpusDecoder | None = None
+    last_seq: int | None = None
+
+
+def new_decoder() -> OpusDecoder:
+    return OpusDecoder(SAMPLE_RATE, 1)
+
+
+@dataclass
+class SessionVad:
+    config: SegmenterConfig
+    engine: VadEngine
+    max_speakers: int = 32
+    monotonic_ns: Callable[[], int] = time.monotonic_ns
+    decoder_factory: Callable[[], OpusDecoder] = new_decoder
+    _speakers: dict[str, _Speaker] = field(default_factory=dict, init=False)
+    _completed: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=MAX_COMPLETED_SPURTS), init=False)
+    _latest_ns: int | None = field(default=None, init=False)
+    _latest_mono: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._frames_counter = metrics.FRAMES.labels(engine=self.engine.name)
+
+    # --- input -----------------------------------------------------------------------------
+
+    def push(self, frame: AudioFrame) -> list[Output | Rejection]:
+        if not frame.packet:
+            return [Rejection("corrupt_opus", "empty opus packet", frame.speaker)]
+        if len(frame.packet) > MAX_PACKET_BYTES:
+            return [Rejection("oversized", f"opus packet of {len(frame.packet)} bytes", frame.speaker)]
+        speaker = self._speaker(frame.speaker)
+        if speaker is None:
+            return [Rejection("too_many_speakers", f"more than {self.max_speakers} speakers",
+                              frame.speaker)]
+        if speaker.last_seq is not None and frame.seq <= speaker.last_seq:
+            return [Rejection("out_of_order", f"seq {frame.seq} after {speaker.last_seq}",
+                              frame.speaker)]
+        seg = speaker.segmenter
+        out: list[Output | Rejection] = [*seg.before_frame(frame.capture_ns)]
+        if not seg.in_spurt or speaker.decoder is None:
+            speaker.decoder = self.decoder_factory()  # a spurt decodes from a fresh state
+        started = time.perf_counter()
+        try:
+            pcm = speaker.decoder.decode(frame.packet)
+        except OpusError as exc:
+            self._collect(seg)
+            return [*out, Rejection("corrupt_opus", str(exc), frame.speaker)]
+        metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
+        self._frames_counter.inc()
+        speaker.last_seq = frame.seq
+        self._advance_clock(frame.capture_ns)
+        out += seg.push(pcm, frame.seq, frame.capture_ns, frame.stream_seq)
+        self._collect(seg)
+        return out
+
+    def tick(self) -> list[Output]:
+        """Idle ends: a speaker who sent nothing for ``min_silence`` of the session clock."""
+        now = self.capture_now()
+        if now is None:
+            return []
+        out: list[Output] = []
+        for speaker in self._speakers.values():
+            out += speaker.segmenter.tick(now)
+            self._collect(speaker.segmenter)
+        return out
+
+    def finish(self) -> list[Output]:
+        """The session is over: end every open utterance."""
+        out: list[Output] = []
+        for speaker in self._speakers.values():
+            out += speaker.segmenter.finish("stopped")
+            self._collect(speaker.segmenter)
+        return out
+
+    def capture_now(self) -> int | None:
+        """The session's capture clock: the newest frame's capture time, advanced by the wall
+        time since that frame arrived (so a frame arriving on time has capture time "now").
+        Live, the idle timer thus runs on wall time since the speaker's last frame; in a fast
+        replay it follows the replayed timeline and ends nothing early."""
+        if self._latest_ns is None:
+            return None
+        return self._latest_ns + (self.monotonic_ns() - self._latest_mono)
+
+    def _advance_clock(self, capture_ns: int) -> None:
+        now = self.capture_now()
+        if now is None or capture_ns >= now:
+            self._latest_ns, self._latest_mono = capture_ns, self.monotonic_ns()
+
+    # --- replay ----------------------------------------------------------------------------
+
+    def retain_from(self) -> int | None:
+        """Lowest input stream sequence still needed: the first frame of every spurt that is
+        unfinished, or that ended but has frames at or after that point (replaying those
+        frames without their spurt's beginning would give different results)."""
+        open_spurts = [s.segmenter.spurt_first for s in self._speakers.values()
+                       if s.segmenter.spurt_first is not None]
+        if not open_spurts:
+            self._completed.clear()
+            return None
+        floor = min(open_spurts)  # type: ignore[type-var]
+        moved = True
+        while moved:
+            moved = False
+            for first, last in self._completed:
+                if first < floor <= last:
+                    floor, moved = first, True
+        kept = [c for c in self._completed if c[1] >= floor]
+        if len(kept) != len(self._completed):
+            self._completed.clear()
+            self._completed.extend(kept)
+        return floor
+
+    def _collect(self, seg: SpeakerSegmenter) -> None:
+        self._completed.extend(seg.completed)
+        seg.completed.clear()
+
+    # --- speakers --------------------------------------------------------------------------
+
+    def _speaker(self, name: str) -> _Speaker | None:
+        speaker = self._speakers.get(name)
+        if speaker is not None:
+            return speaker
+        if len(self._speakers) >= self.max_speakers and not self._evict_idle():
+            return None
+        speaker = _Speaker(SpeakerSegmenter(name, self.config, self.engine.stream()))
+        self._speakers[name] = speaker
+        return speaker
+
+    def _evict_idle(self) -> bool:
+        for name, speaker in self._speakers.items():
+            if not speaker.segmenter.in_spurt:
+                del self._speakers[name]
+                return True
+        return False
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self._speakers)

@@ -1,0 +1,169 @@
+"""The thin adapter between the bus and ``SessionVad``: ``audio.in`` messages in,
+``vad.<speaker>`` messages and ``ctl.bargein`` out (headers and ids per docs/contract.md)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from glyphoxa_bus.session import InputMessage, SessionContext
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import BargeIn, Event, UtteranceEnded, UtteranceStarted
+from glyphoxa_events.subjects import parse_subject
+from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_runtime.logs import TRACE
+
+from glyphoxa_vad import metrics
+from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
+from glyphoxa_vad.segmenter import (
+    Output,
+    SpeechBargeIn,
+    UtteranceAudio,
+    UtteranceEnd,
+    UtteranceStart,
+)
+
+log = logging.getLogger("glyphoxa.vad")
+
+LOGGED_REJECTIONS = 20
+"""Rejections logged one by one per session; after that only every 100th (all are counted)."""
+
+
+class BadInput(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def parse_frame(msg: InputMessage, ctx: SessionContext) -> AudioFrame:
+    """Check an ``audio.in`` message at the boundary; raises ``BadInput``."""
+    try:
+        parsed = parse_subject(msg.subject)
+    except InvalidToken as exc:
+        raise BadInput("invalid_token", str(exc)) from None
+    if parsed.kind != "audio" or len(parsed.rest) != 2 or parsed.rest[0] != "in":
+        raise BadInput("bad_subject", f"not an audio.in subject: {msg.subject[:120]!r}")
+    if (parsed.tenant, parsed.session) != (ctx.tenant, ctx.session):
+        raise BadInput("bad_subject", "subject of another session")
+    codec = msg.headers.get(H.CODEC, H.CODEC_OPUS)
+    if codec != H.CODEC_OPUS:
+        raise BadInput("bad_header", f"codec {codec[:20]!r} is not opus")
+    return AudioFrame(parsed.leaf, _header_int(msg, H.SEQ), _header_int(msg, H.CAPTURE_NS),
+                      msg.stream_seq, msg.data)
+
+
+def _header_int(msg: InputMessage, name: str) -> int:
+    raw = msg.headers.get(name)
+    if raw is None:
+        raise BadInput("bad_header", f"missing {name}")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInput("bad_header", f"{name} is not an integer: {raw[:40]!r}") from None
+    if not 0 <= value < 2**63:
+        raise BadInput("bad_header", f"{name} out of range")
+    return value
+
+
+class VadSessionHandler:
+    """One session of the vad stage (``glyphoxa_bus.session.SessionHandler``)."""
+
+    def __init__(self, ctx: SessionContext, vad: SessionVad):
+        self._ctx, self._vad = ctx, vad
+        self._engine = vad.engine.name
+        self._rejections = 0
+
+    async def on_control(self, event: Event) -> None:
+        """vad needs no control events: session start/stop are handled by serve_session."""
+
+    async def on_message(self, msg: InputMessage) -> None:
+        try:
+            frame = parse_frame(msg, self._ctx)
+        except BadInput as exc:
+            self._reject(Rejection(exc.reason, str(exc)), msg.subject)
+            return
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "frame", extra=self._ctx.log_extra(
+                speaker=frame.speaker, seq=frame.seq, capture_ns=frame.capture_ns,
+                bytes=len(frame.packet)))
+        await self._emit(self._vad.push(frame), msg.subject)
+
+    async def on_tick(self) -> None:
+        await self._emit(self._vad.tick())
+
+    def retain_from(self) -> int | None:
+        return self._vad.retain_from()
+
+    async def close(self) -> None:
+        await self._emit(self._vad.finish())
+
+    # --- output ----------------------------------------------------------------------------
+
+    async def _emit(self, outputs: list[Output | Rejection] | list[Output], subject: str = "") -> None:
+        for out in outputs:
+            if isinstance(out, Rejection):
+                self._reject(out, subject)
+            elif isinstance(out, UtteranceAudio):
+                await self._publish_audio(out)
+            elif isinstance(out, UtteranceStart):
+                await self._publish_start(out)
+            elif isinstance(out, UtteranceEnd):
+                await self._publish_end(out)
+            elif isinstance(out, SpeechBargeIn):
+                await self._publish_bargein(out)
+
+    def _msg_id(self, utterance_id: str, suffix: str) -> str:
+        return f"vad:{self._ctx.tenant}.{self._ctx.session}:{utterance_id}:{suffix}"
+
+    async def _publish_start(self, out: UtteranceStart) -> None:
+        event = UtteranceStarted(utterance_id=out.utterance_id, speaker=out.speaker,
+                                 start_ns=out.start_ns)
+        await self._ctx.publisher.publish(
+            self._ctx.subjects.vad(out.speaker), event.to_bytes(),
+            self._msg_id(out.utterance_id, "start"),
+            {H.KIND: "start", H.UTTERANCE: out.utterance_id})
+        log.debug("utterance started", extra=self._ctx.log_extra(
+            utterance=out.utterance_id, speaker=out.speaker))
+
+    async def _publish_audio(self, out: UtteranceAudio) -> None:
+        await self._ctx.publisher.publish(
+            self._ctx.subjects.vad(out.speaker), out.pcm, self._msg_id(out.utterance_id, str(out.index)),
+            {H.KIND: "audio", H.UTTERANCE: out.utterance_id, H.SEQ: str(out.index)})
+        metrics.AUDIO_SECONDS.labels(engine=self._engine).inc(len(out.pcm) / 2 / 16_000)
+
+    async def _publish_end(self, out: UtteranceEnd) -> None:
+        vad_end_ns = time.time_ns()
+        event = UtteranceEnded(
+            utterance_id=out.utterance_id, speaker=out.speaker, start_ns=out.start_ns,
+            speech_end_ns=out.speech_end_ns, chunks=out.chunks, audio_ms=out.audio_ms,
+            vad_end_ns=vad_end_ns)
+        await self._ctx.publisher.publish(
+            self._ctx.subjects.vad(out.speaker), event.to_bytes(),
+            self._msg_id(out.utterance_id, "end"),
+            {H.KIND: "end", H.UTTERANCE: out.utterance_id})
+        metrics.UTTERANCES.labels(engine=self._engine, reason=out.reason).inc()
+        decision_s = (vad_end_ns - out.speech_end_ns) / 1e9
+        if 0 <= decision_s < 60:  # a replay of old input is not a latency
+            metrics.END_DECISION_SECONDS.labels(reason=out.reason).observe(decision_s)
+        log.info("utterance ended", extra=self._ctx.log_extra(
+            utterance=out.utterance_id, speaker=out.speaker, reason=out.reason,
+            audio_ms=out.audio_ms, chunks=out.chunks, decision_ms=round(decision_s * 1000)))
+
+    async def _publish_bargein(self, out: SpeechBargeIn) -> None:
+        event = BargeIn(speaker=out.speaker, at_ns=out.at_ns)
+        ctx = self._ctx
+        await ctx.publisher.publish(
+            ctx.subjects.ctl("bargein"), event.to_bytes(),
+            f"ctl:{ctx.tenant}.{ctx.session}:bargein:{out.utterance_id}")
+        metrics.BARGEINS.labels(engine=self._engine).inc()
+        log.debug("barge-in", extra=ctx.log_extra(utterance=out.utterance_id, speaker=out.speaker))
+
+    def _reject(self, rejection: Rejection, subject: str) -> None:
+        self._rejections += 1
+        counter = self._ctx.metrics_rejected
+        if counter is not None:
+            counter.labels(stage=self._ctx.stage, reason=rejection.reason).inc()  # type: ignore[attr-defined]
+        if self._rejections <= LOGGED_REJECTIONS or self._rejections % 100 == 0:
+            log.warning("rejected message on %s: %s", subject[:200], rejection.detail,
+                        extra=self._ctx.log_extra(reason=rejection.reason,
+                                                  rejected_so_far=self._rejections))
