@@ -1,0 +1,213 @@
+"""The stt core for one session: vad utterances in, one final transcript per utterance out.
+
+Audio is buffered per open utterance (bounded in length and in number); at the utterance's
+``end`` it is transcribed and one final ``Transcript`` is published with a deterministic
+id, so a replica that replays the utterance after a failover publishes nothing twice.
+The core knows nothing about NATS: it reads ``InputMessage``s and control events and
+publishes through ``ctx.publisher``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from glyphoxa_bus.publisher import PublishError
+from glyphoxa_bus.session import InputMessage, SessionContext
+from glyphoxa_campaign import Campaign
+from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, Transcript, UtteranceEnded
+from glyphoxa_runtime.providers import ProviderError
+
+from glyphoxa_stt import metrics
+from glyphoxa_stt.inbound import Audio, End, Start, parse_vad_message
+from glyphoxa_stt.providers.base import SAMPLE_RATE, SttProvider, SttResult
+from glyphoxa_stt.utterances import BYTES_PER_SECOND, OpenUtterance, OpenUtterances, TooLong
+
+log = logging.getLogger("glyphoxa.stt")
+
+MAX_TEXT = 4000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_utterance_s: float = 30.0
+    max_open_utterances: int = 16
+    utterance_idle_s: float = 60.0
+    language: str = "en"
+    prompt_max_chars: int = 400
+
+
+def campaign_prompt(campaign: Campaign, max_chars: int = 400) -> str | None:
+    """"Tabletop RPG session. NPCs: Greta, Aldric, Captain Voss." (names primed for Whisper)."""
+    head = "Tabletop RPG session. NPCs: "
+    kept: list[str] = []
+    for name in campaign.proper_nouns():
+        if len(head) + len(", ".join([*kept, name])) + 1 > max_chars:
+            break
+        kept.append(name)
+    return f"{head}{', '.join(kept)}." if kept else None
+
+
+def final_transcript(ended: UtteranceEnded, result: SttResult) -> Transcript:
+    return Transcript(
+        utterance_id=ended.utterance_id, speaker=ended.speaker,
+        text=result.text.strip()[:MAX_TEXT], final=True, start_ns=ended.start_ns,
+        speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
+        stt_final_ns=time.time_ns(), audio_seconds=round(result.audio_seconds, 3),
+        provider=result.provider)
+
+
+def transcript_msg_id(ctx: SessionContext, utterance_id: str) -> str:
+    return f"stt:{ctx.tenant}.{ctx.session}:{utterance_id}:final"
+
+
+class SttSession:
+    """``SessionHandler`` of the stt stage for one session."""
+
+    def __init__(
+        self,
+        ctx: SessionContext,
+        provider: SttProvider,
+        limits: Limits = Limits(),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._ctx = ctx
+        self._provider = provider
+        self._limits = limits
+        self._clock = clock
+        self._open = OpenUtterances(limits.max_open_utterances)
+        self._max_bytes = int(limits.max_utterance_s * BYTES_PER_SECOND)
+        self.prompt: str | None = None
+
+    # --- SessionHandler --------------------------------------------------------------------
+
+    async def on_control(self, event: Event) -> None:
+        if isinstance(event, SessionStarted):
+            self.prompt = campaign_prompt(event.campaign, self._limits.prompt_max_chars)
+
+    async def on_message(self, msg: InputMessage) -> None:
+        item = parse_vad_message(msg, self._ctx.subjects)
+        if isinstance(item, Start):
+            self._start(item)
+        elif isinstance(item, Audio):
+            self._audio(item)
+        else:
+            await self._end(item)
+
+    async def on_tick(self) -> None:
+        for utt in self._open.idle(self._clock(), self._limits.utterance_idle_s):
+            self._abandon(utt, f"no input for {self._limits.utterance_idle_s:.0f} s")
+
+    def retain_from(self) -> int | None:
+        return self._open.oldest_start_seq()
+
+    async def close(self) -> None:
+        for utt in self._open.all():
+            self._abandon(utt, "session closed before the utterance ended")
+
+    # --- utterance life --------------------------------------------------------------------
+
+    def _start(self, item: Start) -> None:
+        utterance_id = item.event.utterance_id
+        if self._open.get(utterance_id) or self._open.finished(utterance_id):
+            self._reject("duplicate_utterance", f"utterance {utterance_id} started twice",
+                         level=logging.INFO)
+            return
+        evicted = self._open.open(OpenUtterance(item.event, item.stream_seq, self._clock()))
+        if evicted is not None:
+            self._reject("too_many_utterances",
+                         f"more than {self._limits.max_open_utterances} open utterances; "
+                         f"dropping the oldest, {evicted.utterance_id}")
+            self._abandon(evicted, "evicted")
+
+    def _audio(self, item: Audio) -> None:
+        utt = self._open.get(item.utterance_id)
+        if utt is None:
+            self._unknown(item.utterance_id, "audio")
+            return
+        if utt.started.speaker != item.speaker:
+            raise MalformedEvent(f"audio of {utt.utterance_id} on speaker {item.speaker!r}")
+        utt.last_input = self._clock()
+        try:
+            utt.add(item.index, item.pcm, self._max_bytes)
+        except TooLong as exc:
+            self._reject("oversized_utterance", f"utterance {utt.utterance_id} rejected: {exc}; "
+                                                "its transcript will be empty")
+
+    async def _end(self, item: End) -> None:
+        ended = item.event
+        utt = self._open.get(ended.utterance_id)
+        if utt is None:
+            self._unknown(ended.utterance_id, "end")
+            return
+        if utt.started.speaker != ended.speaker:
+            raise MalformedEvent(f"end of {utt.utterance_id} on speaker {ended.speaker!r}")
+        result, outcome = await self._result(utt, ended)
+        transcript = final_transcript(ended, result)
+        await self._publish(transcript)
+        self._open.finish(ended.utterance_id)
+        self._record(transcript, result, outcome)
+
+    async def _result(self, utt: OpenUtterance, ended: UtteranceEnded) -> tuple[SttResult, str]:
+        if utt.too_long:
+            return SttResult("", utt.size / BYTES_PER_SECOND, self._provider.name), "rejected"
+        if len(utt.chunks) < ended.chunks:
+            log.warning("utterance ended with chunks missing", extra=self._ctx.log_extra(
+                utterance=utt.utterance_id, received=len(utt.chunks), sent=ended.chunks))
+        return await self._transcribe(utt)
+
+    def _record(self, transcript: Transcript, result: SttResult, outcome: str) -> None:
+        metrics.UTTERANCES.labels(outcome).inc()
+        latency_s = (transcript.stt_final_ns - transcript.speech_end_ns) / 1e9
+        if transcript.speech_end_ns and 0 <= latency_s < 60:  # a replay is not a latency
+            metrics.FINAL_LATENCY.observe(latency_s)
+        where = self._ctx.log_extra(utterance=transcript.utterance_id, speaker=transcript.speaker)
+        log.info("utterance transcribed", extra={
+            **where, "result": outcome, "audio_s": transcript.audio_seconds,
+            "chars": len(transcript.text), "suppressed": result.suppressed or None})
+        log.debug("transcript %r", transcript.text, extra=where)
+
+    async def _transcribe(self, utt: OpenUtterance) -> tuple[SttResult, str]:
+        audio = utt.audio()
+        try:
+            result = await self._provider.transcribe(
+                audio, prompt=self.prompt, language=self._limits.language)
+        except ProviderError as exc:
+            log.error("transcription failed; publishing an empty transcript: %s", exc,
+                      extra=self._ctx.log_extra(utterance=utt.utterance_id,
+                                                retryable=exc.retryable))
+            return SttResult("", len(audio) / SAMPLE_RATE, self._provider.name), "failed"
+        if result.text.strip():
+            return result, "text"
+        return result, "suppressed" if result.suppressed else "empty"
+
+    async def _publish(self, transcript: Transcript) -> None:
+        subject = self._ctx.subjects.stt(transcript.speaker)
+        msg_id = transcript_msg_id(self._ctx, transcript.utterance_id)
+        try:
+            await self._ctx.publisher.publish_event(subject, transcript, msg_id)
+        except PublishError as exc:  # an earlier publish failed; this one was not sent yet
+            log.warning("retrying publish after an earlier failure: %s", exc,
+                        extra=self._ctx.log_extra(utterance=transcript.utterance_id))
+            await self._ctx.publisher.publish_event(subject, transcript, msg_id)
+
+    def _abandon(self, utt: OpenUtterance, why: str) -> None:
+        self._open.finish(utt.utterance_id)
+        metrics.UTTERANCES.labels("abandoned").inc()
+        log.warning("utterance abandoned without a transcript: %s", why,
+                    extra=self._ctx.log_extra(utterance=utt.utterance_id,
+                                              speaker=utt.started.speaker))
+
+    def _unknown(self, utterance_id: str, kind: str) -> None:
+        if self._open.finished(utterance_id):
+            return  # the tail of an utterance already finished (a redelivery): nothing to do
+        self._reject("unknown_utterance", f"{kind} for unknown utterance {utterance_id}",
+                     level=logging.INFO)
+
+    def _reject(self, reason: str, message: str, level: int = logging.WARNING) -> None:
+        log.log(level, "rejected: %s", message, extra=self._ctx.log_extra(reason=reason))
+        counter = self._ctx.metrics_rejected
+        if counter is not None:
+            counter.labels(stage=self._ctx.stage, reason=reason).inc()  # type: ignore[attr-defined]

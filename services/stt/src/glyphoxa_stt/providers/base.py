@@ -1,0 +1,122 @@
+"""The speech-to-text provider interface.
+
+The base class owns what every provider needs the same way: input checks, the timeout,
+retries of retryable errors, metrics, and mapping stray exceptions to ``ProviderError``.
+A provider implements ``_transcribe_impl`` and declares its ``capabilities``; its vendor
+SDK is imported only in its own module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
+
+from glyphoxa_stt import metrics
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+"""Every provider receives PCM16 mono at this rate (what vad publishes)."""
+
+
+@dataclass(frozen=True)
+class SttCapabilities:
+    streaming: bool = False
+    """Accepts audio while the utterance is still going (and may emit partials)."""
+    prompt: bool = False
+    """Uses a text prompt (campaign proper nouns) to bias recognition."""
+    languages: tuple[str, ...] = ()
+    """Languages it can transcribe; empty means any."""
+
+
+@dataclass(frozen=True)
+class SttResult:
+    text: str
+    audio_seconds: float
+    provider: str
+    suppressed: str = ""
+    """Why a hypothesis was dropped (``silence``, ``no_speech``, ``hallucination``), else empty."""
+
+
+class SttProvider(ABC):
+    name: ClassVar[str]
+    capabilities: ClassVar[SttCapabilities]
+
+    def __init__(self, *, timeout_s: float = 30.0, retries: int = 1, retry_backoff_s: float = 0.25):
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = retry_backoff_s
+
+    async def start(self) -> None:
+        """Load models or open clients; called once per process before any session."""
+
+    async def close(self) -> None:
+        """Release what ``start`` acquired."""
+
+    def for_session(self) -> SttProvider:
+        """The provider one session uses; stateless providers share themselves."""
+        return self
+
+    async def transcribe(
+        self, audio: np.ndarray, *, prompt: str | None = None, language: str = "en"
+    ) -> SttResult:
+        """Transcribe one utterance: ``audio`` is int16 PCM, mono, 16 kHz."""
+        audio = _as_pcm16(audio)
+        self._check_language(language)
+        if not self.capabilities.prompt:
+            prompt = None
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(audio, prompt, language)
+            except ProviderError as exc:
+                metrics.PROVIDER_ERRORS.labels(self.name, str(exc.retryable).lower()).inc()
+                if not exc.retryable or attempt >= self._retries:
+                    raise
+                attempt += 1
+                log.warning("transcription failed, retrying: %s", exc,
+                            extra={"provider": self.name, "attempt": attempt})
+                await asyncio.sleep(self._backoff_s * attempt)
+
+    async def _attempt(self, audio: np.ndarray, prompt: str | None, language: str) -> SttResult:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                self._transcribe_impl(audio, prompt=prompt, language=language), self._timeout_s)
+        except TimeoutError:
+            raise ProviderTimeout(self.name, self._timeout_s) from None
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise ProviderError(self.name, f"{type(exc).__name__}: {exc}") from exc
+        elapsed = time.perf_counter() - started
+        seconds = len(audio) / SAMPLE_RATE
+        metrics.TRANSCRIBE_SECONDS.labels(self.name).observe(elapsed)
+        metrics.AUDIO_SECONDS.labels(self.name).inc(seconds)
+        if seconds > 0:
+            metrics.REAL_TIME_FACTOR.labels(self.name).observe(elapsed / seconds)
+        return result
+
+    def _check_language(self, language: str) -> None:
+        supported = self.capabilities.languages
+        if supported and language not in supported:
+            raise ProviderError(self.name, f"language {language!r} not supported ({supported})")
+
+    @abstractmethod
+    async def _transcribe_impl(
+        self, audio: np.ndarray, *, prompt: str | None, language: str
+    ) -> SttResult: ...
+
+
+def _as_pcm16(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.dtype != np.int16 or audio.ndim != 1:
+        raise ValueError(f"expected 1-D int16 PCM, got {audio.dtype} with shape {audio.shape}")
+    return audio
