@@ -172,6 +172,7 @@ async def test_oversized_utterance_is_rejected_not_transcribed(ctx, feed, publis
     assert "utterance alex-1 rejected: more than 1 s of audio" in caplog.text
     [t] = publisher.transcripts()
     assert t.utterance_id == "alex-1" and t.text == "" and t.final
+    assert t.error == "utterance too long to transcribe"
     assert provider.audio == []
     # the next utterance is served as usual
     await drive(stt, feed.utterance("alex-2", tone(0.5)), rejections)
@@ -267,5 +268,6 @@ async def test_permanent_error_publishes_an_empty_final(ctx, feed, publisher, ca
     assert provider.calls == 1
     [t] = publisher.transcripts()
     assert t.text == "" and t.final and t.audio_seconds == pytest.approx(0.3)
+    assert t.error == "speech recognition failed"  # the brain ends the turn as failed
     assert "transcription failed" in caplog.text
     assert stt.retain_from() is None

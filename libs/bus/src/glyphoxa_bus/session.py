@@ -157,8 +157,17 @@ async def serve_session(
     # Control is delivered on its own subscription and may interleave with input handling at
     # any await: a barge-in never waits behind queued audio.
     started = asyncio.Event()
+    caught_up = asyncio.Event()
+    backlog = await _control_backlog(js, ctx.subjects)
+    replayed = 0
+    if backlog == 0:
+        caught_up.set()
 
     async def on_control(msg: Msg) -> None:
+        nonlocal replayed
+        replayed += 1
+        if replayed >= backlog:
+            caught_up.set()
         try:
             event = parse_control(msg.data)
         except MalformedEvent as exc:
@@ -182,7 +191,9 @@ async def serve_session(
     psub = None
     try:
         try:
-            await asyncio.wait_for(started.wait(), timeout=start_timeout_s)
+            # state is rebuilt from the control replay before any input is handled
+            await asyncio.wait_for(asyncio.gather(started.wait(), caught_up.wait()),
+                                   timeout=start_timeout_s)
         except TimeoutError:
             log.error("no session.started event; giving the session up", extra=ctx.log_extra())
             return
@@ -214,6 +225,12 @@ async def serve_session(
         if psub is not None:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+
+
+async def _control_backlog(js: JetStreamContext, subjects: SessionSubjects) -> int:
+    """How many control events the session has so far (the replay to wait for)."""
+    info = await js.stream_info(CONTROL, subjects_filter=subjects.ctl(">"))
+    return sum((info.state.subjects or {}).values())
 
 
 async def _drained(js: JetStreamContext, stream: str, name: str) -> bool:

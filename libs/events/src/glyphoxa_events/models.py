@@ -72,6 +72,7 @@ class Transcript(Event):
     stt_final_ns: Ns = Field(0, description="wall-clock time the final transcript was ready")
     audio_seconds: float = Field(0.0, ge=0)
     provider: str = ""
+    error: str = Field("", max_length=500, description="why there is no text (stt failed)")
 
 
 # --- reply -------------------------------------------------------------------------------

@@ -50,13 +50,16 @@ def campaign_prompt(campaign: Campaign, max_chars: int = 400) -> str | None:
     return f"{head}{', '.join(kept)}." if kept else None
 
 
-def final_transcript(ended: UtteranceEnded, result: SttResult) -> Transcript:
+ERRORS = {"failed": "speech recognition failed", "rejected": "utterance too long to transcribe"}
+
+
+def final_transcript(ended: UtteranceEnded, result: SttResult, outcome: str = "text") -> Transcript:
     return Transcript(
         utterance_id=ended.utterance_id, speaker=ended.speaker,
         text=result.text.strip()[:MAX_TEXT], final=True, start_ns=ended.start_ns,
         speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
         stt_final_ns=time.time_ns(), audio_seconds=round(result.audio_seconds, 3),
-        provider=result.provider)
+        provider=result.provider, error=ERRORS.get(outcome, ""))
 
 
 def transcript_msg_id(ctx: SessionContext, utterance_id: str) -> str:
@@ -145,7 +148,7 @@ class SttSession:
         if utt.started.speaker != ended.speaker:
             raise MalformedEvent(f"end of {utt.utterance_id} on speaker {ended.speaker!r}")
         result, outcome = await self._result(utt, ended)
-        transcript = final_transcript(ended, result)
+        transcript = final_transcript(ended, result, outcome)
         await self._publish(transcript)
         self._open.finish(ended.utterance_id)
         self._record(transcript, result, outcome)

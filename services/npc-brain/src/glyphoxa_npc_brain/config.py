@@ -1,0 +1,76 @@
+"""npc-brain settings: ``BRAIN_*`` plus the lib pieces (``NATS_*``, ``METRICS_*``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from glyphoxa_runtime.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    """How the core routes and answers; everything it needs from the settings."""
+
+    followup_window_s: float = 30.0
+    max_tokens: int = 60
+    max_sentences: int = 3
+    turn_timeout_s: float = 20.0
+    history_exchanges: int = 6
+    context_exchanges: int = 4
+    npc_speak_grace_s: float = 0.3
+    prime_personas: bool = True
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
+
+    llm_provider: Literal["llama", "fake"] = Field(
+        "llama", description="llama (local GGUF) or fake"
+    )
+    llm_model_path: Path | None = Field(
+        None, description="GGUF chat model; default: the bundled Qwen2.5-Coder-0.5B-Instruct Q4"
+    )
+    home: Path = Field(
+        Path(".glyphoxa"),
+        validation_alias=AliasChoices("GLYPHOXA_HOME", "BRAIN_HOME"),
+        description="where models are kept (GLYPHOXA_HOME)",
+    )
+    llm_threads: int = Field(2, ge=1, le=64, description="CPU threads for llama.cpp")
+    llm_ctx: int = Field(2048, ge=256, le=32768, description="context window in tokens")
+    llm_batch: int = Field(128, ge=8, le=4096, description="prompt evaluation batch size")
+    llm_cache_mb: int = Field(256, ge=0, le=65536, description="RAM for cached prompt prefixes")
+    llm_temperature: float = Field(0.6, ge=0.0, le=2.0)
+    llm_first_token_timeout_s: float = Field(10.0, gt=0)
+    max_tokens: int = Field(60, ge=1, le=1024, description="longest reply in tokens")
+    max_sentences: int = Field(3, ge=1, le=20, description="longest reply in sentences")
+    turn_timeout_s: float = Field(20.0, gt=0, description="a turn that takes longer times out")
+    followup_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="an unnamed line is a follow-up this long after the last address "
+        "(utterance capture time)",
+    )
+    history_exchanges: int = Field(
+        6, ge=0, le=100, description="past exchanges with the NPC in the prompt"
+    )
+    context_exchanges: int = Field(
+        4, ge=0, le=100, description="recent exchanges with other NPCs in the prompt"
+    )
+    prime_personas: bool = Field(True, description="evaluate each persona when a session starts")
+    capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
+
+    def turn_policy(self) -> TurnPolicy:
+        return TurnPolicy(
+            followup_window_s=self.followup_window_s,
+            max_tokens=self.max_tokens,
+            max_sentences=self.max_sentences,
+            turn_timeout_s=self.turn_timeout_s,
+            history_exchanges=self.history_exchanges,
+            context_exchanges=self.context_exchanges,
+            prime_personas=self.prime_personas,
+        )

@@ -1,0 +1,284 @@
+"""The brain of one session: final transcripts in, reply chunks and turn events out.
+
+Knows nothing about NATS: it gets parsed control events and input messages from
+``glyphoxa_bus.session.serve_session`` and publishes through a ``Sink``. Every final
+transcript becomes exactly one ``turn`` event (answered, not addressed, muted,
+cancelled, failed or timed out). A turn is handled inline, so input stays in order;
+barge-in and flush arrive through ``on_control`` meanwhile and stop the LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from glyphoxa_bus.session import InputMessage
+from glyphoxa_events.models import (
+    Event,
+    Flush,
+    MalformedEvent,
+    NpcSpeak,
+    Outcome,
+    SessionStarted,
+    Transcript,
+    TurnEnded,
+    TurnLatency,
+    parse_as,
+)
+from glyphoxa_events.subjects import SessionSubjects, parse_subject
+from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_npc_brain.config import TurnPolicy
+from glyphoxa_npc_brain.llm.base import LLMProvider
+from glyphoxa_npc_brain.memory import SessionMemory
+from glyphoxa_npc_brain.metrics import BrainMetrics
+from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
+from glyphoxa_npc_brain.routing import Router
+from glyphoxa_npc_brain.sentences import SentenceSplitter
+from glyphoxa_npc_brain.turn import ReplyWriter, Sink, TurnCancel, TurnResult, stream_reply
+
+log = logging.getLogger("glyphoxa.npc_brain")
+
+
+@dataclass
+class _ActiveTurn:
+    turn_id: str
+    npc: str
+    speech_end_ns: int
+    seq: int
+    cancel: TurnCancel
+
+
+class BrainHandler:
+    """``SessionHandler`` of npc-brain for one session."""
+
+    def __init__(
+        self,
+        subjects: SessionSubjects,
+        sink: Sink,
+        llm: LLMProvider,
+        policy: TurnPolicy,
+        metrics: BrainMetrics,
+        clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.subjects, self._sink, self._llm = subjects, sink, llm
+        self.policy, self._metrics = policy, metrics
+        self._clock, self._monotonic = clock, monotonic
+        self.memory = SessionMemory()
+        self._router: Router | None = None
+        self._active: _ActiveTurn | None = None
+        self._gm_lines: deque[tuple[float, NpcSpeak]] = deque(maxlen=64)
+        self._prime_task: asyncio.Task[None] | None = None
+
+    def _log(self, **more: object) -> dict[str, object]:
+        return {"tenant": self.subjects.tenant, "session": self.subjects.session, **more}
+
+    # --- control ------------------------------------------------------------------------
+
+    async def on_control(self, event: Event) -> None:
+        self.memory.apply(event)
+        if isinstance(event, SessionStarted) and self._router is None:
+            self._router = Router(event.campaign, self.policy.followup_window_s)
+            self._start_priming()
+        elif isinstance(event, Flush):
+            # A raw ctl.bargein is not a cancel: players talk while an NPC thinks all the
+            # time. The edge, which knows whether an NPC is audible, flushes (ADR 0003).
+            active = self._active
+            if active is not None and (
+                event.turn_id == active.turn_id
+                or (event.turn_id is None and event.npc in (None, active.npc))
+            ):
+                active.cancel.cancel(f"flush: {event.reason}")
+        elif isinstance(event, NpcSpeak):
+            self._gm_lines.append((self._monotonic(), event))
+
+    def _start_priming(self) -> None:
+        if not (self.policy.prime_personas and self._llm.capabilities.prompt_cache):
+            return
+        campaign = self.memory.campaign
+        assert campaign is not None
+
+        async def prime() -> None:
+            for npc in campaign.npcs:
+                await self._llm.prime(persona_prompt(npc, campaign))
+
+        self._prime_task = asyncio.create_task(prime(), name=f"prime-{self.subjects.session}")
+
+    # --- input --------------------------------------------------------------------------
+
+    async def on_message(self, msg: InputMessage) -> None:
+        transcript = _parse_transcript(msg)
+        if not transcript.final:
+            return
+        if self.memory.has_ended(transcript.utterance_id):
+            log.debug("turn already ended, skipping", extra=self._log(turn=transcript.utterance_id))
+            return
+        if self._router is None:
+            raise MalformedEvent("transcript before session.started")
+        await self._take_turn(transcript, msg.stream_seq)
+
+    async def _take_turn(self, t: Transcript, seq: int) -> None:
+        taken_ns = self._clock()
+        assert self._router is not None
+        decision = self._router.route(t.text, t.speech_end_ns, self.memory.last_address)
+        self._metrics.routing.labels(kind=decision.kind.value).inc()
+        latency = TurnLatency(
+            speech_end_ns=t.speech_end_ns, vad_end_ns=t.vad_end_ns, stt_final_ns=t.stt_final_ns
+        )
+        if t.error:  # stt could not hear the line: the turn failed, it was not table talk
+            await self._end(t, None, TurnResult(Outcome.failed, f"stt: {t.error}"), "", latency)
+            return
+        if decision.npc is None:
+            await self._end(
+                t, None, TurnResult(Outcome.not_addressed, decision.reason), "", latency
+            )
+            return
+        if self.memory.is_muted(decision.npc):
+            await self._end(t, decision.npc, TurnResult(Outcome.muted, "NPC is muted"), "", latency)
+            return
+        self._active = _ActiveTurn(t.utterance_id, decision.npc, t.speech_end_ns, seq, TurnCancel())
+        writer = self._writer(t, decision.npc)
+        try:
+            result = await self._answer(t, writer, self._active.cancel)
+        except Exception as exc:  # the turn still ends with an event, whatever broke
+            log.exception("turn failed", extra=self._log(turn=t.utterance_id))
+            result = TurnResult(Outcome.failed, f"internal error: {type(exc).__name__}")
+        finally:
+            self._active = None
+        latency = latency.model_copy(
+            update={
+                "first_token_ns": writer.first_token_ns,
+                "first_sentence_ns": writer.first_sentence_ns,
+            }
+        )
+        self._observe(writer, taken_ns)
+        reason = result.reason or decision.reason
+        await self._end(t, decision.npc, TurnResult(result.outcome, reason), writer.text, latency)
+
+    def _writer(self, t: Transcript, npc_token: str) -> ReplyWriter:
+        campaign = self.memory.campaign
+        assert campaign is not None
+        names = (
+            *(name for n in campaign.npcs for name in n.names),
+            *self.memory.speakers.values(),
+            self.memory.speaker_name(t.speaker),
+        )
+        return ReplyWriter(
+            self._sink,
+            self.subjects,
+            t.utterance_id,
+            npc_token,
+            t.speech_end_ns,
+            self._clock,
+            self.policy.max_sentences,
+            names,
+        )
+
+    async def _answer(self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel) -> TurnResult:
+        campaign = self.memory.campaign
+        assert campaign is not None
+        npc = campaign.npc(writer.npc)
+        assert npc is not None
+        p = self.policy
+        system, messages = build_prompt(
+            npc,
+            campaign,
+            self.memory,
+            t.text,
+            history=p.history_exchanges,
+            context=p.context_exchanges,
+            exclude=t.utterance_id,
+        )
+        return await stream_reply(
+            self._llm,
+            writer,
+            system,
+            messages,
+            max_tokens=p.max_tokens,
+            timeout_s=p.turn_timeout_s,
+            cancel=cancel,
+        )
+
+    def _observe(self, writer: ReplyWriter, taken_ns: int) -> None:
+        if writer.first_token_ns:
+            self._metrics.first_token.observe(max(writer.first_token_ns - taken_ns, 0) / 1e9)
+        if writer.first_sentence_ns:
+            self._metrics.first_sentence.observe(max(writer.first_sentence_ns - taken_ns, 0) / 1e9)
+
+    async def _end(
+        self, t: Transcript, npc: str | None, result: TurnResult, reply: str, latency: TurnLatency
+    ) -> None:
+        event = TurnEnded(
+            turn_id=t.utterance_id,
+            speaker=t.speaker,
+            transcript=t.text,
+            npc=npc,
+            outcome=result.outcome,
+            reason=result.reason[:500],
+            reply_text=reply[:4000],
+            latency=latency,
+        )
+        s = self.subjects
+        await self._sink.publish(
+            s.ctl("turn"), event.to_bytes(), f"ctl:{s.tenant}.{s.session}:turn:{t.utterance_id}"
+        )
+        self.memory.apply(event)
+        self._metrics.turns.labels(outcome=result.outcome.value).inc()
+        log.info(
+            "turn ended",
+            extra=self._log(
+                turn=t.utterance_id,
+                npc=npc,
+                outcome=result.outcome.value,
+                reason=result.reason[:200],
+            ),
+        )
+
+    # --- timers, GM lines ---------------------------------------------------------------
+
+    async def on_tick(self) -> None:
+        """Speak GM lines once the control replay has had time to show they were spoken."""
+        now = self._monotonic()
+        while self._gm_lines and now - self._gm_lines[0][0] >= self.policy.npc_speak_grace_s:
+            _, line = self._gm_lines.popleft()
+            if self.memory.was_voiced(line.request_id):
+                continue
+            await self._speak_gm_line(line)
+
+    async def _speak_gm_line(self, line: NpcSpeak) -> None:
+        campaign = self.memory.campaign
+        if campaign is None or campaign.npc(line.npc) is None:
+            log.warning("npc.speak for an unknown NPC", extra=self._log(npc=line.npc))
+            return
+        splitter = SentenceSplitter()
+        sentences = [*splitter.feed(line.text), splitter.flush()]
+        writer = ReplyWriter(
+            self._sink, self.subjects, line.request_id, line.npc, 0, self._clock, max_sentences=1000
+        )
+        writer.first_token_ns = self._clock()
+        await writer.add(sentences, last=True)
+
+    def retain_from(self) -> int | None:
+        return self._active.seq if self._active is not None else None
+
+    async def close(self) -> None:
+        if self._prime_task is not None and not self._prime_task.done():
+            self._prime_task.cancel()
+            await asyncio.wait({self._prime_task})
+
+
+def _parse_transcript(msg: InputMessage) -> Transcript:
+    try:
+        speaker = parse_subject(msg.subject).leaf
+    except InvalidToken as exc:
+        raise MalformedEvent(str(exc)) from None
+    transcript = parse_as(Transcript, msg.data)
+    if transcript.speaker != speaker:
+        raise MalformedEvent(
+            f"speaker {transcript.speaker!r} does not match the subject's {speaker!r}"
+        )
+    return transcript

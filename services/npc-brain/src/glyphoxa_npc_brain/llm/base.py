@@ -1,0 +1,175 @@
+"""The LLM provider interface: stream a reply as text deltas, cancellable at any token.
+
+The base class owns what every provider needs the same way: the first-token and total
+timeouts, one retry of a retryable failure that happened before any text was streamed,
+mapping stray exceptions to ``ProviderError`` and reporting usage (tokens in/out). A
+provider implements ``_stream_impl`` and declares its ``capabilities``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Literal
+
+from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMCapabilities:
+    streaming: bool = True
+    prompt_cache: bool = False
+    """Keeps the evaluated state of prompt prefixes (the persona) between calls."""
+    seeded: bool = False
+    """The same seed and prompt give the same reply."""
+    local: bool = True
+    """Runs on this machine, needs no network or API key."""
+
+
+@dataclass
+class CallStats:
+    """What one ``stream`` call cost; ``cached_prompt_tokens`` were not evaluated again."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_s: float = 0.0
+    total_s: float = 0.0
+
+
+UsageHook = Callable[[str, CallStats], None]
+
+
+class LLMProvider(ABC):
+    name: str = "llm"
+    capabilities: LLMCapabilities = LLMCapabilities()
+
+    def __init__(
+        self,
+        *,
+        first_token_timeout_s: float = 10.0,
+        timeout_s: float = 30.0,
+        retries: int = 1,
+        on_usage: UsageHook | None = None,
+    ):
+        self.first_token_timeout_s = first_token_timeout_s
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.on_usage = on_usage
+        self.last_stats = CallStats()
+
+    async def start(self) -> None:
+        """Load what the provider needs (a model, a client) before the first call."""
+
+    async def prime(self, system: str) -> None:
+        """Prepare for prompts starting with ``system`` (a persona), if the provider caches."""
+
+    async def close(self) -> None:
+        """Release the provider's resources."""
+
+    def describe(self) -> dict[str, object]:
+        return {"provider": self.name}
+
+    async def stream(
+        self,
+        system: str,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        seed: int,
+        cancel: asyncio.Event,
+    ) -> AsyncIterator[str]:
+        """Yield the reply as text deltas until it ends, ``max_tokens`` or ``cancel`` is set.
+
+        Raises ``ProviderError`` (``ProviderTimeout`` for timeouts), never a vendor error.
+        """
+        attempt = 0
+        while True:
+            stats = CallStats()
+            try:
+                async with aclosing(
+                    self._guarded(system, messages, max_tokens, seed, cancel, stats)
+                ) as deltas:
+                    async for delta in deltas:
+                        yield delta
+                return
+            except ProviderError as exc:
+                if (
+                    not exc.retryable
+                    or stats.completion_tokens
+                    or attempt >= self.retries
+                    or cancel.is_set()
+                ):
+                    raise
+                attempt += 1
+                log.warning("llm call failed, retrying: %s", exc, extra={"provider": self.name})
+                await asyncio.sleep(0.2 * attempt)
+            finally:
+                self.last_stats = stats
+                if self.on_usage is not None:
+                    self.on_usage(self.name, stats)
+
+    async def _guarded(
+        self,
+        system: str,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        seed: int,
+        cancel: asyncio.Event,
+        stats: CallStats,
+    ) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        agen = self._stream_impl(
+            system, messages, max_tokens=max_tokens, seed=seed, cancel=cancel, stats=stats
+        )
+        try:
+            while not cancel.is_set():
+                limit = started + (
+                    self.timeout_s
+                    if stats.completion_tokens
+                    else min(self.timeout_s, self.first_token_timeout_s)
+                )
+                try:
+                    async with asyncio.timeout_at(limit):
+                        delta = await anext(agen)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderTimeout(self.name, limit - started) from None
+                except (ProviderError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # no vendor exception leaks out
+                    raise ProviderError(self.name, f"{type(exc).__name__}: {exc}") from exc
+                if not stats.completion_tokens:
+                    stats.first_token_s = loop.time() - started
+                stats.completion_tokens += 1
+                yield delta
+        finally:
+            stats.total_s = loop.time() - started
+            await agen.aclose()
+
+    @abstractmethod
+    def _stream_impl(
+        self,
+        system: str,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        seed: int,
+        cancel: asyncio.Event,
+        stats: CallStats,
+    ) -> AsyncIterator[str]:
+        """Yield text deltas; return promptly once ``cancel`` is set; fill ``stats.prompt_*``."""

@@ -1,0 +1,57 @@
+"""Prometheus metrics of npc-brain (``glyphoxa_npc_brain_*``; labels are bounded)."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from glyphoxa_events.models import Outcome
+from glyphoxa_npc_brain.llm.base import CallStats
+from glyphoxa_npc_brain.routing import Route
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+
+
+class BrainMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.registry = registry
+        self.turns = Counter(
+            "glyphoxa_npc_brain_turns_total",
+            "turns by outcome (every utterance is one turn)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.routing = Counter(
+            "glyphoxa_npc_brain_routing_decisions_total",
+            "who-is-addressed decisions by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.first_token = Histogram(
+            "glyphoxa_npc_brain_first_token_seconds",
+            "from taking the turn (final transcript in hand) to the first LLM token",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_sentence = Histogram(
+            "glyphoxa_npc_brain_first_sentence_seconds",
+            "from taking the turn to publishing the first reply sentence",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.llm_tokens = Counter(
+            "glyphoxa_npc_brain_llm_tokens_total",
+            "LLM tokens: in = prompt, cached = prompt tokens reused from the cache, out = reply",
+            ["provider", "direction"],
+            registry=registry,
+        )
+        for outcome in Outcome:
+            self.turns.labels(outcome=outcome.value)
+        for kind in Route:
+            self.routing.labels(kind=kind.value)
+
+    def count_usage(self, provider: str, stats: CallStats) -> None:
+        self.llm_tokens.labels(provider=provider, direction="in").inc(stats.prompt_tokens)
+        self.llm_tokens.labels(provider=provider, direction="cached").inc(
+            stats.cached_prompt_tokens
+        )
+        self.llm_tokens.labels(provider=provider, direction="out").inc(stats.completion_tokens)

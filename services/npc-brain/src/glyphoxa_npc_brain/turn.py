@@ -1,0 +1,193 @@
+"""One NPC reply: stream the LLM, cut sentences, clean them, publish each at once.
+
+Each sentence is published as a ``ReplyChunk`` (``reply:T.S:<turn>:<index>``) the moment
+it is complete; the last chunk has ``final: true`` (an empty final chunk closes a reply
+whose end was only known after its last sentence). A reply stops after
+``max_sentences`` sentences or ``max_tokens`` tokens. Cancelling (barge-in, flush) stops
+the LLM at the next token and publishes nothing more except, if sentences were already
+out, an empty final chunk so tts knows the reply is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import Outcome, ReplyChunk
+from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_npc_brain.cleaning import clean_for_voice
+from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider
+from glyphoxa_npc_brain.sentences import SentenceSplitter
+from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+
+class Sink(Protocol):
+    """Where chunks and events go (``glyphoxa_bus.publisher.Publisher`` in the service)."""
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None: ...
+
+
+def seed_for(turn_id: str) -> int:
+    """The sampling seed of a turn: a replica redoing the turn samples the same way."""
+    return int.from_bytes(hashlib.sha256(turn_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class TurnCancel:
+    """Set by barge-in/flush while a turn is generating; the reason ends up in the turn event."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class ReplyWriter:
+    """Publishes the sentences of one reply as ``ReplyChunk`` messages."""
+
+    sink: Sink
+    subjects: SessionSubjects
+    turn_id: str
+    npc: str
+    speech_end_ns: int
+    clock: Clock
+    max_sentences: int = 3
+    names: tuple[str, ...] = ()
+    sentences: list[str] = field(default_factory=list)
+    first_token_ns: int = 0
+    first_sentence_ns: int = 0
+    finished: bool = False
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.sentences)
+
+    async def add(self, raw: Iterable[str], *, last: bool = False) -> bool:
+        """Clean and publish sentences; True once the reply is complete (cap or ``last``)."""
+        spoken = [s for s in (clean_for_voice(r, self.names) for r in raw) if s]
+        for n, sentence in enumerate(spoken):
+            final = (last and n == len(spoken) - 1) or len(self.sentences) + 1 >= self.max_sentences
+            await self._publish(sentence, final)
+            if final:
+                return True
+        if last:
+            await self.close()
+        return self.finished
+
+    async def close(self) -> None:
+        """End the reply with an empty final chunk unless the last sentence was final."""
+        if not self.finished:
+            await self._publish("", True)
+
+    async def _publish(self, text: str, final: bool) -> None:
+        now = self.clock()
+        index = len(self.sentences)
+        if text:
+            self.sentences.append(text)
+            self.first_sentence_ns = self.first_sentence_ns or now
+        self.finished = final
+        chunk = ReplyChunk(
+            turn_id=self.turn_id,
+            npc=self.npc,
+            index=index,
+            text=text,
+            final=final,
+            speech_end_ns=self.speech_end_ns,
+            first_token_ns=self.first_token_ns,
+            published_ns=now,
+        )
+        s = self.subjects
+        await self.sink.publish(
+            s.reply(self.npc),
+            chunk.to_bytes(),
+            f"reply:{s.tenant}.{s.session}:{self.turn_id}:{index}",
+            {H.TURN: self.turn_id},
+        )
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    outcome: Outcome
+    reason: str
+
+
+async def stream_reply(
+    llm: LLMProvider,
+    writer: ReplyWriter,
+    system: str,
+    messages: list[ChatMessage],
+    *,
+    max_tokens: int,
+    timeout_s: float,
+    cancel: TurnCancel,
+) -> TurnResult:
+    """Generate and publish the reply; the outcome says how it ended."""
+    splitter = SentenceSplitter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel)
+            if not done and cancel.cancelled:
+                return await _stopped(writer, Outcome.cancelled, cancel.reason)
+            if not done:
+                await writer.add([splitter.flush()], last=True)
+            return TurnResult(Outcome.answered, "")
+    except TimeoutError:
+        return await _stopped(
+            writer, Outcome.timed_out, f"no complete reply within {timeout_s:.1f} s"
+        )
+    except ProviderTimeout as exc:
+        return await _stopped(writer, Outcome.timed_out, str(exc))
+    except ProviderError as exc:
+        log.warning(
+            "llm failed: %s", exc, extra={"turn": writer.turn_id, "retryable": exc.retryable}
+        )
+        return await _stopped(writer, Outcome.failed, str(exc))
+
+
+async def _pump(
+    llm: LLMProvider,
+    writer: ReplyWriter,
+    splitter: SentenceSplitter,
+    system: str,
+    messages: list[ChatMessage],
+    max_tokens: int,
+    cancel: TurnCancel,
+) -> bool:
+    """Feed the LLM stream into the writer; True once the sentence cap ended the reply."""
+    stream = llm.stream(
+        system, messages, max_tokens=max_tokens, seed=seed_for(writer.turn_id), cancel=cancel.event
+    )
+    async with aclosing(stream) as deltas:
+        async for delta in deltas:
+            writer.first_token_ns = writer.first_token_ns or writer.clock()
+            if cancel.cancelled:
+                return False
+            if await writer.add(splitter.feed(delta)):
+                return True
+    return False
+
+
+async def _stopped(writer: ReplyWriter, outcome: Outcome, reason: str) -> TurnResult:
+    if writer.sentences and not writer.finished:
+        await writer.close()
+    return TurnResult(outcome, reason)

@@ -1,0 +1,327 @@
+"""npc-brain as a process against a real nats-server: its real entry point, claims, final
+transcripts in, reply chunks and turn events out, rejection, GM lines and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from glyphoxa_bus.claims import publish_claims
+from glyphoxa_bus.streams import WORK
+from glyphoxa_campaign import Campaign, Npc
+from glyphoxa_cli.processes import ServiceProcess
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import (
+    Event,
+    NpcSpeak,
+    Outcome,
+    ReplyChunk,
+    SessionStarted,
+    SessionStopped,
+    Transcript,
+    TurnEnded,
+    control_subject_suffix,
+)
+from glyphoxa_events.subjects import SessionSubjects, claim_subject
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+pytestmark = pytest.mark.integration
+
+CAMPAIGN = Campaign(
+    name="Forge and Tavern",
+    npcs=(
+        Npc(name="Greta", persona="A gruff dwarven blacksmith."),
+        Npc(name="Aldric", persona="Innkeeper of the Prancing Stag."),
+        Npc(name="Captain Voss", persona="Captain of the city watch."),
+    ),
+)
+
+
+def start_brain(nats_url: str, log_path: Path) -> ServiceProcess:
+    return ServiceProcess(
+        "npc-brain",
+        env={
+            "NATS_URL": nats_url,
+            "NATS_CLAIM_LEASE_S": "2",
+            "BRAIN_LLM_PROVIDER": "fake",
+        },
+        log_path=log_path,
+    ).start()
+
+
+@pytest.fixture
+def brain(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    service = start_brain(nats_url, tmp_path / "brain.log")
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+class Session:
+    """Plays the other stages of one session: session-control, stt, the edge."""
+
+    def __init__(self, nc, tenant: str, session: str = "s1"):
+        self.nc, self.js = nc, nc.jetstream()
+        self.subjects = SessionSubjects(tenant, session)
+        self.chunks: list[tuple[str, str, dict[str, str], ReplyChunk]] = []
+        self.turns: list[TurnEnded] = []
+        self._subs: list = []
+
+    async def start(self) -> None:
+        for subject, handle in (
+            (self.subjects.reply("*"), self._on_chunk),
+            (self.subjects.ctl("turn"), self._on_turn),
+        ):
+            self._subs.append(
+                await self.js.subscribe(
+                    subject, cb=handle, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+                )
+            )
+        await self.control(SessionStarted(campaign=CAMPAIGN, started_ns=time.time_ns()), "1")
+        await publish_claims(self.nc, self.subjects.tenant, self.subjects.session, ["npc-brain"])
+
+    async def _on_chunk(self, msg) -> None:
+        headers = dict(msg.headers or {})
+        self.chunks.append(
+            (
+                msg.subject,
+                headers.get(H.MSG_ID, ""),
+                headers,
+                ReplyChunk.model_validate_json(msg.data),
+            )
+        )
+
+    async def _on_turn(self, msg) -> None:
+        self.turns.append(TurnEnded.model_validate_json(msg.data))
+
+    async def control(self, event: Event, key: str) -> None:
+        kind = control_subject_suffix(event)
+        s = self.subjects
+        await self.js.publish(
+            s.ctl(kind),
+            event.to_bytes(),
+            headers={H.MSG_ID: f"ctl:{s.tenant}.{s.session}:{kind}:{key}"},
+        )
+
+    async def say(
+        self, speaker: str, utt: str, text: str, end_s: float, final: bool = True
+    ) -> None:
+        t = Transcript(
+            utterance_id=utt,
+            speaker=speaker,
+            text=text,
+            final=final,
+            start_ns=int((end_s - 1) * 1e9),
+            speech_end_ns=int(end_s * 1e9),
+            vad_end_ns=time.time_ns(),
+            stt_final_ns=time.time_ns(),
+        )
+        await self.raw(speaker, t.to_bytes(), f"{utt}:{'final' if final else 'p0'}")
+
+    async def raw(self, speaker: str, body: bytes, key: str) -> None:
+        s = self.subjects
+        await self.js.publish(
+            s.stt(speaker), body, headers={H.MSG_ID: f"stt:{s.tenant}.{s.session}:{key}"}
+        )
+
+    def turn(self, turn_id: str) -> TurnEnded:
+        found = [t for t in self.turns if t.turn_id == turn_id]
+        assert len(found) == 1, f"{len(found)} turn events for {turn_id}"
+        return found[0]
+
+    def replies(self, turn_id: str) -> list[tuple[str, str, dict[str, str], ReplyChunk]]:
+        return [c for c in self.chunks if c[3].turn_id == turn_id]
+
+    async def stop(self) -> None:
+        await self.control(SessionStopped(stopped_ns=time.time_ns()), "1")
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+
+
+async def wait_for(predicate, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if await result if asyncio.iscoroutine(result) else result:
+            return
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def http_get(port: int, path: str) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in http_get(port, "/metrics").splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def claim_released(js, subjects: SessionSubjects) -> bool:
+    try:
+        await js.get_last_msg(WORK, claim_subject("npc-brain", subjects.tenant, subjects.session))
+    except NotFoundError:
+        return True
+    return False
+
+
+async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
+    brain: ServiceProcess, nc, tenant: str
+) -> None:
+    session = Session(nc, tenant)
+    await session.start()
+    try:
+        await session.say("alex", "alex-0", "Greta, how mu", end_s=10, final=False)
+        await session.say("alex", "alex-0", "Greta, how much for the longsword?", end_s=10)
+        await session.raw("alex", b'{"utterance_id": "oops"', "alex-9:final")
+        await session.say("sam", "sam-0", "Could you sharpen my axe too?", end_s=15)
+        await session.say("jordan", "jordan-0", "I roll for perception, that's a twelve.", end_s=18)
+        await session.say("jordan", "jordan-1", "Captain Boss, a word?", end_s=25)
+        await wait_for(lambda: len(session.turns) >= 4)
+
+        greta = session.turn("alex-0")
+        assert (greta.outcome, greta.npc, greta.transcript) == (
+            Outcome.answered,
+            "greta",
+            "Greta, how much for the longsword?",
+        )
+        assert greta.reply_text == "Aye, that I can do. The longsword, you say? Come back at dawn."
+        assert greta.latency.speech_end_ns == 10 * 10**9 and greta.latency.first_sentence_ns > 0
+        chunks = session.replies("alex-0")
+        s = session.subjects
+        assert [(subj, mid) for subj, mid, _, _ in chunks] == [
+            (s.reply("greta"), f"reply:{tenant}.s1:alex-0:{i}") for i in range(3)
+        ]
+        assert [c.final for *_, c in chunks] == [False, False, True]
+        assert all(h[H.TURN] == "alex-0" for _, _, h, _ in chunks)
+
+        follow = session.turn("sam-0")
+        assert (follow.outcome, follow.npc) == (Outcome.answered, "greta")
+        table = session.turn("jordan-0")
+        assert (table.outcome, table.npc) == (Outcome.not_addressed, None) and not session.replies(
+            "jordan-0"
+        )
+        voss = session.turn("jordan-1")
+        assert (voss.outcome, voss.npc) == (Outcome.answered, "captain-voss")
+        assert {t.turn_id for t in session.turns} == {"alex-0", "sam-0", "jordan-0", "jordan-1"}
+
+        port = brain.metrics_port
+        assert metric(port, "glyphoxa_npc_brain_rejected_messages_total", reason="malformed") == 1
+        assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="answered") == 3
+        assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="not_addressed") == 1
+        assert metric(port, "glyphoxa_npc_brain_routing_decisions_total", kind="followup") == 1
+        assert metric(port, "glyphoxa_npc_brain_first_sentence_seconds_count") == 3
+        assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", direction="out") > 0
+
+        await session.control(
+            NpcSpeak(npc="aldric", text="Welcome, friends! Sit anywhere.", request_id="gm-1"),
+            "gm-1",
+        )
+        await wait_for(lambda: any(c.final for *_, c in session.replies("gm-1")))
+        assert [(c.npc, c.text) for *_, c in session.replies("gm-1")] == [
+            ("aldric", "Welcome, friends!"),
+            ("aldric", "Sit anywhere."),
+        ]
+
+        await session.stop()
+        await wait_for(lambda: claim_released(session.js, session.subjects))
+    finally:
+        await session.close()
+
+
+async def test_a_replica_taking_over_continues_the_conversation(
+    nats_url: str, nc, tenant: str, tmp_path: Path
+) -> None:
+    first = start_brain(nats_url, tmp_path / "brain-1.log")
+    second: ServiceProcess | None = None
+    session = Session(nc, tenant)
+    try:
+        first.wait_ready()
+        await session.start()
+        await session.say("alex", "alex-0", "Aldric, two rooms for the night.", end_s=100)
+        await wait_for(lambda: session.turns)
+        first.kill9()  # no goodbye: the claim's lease runs out
+
+        second = start_brain(nats_url, tmp_path / "brain-2.log")
+        second.wait_ready()
+        await session.say("sam", "sam-0", "Is the stew fresh?", end_s=110)
+        await wait_for(lambda: len(session.turns) >= 2, timeout_s=60)
+
+        follow = session.turn("sam-0")
+        assert (follow.outcome, follow.npc, follow.reason) == (
+            Outcome.answered,
+            "aldric",
+            "follow-up to Aldric",
+        )  # state rebuilt from the turn events
+        assert [t.turn_id for t in session.turns] == ["alex-0", "sam-0"]  # nothing answered twice
+        await asyncio.sleep(0.5)
+        assert len(session.replies("alex-0")) == 3
+        state = json.loads(http_get(second.metrics_port, "/readyz"))
+        assert f"{tenant}/s1" in state["sessions"] and state["llm"]["provider"] == "fake"
+    finally:
+        await session.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+@pytest.mark.models
+async def test_brain_answers_with_the_local_llama_model(
+    nats_url: str, nc, tenant: str, tmp_path: Path
+) -> None:
+    """The default provider end to end: the bundled GGUF, persona priming, real sentences."""
+    root = Path(__file__).resolve().parents[2]
+    service = ServiceProcess(
+        "npc-brain",
+        env={
+            "NATS_URL": nats_url,
+            "NATS_CLAIM_LEASE_S": "2",
+            "BRAIN_LLM_PROVIDER": "llama",
+            "GLYPHOXA_HOME": str(root / ".glyphoxa"),
+            "BRAIN_MAX_TOKENS": "40",
+        },
+        log_path=tmp_path / "brain.log",
+    ).start()
+    session = Session(nc, tenant)
+    try:
+        service.wait_ready(timeout_s=300)  # the first run joins the model from its parts
+        await session.start()
+        await session.say("alex", "alex-0", "Greta, how much for the longsword?", end_s=10)
+        await wait_for(lambda: session.turns, timeout_s=120)
+        turn = session.turn("alex-0")
+        assert (turn.outcome, turn.npc) == (Outcome.answered, "greta") and turn.reply_text
+        chunks = [c for *_, c in session.replies("alex-0")]
+        assert chunks and chunks[-1].final and all(c.npc == "greta" for c in chunks)
+        lat = turn.latency
+        print(
+            f"\nllama turn: {turn.reply_text!r}; stt final -> first token "
+            f"{(lat.first_token_ns - lat.stt_final_ns) / 1e9:.2f} s, -> first sentence "
+            f"{(lat.first_sentence_ns - lat.stt_final_ns) / 1e9:.2f} s"
+        )
+        assert (
+            metric(
+                service.metrics_port,
+                "glyphoxa_npc_brain_llm_tokens_total",
+                provider="llama",
+                direction="in",
+            )
+            > 0
+        )
+    finally:
+        await session.close()
+        service.stop()

@@ -1,0 +1,150 @@
+"""Helpers for the npc-brain unit tests: a collecting sink, a campaign, event builders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from glyphoxa_bus.session import InputMessage
+from glyphoxa_campaign import Campaign
+from glyphoxa_events.models import ReplyChunk, SessionStarted, Transcript, TurnEnded
+from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_npc_brain.config import TurnPolicy
+from glyphoxa_npc_brain.core import BrainHandler
+from glyphoxa_npc_brain.llm.base import LLMProvider
+from glyphoxa_npc_brain.llm.fake import FakeLLM
+from glyphoxa_npc_brain.metrics import BrainMetrics
+
+SUBJECTS = SessionSubjects("acme", "s1")
+SECOND = 1_000_000_000
+
+
+PERSONAS = {
+    "Greta": "A gruff dwarven blacksmith in Oakridge. Blunt, proud of her craft, hates haggling.",
+    "Aldric": "The cheerful innkeeper of the Prancing Stag. Loves gossip, knows everyone in town.",
+    "Mirela": "A secretive herbalist. Speaks softly and never tells the whole truth.",
+    "Captain Voss": "Captain of the city watch. Stern, tired, suspicious of adventurers.",
+}
+
+
+def campaign(*names: str, address_only: tuple[str, ...] = ()) -> Campaign:
+    names = names or tuple(PERSONAS)
+    return Campaign(
+        name="The Silver Hunt",
+        npcs=[
+            {
+                "name": n,
+                "persona": PERSONAS.get(n, f"{n}, a townsperson of Oakridge."),
+                "address_only": n in address_only,
+            }
+            for n in names
+        ],
+    )
+
+
+@dataclass
+class Published:
+    subject: str
+    data: bytes
+    msg_id: str
+    headers: dict[str, str]
+
+
+@dataclass
+class CollectingSink:
+    """Stands in for the bus publisher: keeps every publish, dedupes by msg id like JetStream."""
+
+    published: list[Published] = field(default_factory=list)
+    stored_ids: set[str] = field(default_factory=set)
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.published.append(Published(subject, data, msg_id, dict(headers or {})))
+        self.stored_ids.add(msg_id)
+
+    def chunks(self, turn_id: str | None = None) -> list[ReplyChunk]:
+        out = [
+            ReplyChunk.model_validate_json(p.data) for p in self.published if ".reply." in p.subject
+        ]
+        return [c for c in out if turn_id is None or c.turn_id == turn_id]
+
+    def turns(self) -> list[TurnEnded]:
+        return [
+            TurnEnded.model_validate_json(p.data)
+            for p in self.published
+            if p.subject.endswith(".ctl.turn")
+        ]
+
+    def turn(self, turn_id: str) -> TurnEnded:
+        found = [t for t in self.turns() if t.turn_id == turn_id]
+        assert len(found) == 1, f"{len(found)} turn events for {turn_id}"
+        return found[0]
+
+
+class StepClock:
+    """A wall clock that advances 1 ms per reading."""
+
+    def __init__(self, start_ns: int = 1_700_000_000 * SECOND):
+        self.now = start_ns
+
+    def __call__(self) -> int:
+        self.now += 1_000_000
+        return self.now
+
+
+def make_handler(
+    llm: LLMProvider | None = None,
+    policy: TurnPolicy | None = None,
+    sink: CollectingSink | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> tuple[BrainHandler, CollectingSink, BrainMetrics]:
+    sink = sink or CollectingSink()
+    metrics = BrainMetrics(registry=CollectorRegistry())
+    llm = llm or FakeLLM()
+    llm.on_usage = llm.on_usage or metrics.count_usage
+    handler = BrainHandler(
+        SUBJECTS, sink, llm, policy or TurnPolicy(), metrics, clock=StepClock(), monotonic=monotonic
+    )
+    return handler, sink, metrics
+
+
+def started(c: Campaign | None = None) -> SessionStarted:
+    return SessionStarted(campaign=c or campaign(), started_ns=1)
+
+
+_seq = iter(range(1, 1_000_000))
+
+
+def transcript_msg(
+    text: str,
+    speaker: str = "alex",
+    utt: str | None = None,
+    end_s: float = 10.0,
+    final: bool = True,
+    seq: int | None = None,
+) -> InputMessage:
+    utt = utt or f"{speaker}-{int(end_s * 1000)}"
+    t = Transcript(
+        utterance_id=utt,
+        speaker=speaker,
+        text=text,
+        final=final,
+        start_ns=int((end_s - 1) * SECOND),
+        speech_end_ns=int(end_s * SECOND),
+        vad_end_ns=int(end_s * SECOND) + 5,
+        stt_final_ns=int(end_s * SECOND) + 7,
+    )
+    return InputMessage(SUBJECTS.stt(speaker), t.to_bytes(), {}, seq or next(_seq))
+
+
+def raw_msg(data: bytes | str, speaker: str = "alex") -> InputMessage:
+    body = data.encode() if isinstance(data, str) else data
+    return InputMessage(SUBJECTS.stt(speaker), body, {}, next(_seq))
+
+
+def metric(metrics: BrainMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0

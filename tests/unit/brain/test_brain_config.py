@@ -1,0 +1,46 @@
+"""npc-brain settings from the environment and the provider they select."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from glyphoxa_npc_brain.config import Settings
+from glyphoxa_npc_brain.llm import FakeLLM, build_llm
+from glyphoxa_runtime.providers import ProviderUnavailable
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_come_from_brain_variables(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BRAIN_LLM_PROVIDER", "fake")
+    monkeypatch.setenv("BRAIN_MAX_TOKENS", "40")
+    monkeypatch.setenv("BRAIN_FOLLOWUP_WINDOW_S", "12.5")
+    monkeypatch.setenv("GLYPHOXA_HOME", str(tmp_path))
+    monkeypatch.setenv("NATS_URL", "nats://example:4222")
+    settings = Settings()
+    assert (settings.llm_provider, settings.home, settings.nats.url) == (
+        "fake",
+        tmp_path,
+        "nats://example:4222",
+    )
+    policy = settings.turn_policy()
+    assert (policy.max_tokens, policy.followup_window_s, policy.max_sentences) == (40, 12.5, 3)
+    assert (settings.llm_threads, settings.llm_ctx, settings.turn_timeout_s) == (2, 2048, 20.0)
+
+
+def test_unknown_provider_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("BRAIN_LLM_PROVIDER", "gpt-17")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+async def test_build_llm_selects_the_provider(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BRAIN_LLM_PROVIDER", "fake")
+    assert isinstance(await build_llm(Settings()), FakeLLM)
+    monkeypatch.setenv("BRAIN_LLM_PROVIDER", "llama")
+    monkeypatch.setenv("BRAIN_LLM_MODEL_PATH", str(tmp_path / "missing.gguf"))
+    with pytest.raises(ProviderUnavailable, match="model file not found"):
+        await build_llm(Settings())

@@ -1,0 +1,117 @@
+"""The llama provider on the real default GGUF (slow-model tests: ``-m models``).
+
+Joins the model from its part packages into ``$GLYPHOXA_HOME`` (``.glyphoxa``) on first
+use, or uses ``BRAIN_LLM_MODEL_PATH``. Each test keeps to a few short generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+from llama_cpp import Llama
+
+from glyphoxa_npc_brain.llm.base import ChatMessage
+from glyphoxa_npc_brain.llm.llama import LlamaLLM, LlamaOptions, engine_for
+from glyphoxa_npc_brain.models import ensure_default_model
+from glyphoxa_npc_brain.prompt import persona_prompt
+from tests.unit.brain.brain_fakes import campaign
+
+pytestmark = pytest.mark.models
+
+ROOT = Path(__file__).resolve().parents[3]
+CAMPAIGN = campaign()
+GRETA, ALDRIC = CAMPAIGN.npc("greta"), CAMPAIGN.npc("aldric")
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    configured = os.environ.get("BRAIN_LLM_MODEL_PATH")
+    if configured:
+        return Path(configured)
+    return ensure_default_model(Path(os.environ.get("GLYPHOXA_HOME", ROOT / ".glyphoxa")), None)
+
+
+@pytest.fixture
+async def llm(model_path: Path) -> LlamaLLM:
+    provider = LlamaLLM(
+        LlamaOptions(model_path=model_path, n_batch=128), first_token_timeout_s=60, timeout_s=120
+    )
+    await provider.start()
+    return provider
+
+
+async def ask(
+    llm: LlamaLLM, system: str, line: str, max_tokens: int = 24, cancel_after: int | None = None
+) -> tuple[str, float]:
+    cancel = asyncio.Event()
+    out: list[str] = []
+    started = time.monotonic()
+    first = 0.0
+    stream = llm.stream(
+        system, [ChatMessage("user", line)], max_tokens=max_tokens, seed=7, cancel=cancel
+    )
+    async with aclosing(stream) as deltas:
+        async for delta in deltas:
+            first = first or time.monotonic() - started
+            out.append(delta)
+            if cancel_after is not None and len(out) >= cancel_after:
+                cancel.set()
+    return "".join(out), first
+
+
+async def test_one_short_in_character_answer(llm: LlamaLLM) -> None:
+    system = persona_prompt(GRETA, CAMPAIGN)
+    text, first = await ask(llm, system, "Greta, how much for the longsword?")
+    stats = llm.last_stats
+    print(
+        f"\nreply {text!r}: first token {first:.2f} s, total {stats.total_s:.2f} s, "
+        f"prompt {stats.prompt_tokens} tokens ({stats.cached_prompt_tokens} cached), "
+        f"{stats.completion_tokens} out"
+    )
+    assert text.strip() and 0 < stats.completion_tokens <= 24
+    assert "<|im_end|>" not in text and "<|im_start|>" not in text
+    assert stats.prompt_tokens > 50
+
+
+async def test_the_persona_prompt_is_served_from_the_prompt_cache(llm: LlamaLLM) -> None:
+    greta, aldric = persona_prompt(GRETA, CAMPAIGN), persona_prompt(ALDRIC, CAMPAIGN)
+    await llm.prime(greta)
+    # another persona in between replaces the model's context: Greta's must come from the cache
+    await ask(llm, aldric, "Aldric, a room for the night?", max_tokens=4)
+    engine = engine_for(llm.options)
+    line = "Greta, can you forge silver arrowheads?"
+    prompt = engine.tokens(greta, [ChatMessage("user", line)], 4)
+    in_context = Llama.longest_token_prefix(
+        engine.llm.input_ids[: engine.llm.n_tokens].tolist(), prompt
+    )
+    persona_tokens = len(engine.llm.tokenize(greta.encode(), add_bos=False, special=True))
+    assert in_context < persona_tokens // 2  # the context holds Aldric now
+
+    _, first = await ask(llm, greta, line, max_tokens=4)
+    stats = llm.last_stats
+    print(
+        f"\ncache: {stats.cached_prompt_tokens} of {stats.prompt_tokens} prompt tokens reused, "
+        f"first token {first:.2f} s"
+    )
+    assert stats.cached_prompt_tokens >= persona_tokens
+
+
+async def test_cancel_really_stops_the_generation(llm: LlamaLLM) -> None:
+    system = persona_prompt(GRETA, CAMPAIGN)
+    await ask(
+        llm,
+        system,
+        "Greta, tell me the story of your life in detail.",
+        max_tokens=200,
+        cancel_after=3,
+    )
+    assert llm.last_stats.completion_tokens == 3
+    # the worker thread is free again at once: the next call is answered normally
+    started = time.monotonic()
+    again, _ = await ask(llm, system, "Greta, hello!", max_tokens=4)
+    assert again.strip() and time.monotonic() - started < 30
