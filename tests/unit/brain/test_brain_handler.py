@@ -255,12 +255,14 @@ async def test_reply_is_capped_in_tokens_and_the_remainder_flushed() -> None:
     assert [(c.text, c.final) for c in sink.chunks("alex-1")] == [("Aye, come back at", True)]
 
 
-async def test_a_reply_with_nothing_to_say_out_loud_ends_with_an_empty_final_chunk() -> None:
+async def test_a_reply_with_nothing_to_say_out_loud_is_a_failed_turn_closed_by_an_empty_chunk() -> None:
     handler, sink, _ = make_handler(FakeLLM("*nods slowly* \U0001f528"))
     await handler.on_control(started())
     await handler.on_message(transcript_msg("Greta, deal?", utt="alex-1"))
     assert [(c.text, c.final, c.index) for c in sink.chunks("alex-1")] == [("", True, 0)]
-    assert (sink.turn("alex-1").outcome, sink.turn("alex-1").reply_text) == (Outcome.answered, "")
+    turn = sink.turn("alex-1")  # nobody heard an answer: the table must not think there was one
+    assert (turn.outcome, turn.reply_text) == (Outcome.failed, "")
+    assert turn.reason == "the model gave no usable reply"
 
 
 async def test_voice_unsafe_text_is_cleaned_before_publishing() -> None:

@@ -86,5 +86,5 @@ def test_ensure_default_model_joins_once_then_reuses(tmp_path: Path, monkeypatch
 
 def test_the_installed_part_packages_add_up_to_the_model() -> None:
     parts = models.default_parts()
-    assert [p.name for p in parts] == [f"part0{n}.bin" for n in range(1, 7)]
+    assert [p.name for p in parts] == [f"part{n:02d}.bin" for n in range(1, 23)]
     assert sum(p.stat().st_size for p in parts) == models.DEFAULT_MODEL_SIZE

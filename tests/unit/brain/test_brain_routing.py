@@ -222,3 +222,26 @@ def test_aliases_are_names_too() -> None:
 )
 def test_similarity(heard: str, name: str, match: bool) -> None:
     assert (similarity(heard, name) >= 80) is match
+
+
+@pytest.mark.parametrize("line", [
+    "I keep an eye on the door while we wait.",
+    "I stand guard by the window.",
+    "I ready my crossbow and look around.",
+])
+def test_a_player_narrating_their_characters_action_is_table_talk(line: str) -> None:
+    from glyphoxa_npc_brain.tabletalk import table_talk_cue
+
+    cue = table_talk_cue(line)
+    assert cue is not None and cue.kind == "narration"
+
+
+@pytest.mark.parametrize("line", [
+    "I keep thinking about what you said.",
+    "I need two rooms for the night.",
+    "I'd like to buy that sword.",
+])
+def test_first_person_requests_to_an_npc_are_not_table_talk(line: str) -> None:
+    from glyphoxa_npc_brain.tabletalk import table_talk_cue
+
+    assert table_talk_cue(line) is None

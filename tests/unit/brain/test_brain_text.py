@@ -122,3 +122,13 @@ def test_clean_for_voice(raw: str, spoken: str) -> None:
 def test_only_known_names_are_taken_for_a_speaker_prefix() -> None:
     assert clean_for_voice("Alex: the price is fair.", ["Greta", "Alex"]) == "the price is fair."
     assert clean_for_voice("Note: the price is fair.", ["Greta"]) == "Note: the price is fair."
+
+
+def test_a_sentence_that_parrots_the_player_is_recognised() -> None:
+    from glyphoxa_npc_brain.turn import parrots
+
+    line = "Tobias, two ales and a room for the night, please."
+    assert parrots("Two ales and a room for the night, please!", line)
+    assert parrots("Tobias, two ales and a room for the night, please.", line)
+    assert not parrots("Coming right up, and the room is yours for five silver.", line)
+    assert not parrots("Anything.", "")

@@ -160,3 +160,23 @@ async def test_transcription_leaves_the_event_loop_free(whisper: WhisperStt) -> 
         with pytest.raises(asyncio.CancelledError):
             await task
     assert ticks >= 0.5 * elapsed / 0.01, (ticks, elapsed)
+
+
+EXAMPLE_SCENE = Path(__file__).resolve().parents[3] / "examples" / "scenes" / "smithy"
+
+
+@pytest.mark.skipif(not (EXAMPLE_SCENE / "scene.json").exists(), reason="example scene not generated")
+async def test_first_word_survives_an_utterance_that_starts_at_the_first_syllable(whisper) -> None:
+    """Discord sends no frames while a player is silent, so there is no lead-in silence."""
+    import json
+
+    from glyphoxa_audio.wav import read_wav, resample
+
+    scene = json.loads((EXAMPLE_SCENE / "scene.json").read_text())
+    turn = next(t for t in scene["turns"] if t["kind"] == "name_start")
+    track = next(p["track"] for p in scene["players"] if p["name"] == turn["player"])
+    pcm, rate = read_wav(EXAMPLE_SCENE / track)
+    clip = resample(pcm[int(turn["start_s"] * rate):int(turn["end_s"] * rate) + rate // 10], rate, 16000)
+    result = await whisper.transcribe(clip, prompt="Tabletop RPG session.")
+    first = turn["text"].split(",")[0].lower()
+    assert result.text.lower().startswith(first), (turn["text"], result.text)

@@ -33,7 +33,7 @@ class Settings(ServiceSettings):
         "llama", description="llama (local GGUF) or fake"
     )
     llm_model_path: Path | None = Field(
-        None, description="GGUF chat model; default: the bundled Qwen2.5-Coder-0.5B-Instruct Q4"
+        None, description="GGUF chat model; default: the bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
     )
     home: Path = Field(
         Path(".glyphoxa"),

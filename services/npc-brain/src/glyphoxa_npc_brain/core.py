@@ -176,6 +176,7 @@ class BrainHandler:
             self._clock,
             self.policy.max_sentences,
             names,
+            heard=t.text,
         )
 
     async def _answer(self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel) -> TurnResult:

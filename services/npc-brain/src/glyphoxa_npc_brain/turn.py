@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from rapidfuzz import fuzz
 
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import Outcome, ReplyChunk
@@ -73,6 +76,7 @@ class ReplyWriter:
     clock: Clock
     max_sentences: int = 3
     names: tuple[str, ...] = ()
+    heard: str = ""  # the player's line: a sentence that only parrots it is dropped
     sentences: list[str] = field(default_factory=list)
     first_token_ns: int = 0
     first_sentence_ns: int = 0
@@ -84,7 +88,8 @@ class ReplyWriter:
 
     async def add(self, raw: Iterable[str], *, last: bool = False) -> bool:
         """Clean and publish sentences; True once the reply is complete (cap or ``last``)."""
-        spoken = [s for s in (clean_for_voice(r, self.names) for r in raw) if s]
+        spoken = [s for s in (clean_for_voice(r, self.names) for r in raw)
+                  if s and not parrots(s, self.heard)]
         for n, sentence in enumerate(spoken):
             final = (last and n == len(spoken) - 1) or len(self.sentences) + 1 >= self.max_sentences
             await self._publish(sentence, final)
@@ -125,6 +130,18 @@ class ReplyWriter:
         )
 
 
+def parrots(sentence: str, heard: str, threshold: float = 80.0) -> bool:
+    """True when a reply sentence mostly repeats the player's line (small models do that)."""
+    if not heard:
+        return False
+    said = _words(sentence)
+    return bool(said) and fuzz.ratio(said, _words(heard)) >= threshold
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+
+
 @dataclass(frozen=True)
 class TurnResult:
     outcome: Outcome
@@ -150,6 +167,8 @@ async def stream_reply(
                 return await _stopped(writer, Outcome.cancelled, cancel.reason)
             if not done:
                 await writer.add([splitter.flush()], last=True)
+            if not writer.sentences:
+                return TurnResult(Outcome.failed, "the model gave no usable reply")
             return TurnResult(Outcome.answered, "")
     except TimeoutError:
         return await _stopped(

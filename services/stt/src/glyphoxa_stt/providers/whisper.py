@@ -53,6 +53,10 @@ class WhisperConfig:
     log_prob_threshold: float = -1.0
     min_speech_dbfs: float = -45.0
     min_speech_s: float = 0.1
+    pad_s: float = 0.25
+    """Silence added before and after the utterance. Discord sends nothing while a player is
+    silent, so an utterance starts right at the first syllable, and Whisper then often drops
+    the first word ("Captain, is the gate open?" -> "Is the gate open?")."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ class WhisperStt(SttProvider):
             raise ProviderUnavailable(self.name, "model not loaded (start() was not called)")
         if voiced_seconds(audio, self.config.min_speech_dbfs) < self.config.min_speech_s:
             return SttResult("", seconds, self.name, suppressed="silence" if len(audio) else "")
-        samples = audio.astype(np.float32) / 32768.0
+        pad = np.zeros(int(self.config.pad_s * SAMPLE_RATE), np.float32)
+        samples = np.concatenate([pad, audio.astype(np.float32) / 32768.0, pad])
         loop = asyncio.get_running_loop()
         segments = await loop.run_in_executor(self._pool, self._decode, samples, prompt, language)
         kept, reason = filter_segments(segments, prompt, self.config.no_speech_threshold)

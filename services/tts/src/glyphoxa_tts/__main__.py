@@ -1,0 +1,58 @@
+"""tts: claims sessions, speaks ``reply.<npc>`` sentences, publishes ``audio.out.<npc>``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client
+
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.streams import EVENTS
+from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_runtime.service import StageApp, run_service
+from glyphoxa_tts import metrics
+from glyphoxa_tts.config import Settings
+from glyphoxa_tts.core import TtsSession
+from glyphoxa_tts.providers import ProviderSet
+
+STAGE = "tts"
+
+
+class TtsApp(StageApp):
+    """The tts replica: a ``StageApp`` that owns the process's providers."""
+
+    def __init__(self, nc: Client, publisher: Publisher, settings: Settings,
+                 providers: ProviderSet):
+        self.providers = providers
+        super().__init__(
+            nc, publisher, settings, STAGE, EVENTS, input_filters,
+            lambda ctx: TtsSession(ctx, providers, settings), metrics.STAGE,
+            capacity=settings.capacity)
+
+    async def shutdown(self) -> None:
+        try:
+            await super().shutdown()
+        finally:
+            self.providers.close()
+
+    def readiness(self) -> dict[str, object]:
+        return {**super().readiness(), "provider": self.providers.default.name}
+
+
+def input_filters(subjects: SessionSubjects) -> list[str]:
+    return [subjects.reply("*")]
+
+
+def main() -> None:
+    settings = Settings()
+
+    async def build(nc: Client, publisher: Publisher) -> TtsApp:
+        # loading a voice takes a moment of CPU: keep the loop free while it happens
+        providers = await asyncio.to_thread(ProviderSet, settings)
+        return TtsApp(nc, publisher, settings, providers)
+
+    asyncio.run(run_service(STAGE, settings, build))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The tts core for one session: reply sentences in, 20 ms opus frames and ``AudioDone`` out.
+
+Knows nothing about NATS: it reads ``InputMessage``s and control events and publishes
+through ``ctx.publisher``. Each sentence is synthesized as soon as it arrives, and its
+frames are published as soon as they are encoded (first-audio latency is what players
+notice). A barge-in or flush cancels the turn being spoken at once: control runs on its
+own subscription and interrupts the synthesis task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from glyphoxa_bus.session import InputMessage, SessionContext
+from glyphoxa_campaign import Campaign
+from glyphoxa_campaign.model import VoiceSpec
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import (
+    AudioDone, Event, Flush, MalformedEvent, ReplyChunk, SessionStarted, parse_as,
+)
+from glyphoxa_events.subjects import parse_subject
+from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_runtime.logs import TRACE
+from glyphoxa_runtime.providers import ProviderError
+from glyphoxa_tts import metrics
+from glyphoxa_tts.config import Settings
+from glyphoxa_tts.frames import FrameEncoder
+from glyphoxa_tts.providers import ProviderSet, TTSProvider
+from glyphoxa_tts.turns import RecentIds, Turn
+
+log = logging.getLogger("glyphoxa.tts")
+
+MAX_OPEN_TURNS = 16
+
+
+class TtsSession:
+    """The ``SessionHandler`` of the tts stage for one session."""
+
+    def __init__(self, ctx: SessionContext, providers: ProviderSet, settings: Settings):
+        self._ctx, self._providers, self._settings = ctx, providers, settings
+        self._campaign: Campaign | None = ctx.started.campaign if ctx.started else None
+        self._open: dict[str, Turn] = {}
+        self._finished = RecentIds()  # AudioDone published (by us or a previous replica)
+        self._flushed = RecentIds()  # flushed before any of their chunks arrived
+        self._speaking: tuple[Turn, asyncio.Task[None]] | None = None
+
+    # --- control ------------------------------------------------------------------------
+
+    async def on_control(self, event: Event) -> None:
+        if isinstance(event, SessionStarted):
+            self._campaign = event.campaign
+        elif isinstance(event, AudioDone):
+            self._finished.add(event.turn_id)
+        elif isinstance(event, Flush):
+            # A raw ctl.bargein is not a cancel: only the edge knows whether an NPC is
+            # audible, and it flushes when a player talks over one (ADR 0003).
+            await self._flush(event)
+
+    async def _flush(self, event: Flush) -> None:
+        if event.turn_id is not None:
+            turn = self._open.get(event.turn_id)
+            if turn is not None:
+                await self._close(turn, cancelled=True, reason=f"flush: {event.reason}")
+            elif event.turn_id not in self._finished:
+                self._flushed.add(event.turn_id)
+            return
+        for turn in list(self._open.values()):
+            if event.npc is None or event.npc == turn.npc:
+                await self._close(turn, cancelled=True, reason=f"flush: {event.reason}")
+
+    # --- input --------------------------------------------------------------------------
+
+    async def on_message(self, msg: InputMessage) -> None:
+        chunk = self._parse(msg)
+        voice = self._voice_of(chunk)
+        if voice is None:
+            return
+        if chunk.turn_id in self._finished:
+            log.debug("chunk of a finished turn dropped", extra=self._extra(chunk.turn_id))
+            metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
+            return
+        turn = self._open.get(chunk.turn_id) or await self._open_turn(chunk, msg.stream_seq)
+        if turn.closed:  # cancelled a moment ago; its AudioDone is on the way
+            metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
+            return
+        if chunk.turn_id in self._flushed:
+            self._flushed.discard(chunk.turn_id)
+            await self._close(turn, cancelled=True, reason="flushed before it started")
+            return
+        turn.last_chunk = time.monotonic()
+        turn.speech_end_ns = chunk.speech_end_ns or turn.speech_end_ns
+        if len(chunk.text) > self._settings.max_chars:
+            self._reject("oversized", f"reply chunk of {len(chunk.text)} characters exceeds "
+                         f"TTS_MAX_CHARS={self._settings.max_chars}; not spoken", chunk.turn_id)
+        elif chunk.text.strip():
+            await self._speak(turn, chunk.text, voice)
+        if chunk.final:
+            await self._close(turn, cancelled=False, reason="final")
+
+    def _parse(self, msg: InputMessage) -> ReplyChunk:
+        chunk = parse_as(ReplyChunk, msg.data)
+        try:
+            npc = parse_subject(msg.subject).leaf
+        except InvalidToken as exc:
+            raise MalformedEvent(str(exc)) from None
+        if npc != chunk.npc:
+            raise MalformedEvent(f"chunk for npc {chunk.npc!r} on the subject of {npc!r}")
+        return chunk
+
+    def _voice_of(self, chunk: ReplyChunk) -> VoiceSpec | None:
+        npc = self._campaign.npc(chunk.npc) if self._campaign else None
+        if npc is None:
+            self._reject("unknown_npc", f"no NPC {chunk.npc!r} in this session's campaign",
+                         chunk.turn_id)
+            return None
+        return npc.voice
+
+    async def _open_turn(self, chunk: ReplyChunk, stream_seq: int) -> Turn:
+        if len(self._open) >= MAX_OPEN_TURNS:
+            oldest = min(self._open.values(), key=lambda t: t.last_chunk)
+            await self._close(oldest, cancelled=True, reason="too many open turns")
+        turn = Turn(chunk.turn_id, chunk.npc, stream_seq, chunk.speech_end_ns,
+                    FrameEncoder(self._settings.opus_bitrate))
+        self._open[turn.turn_id] = turn
+        return turn
+
+    # --- speaking -----------------------------------------------------------------------
+
+    async def _speak(self, turn: Turn, text: str, voice: VoiceSpec) -> None:
+        """Speak one sentence in a task a barge-in can cancel mid-synthesis."""
+        task = asyncio.create_task(self._synthesize(turn, text, voice),
+                                   name=f"tts-speak-{turn.turn_id}")
+        self._speaking = (turn, task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the session itself is stopping
+            # cancelled by a barge-in/flush: _close publishes the turn's AudioDone
+        finally:
+            self._speaking = None
+
+    async def _synthesize(self, turn: Turn, text: str, voice: VoiceSpec) -> None:
+        provider = await self._providers.for_voice(voice)
+        frames_before = turn.frames
+        try:
+            await self._stream(turn, provider, text, voice)
+            return
+        except ProviderError as exc:
+            log.warning("tts provider failed: %s", exc,
+                        extra=self._extra(turn.turn_id, provider=provider.name))
+        fallback = self._providers.fallback()
+        if turn.frames == frames_before and fallback is not provider:
+            try:
+                await self._stream(turn, fallback, text, voice)
+                return
+            except ProviderError as exc:
+                log.error("fallback tts provider failed too: %s", exc,
+                          extra=self._extra(turn.turn_id, provider=fallback.name))
+        metrics.SENTENCES_DROPPED.labels(reason="provider_failed").inc()
+
+    async def _stream(self, turn: Turn, provider: TTSProvider, text: str,
+                      voice: VoiceSpec) -> None:
+        async with contextlib.aclosing(provider.synthesize(text, voice)) as audio:
+            async for pcm in audio:
+                for packet in turn.encoder.push(pcm):
+                    await self._publish_frame(turn, packet)
+        for packet in turn.encoder.finish():
+            await self._publish_frame(turn, packet)
+
+    async def _publish_frame(self, turn: Turn, packet: bytes) -> None:
+        """Publish one frame, never interrupted half-way (so ``frames`` counts exactly what
+        went out); a cancel that came meanwhile stops the sentence right after it."""
+        if turn.closed:
+            raise asyncio.CancelledError
+        seq = turn.frames
+        now = time.time_ns()
+        headers = {
+            H.TURN: turn.turn_id,
+            H.SEQ: str(seq),
+            H.PUBLISHED_NS: str(now),
+            H.SPEECH_END_NS: str(turn.speech_end_ns),
+        }
+        msg_id = f"aout:{self._ctx.tenant}.{self._ctx.session}:{turn.turn_id}:{seq}"
+        turn.publishing = True
+        try:
+            await self._ctx.publisher.publish(
+                self._ctx.subjects.audio_out(turn.npc), packet, msg_id, headers)
+        finally:
+            turn.publishing = False
+        turn.frames = seq + 1
+        metrics.FRAMES.inc()
+        if seq == 0:
+            turn.first_audio_ns = now
+            turn.first_audio_s = time.monotonic() - turn.arrived
+            metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_s)
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "frame published", extra=self._extra(turn.turn_id, seq=seq))
+        if turn.closed:
+            raise asyncio.CancelledError
+
+    # --- ending turns -------------------------------------------------------------------
+
+    async def _close(self, turn: Turn, *, cancelled: bool, reason: str) -> None:
+        """Stop the turn's audio (if still being made) and publish its ``AudioDone``."""
+        if turn.closed:
+            return
+        turn.closed = True
+        if self._speaking is not None and self._speaking[0] is turn:
+            task = self._speaking[1]
+            if not turn.publishing:  # else it stops by itself once the frame is out
+                task.cancel()
+            await asyncio.wait([task])
+        done = AudioDone(turn_id=turn.turn_id, npc=turn.npc, frames=turn.frames,
+                         first_audio_ns=turn.first_audio_ns, cancelled=cancelled)
+        msg_id = f"ctl:{self._ctx.tenant}.{self._ctx.session}:audio.done:{turn.turn_id}"
+        try:
+            await self._ctx.publisher.publish_event(
+                self._ctx.subjects.ctl(done.type), done, msg_id)
+        finally:
+            self._open.pop(turn.turn_id, None)
+            self._finished.add(turn.turn_id)
+        metrics.TURNS.labels(outcome="cancelled" if cancelled else "spoken").inc()
+        log.info("turn audio done", extra=self._extra(
+            turn.turn_id, npc=turn.npc, frames=turn.frames, cancelled=cancelled, reason=reason,
+            first_audio_ms=round(turn.first_audio_s * 1000) if turn.first_audio_s else None))
+
+    async def on_tick(self) -> None:
+        idle = time.monotonic() - self._settings.turn_idle_timeout_s
+        for turn in list(self._open.values()):
+            speaking = self._speaking is not None and self._speaking[0] is turn
+            if turn.last_chunk < idle and not speaking:
+                await self._close(turn, cancelled=True, reason="no final chunk (idle timeout)")
+
+    def retain_from(self) -> int | None:
+        """The first reply chunk of the oldest turn whose ``AudioDone`` is not out yet."""
+        return min((t.first_seq for t in self._open.values()), default=None)
+
+    async def close(self) -> None:
+        for turn in list(self._open.values()):
+            await self._close(turn, cancelled=True, reason="session ended")
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _reject(self, reason: str, message: str, turn_id: str) -> None:
+        log.warning("rejected reply chunk: %s", message,
+                    extra=self._extra(turn_id, reason=reason))
+        counter = self._ctx.metrics_rejected
+        if counter is not None:
+            counter.labels(stage=self._ctx.stage, reason=reason).inc()  # type: ignore[attr-defined]
+
+    def _extra(self, turn_id: str, **more: object) -> dict[str, object]:
+        return self._ctx.log_extra(turn=turn_id, **more)

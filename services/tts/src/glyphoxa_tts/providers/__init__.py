@@ -1,0 +1,86 @@
+"""tts providers behind one interface, and the set a process picks them from."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from glyphoxa_campaign.model import VoiceSpec
+from glyphoxa_runtime.providers import ProviderUnavailable
+from glyphoxa_tts.config import Settings
+from glyphoxa_tts.providers.base import OUTPUT_RATE, TTSCapabilities, TTSProvider
+
+__all__ = ["OUTPUT_RATE", "PROVIDER_NAMES", "ProviderSet", "TTSCapabilities", "TTSProvider",
+           "build_provider"]
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = ("piper", "espeak", "fake")
+FALLBACK = "espeak"
+
+
+def build_provider(name: str, settings: Settings) -> TTSProvider:
+    """Construct one provider (loads its model; blocking). Raises ``ProviderUnavailable``."""
+    timeout, parallel = settings.synth_timeout_s, settings.max_parallel_synth
+    if name == "piper":
+        from glyphoxa_tts.providers.piper import PiperProvider
+
+        return PiperProvider(settings.piper_model_path or None, timeout, parallel)
+    if name == "espeak":
+        from glyphoxa_tts.providers.espeak import EspeakProvider
+
+        return EspeakProvider(timeout)
+    if name == "fake":
+        from glyphoxa_tts.providers.fake import FakeProvider
+
+        return FakeProvider(timeout)
+    raise ProviderUnavailable(name, f"unknown tts provider (choose from {PROVIDER_NAMES})")
+
+
+class ProviderSet:
+    """The providers of one process: the default one (loaded at start-up), the ones NPC
+    voices ask for (loaded on first use), and espeak wherever another cannot load."""
+
+    def __init__(self, settings: Settings, providers: Mapping[str, TTSProvider] | None = None):
+        """``providers``: ready instances by name (tests inject slow or failing ones)."""
+        self._settings = settings
+        self._providers: dict[str, TTSProvider] = dict(providers or {})
+        self._lock = asyncio.Lock()
+        self.default = self._providers.get(settings.provider) or self._load(settings.provider)
+
+    async def for_voice(self, voice: VoiceSpec) -> TTSProvider:
+        name = voice.provider or self._settings.provider
+        if name in self._providers:
+            return self._providers[name]
+        if name not in PROVIDER_NAMES:
+            log.warning("voice asks for unknown tts provider %r; using %s", name[:40],
+                        self.default.name)
+            return self.default
+        async with self._lock:
+            if name not in self._providers:
+                await asyncio.to_thread(self._load, name)
+        return self._providers[name]
+
+    def fallback(self) -> TTSProvider:
+        return self._providers.get(FALLBACK) or self._load(FALLBACK)
+
+    def _load(self, name: str) -> TTSProvider:
+        try:
+            provider = build_provider(name, self._settings)
+        except ProviderUnavailable as exc:
+            if name == FALLBACK:
+                raise
+            log.warning("tts provider %s cannot load (%s); falling back to %s",
+                        name, exc, FALLBACK)
+            provider = self.fallback()
+        provider.warm_up()
+        self._providers[name] = provider
+        log.info("tts provider ready", extra={
+            "provider": name, "serves_as": provider.name,
+            "native_rate": provider.capabilities.sample_rate})
+        return provider
+
+    def close(self) -> None:
+        for provider in {id(p): p for p in self._providers.values()}.values():
+            provider.close()

@@ -1,0 +1,272 @@
+"""The tts core without NATS: reply chunks in, opus frames and AudioDone out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from glyphoxa_audio.opus import OpusDecoder
+from glyphoxa_bus.session import InputMessage
+from glyphoxa_events.models import (
+    AudioDone, BargeIn, Flush, MalformedEvent, SessionStarted, parse_control,
+)
+from glyphoxa_tts.config import Settings
+from glyphoxa_tts.core import TtsSession
+from glyphoxa_tts.providers import ProviderSet
+from glyphoxa_tts.providers.fake import SECONDS_PER_CHAR
+from tests.unit.tts.tts_helpers import (
+    CAMPAIGN, SUBJECTS, CollectingPublisher, CountingRejects, ScriptedProvider, context,
+    dominant_f0, reply, until,
+)
+
+pytestmark = pytest.mark.unit
+
+
+class Harness:
+    def __init__(self, provider: ScriptedProvider | None = None, publish_delay_s: float = 0.0,
+                 **settings: object):
+        self.settings = Settings(provider="fake", **settings)
+        self.publisher = CollectingPublisher(publish_delay_s)
+        self.rejects = CountingRejects()
+        injected = {"fake": provider} if provider is not None else None
+        self.providers = ProviderSet(self.settings, injected)
+        self.session = TtsSession(context(self.publisher, self.rejects), self.providers,
+                                  self.settings)
+
+    async def start(self) -> Harness:
+        await self.session.on_control(SessionStarted(campaign=CAMPAIGN, started_ns=1))
+        return self
+
+    def done_events(self) -> list[AudioDone]:
+        events = [parse_control(s.data) for s in self.publisher.controls()]
+        return [e for e in events if isinstance(e, AudioDone)]
+
+    def close(self) -> None:
+        self.providers.close()
+
+
+@pytest.fixture
+async def harness():
+    h = await Harness().start()
+    yield h
+    h.close()
+
+
+async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
+    first, second = "Welcome, traveller.", "What will it be?"
+    await harness.session.on_message(reply("alex-0", 0, first, seq=10, speech_end_ns=777))
+    await harness.session.on_message(reply("alex-0", 1, second, seq=11, speech_end_ns=777))
+    await harness.session.on_message(reply("alex-0", 2, "", final=True, seq=12, speech_end_ns=777))
+
+    frames = harness.publisher.frames()
+    expected = sum(round(len(t) * SECONDS_PER_CHAR / 0.02) for t in (first, second))
+    assert abs(len(frames) - expected) <= 2
+    for seq, frame in enumerate(frames):
+        assert frame.subject == SUBJECTS.audio_out("grom") == "glx.t1.s1.audio.out.grom"
+        assert frame.msg_id == f"aout:t1.s1:alex-0:{seq}"
+        assert frame.headers["Glx-Turn"] == "alex-0"
+        assert frame.headers["Glx-Seq"] == str(seq)
+        assert frame.headers["Glx-Speech-End-Ns"] == "777"
+        assert int(frame.headers["Glx-Published-Ns"]) > 0
+    published = [int(f.headers["Glx-Published-Ns"]) for f in frames]
+    assert published == sorted(published)
+
+    (done,) = harness.done_events()
+    control = harness.publisher.controls()[0]
+    assert control.subject == "glx.t1.s1.ctl.audio.done"
+    assert control.msg_id == "ctl:t1.s1:audio.done:alex-0"
+    assert harness.publisher.sent[-1] is control  # after the last frame
+    assert done.turn_id == "alex-0" and done.npc == "grom" and not done.cancelled
+    assert done.frames == len(frames)
+    assert done.first_audio_ns == published[0]
+
+
+async def test_frames_decode_to_the_spoken_audio(harness: Harness):
+    await harness.session.on_message(reply("alex-0", 0, "A fine tone of voice.", final=True))
+    decoder = OpusDecoder(48_000, 2)
+    pcm = [decoder.decode(f.data) for f in harness.publisher.frames()]
+    assert all(p.shape == (960, 2) for p in pcm)
+    audio = np.concatenate(pcm)
+    assert np.array_equal(audio[:, 0], audio[:, 1])  # mono speech on both channels
+    assert dominant_f0(audio[:, 0]) == pytest.approx(220, rel=0.05)  # the fake voice's tone
+
+
+async def test_npc_voice_pitch_reaches_the_frames(harness: Harness):
+    await harness.session.on_message(reply("alex-0", 0, "I see them.", npc="elira", final=True))
+    decoder = OpusDecoder(48_000, 2)
+    audio = np.concatenate([decoder.decode(f.data) for f in harness.publisher.frames()])
+    assert dominant_f0(audio[:, 0]) == pytest.approx(220 * 1.3, rel=0.05)
+    assert {f.subject for f in harness.publisher.frames()} == {"glx.t1.s1.audio.out.elira"}
+
+
+async def test_sequence_counts_on_across_sentences_and_restarts_per_turn(harness: Harness):
+    await harness.session.on_message(reply("alex-0", 0, "One.", seq=1))
+    await harness.session.on_message(reply("alex-0", 1, "Two.", final=True, seq=2))
+    await harness.session.on_message(reply("alex-5", 0, "Three.", final=True, seq=3))
+    seqs: dict[str, list[int]] = {}
+    for f in harness.publisher.frames():
+        seqs.setdefault(f.headers["Glx-Turn"], []).append(int(f.headers["Glx-Seq"]))
+    assert seqs["alex-0"] == list(range(len(seqs["alex-0"])))
+    assert seqs["alex-5"] == list(range(len(seqs["alex-5"])))
+    assert [d.turn_id for d in harness.done_events()] == ["alex-0", "alex-5"]
+
+
+async def test_first_frames_go_out_before_the_sentence_is_synthesized():
+    provider = ScriptedProvider(chunks=4, chunk_s=0.2, delay_s=0.1)
+    h = await Harness(provider).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "A long sentence.", final=True))
+        frames = h.publisher.frames()
+        assert provider.finished_at is not None
+        assert frames[0].at < provider.finished_at - 0.2  # published while still synthesizing
+        assert len(frames) == 4 * 10
+    finally:
+        h.close()
+
+
+async def test_flush_cancels_the_turn_being_spoken():
+    provider = ScriptedProvider(chunks=50, chunk_s=0.1, delay_s=0.05)
+    h = await Harness(provider).start()
+    try:
+        speaking = asyncio.create_task(h.session.on_message(reply("alex-0", 0, "Long.", seq=4)))
+        await until(lambda: len(h.publisher.frames()) >= 10)
+        assert h.session.retain_from() == 4
+        await h.session.on_control(Flush(turn_id="alex-0"))
+        await asyncio.wait_for(speaking, timeout=1)
+        published = len(h.publisher.frames())
+        (done,) = h.done_events()
+        assert done.cancelled and done.frames == published < 250
+        assert h.session.retain_from() is None
+        # the rest of the turn is dropped
+        await h.session.on_message(reply("alex-0", 1, "More words.", seq=5))
+        await h.session.on_message(reply("alex-0", 2, "", final=True, seq=6))
+        assert len(h.publisher.frames()) == published and len(h.done_events()) == 1
+    finally:
+        h.close()
+
+
+async def test_cancel_during_a_publish_counts_the_frame_that_went_out():
+    h = await Harness(ScriptedProvider(chunks=20, chunk_s=0.1), publish_delay_s=0.005).start()
+    try:
+        speaking = asyncio.create_task(h.session.on_message(reply("alex-0", 0, "Long.")))
+        await until(lambda: len(h.publisher.frames()) >= 7)
+        await h.session.on_control(Flush(turn_id="alex-0"))  # lands inside a publish
+        await asyncio.wait_for(speaking, timeout=1)
+        (done,) = h.done_events()
+        assert done.cancelled and done.frames == len(h.publisher.frames())
+    finally:
+        h.close()
+
+
+async def test_a_raw_bargein_does_not_cancel_only_the_edges_flush_does():
+    provider = ScriptedProvider(chunks=50, chunk_s=0.1, delay_s=0.05)
+    h = await Harness(provider).start()
+    try:
+        speaking = asyncio.create_task(h.session.on_message(
+            reply("alex-0", 0, "Long.", speech_end_ns=5_000)))
+        await until(lambda: bool(h.publisher.frames()))
+        await h.session.on_control(BargeIn(speaker="bea", at_ns=6_000))  # ADR 0003
+        await asyncio.sleep(0.2)
+        assert not h.done_events()
+        await h.session.on_control(Flush(turn_id="alex-0", reason="bargein"))
+        await asyncio.wait_for(speaking, timeout=1)
+        (done,) = h.done_events()
+        assert done.cancelled and done.turn_id == "alex-0"
+    finally:
+        h.close()
+
+
+async def test_flush_by_npc_and_flush_of_a_turn_not_yet_arrived(harness: Harness):
+    await harness.session.on_message(reply("alex-0", 0, "Hello.", npc="grom"))
+    await harness.session.on_message(reply("bea-0", 0, "Hi.", npc="elira"))
+    await harness.session.on_control(Flush(npc="grom"))
+    assert [(d.turn_id, d.cancelled) for d in harness.done_events()] == [("alex-0", True)]
+    await harness.session.on_control(Flush(turn_id="alex-9"))
+    frames = len(harness.publisher.frames())
+    await harness.session.on_message(reply("alex-9", 0, "Never heard.", seq=30))
+    await harness.session.on_message(reply("alex-9", 1, "", final=True, seq=31))
+    assert len(harness.publisher.frames()) == frames
+    done = {d.turn_id: d for d in harness.done_events()}
+    assert done["alex-9"].cancelled and done["alex-9"].frames == 0
+    assert "bea-0" not in done and harness.session.retain_from() is not None
+
+
+async def test_malformed_chunks_are_rejected_and_the_session_goes_on(harness: Harness):
+    subject = SUBJECTS.reply("grom")
+    with pytest.raises(MalformedEvent):
+        await harness.session.on_message(InputMessage(subject, b"{not json", {}, 1))
+    missing = json.dumps({"turn_id": "alex-0", "npc": "grom"}).encode()
+    with pytest.raises(MalformedEvent):
+        await harness.session.on_message(InputMessage(subject, missing, {}, 2))
+    with pytest.raises(MalformedEvent, match="subject"):
+        await harness.session.on_message(reply("alex-0", 0, "Hi.", subject_npc="elira"))
+    await harness.session.on_message(reply("alex-0", 0, "Who am I?", npc="nobody"))
+    assert harness.rejects.reasons == ["unknown_npc"]
+    assert not harness.publisher.sent
+
+    await harness.session.on_message(reply("alex-0", 0, "Fine words.", final=True))
+    assert harness.publisher.frames() and harness.done_events()[0].frames > 0
+
+
+async def test_oversized_chunk_is_not_spoken_but_the_turn_still_ends():
+    h = await Harness(max_chars=50).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Short.", seq=1))
+        spoken = len(h.publisher.frames())
+        await h.session.on_message(reply("alex-0", 1, "word " * 40, final=True, seq=2))
+        assert h.rejects.reasons == ["oversized"]
+        assert len(h.publisher.frames()) == spoken
+        (done,) = h.done_events()
+        assert not done.cancelled and done.frames == spoken
+    finally:
+        h.close()
+
+
+async def test_retain_from_holds_the_first_chunk_of_an_unfinished_turn(harness: Harness):
+    assert harness.session.retain_from() is None
+    await harness.session.on_message(reply("alex-0", 0, "One.", seq=5))
+    assert harness.session.retain_from() == 5
+    await harness.session.on_message(reply("alex-0", 1, "Two.", seq=6))
+    assert harness.session.retain_from() == 5
+    await harness.session.on_message(reply("alex-0", 2, "", final=True, seq=7))
+    assert harness.session.retain_from() is None
+
+
+async def test_turn_finished_by_a_previous_replica_is_not_spoken_again(harness: Harness):
+    await harness.session.on_control(AudioDone(turn_id="alex-0", npc="grom", frames=40))
+    await harness.session.on_message(reply("alex-0", 0, "Replayed.", final=True))
+    assert not harness.publisher.sent
+
+
+async def test_failing_provider_falls_back_to_espeak():
+    h = await Harness(ScriptedProvider(fail=RuntimeError("model crashed"))).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Still spoken.", final=True))
+        (done,) = h.done_events()
+        assert done.frames > 25 and not done.cancelled  # espeak said it
+    finally:
+        h.close()
+
+
+async def test_idle_turn_is_closed_on_tick():
+    h = await Harness(turn_idle_timeout_s=0.05).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Then the brain died.", seq=3))
+        await h.session.on_tick()
+        assert not h.done_events()
+        await asyncio.sleep(0.1)
+        await h.session.on_tick()
+        (done,) = h.done_events()
+        assert done.cancelled and done.frames > 0 and h.session.retain_from() is None
+    finally:
+        h.close()
+
+
+async def test_close_ends_open_turns(harness: Harness):
+    await harness.session.on_message(reply("alex-0", 0, "Unfinished.", seq=3))
+    await harness.session.close()
+    (done,) = harness.done_events()
+    assert done.cancelled
