@@ -491,3 +491,26 @@ async def test_an_unexpected_error_still_ends_the_turn_with_an_event() -> None:
     turn = sink.turn("alex-1")
     assert (turn.outcome, turn.reason) == (Outcome.failed, "internal error: RuntimeError")
     assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed") == 1
+
+
+class _RefusesOnce(FakeLLM):
+    """Answers the first call like an assistant, the second in character."""
+
+    async def _stream_impl(self, system, messages, *, max_tokens, seed, cancel, stats):
+        self._reply = ("I'm sorry, but I can't assist with that." if not self.calls
+                       else "Three ales, coming right up.")
+        async for piece in super()._stream_impl(system, messages, max_tokens=max_tokens, seed=seed,
+                                                cancel=cancel, stats=stats):
+            yield piece
+
+
+async def test_an_out_of_character_refusal_is_never_spoken_and_the_turn_is_retried() -> None:
+    llm = _RefusesOnce()
+    handler, sink, _ = make_handler(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg("Greta, three ales please.", utt="alex-1"))
+    spoken = [c.text for c in sink.chunks("alex-1") if c.text]
+    assert spoken == ["Three ales, coming right up."]
+    assert sink.turn("alex-1").outcome == Outcome.answered
+    assert len(llm.calls) == 2 and llm.calls[1][3] == llm.calls[0][3] + 1  # another seed
+    assert llm.calls[1][1][-1].content.endswith("(Answer in character.)")

@@ -86,10 +86,16 @@ class ReplyWriter:
     def text(self) -> str:
         return " ".join(self.sentences)
 
+    def _sayable(self, raw: Iterable[str]) -> list[str]:
+        return [s for s in (clean_for_voice(r, self.names) for r in raw)
+                if s and not parrots(s, self.heard) and not out_of_character(s)]
+
+    def sayable(self, raw: str) -> bool:
+        return bool(self._sayable([raw]))
+
     async def add(self, raw: Iterable[str], *, last: bool = False) -> bool:
         """Clean and publish sentences; True once the reply is complete (cap or ``last``)."""
-        spoken = [s for s in (clean_for_voice(r, self.names) for r in raw)
-                  if s and not parrots(s, self.heard)]
+        spoken = self._sayable(raw)
         for n, sentence in enumerate(spoken):
             final = (last and n == len(spoken) - 1) or len(self.sentences) + 1 >= self.max_sentences
             await self._publish(sentence, final)
@@ -138,6 +144,16 @@ def parrots(sentence: str, heard: str, threshold: float = 80.0) -> bool:
     return bool(said) and fuzz.ratio(said, _words(heard)) >= threshold
 
 
+_ASSISTANT_SPEAK = re.compile(
+    r"\b(as an ai|an ai (language )?model|language model|i('m| am) (just )?an ai|"
+    r"i('m| am) sorry,? but i (can'?t|cannot|am unable to) (assist|help) with)", re.IGNORECASE)
+
+
+def out_of_character(sentence: str) -> bool:
+    """Assistant boilerplate ("I'm sorry, but I can't assist with that.") is never in character."""
+    return bool(_ASSISTANT_SPEAK.search(sentence))
+
+
 def _words(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
@@ -157,16 +173,26 @@ async def stream_reply(
     max_tokens: int,
     timeout_s: float,
     cancel: TurnCancel,
+    attempts: int = 2,
 ) -> TurnResult:
     """Generate and publish the reply; the outcome says how it ended."""
-    splitter = SentenceSplitter()
     try:
         async with asyncio.timeout(timeout_s):
-            done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel)
-            if not done and cancel.cancelled:
-                return await _stopped(writer, Outcome.cancelled, cancel.reason)
-            if not done:
-                await writer.add([splitter.flush()], last=True)
+            for attempt in range(attempts):
+                splitter = SentenceSplitter()
+                done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel,
+                                   attempt)
+                if not done and cancel.cancelled:
+                    return await _stopped(writer, Outcome.cancelled, cancel.reason)
+                if done:
+                    break
+                rest = splitter.flush()
+                if writer.sentences or writer.sayable(rest) or attempt == attempts - 1:
+                    await writer.add([rest], last=True)
+                    break
+                # nothing sayable (a refusal, a parrot): sample again, nudged into character
+                messages = [*messages[:-1], ChatMessage(
+                    messages[-1].role, f"{messages[-1].content}\n(Answer in character.)")]
             if not writer.sentences:
                 return TurnResult(Outcome.failed, "the model gave no usable reply")
             return TurnResult(Outcome.answered, "")
@@ -191,11 +217,11 @@ async def _pump(
     messages: list[ChatMessage],
     max_tokens: int,
     cancel: TurnCancel,
+    attempt: int = 0,
 ) -> bool:
     """Feed the LLM stream into the writer; True once the sentence cap ended the reply."""
-    stream = llm.stream(
-        system, messages, max_tokens=max_tokens, seed=seed_for(writer.turn_id), cancel=cancel.event
-    )
+    stream = llm.stream(system, messages, max_tokens=max_tokens,
+                        seed=seed_for(writer.turn_id) + attempt, cancel=cancel.event)
     async with aclosing(stream) as deltas:
         async for delta in deltas:
             writer.first_token_ns = writer.first_token_ns or writer.clock()
