@@ -19,12 +19,12 @@ from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_bus.streams import CONTROL
 from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, SessionStopped, parse_control
 from glyphoxa_events.subjects import SessionSubjects
@@ -116,7 +116,7 @@ class AckTracker:
 
 async def open_input(
     js: JetStreamContext, stream: str, name: str, filter_subjects: list[str]
-) -> JetStreamContext.PullSubscription:
+) -> ContinuousPull:
     """(Re)create the per-session consumer starting right after its ack floor."""
     start_seq = 0
     try:
@@ -139,7 +139,7 @@ async def open_input(
     else:
         config.deliver_policy = DeliverPolicy.ALL
     await js.add_consumer(stream, config)
-    return await js.pull_subscribe_bind(name, stream=stream)
+    return await ContinuousPull(js._nc, stream, name).start()
 
 
 async def serve_session(
@@ -148,7 +148,6 @@ async def serve_session(
     input_stream: str,
     filter_subjects: list[str],
     tick_s: float = 0.05,
-    batch: int = 64,
     start_timeout_s: float = 15.0,
 ) -> None:
     """Run one session until it is stopped and its input is drained, then tidy up."""
@@ -199,11 +198,9 @@ async def serve_session(
             return
         psub = await open_input(js, input_stream, name, filter_subjects)
         acks = AckTracker()
+        draining = False
         while True:
-            try:
-                msgs = await psub.fetch(batch, timeout=tick_s)
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                msgs = []
+            msgs = await psub.next_batch(timeout=tick_s)
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 item = InputMessage(msg.subject, msg.data, dict(msg.headers or {}), seq)
@@ -212,7 +209,11 @@ async def serve_session(
             await _guarded(ctx, handler.on_tick(), "tick")
             await acks.advance(handler.retain_from())
             if ctx.stopped is not None and not msgs and await _drained(js, input_stream, name):
-                break
+                if draining:  # a second quiet look after the server said it delivered all
+                    break
+                draining = True
+            else:
+                draining = False
         await handler.close()
         await acks.advance(None)
         await ctx.publisher.flush()
@@ -224,7 +225,7 @@ async def serve_session(
             await control_sub.unsubscribe()
         if psub is not None:
             with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+                await psub.stop()
 
 
 async def _control_backlog(js: JetStreamContext, subjects: SessionSubjects) -> int:
