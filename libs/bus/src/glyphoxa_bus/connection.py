@@ -23,7 +23,7 @@ class BusSettings(BaseSettings):
     stream_max_age_s: float = Field(24 * 3600, gt=0, description="how long sessions stay replayable")
     max_in_flight: int = Field(256, ge=1, le=65536, description="unacknowledged publishes per process")
     claim_lease_s: float = Field(10.0, gt=0.5, description="claim ack wait: failover detection time")
-    drain_timeout_s: float = Field(5.0, gt=0)
+    drain_timeout_s: float = Field(5.0, gt=0, description="SIGTERM: longest wait for in-flight work")
 
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]

@@ -27,6 +27,7 @@ class ServiceSettings(BaseSettings):
     nats: BusSettings = Field(default_factory=BusSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: str = Field("info", pattern=r"^(?i:trace|debug|info|warning|error)$",
-                           validation_alias=AliasChoices("LOG_LEVEL"))
+                           validation_alias=AliasChoices("LOG_LEVEL"),
+                           description="trace (per-frame), debug, info, warning or error")
     replica: str = Field("", description="replica name for logs and claims (default host-pid)",
                          validation_alias=AliasChoices("SERVICE_REPLICA"))
