@@ -513,4 +513,5 @@ async def test_an_out_of_character_refusal_is_never_spoken_and_the_turn_is_retri
     assert spoken == ["Three ales, coming right up."]
     assert sink.turn("alex-1").outcome == Outcome.answered
     assert len(llm.calls) == 2 and llm.calls[1][3] == llm.calls[0][3] + 1  # another seed
-    assert llm.calls[1][1][-1].content.endswith("(Answer in character.)")
+    retry = llm.calls[1][1]  # only the line, without the context that confused the model
+    assert [m.content for m in retry] == ["Greta, three ales please.\n(Answer in character.)"]

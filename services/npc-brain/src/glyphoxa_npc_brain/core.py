@@ -32,7 +32,7 @@ from glyphoxa_events.models import (
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_npc_brain.config import TurnPolicy
-from glyphoxa_npc_brain.llm.base import LLMProvider
+from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
@@ -202,6 +202,7 @@ class BrainHandler:
             max_tokens=p.max_tokens,
             timeout_s=p.turn_timeout_s,
             cancel=cancel,
+            retry_messages=[ChatMessage("user", t.text.strip())],
         )
 
     def _observe(self, writer: ReplyWriter, taken_ns: int) -> None:

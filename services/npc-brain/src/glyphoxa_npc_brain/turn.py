@@ -173,7 +173,8 @@ async def stream_reply(
     max_tokens: int,
     timeout_s: float,
     cancel: TurnCancel,
-    attempts: int = 2,
+    attempts: int = 3,
+    retry_messages: list[ChatMessage] | None = None,
 ) -> TurnResult:
     """Generate and publish the reply; the outcome says how it ended."""
     try:
@@ -190,7 +191,9 @@ async def stream_reply(
                 if writer.sentences or writer.sayable(rest) or attempt == attempts - 1:
                     await writer.add([rest], last=True)
                     break
-                # nothing sayable (a refusal, a parrot): sample again, nudged into character
+                # nothing sayable (a refusal, a parrot): sample again with only the line (long
+                # context is what confuses small models most), nudged into character
+                messages = retry_messages or messages
                 messages = [*messages[:-1], ChatMessage(
                     messages[-1].role, f"{messages[-1].content}\n(Answer in character.)")]
             if not writer.sentences:
