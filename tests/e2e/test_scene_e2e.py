@@ -62,11 +62,29 @@ def assert_no_errors(stack: Stack) -> None:
     assert not any(errors.values()), json.dumps(errors, indent=1)[:4000]
 
 
+REALTIME: dict[str, list[dict]] = {}
+
+
 def test_example_scene_end_to_end(stack, tmp_path):
     out = tmp_path / "example"
     rows = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out, speed=1.0, tenant="e2e-example")
+    REALTIME["example"] = rows
     check_scene(rows, EXAMPLE_SCENE, out)
     assert (out / "table_mix.wav").exists() and list(out.glob("npc_*.wav"))
+    assert_no_errors(stack)
+
+
+def test_speed_changes_pacing_not_results(stack, tmp_path):
+    """Played three times faster, the same utterances are heard, routed and answered alike."""
+    reference = REALTIME.get("example") or play(
+        stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, tmp_path / "x1", speed=1.0, tenant="e2e-x1")
+    fast = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, tmp_path / "x3", speed=3.0, tenant="e2e-x3")
+
+    def outcome(rows):
+        return [(r["utterance"], r["player"], r["start_s"], r["end_s"], r["transcript"], r["npc"],
+                 r["outcome"]) for r in rows]
+
+    assert outcome(fast) == outcome(reference)
     assert_no_errors(stack)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glyphoxa_audio.jitter import PlaybackBuffer
 from glyphoxa_audio.opus import OpusDecoder, OpusError
 from glyphoxa_audio.wav import write_wav
 from glyphoxa_cli.player import ScenePlayer
@@ -73,20 +74,29 @@ def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[str, float, np.ndarra
     out: dict[str, list[tuple[str, float, np.ndarray]]] = {}
     cursor: dict[str, float] = {}
     for turn_id, frames in sorted(c.frames.items(), key=lambda kv: min(f[1] for f in kv[1])):
-        frames = sorted(frames)
         npc = frames[0][3]
-        decoder = OpusDecoder(RATE, 1)
-        pcm = []
-        for _, _, packet, _ in frames:
-            try:
-                pcm.append(decoder.decode(packet))
-            except OpusError:
-                pcm.append(decoder.conceal())
-        audio = np.concatenate(pcm) if pcm else np.zeros(0, np.int16)
-        start = max(player.scene_seconds(frames[0][1]), cursor.get(npc, 0.0))
+        audio = _play_turn(turn_id, npc, frames)
+        start = max(player.scene_seconds(min(f[1] for f in frames)), cursor.get(npc, 0.0))
         cursor[npc] = start + len(audio) / RATE
         out.setdefault(npc, []).append((turn_id, start, audio))
     return out
+
+
+def _play_turn(turn_id: str, npc: str, frames: list[tuple[int, int, bytes, str]]) -> np.ndarray:
+    """Play a turn's frames as an edge does: reordered by sequence, a lost or corrupt frame
+    replaced by opus packet-loss concealment."""
+    buffer = PlaybackBuffer(max_wait=0)
+    for seq, _, packet, _ in sorted(frames, key=lambda f: f[1]):  # arrival order
+        buffer.push(turn_id, npc, seq, packet)
+    buffer.end(turn_id, max(f[0] for f in frames) + 1)
+    decoder = OpusDecoder(RATE, 1)
+    pcm = []
+    while (frame := buffer.pop()) is not None:
+        try:
+            pcm.append(decoder.decode(frame.packet) if frame.packet else decoder.conceal())
+        except OpusError:
+            pcm.append(decoder.conceal())
+    return np.concatenate(pcm) if pcm else np.zeros(0, np.int16)
 
 
 def write_results(player: ScenePlayer, out_dir: str | Path) -> list[dict]:
