@@ -59,7 +59,8 @@ class Settings(ServiceSettings):
         6, ge=0, le=100, description="past exchanges with the NPC in the prompt"
     )
     context_exchanges: int = Field(
-        4, ge=0, le=100, description="recent exchanges with other NPCs in the prompt"
+        0, ge=0, le=100, description="recent exchanges with other NPCs in the prompt (the bundled "
+        "1.5B model takes them for its own conversation: raise this for larger models)"
     )
     prime_personas: bool = Field(True, description="evaluate each persona when a session starts")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
