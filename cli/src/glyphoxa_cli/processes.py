@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,20 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until ``/readyz`` says ready (models loaded, subscriptions in place)."""
+        deadline = time.monotonic() + timeout_s
         wait_port(self.metrics_port, timeout_s=timeout_s, proc=self.proc)
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.service} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.service} not ready after {timeout_s:.0f} s; see {self.log_path}")
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -36,7 +36,11 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
+    client: list[Client] = []
+
     async def on_disconnect() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own drain/close, not an outage
         log.warning("nats disconnected; reconnecting")
 
     async def on_reconnect() -> None:
@@ -53,6 +57,7 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
         reconnected_cb=on_reconnect,
         pending_size=8 * 1024 * 1024,
     )
+    client.append(nc)
     if declare:
         await ensure_streams(nc.jetstream(), settings.stream_settings())
     return nc
