@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from glyphoxa_events.models import (
     control_subject_suffix,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
+from tests.support.service import http_get, metric, wait_for
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -148,28 +148,10 @@ class Session:
             await sub.unsubscribe()
 
 
-async def wait_for(predicate, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if await result if asyncio.iscoroutine(result) else result:
-            return
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
-def http_get(port: int, path: str) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in http_get(port, "/metrics").splitlines():
-        if line.startswith((name + "{", name + " ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def claim_released(js, subjects: SessionSubjects) -> bool:

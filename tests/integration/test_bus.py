@@ -11,7 +11,7 @@ from nats.js.api import DeliverPolicy
 from glyphoxa_bus.claims import ClaimWorker, publish_claims
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import InputMessage, SessionContext, serve_session
-from glyphoxa_bus.streams import CONTROL, MEDIA, WORK
+from glyphoxa_bus.streams import MEDIA, WORK
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import Event, SessionStarted, SessionStopped
 from glyphoxa_events.subjects import SessionSubjects

@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from glyphoxa_events.models import (
     UtteranceStarted,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
+from tests.support.service import http_get, metric, wait_for
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -148,11 +148,6 @@ async def stop_session(nc, subjects: SessionSubjects) -> None:
         H.MSG_ID: f"ctl:{subjects.tenant}.{subjects.session}:session.stopped:1"})
 
 
-async def wait_for(predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await _call(predicate):
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 async def _call(predicate) -> bool:
@@ -160,17 +155,8 @@ async def _call(predicate) -> bool:
     return await result if asyncio.iscoroutine(result) else bool(result)
 
 
-def http_get(port: int, path: str) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in http_get(port, "/metrics").splitlines():
-        named = line.startswith((name + "{", name + " "))
-        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def holds(service: ServiceProcess, subjects: SessionSubjects) -> bool:
@@ -211,7 +197,7 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
         await begin_session(nc, subjects)
         greta = line16k("line_10.wav")  # "Has anyone strange come through here lately, Aldric?"
         await vad.utterance("alex", "alex-0", greta)
-        await wait_for(lambda: len(finals.items) == 1)
+        await wait_for(lambda: len(finals.items) == 1, 60)
 
         # malformed JSON, then audio of an utterance that never started: both rejected
         await js.publish(subjects.vad("alex"), b'{"type": "utterance.started", "utter',
@@ -220,7 +206,7 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
                          headers={H.KIND: "audio", H.UTTERANCE: "sam-99", H.SEQ: "0"})
         voss = line16k("line_19.wav")  # "... isn't that right, Captain Voss?"
         await vad.utterance("sam", "sam-5", voss)
-        await wait_for(lambda: len(finals.items) == 2)
+        await wait_for(lambda: len(finals.items) == 2, 60)
 
         (s0, id0, t0), (s1, id1, t1) = finals.items
         assert (s0, id0) == (subjects.stt("alex"), f"stt:{tenant}.{SESSION}:alex-0:final")

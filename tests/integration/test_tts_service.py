@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from glyphoxa_events.models import (
     AudioDone, Flush, ReplyChunk, SessionStarted, SessionStopped, parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects
+from tests.support.service import metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,11 +112,6 @@ async def send_turn(js, subjects: SessionSubjects, turn: str, npc: str,
         await send_chunk(js, subjects, turn, npc, index, text, final=index == len(texts) - 1)
 
 
-async def wait_for(predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def decode(frames: list[tuple[dict[str, str], bytes, str]]) -> np.ndarray:
@@ -144,11 +139,6 @@ def share_heard(said: tuple[str, ...], heard: str) -> float:
     return sum(w in got for w in expected) / len(expected)
 
 
-def metric(port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-              if line.startswith(name)]
-    return sum(values)
 
 
 async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
@@ -180,11 +170,11 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
         assert share_heard(ELIRA_SENTENCES, elira_heard) >= 0.7, elira_heard
 
         port = tts_service.metrics_port
-        rejected = metric(port, 'glyphoxa_tts_rejected_messages_total{reason="malformed"')
+        rejected = metric(port, "glyphoxa_tts_rejected_messages_total", reason="malformed")
         assert rejected == 1
         assert metric(port, "glyphoxa_tts_frames_total") >= len(got.frames["alex-0"])
-        assert metric(port, 'glyphoxa_tts_synth_seconds_count{provider="piper"}') >= 2
-        assert metric(port, 'glyphoxa_tts_synth_seconds_count{provider="espeak"}') >= 1
+        assert metric(port, "glyphoxa_tts_synth_seconds_count", provider="piper") >= 2
+        assert metric(port, "glyphoxa_tts_synth_seconds_count", provider="espeak") >= 1
         assert metric(port, "glyphoxa_tts_first_audio_seconds_count") >= 2
 
         await publish_control(js, subjects, SessionStopped(stopped_ns=time.time_ns()), "1")
@@ -205,11 +195,11 @@ async def test_flush_cancels_the_turn_on_the_bus(nc, tenant, tts_service):
         await send_chunk(js, subjects, "alex-0", "grom", 0, GROM_SENTENCES[0])
         await wait_for(lambda: len(got.frames.get("alex-0", [])) > 20)
         await publish_control(js, subjects, Flush(turn_id="alex-0", reason="bargein"), "alex-0")
-        await wait_for(lambda: "alex-0" in got.done)
+        await wait_for(lambda: "alex-0" in got.done, 60)
         await send_chunk(js, subjects, "alex-0", "grom", 1, GROM_SENTENCES[1])
         await send_chunk(js, subjects, "alex-0", "grom", 2, "", final=True)
         await send_turn(js, subjects, "alex-1", "grom", ("Very well.",))
-        await wait_for(lambda: "alex-1" in got.done)
+        await wait_for(lambda: "alex-1" in got.done, 60)
         done = got.done["alex-0"]
         assert done.cancelled and done.frames == len(got.frames["alex-0"])
         assert done.frames < 200  # the second sentence was never spoken

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from glyphoxa_events.models import (
     parse_as,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
+from tests.support.service import metric, wait_for
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -121,14 +121,6 @@ async def stop_session(nc, subjects: SessionSubjects) -> None:  # type: ignore[n
         H.MSG_ID: f"ctl:{subjects.tenant}.{subjects.session}:session.stopped:1"})
 
 
-async def wait_for(predicate, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if await result if asyncio.iscoroutine(result) else result:
-            return
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def claim_released(js, subjects: SessionSubjects) -> bool:  # type: ignore[no-untyped-def]
@@ -147,14 +139,6 @@ async def input_consumer_gone(js, subjects: SessionSubjects) -> bool:  # type: i
     return False
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(
-                f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def check_utterance(seen: Seen, subjects: SessionSubjects) -> tuple[str, UtteranceEnded, bytes]:
