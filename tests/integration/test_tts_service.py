@@ -153,7 +153,7 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
         await js.publish(subjects.reply("grom"), b'{"turn_id": "alex-1", "text": 7',
                          headers={"Nats-Msg-Id": "reply:garbage"})
         await send_turn(js, subjects, "bea-0", "elira", ELIRA_SENTENCES)
-        await wait_for(lambda: {"alex-0", "bea-0"} <= set(got.done))
+        await wait_for(lambda: {"alex-0", "bea-0"} <= set(got.done), 60)
 
         for turn, npc in (("alex-0", "grom"), ("bea-0", "elira")):
             done, frames = got.done[turn], got.frames[turn]
@@ -193,7 +193,7 @@ async def test_flush_cancels_the_turn_on_the_bus(nc, tenant, tts_service):
     try:
         await start_session(nc, subjects)
         await send_chunk(js, subjects, "alex-0", "grom", 0, GROM_SENTENCES[0])
-        await wait_for(lambda: len(got.frames.get("alex-0", [])) > 20)
+        await wait_for(lambda: len(got.frames.get("alex-0", [])) > 20, 60)
         await publish_control(js, subjects, Flush(turn_id="alex-0", reason="bargein"), "alex-0")
         await wait_for(lambda: "alex-0" in got.done, 60)
         await send_chunk(js, subjects, "alex-0", "grom", 1, GROM_SENTENCES[1])
@@ -219,7 +219,7 @@ async def test_a_new_replica_finishes_the_turn_of_a_dead_one(nc, tenant, nats_ur
         await asyncio.to_thread(first.wait_ready)
         await start_session(nc, subjects)
         await send_chunk(js, subjects, "alex-0", "grom", 0, GROM_SENTENCES[0])
-        await wait_for(lambda: len(got.frames.get("alex-0", [])) > 50)
+        await wait_for(lambda: len(got.frames.get("alex-0", [])) > 50, 60)
         await asyncio.sleep(0.5)  # the sentence is out, the turn is not finished
         first.kill9()
         await send_chunk(js, subjects, "alex-0", "grom", 1, GROM_SENTENCES[1])
