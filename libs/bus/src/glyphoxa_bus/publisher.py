@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -82,6 +81,3 @@ class Publisher:
     def in_flight(self) -> int:
         return len(self._pending)
 
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from nats.aio.client import Client
@@ -69,7 +69,6 @@ class SessionContext:
     started: SessionStarted | None = None
     stopped: SessionStopped | None = None
     metrics_rejected: object | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def tenant(self) -> str:
@@ -81,11 +80,6 @@ class SessionContext:
 
     def log_extra(self, **more: object) -> dict[str, object]:
         return {"tenant": self.tenant, "session": self.session, "stage": self.stage, **more}
-
-
-class InputSpec(Protocol):
-    stream: str
-    filter_subjects: list[str]
 
 
 def input_consumer_name(stage: str, subjects: SessionSubjects) -> str:
