@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+from urllib.parse import urlsplit
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,7 +26,7 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.http import HealthServer
-from glyphoxa_runtime.logs import setup_logging
+from glyphoxa_runtime.logs import register_secret, setup_logging
 from glyphoxa_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ async def run_service(
     build: Callable[[Client, Publisher], Awaitable[App]],
 ) -> None:
     setup_logging(service, settings.log_level)
+    for url in settings.nats.servers():  # nats://user:password@host carries a secret
+        parsed = urlsplit(url)
+        register_secret(parsed.password)
     replica = replica_name(settings, service)
     nc = await connect(settings.nats, name=replica)
     publisher = Publisher(nc, settings.nats.max_in_flight)
