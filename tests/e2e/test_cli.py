@@ -1,0 +1,60 @@
+"""The `glyphoxa` command's own paths: `demo` and `up` (instant fake providers, fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from glyphoxa_cli.processes import wait_port
+
+GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
+
+
+def test_demo_plays_the_example_scene_and_prints_the_turn_table(tmp_path):
+    env = {**os.environ, "GLYPHOXA_HOME": str(tmp_path / "home")}
+    result = subprocess.run([GLYPHOXA, "demo", "--fake", "--speed", "4", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "player   npc" in result.stdout and "latency columns" in result.stdout
+    rows = [json.loads(x) for x in (tmp_path / "out" / "turns.jsonl").read_text().splitlines()]
+    assert len(rows) >= 10 and all(r["outcome"] != "missing" for r in rows)
+    assert (tmp_path / "out" / "table_mix.wav").exists()
+    assert not (tmp_path / "home" / "stack.json").exists()  # everything was stopped
+
+
+def test_up_runs_until_interrupted_and_stops_every_process(tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.Popen([GLYPHOXA, "up", "--fake"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "GLYPHOXA_HOME": str(home)},
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (home / "stack.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        state = json.loads((home / "stack.json").read_text())
+        assert len(state["services"]) == 6
+        for service in state["services"]:
+            wait_port(service["metrics_port"], timeout_s=30)
+        pids = [s["pid"] for s in state["services"]] + [state["nats_pid"]]
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=60) == 0
+        for pid in pids:
+            assert not _alive(pid), f"process {pid} still running after Ctrl-C"
+        assert not (home / "stack.json").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"
