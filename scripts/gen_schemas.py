@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+
 from glyphoxa_campaign import Campaign
 from glyphoxa_events import api
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import SCHEMA_MODELS, ControlEvent
 from glyphoxa_events.subjects import API_ROOT, CLAIM_ROOT, ROOT, STAGES
 from glyphoxa_events.tokens import TOKEN_PATTERN
-from pydantic import BaseModel
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = ROOT_DIR / "schemas"

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
 from glyphoxa_bus.claims import publish_claims
 from glyphoxa_bus.streams import WORK
 from glyphoxa_campaign import Campaign, Npc
@@ -28,8 +31,6 @@ from glyphoxa_events.models import (
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
 from tests.support.service import http_get, metric, wait_for
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 
 from glyphoxa_bus.claims import ClaimWorker, publish_claims
@@ -32,7 +33,7 @@ async def test_publisher_keeps_order_and_dedupes(nc, tenant):
                                          deliver_policy=DeliverPolicy.ALL)
     got = [int((await sub.next_msg(2)).data) for _ in range(300)]
     assert got == list(range(300))
-    with pytest.raises(Exception):
+    with pytest.raises(NatsTimeoutError):  # nothing more was stored
         await sub.next_msg(0.3)
     await sub.unsubscribe()
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
 from glyphoxa_audio.wav import read_wav, resample
 from glyphoxa_bus.claims import publish_claims
 from glyphoxa_bus.session import input_consumer_name
@@ -28,8 +31,6 @@ from glyphoxa_events.models import (
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
 from tests.support.service import http_get, metric, wait_for
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 pytestmark = pytest.mark.integration
 

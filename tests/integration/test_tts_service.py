@@ -20,7 +20,12 @@ from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_campaign.model import VoiceSpec
 from glyphoxa_cli.processes import ServiceProcess
 from glyphoxa_events.models import (
-    AudioDone, Flush, ReplyChunk, SessionStarted, SessionStopped, parse_control,
+    AudioDone,
+    Flush,
+    ReplyChunk,
+    SessionStarted,
+    SessionStopped,
+    parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects
 from tests.support.service import metric, wait_for

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
 from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder, frames_of
 from glyphoxa_audio.wav import read_wav, to_stereo
 from glyphoxa_bus.claims import publish_claims
@@ -31,8 +34,6 @@ from glyphoxa_events.models import (
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
 from tests.support.service import metric, wait_for
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 pytestmark = pytest.mark.integration
 

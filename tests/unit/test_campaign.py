@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from glyphoxa_campaign import Campaign, CampaignError, load_campaign, load_campaign_file
 
 pytestmark = pytest.mark.unit

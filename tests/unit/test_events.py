@@ -2,8 +2,15 @@ import pytest
 
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import (
-    MAX_EVENT_BYTES, BargeIn, MalformedEvent, Outcome, SessionStarted, Transcript, TurnEnded,
-    parse_as, parse_control,
+    MAX_EVENT_BYTES,
+    BargeIn,
+    MalformedEvent,
+    Outcome,
+    SessionStarted,
+    Transcript,
+    TurnEnded,
+    parse_as,
+    parse_control,
 )
 
 pytestmark = pytest.mark.unit

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from glyphoxa_campaign import Campaign, load_campaign_file
 from glyphoxa_events.tokens import validate_token
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from glyphoxa_events.models import SCHEMA_MODELS
 from glyphoxa_events.tokens import TOKEN_PATTERN
 
@@ -114,8 +115,9 @@ def test_every_model_has_a_schema(name: str) -> None:
 
 
 def test_api_bodies_are_the_ones_in_the_api_module() -> None:
-    from glyphoxa_events import api
     from pydantic import BaseModel
+
+    from glyphoxa_events import api
 
     bodies = {
         name for name, obj in vars(api).items()

@@ -1,7 +1,10 @@
 import pytest
 
 from glyphoxa_events.subjects import (
-    SessionSubjects, claim_subject, parse_claim_subject, parse_subject,
+    SessionSubjects,
+    claim_subject,
+    parse_claim_subject,
+    parse_subject,
 )
 from glyphoxa_events.tokens import InvalidToken, slugify, validate_token
 

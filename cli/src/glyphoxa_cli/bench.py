@@ -28,7 +28,13 @@ from glyphoxa_cli.player import api_call
 from glyphoxa_cli.stack import Stack
 from glyphoxa_events import headers as H
 from glyphoxa_events.api import StartSession, StopSession
-from glyphoxa_events.models import AudioDone, TurnEnded, UtteranceEnded, UtteranceStarted, parse_control
+from glyphoxa_events.models import (
+    AudioDone,
+    TurnEnded,
+    UtteranceEnded,
+    UtteranceStarted,
+    parse_control,
+)
 from glyphoxa_events.subjects import SessionSubjects
 
 HOPS: list[tuple[float, float, float]] = []

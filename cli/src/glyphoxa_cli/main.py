@@ -11,13 +11,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_CAMPAIGN = ROOT / "examples" / "campaign.yaml"
 EXAMPLE_SCENE = ROOT / "examples" / "scenes" / "smithy"
 
 
-def _fail(message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def _fail(message: str) -> NoReturn:
     print(f"glyphoxa: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

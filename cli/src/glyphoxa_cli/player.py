@@ -9,27 +9,31 @@ each frame is scene time (session start + offset), so ``speed`` changes pacing o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from glyphoxa_audio.opus import SILENCE_FRAME, OpusDecoder, OpusEncoder
-from glyphoxa_audio.wav import to_stereo, write_wav
+from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder
+from glyphoxa_audio.wav import to_stereo
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_campaign import Campaign
 from glyphoxa_cli.scenefile import Scene
 from glyphoxa_events import headers as H
 from glyphoxa_events.api import ApiReply, StartSession, StopSession
 from glyphoxa_events.models import (
-    AudioDone, Outcome, Played, Transcript, TurnEnded, UtteranceEnded, UtteranceStarted,
+    AudioDone,
+    Outcome,
+    Played,
+    Transcript,
+    TurnEnded,
+    UtteranceEnded,
+    UtteranceStarted,
     parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects, api_subject, parse_subject

@@ -60,7 +60,7 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> "NatsServer":
+    def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.log_path = self.store_dir / "nats-server.log"
@@ -98,7 +98,7 @@ class ServiceProcess:
     name: str = ""
     metrics_port: int = field(default_factory=free_port)
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "METRICS_PORT": str(self.metrics_port),
                "PYTHONUNBUFFERED": "1"}

@@ -29,6 +29,10 @@ def match_turn(scene: Scene, speaker: str, start_s: float, end_s: float) -> Scen
     return best
 
 
+def _ms_after(ns: int | None, origin_ns: int) -> float | None:
+    return round((ns - origin_ns) / 1e6, 1) if ns else None
+
+
 def turn_rows(player: ScenePlayer) -> list[dict]:
     c = player.collected
     names = {npc.token: npc.name for npc in player.campaign.npcs}
@@ -36,18 +40,16 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
     for utt_id, final in sorted(c.finals.items(), key=lambda kv: kv[1].speech_end_ns):
         turn = c.turns.get(utt_id)
         speech_end_wall = player.wall_of(final.speech_end_ns)
-
-        def ms(ns: int | None) -> float | None:
-            return round((ns - speech_end_wall) / 1e6, 1) if ns else None
-
         lat = turn.latency if turn else None
-        latency = dict(zip(LATENCY_KEYS, (
-            ms(lat.vad_end_ns if lat else final.vad_end_ns),
-            ms(final.stt_final_ns),
-            ms(lat.first_token_ns if lat else None),
-            ms(lat.first_sentence_ns if lat else None),
-            ms(c.first_audio_ns.get(utt_id)),
-        )))
+        stamps = (
+            lat.vad_end_ns if lat else final.vad_end_ns,
+            final.stt_final_ns,
+            lat.first_token_ns if lat else None,
+            lat.first_sentence_ns if lat else None,
+            c.first_audio_ns.get(utt_id),
+        )
+        latency = {key: _ms_after(ns, speech_end_wall)
+                   for key, ns in zip(LATENCY_KEYS, stamps, strict=True)}
         start_s = (final.start_ns - player.t0_ns) / 1e9
         end_s = (final.speech_end_ns - player.t0_ns) / 1e9
         expected = match_turn(player.scene, final.speaker, start_s, end_s)
@@ -126,19 +128,18 @@ def write_results(player: ScenePlayer, out_dir: str | Path) -> list[dict]:
     return rows
 
 
+def _cell(ms: float | None) -> str:
+    return f"{ms:>6.0f}" if ms is not None else f"{'-':>6}"
+
+
 def format_table(rows: list[dict]) -> str:
     head = f"{'player':<8} {'npc':<13} {'outcome':<13} {'stt':>6} {'token':>6} {'sent':>6} {'audio':>6}  transcript -> reply"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lat = r["latency_ms"]
-
-        def f(key: str) -> str:
-            v = lat.get(key)
-            return f"{v:>6.0f}" if v is not None else f"{'-':>6}"
-
+        cells = " ".join(_cell(r["latency_ms"].get(key))
+                         for key in ("stt_final", "first_token", "first_sentence", "first_audio"))
         reply = f" -> {r['reply']}" if r["reply"] else ""
-        lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} {f('stt_final')} "
-                     f"{f('first_token')} {f('first_sentence')} {f('first_audio')}  "
+        lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} {cells}  "
                      f"{r['transcript']!r}{reply}")
     lines.append("latency columns: ms from speech end (stt final, first LLM token, first sentence, first audio)")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ class Stack:
     nats: NatsServer | None = None
     procs: list[ServiceProcess] = field(default_factory=list)
 
-    def start(self, progress=print) -> "Stack":  # type: ignore[no-untyped-def]
+    def start(self, progress=print) -> Stack:  # type: ignore[no-untyped-def]
         self.home.mkdir(parents=True, exist_ok=True)
         if self.nats_url is None:
             self.nats = NatsServer(self.home / "nats").start()

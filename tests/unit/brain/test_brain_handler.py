@@ -27,9 +27,9 @@ from glyphoxa_npc_brain.llm.fake import FakeLLM
 from glyphoxa_npc_brain.turn import seed_for
 from glyphoxa_runtime.providers import ProviderError
 from tests.unit.brain.brain_fakes import (
-    CollectingSink,
     SECOND,
     SUBJECTS,
+    CollectingSink,
     campaign,
     make_handler,
     metric,

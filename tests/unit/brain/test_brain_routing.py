@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.brain.brain_fakes import SECOND, campaign
 
 from glyphoxa_npc_brain.names import similarity
 from glyphoxa_npc_brain.routing import LastAddress, Route, Router
 from glyphoxa_npc_brain.tabletalk import table_talk_cue
+from tests.unit.brain.brain_fakes import SECOND, campaign
 
 pytestmark = pytest.mark.unit
 

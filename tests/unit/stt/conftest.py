@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from glyphoxa_bus.session import SessionContext
 from glyphoxa_events.subjects import SessionSubjects
-
 from tests.unit.stt.stt_helpers import SESSION, TENANT, FakePublisher, Rejections, VadFeed
 
 

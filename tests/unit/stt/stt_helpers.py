@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events import headers as H
@@ -17,7 +19,6 @@ from glyphoxa_events.models import (
     UtteranceStarted,
 )
 from glyphoxa_events.subjects import SessionSubjects
-from prometheus_client import CollectorRegistry, Counter
 
 TENANT, SESSION = "t1", "s1"
 

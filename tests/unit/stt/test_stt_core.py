@@ -6,13 +6,13 @@ import logging
 
 import numpy as np
 import pytest
+
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import MalformedEvent, SessionStopped
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_stt.core import Limits, SttSession, campaign_prompt
 from glyphoxa_stt.providers.base import SttResult
 from glyphoxa_stt.providers.fake import FakeStt
-
 from tests.unit.stt.stt_helpers import campaign, drive, dumps, session_started, tone
 
 pytestmark = pytest.mark.unit

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
+
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout, ProviderUnavailable
 from glyphoxa_stt.config import Settings
 from glyphoxa_stt.providers import build_provider
 from glyphoxa_stt.providers.base import SttCapabilities, SttProvider, SttResult
 from glyphoxa_stt.providers.fake import FakeStt
-from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.unit
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from glyphoxa_audio.wav import read_wav, resample
 from glyphoxa_stt.core import campaign_prompt
 from glyphoxa_stt.providers.whisper import (
@@ -19,7 +20,6 @@ from glyphoxa_stt.providers.whisper import (
     filter_segments,
     voiced_seconds,
 )
-
 from tests.unit.stt.stt_helpers import campaign
 
 pytestmark = [pytest.mark.unit, pytest.mark.models]

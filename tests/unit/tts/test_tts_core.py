@@ -11,15 +11,27 @@ import pytest
 from glyphoxa_audio.opus import OpusDecoder
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_events.models import (
-    AudioDone, BargeIn, Flush, MalformedEvent, SessionStarted, parse_control,
+    AudioDone,
+    BargeIn,
+    Flush,
+    MalformedEvent,
+    SessionStarted,
+    parse_control,
 )
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.core import TtsSession
 from glyphoxa_tts.providers import ProviderSet
 from glyphoxa_tts.providers.fake import SECONDS_PER_CHAR
 from tests.unit.tts.tts_helpers import (
-    CAMPAIGN, SUBJECTS, CollectingPublisher, CountingRejects, ScriptedProvider, context,
-    dominant_f0, reply, until,
+    CAMPAIGN,
+    SUBJECTS,
+    CollectingPublisher,
+    CountingRejects,
+    ScriptedProvider,
+    context,
+    dominant_f0,
+    reply,
+    until,
 )
 
 pytestmark = pytest.mark.unit

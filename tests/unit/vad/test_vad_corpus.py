@@ -10,10 +10,10 @@ import json
 from functools import cache
 
 import pytest
+
 from glyphoxa_audio.wav import read_wav
 from glyphoxa_vad.core import AudioFrame, SessionVad
 from glyphoxa_vad.engines import VadEngine, build_engine
-
 from tests.unit.vad.vad_feed import (
     BASE_NS,
     CORPUS,

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+
 from glyphoxa_vad.core import SessionVad
 from glyphoxa_vad.engines import build_engine
 from glyphoxa_vad.engines.silero import model_path
-
 from tests.unit.vad.vad_feed import (
     BASE_NS,
     FakeClock,

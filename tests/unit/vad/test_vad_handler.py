@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import BargeIn, UtteranceEnded, UtteranceStarted, parse_as, parse_vad
@@ -13,9 +16,6 @@ from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_vad.config import Settings
 from glyphoxa_vad.core import SessionVad
 from glyphoxa_vad.handler import VadSessionHandler
-from prometheus_client import CollectorRegistry, Counter
-from pydantic import ValidationError
-
 from tests.unit.vad.vad_feed import (
     BASE_NS,
     EnergyEngine,

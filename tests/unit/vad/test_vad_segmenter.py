@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from glyphoxa_audio.opus import SILENCE_FRAME
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
 from glyphoxa_vad.segmenter import SpeechBargeIn, UtteranceAudio, UtteranceEnd, UtteranceStart
-
 from tests.unit.vad.vad_feed import (
     BASE_NS,
     FRAME_NS,
@@ -185,7 +185,8 @@ def test_retain_from_is_the_first_frame_of_the_open_spurt() -> None:
 
 def test_retain_from_covers_a_finished_spurt_that_straddles_another_open_one() -> None:
     vad = session()
-    mk = lambda spk, seq, at, sseq, data: AudioFrame(spk, seq, BASE_NS + at * MS, sseq, data)
+    def mk(spk, seq, at, sseq, data):  # type: ignore[no-untyped-def]
+        return AudioFrame(spk, seq, BASE_NS + at * MS, sseq, data)
     tone_packets = discord_packets(track([("tone", 400)]))
     vad.push(mk("sam", 0, 0, 1, tone_packets[0].data))      # sam's spurt starts at 1
     vad.push(mk("alex", 0, 10, 2, tone_packets[0].data))    # alex's spurt starts at 2

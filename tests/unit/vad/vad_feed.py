@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder, frames_of
 from glyphoxa_audio.wav import read_wav, to_stereo
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad

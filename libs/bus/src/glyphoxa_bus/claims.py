@@ -72,7 +72,7 @@ class ClaimWorker:
                     continue
                 try:
                     msgs = await psub.fetch(1, timeout=0.5)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     continue
                 for msg in msgs:
                     await self._take(msg)

@@ -13,7 +13,6 @@ out when the previous one is used up or expires (the pattern of the newer NATS c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -34,7 +33,7 @@ class ContinuousPull:
         self._left = 0  # messages the open request may still deliver
         self._deadline = 0.0
 
-    async def start(self) -> "ContinuousPull":
+    async def start(self) -> ContinuousPull:
         self._sub = await self._nc.subscribe(self._inbox, pending_msgs_limit=-1,
                                              pending_bytes_limit=-1)
         await self._request()
@@ -52,7 +51,7 @@ class ContinuousPull:
         out: list[Msg] = []
         try:
             msg = await self._sub.next_msg(timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             msg = None
         while msg is not None:
             await self._take(msg, out)

@@ -26,7 +26,13 @@ from nats.js.errors import NotFoundError
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_bus.streams import CONTROL
-from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, SessionStopped, parse_control
+from glyphoxa_events.models import (
+    Event,
+    MalformedEvent,
+    SessionStarted,
+    SessionStopped,
+    parse_control,
+)
 from glyphoxa_events.subjects import SessionSubjects
 
 log = logging.getLogger(__name__)

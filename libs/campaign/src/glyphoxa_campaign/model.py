@@ -57,7 +57,7 @@ class Campaign(BaseModel):
     npcs: tuple[Npc, ...] = Field(min_length=1, max_length=64)
 
     @model_validator(mode="after")
-    def _unique_npcs(self) -> "Campaign":
+    def _unique_npcs(self) -> Campaign:
         seen: dict[str, str] = {}
         for i, npc in enumerate(self.npcs):
             if npc.token in seen:

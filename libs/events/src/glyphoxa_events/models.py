@@ -7,7 +7,7 @@ Each model forbids unknown fields and carries the ids needed to trace a turn end
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar, Union
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -56,7 +56,7 @@ class UtteranceEnded(Event):
     vad_end_ns: Ns = Field(description="wall-clock time vad decided the utterance was over")
 
 
-VadEvent = Annotated[Union[UtteranceStarted, UtteranceEnded], Field(discriminator="type")]
+VadEvent = Annotated[UtteranceStarted | UtteranceEnded, Field(discriminator="type")]
 
 # --- stt ---------------------------------------------------------------------------------
 
@@ -195,10 +195,7 @@ class AudioDone(Event):
 
 
 ControlEvent = Annotated[
-    Union[
-        SessionStarted, SessionStopped, Speaker, BargeIn, Flush, Played,
-        NpcMute, NpcSpeak, TurnEnded, AudioDone,
-    ],
+    SessionStarted | SessionStopped | Speaker | BargeIn | Flush | Played | NpcMute | NpcSpeak | TurnEnded | AudioDone,
     Field(discriminator="type"),
 ]
 
@@ -208,7 +205,7 @@ _VAD = TypeAdapter(VadEvent)
 
 def control_subject_suffix(event: Event) -> str:
     """``ctl.<suffix>``: the control event's type is its subject tail."""
-    return getattr(event, "type")
+    return event.type
 
 
 def _check_size(data: bytes) -> None:

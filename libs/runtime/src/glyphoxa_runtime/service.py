@@ -12,10 +12,10 @@ import logging
 import os
 import signal
 import socket
-from urllib.parse import urlsplit
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from prometheus_client import Counter, Gauge

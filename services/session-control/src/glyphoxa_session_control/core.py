@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from glyphoxa_bus.claims import publish_claims
 from glyphoxa_bus.publisher import Publisher
-from glyphoxa_events.api import ApiReply, GetSession, SessionRecord, StartSession, StopSession
+from glyphoxa_events.api import GetSession, SessionRecord, StartSession, StopSession
 from glyphoxa_events.models import SessionStarted, SessionStopped
 from glyphoxa_events.subjects import STAGES, SessionSubjects
 
@@ -37,7 +37,7 @@ class SessionRegistry:
         self._nc, self._publisher, self._kv = nc, publisher, kv
 
     @classmethod
-    async def open(cls, nc: Client, publisher: Publisher) -> "SessionRegistry":
+    async def open(cls, nc: Client, publisher: Publisher) -> SessionRegistry:
         js = nc.jetstream()
         from nats.js.api import KeyValueConfig, StorageType
 

@@ -10,13 +10,13 @@ import asyncio
 import functools
 import logging
 
+from nats.aio.client import Client
+
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
-from nats.aio.client import Client
-
 from glyphoxa_stt.config import Settings
 from glyphoxa_stt.core import Limits, SttSession
 from glyphoxa_stt.providers import SttProvider, build_provider

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from glyphoxa_runtime.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from glyphoxa_runtime.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

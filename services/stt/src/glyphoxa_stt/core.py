@@ -19,7 +19,6 @@ from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_campaign import Campaign
 from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, Transcript, UtteranceEnded
 from glyphoxa_runtime.providers import ProviderError
-
 from glyphoxa_stt import metrics
 from glyphoxa_stt.inbound import Audio, End, Start, parse_vad_message
 from glyphoxa_stt.providers.base import SAMPLE_RATE, SttProvider, SttResult

@@ -6,6 +6,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from glyphoxa_events.models import UtteranceStarted
 
 BYTES_PER_SECOND = 16_000 * 2

@@ -19,7 +19,13 @@ from glyphoxa_campaign import Campaign
 from glyphoxa_campaign.model import VoiceSpec
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import (
-    AudioDone, Event, Flush, MalformedEvent, ReplyChunk, SessionStarted, parse_as,
+    AudioDone,
+    Event,
+    Flush,
+    MalformedEvent,
+    ReplyChunk,
+    SessionStarted,
+    parse_as,
 )
 from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.client import Client
+
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import MEDIA
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
-from nats.aio.client import Client
-
 from glyphoxa_vad.config import Settings
 from glyphoxa_vad.core import SessionVad
 from glyphoxa_vad.engines import VadEngine, build_engine

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from glyphoxa_runtime.settings import ServiceSettings
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from glyphoxa_runtime.settings import ServiceSettings
 from glyphoxa_vad.segmenter import SegmenterConfig
 
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from glyphoxa_audio.opus import MAX_PACKET_BYTES, OpusDecoder, OpusError
-
 from glyphoxa_vad import metrics
 from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine
 from glyphoxa_vad.segmenter import Output, SegmenterConfig, SpeakerSegmenter

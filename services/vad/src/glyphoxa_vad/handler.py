@@ -12,7 +12,6 @@ from glyphoxa_events.models import BargeIn, Event, UtteranceEnded, UtteranceStar
 from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_runtime.logs import TRACE
-
 from glyphoxa_vad import metrics
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
 from glyphoxa_vad.segmenter import (

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 
+from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 from glyphoxa_stt import metrics
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from glyphoxa_runtime.providers import ProviderUnavailable
 
+from glyphoxa_runtime.providers import ProviderUnavailable
 from glyphoxa_stt.providers.base import SAMPLE_RATE, SttCapabilities, SttProvider, SttResult
 
 

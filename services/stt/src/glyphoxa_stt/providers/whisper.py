@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 
+from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 from glyphoxa_stt.providers.base import SAMPLE_RATE, SttCapabilities, SttProvider, SttResult
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 
+from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine, VadStream
 
 CHUNK = 512

@@ -4,8 +4,8 @@ loud sound speech). Its answer is a yes/no, reported as probability 1.0 or 0.0."
 from __future__ import annotations
 
 import numpy as np
-from glyphoxa_runtime.providers import ProviderUnavailable
 
+from glyphoxa_runtime.providers import ProviderUnavailable
 from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine, VadStream
 
 
