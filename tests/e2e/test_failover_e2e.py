@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from urllib.request import urlopen
 
 import pytest
 from nats.js.api import DeliverPolicy
@@ -23,6 +22,7 @@ from glyphoxa_cli.stack import Stack
 from glyphoxa_events.subjects import SessionSubjects
 from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
 from tests.e2e.test_scene_e2e import check_scene
+from tests.support.service import holds
 
 
 async def read_all(js, subject: str) -> list:
@@ -38,11 +38,6 @@ async def read_all(js, subject: str) -> list:
         pass
     await sub.unsubscribe()
     return msgs
-
-
-def holds(proc, tenant: str, session: str) -> bool:
-    with urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=2) as resp:
-        return f"{tenant}/{session}" in json.loads(resp.read()).get("sessions", [])
 
 
 @pytest.fixture
@@ -65,7 +60,8 @@ async def test_stt_replica_killed_mid_scene(stack, tmp_path):
             await asyncio.sleep(0.05)
         assert player.collected.finals, "no transcript before the kill"
         replicas = [p for p in stack.procs if p.service == "stt"]
-        holder = next(p for p in replicas if holds(p, "failover", player.session))
+        holder = next(p for p in replicas
+                      if holds(p, SessionSubjects("failover", player.session)))
         holder.kill9()
         await playing
 

@@ -16,6 +16,7 @@ from glyphoxa_bus.streams import MEDIA, WORK
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import Event, SessionStarted, SessionStopped
 from glyphoxa_events.subjects import SessionSubjects
+from tests.support.service import wait_for
 
 pytestmark = pytest.mark.integration
 CAMPAIGN = Campaign(name="test", npcs=[Npc(name="Greta", persona="A blacksmith.")])
@@ -72,15 +73,6 @@ async def _start_session(nc, subjects: SessionSubjects) -> None:
                                  SessionStarted(campaign=CAMPAIGN, started_ns=time.time_ns()).to_bytes())
 
 
-async def _wait(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 async def test_takeover_replays_from_ack_floor(nc, tenant):
     subjects = SessionSubjects(tenant, "s2")
     js = nc.jetstream()
@@ -91,7 +83,7 @@ async def test_takeover_replays_from_ack_floor(nc, tenant):
     first = Recorder()
     ctx = SessionContext("vad", subjects, nc, Publisher(nc))
     task = asyncio.create_task(serve_session(ctx, first, MEDIA, [subjects.audio_in("*")]))
-    await _wait(lambda: len(first.seen) == 5)
+    await wait_for(lambda: len(first.seen) == 5, 5)
     await asyncio.sleep(0.2)  # let the ack go out
     task.cancel()  # the replica dies: no close, no further acks
     with pytest.raises(asyncio.CancelledError):
@@ -100,7 +92,7 @@ async def test_takeover_replays_from_ack_floor(nc, tenant):
     second = Recorder()
     ctx2 = SessionContext("vad", subjects, nc, Publisher(nc))
     task2 = asyncio.create_task(serve_session(ctx2, second, MEDIA, [subjects.audio_in("*")]))
-    await _wait(lambda: len(second.seen) == 3)
+    await wait_for(lambda: len(second.seen) == 3, 5)
     assert second.seen == [b"open-1", b"x", b"y"]  # a, b were finished and are not redone
     assert isinstance(second.controls[0], SessionStarted)  # control replayed from the start
     await js.publish(subjects.audio_in("alex"), b"close")
@@ -123,7 +115,7 @@ async def test_claim_moves_to_another_replica(nc, tenant):
     task_a = asyncio.create_task(a.run())
     await asyncio.sleep(0.3)
     await publish_claims(nc, tenant, "s3", ["stt"])
-    await _wait(lambda: served["a"] == ["s3"])
+    await wait_for(lambda: served["a"] == ["s3"], 5)
 
     b = ClaimWorker(nc, "stt", runner("b"), capacity=4, lease_s=1.0)
     task_b = asyncio.create_task(b.run())
@@ -132,10 +124,10 @@ async def test_claim_moves_to_another_replica(nc, tenant):
     t0 = time.monotonic()
     await a.shutdown()  # SIGTERM path: nak, so b takes over at once
     task_a.cancel()
-    await _wait(lambda: served["b"] == ["s3"], timeout=3)
+    await wait_for(lambda: served["b"] == ["s3"], 3)
     assert time.monotonic() - t0 < 1.0
     release.set()
-    await _wait(lambda: not b.sessions)
+    await wait_for(lambda: not b.sessions, 5)
     await b.shutdown()
     task_b.cancel()
     await asyncio.gather(task_a, task_b, return_exceptions=True)
@@ -149,7 +141,7 @@ async def test_claim_of_dead_replica_expires_to_another(nc, tenant):
     task_a = asyncio.create_task(a.run())
     await asyncio.sleep(0.3)
     await publish_claims(nc, tenant, "s4", ["tts"])
-    await _wait(lambda: bool(a.sessions))
+    await wait_for(lambda: bool(a.sessions), 5)
     # kill -9 equivalent: the replica stops renewing and never naks
     task_a.cancel()
     for held in list(a._held.values()):
@@ -160,7 +152,7 @@ async def test_claim_of_dead_replica_expires_to_another(nc, tenant):
 
     b = ClaimWorker(nc, "tts", run_b, capacity=4, lease_s=1.0)
     task_b = asyncio.create_task(b.run())
-    await _wait(lambda: served == ["s4"], timeout=4)
+    await wait_for(lambda: served == ["s4"], 4)
     await b.shutdown()
     task_b.cancel()
     await asyncio.gather(task_a, task_b, return_exceptions=True)

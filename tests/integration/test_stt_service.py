@@ -30,7 +30,7 @@ from glyphoxa_events.models import (
     UtteranceStarted,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
-from tests.support.service import http_get, metric, wait_for
+from tests.support.service import holds, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -158,14 +158,6 @@ async def _call(predicate) -> bool:
 
 
 
-
-
-def holds(service: ServiceProcess, subjects: SessionSubjects) -> bool:
-    try:
-        state = json.loads(http_get(service.metrics_port, "/readyz"))
-    except OSError:
-        return False
-    return f"{subjects.tenant}/{subjects.session}" in state.get("sessions", [])
 
 
 async def claim_released(js, subjects: SessionSubjects) -> bool:

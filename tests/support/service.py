@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.request
+
+from glyphoxa_cli.processes import ServiceProcess
+from glyphoxa_events.subjects import SessionSubjects
 
 
 def http_get(port: int, path: str) -> str:
@@ -31,3 +35,12 @@ async def wait_for(predicate, timeout_s: float = 30.0) -> None:  # type: ignore[
             return
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def holds(service: ServiceProcess, subjects: SessionSubjects) -> bool:
+    """Whether a stage replica holds the session's claim (its ``/readyz`` lists it)."""
+    try:
+        state = json.loads(http_get(service.metrics_port, "/readyz"))
+    except OSError:
+        return False
+    return f"{subjects.tenant}/{subjects.session}" in state.get("sessions", [])
