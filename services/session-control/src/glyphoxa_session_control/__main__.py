@@ -1,92 +1,108 @@
-"""session-control: serves ``glxapi.session.{start,stop,get}`` and publishes stage claims."""
+"""session-control: the system of record (PostgreSQL), the admin HTTP API, the bus API
+``glxapi.session.*``, session liveness, and the recorder of usage, turns and transcripts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+from collections.abc import Iterator
+from importlib.resources import files
 
+import uvicorn
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
-from pydantic_settings import SettingsConfigDict
 
 from glyphoxa_bus.publisher import Publisher
-from glyphoxa_events.api import ApiReply, GetSession, StartSession, StopSession
-from glyphoxa_events.models import MAX_EVENT_BYTES
-from glyphoxa_events.subjects import api_subject
+from glyphoxa_pg.migrations import load_migrations, migrate
+from glyphoxa_pg.pool import dsn_password, open_pool
+from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import run_service
-from glyphoxa_runtime.settings import ServiceSettings
-from glyphoxa_session_control.core import SessionError, SessionRegistry
+from glyphoxa_session_control.api import Control, create_app
+from glyphoxa_session_control.campaigns import Campaigns
+from glyphoxa_session_control.config import Settings
+from glyphoxa_session_control.crypto import SecretBox
+from glyphoxa_session_control.lifecycle import Sessions
+from glyphoxa_session_control.liveness import Watchdog
+from glyphoxa_session_control.nats_api import NatsApi
+from glyphoxa_session_control.recorder import Recorder
+from glyphoxa_session_control.registry import LiveRegistry
+from glyphoxa_session_control.reports import Reports
+from glyphoxa_session_control.tenants import Tenants
 
 log = logging.getLogger("glyphoxa.session_control")
 
-REQUESTS = Counter("glyphoxa_session_control_requests_total", "API requests", ["verb", "result"])
 
+class _ApiServer(uvicorn.Server):
+    """uvicorn inside our own event loop: signals belong to ``run_service``, not uvicorn."""
 
-class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="SESSION_CONTROL_", extra="ignore")
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class SessionControlApp:
-    def __init__(self, nc: Client, registry: SessionRegistry):
-        self._nc, self._registry = nc, registry
-        self._subs: list = []
-        self._stop = asyncio.Event()
+    def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings):
+        self.control, self._nats_api, self._recorder = control, nats_api, recorder
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.api_host, settings.api_port))
+        self._socket, self.api_port = sock, sock.getsockname()[1]
+        self._tasks: list[asyncio.Task] = []
+        self._server = _ApiServer(uvicorn.Config(
+            create_app(control), log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=3))
 
     async def run(self) -> None:
-        routes = {
-            "session.start": (StartSession, self._registry.start),
-            "session.stop": (StopSession, self._registry.stop),
-            "session.get": (GetSession, self._registry.get),
-        }
-        for verb, (model, action) in routes.items():
-            self._subs.append(await self._nc.subscribe(
-                api_subject(verb), queue="session-control", cb=self._handler(verb, model, action)))
-        await self._stop.wait()
-
-    def _handler(self, verb: str, model: type[BaseModel], action):  # type: ignore[no-untyped-def]
-        async def handle(msg: Msg) -> None:
-            reply = await self._serve(verb, model, action, msg.data)
-            REQUESTS.labels(verb=verb, result="ok" if reply.ok else "error").inc()
-            if msg.reply:
-                await msg.respond(reply.model_dump_json(exclude_none=True).encode())
-        return handle
-
-    async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> ApiReply:  # type: ignore[no-untyped-def]
-        if len(data) > MAX_EVENT_BYTES:
-            return ApiReply(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
-        try:
-            request = model.model_validate_json(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            log.warning("rejected %s request: %s: %s", verb, where, first["msg"])
-            return ApiReply(ok=False, error=f"invalid request: {where}: {first['msg']}")
-        try:
-            return ApiReply(ok=True, session=await action(request))
-        except SessionError as exc:
-            return ApiReply(ok=False, error=str(exc))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("%s failed", verb)
-            return ApiReply(ok=False, error=f"internal error: {type(exc).__name__}")
+        await self._nats_api.start()
+        log.info("admin API listening", extra={"api_port": self.api_port})
+        async with asyncio.TaskGroup() as group:
+            self._tasks = [
+                group.create_task(self._server.serve(sockets=[self._socket]), name="admin-api"),
+                group.create_task(self.control.watchdog.run(), name="liveness"),
+                group.create_task(self._recorder.run(), name="recorder"),
+            ]
 
     async def shutdown(self) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._stop.set()
+        """Stop taking requests, let the API answer what it has, stop the loops, close PG."""
+        await self._nats_api.stop()
+        self._server.should_exit = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=5)
+        await self.control.pool.close(timeout=2)
 
     def readiness(self) -> dict[str, object]:
-        return {"ready": bool(self._subs)}
+        return {"ready": self._nats_api.ready and self._server.started, "api_port": self.api_port}
+
+
+async def build(settings: Settings, nc: Client, publisher: Publisher) -> SessionControlApp:
+    box = SecretBox(settings.secret_keys.get_secret_value())  # fails early on a bad key
+    pool = await open_pool(settings.pg, "session-control")
+    async with pool.connection() as conn:
+        applied = await migrate(conn, load_migrations(files("glyphoxa_session_control") / "migrations"))
+    if applied:
+        log.info("database migrated", extra={"versions": applied})
+    campaigns = Campaigns(pool)
+    sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(nc))
+    counts = await sessions.reconcile()
+    log.info("reconciled live sessions", extra=counts)
+    watchdog = Watchdog(sessions, nc.jetstream(), settings.liveness_grace_s,
+                        settings.ending_timeout_s, settings.liveness_interval_s)
+    control = Control(pool=pool, tenants=Tenants(pool, box), campaigns=campaigns, sessions=sessions,
+                      reports=Reports(pool, sessions), watchdog=watchdog,
+                      operator_key=settings.operator_key.get_secret_value(),
+                      max_request_bytes=settings.max_request_bytes)
+    return SessionControlApp(control, NatsApi(nc, sessions), Recorder(nc, pool), settings)
 
 
 def main() -> None:
     settings = Settings()
-
-    async def build(nc: Client, publisher: Publisher) -> SessionControlApp:
-        return SessionControlApp(nc, await SessionRegistry.open(nc, publisher))
-
-    asyncio.run(run_service("session-control", settings, build))
+    for secret in (settings.operator_key.get_secret_value(), dsn_password(settings.pg.dsn.get_secret_value()),
+                   *settings.secret_keys.get_secret_value().split(",")):
+        register_secret(secret.strip() if secret else None)
+    asyncio.run(run_service("session-control", settings,
+                            lambda nc, publisher: build(settings, nc, publisher)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""A client of session-control's admin HTTP API (used by the scene player, ``glyphoxa up``
+and the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class AdminError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+class AdminClient:
+    def __init__(self, base_url: str, key: str, timeout_s: float = 15.0):
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s,
+                                       headers={"Authorization": f"Bearer {key}"})
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def with_key(self, key: str) -> AdminClient:
+        return AdminClient(str(self._http.base_url), key, self._http.timeout.read or 15.0)
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise AdminError(response.status_code, message)
+        if response.status_code == 204:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    # operator
+
+    async def ensure_tenant(self, tenant: str, name: str, **body: Any) -> dict:
+        try:
+            return await self.call("POST", "/v1/tenants", json={"id": tenant, "name": name, **body})
+        except AdminError as exc:
+            if exc.status != 409:
+                raise
+            return await self.call("GET", f"/v1/tenants/{tenant}")
+
+    async def create_api_key(self, tenant: str, label: str = "") -> str:
+        return (await self.call("POST", f"/v1/tenants/{tenant}/api-keys", json={"label": label}))["key"]
+
+    # tenant
+
+    async def import_campaign(self, yaml_text: str, replace: bool = True) -> dict:
+        return await self.call("POST", "/v1/campaigns/import", params={"replace": str(replace).lower()},
+                               content=yaml_text.encode(), headers={"Content-Type": "application/yaml"})
+
+    async def start_session(self, campaign: str, edge: str = "scene", **body: Any) -> dict:
+        return await self.call("POST", "/v1/sessions", json={"campaign": campaign, "edge": edge, **body})
+
+    async def stop_session(self, session: str, reason: str = "stopped by the game master") -> dict:
+        return await self.call("POST", f"/v1/sessions/{session}/stop", json={"reason": reason})
+
+    async def session(self, session: str) -> dict:
+        return await self.call("GET", f"/v1/sessions/{session}")
+
+    async def transcript(self, session: str) -> list[dict]:
+        return await self.call("GET", f"/v1/sessions/{session}/transcript")
+
+    async def turns(self, session: str) -> list[dict]:
+        return await self.call("GET", f"/v1/sessions/{session}/turns")
+
+    async def usage(self, month: str | None = None) -> dict:
+        return await self.call("GET", "/v1/usage", params={"month": month} if month else None)

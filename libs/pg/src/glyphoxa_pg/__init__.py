@@ -1,0 +1,1 @@
+"""PostgreSQL for Glyphoxa: ``PG_*`` settings, an async pool, versioned migrations."""

@@ -1,0 +1,45 @@
+"""An async connection pool that waits for the server at start-up and logs no secrets."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from glyphoxa_pg.settings import PgSettings
+
+log = logging.getLogger(__name__)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a DSN (to register it with the log scrubber), if any."""
+    try:
+        return conninfo_to_dict(dsn).get("password") or None
+    except Exception:  # noqa: BLE001 - a malformed DSN fails later with psycopg's own error
+        return None
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/dbname`` for log lines: never the password."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001
+        return "<malformed PG_DSN>"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+async def open_pool(settings: PgSettings, name: str) -> AsyncConnectionPool:
+    dsn = settings.dsn.get_secret_value()
+    conninfo = make_conninfo(
+        dsn, application_name=name[:63],
+        options=f"-c statement_timeout={int(settings.statement_timeout_s * 1000)}",
+    )
+    pool = AsyncConnectionPool(
+        conninfo, min_size=settings.pool_min, max_size=settings.pool_max,
+        kwargs={"row_factory": dict_row, "autocommit": True}, open=False, name=name,
+    )
+    log.info("connecting to PostgreSQL", extra={"pg": describe_dsn(dsn)})
+    await pool.open(wait=True, timeout=settings.connect_timeout_s)
+    return pool

@@ -1,0 +1,38 @@
+"""session-control's settings (``SESSION_CONTROL_*``), composed with ``NATS_*``, ``PG_*``,
+``METRICS_*``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from glyphoxa_pg.settings import PgSettings
+from glyphoxa_runtime.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SESSION_CONTROL_", extra="ignore")
+
+    pg: PgSettings = Field(default_factory=PgSettings)
+    api_host: str = Field("127.0.0.1", description="bind address of the admin HTTP API")
+    api_port: int = Field(8700, ge=0, le=65535, description="admin HTTP API port (0: a free one, logged)")
+    operator_key: SecretStr = Field(
+        SecretStr(""), description="bearer key of the operator (manages tenants); empty: "
+                                   "tenant management is off")
+    secret_keys: SecretStr = Field(
+        SecretStr(""), description="Fernet keys, comma separated, that encrypt bot tokens and "
+                                   "provider keys at rest (first encrypts; `glyphoxa secret-key` makes one)")
+    liveness_interval_s: float = Field(1.0, gt=0, le=10, description="how often live sessions are checked")
+    liveness_grace_s: float = Field(
+        15.0, gt=0, le=120, description="a session whose edge or a stage has had no live holder "
+                                        "this long is ended (a claim takeover must happen first)")
+    ending_timeout_s: float = Field(10.0, gt=0, le=120,
+                                    description="ending -> ended at the latest after this long")
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, description="largest admin API request body")
+
+    @model_validator(mode="after")
+    def _operator_key_strong(self) -> Settings:
+        key = self.operator_key.get_secret_value()
+        if key and len(key) < 24:
+            raise ValueError("SESSION_CONTROL_OPERATOR_KEY must be at least 24 characters")
+        return self

@@ -1,0 +1,164 @@
+"""The admin API's request and response bodies (also the OpenAPI document's schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from glyphoxa_events.tokens import Token
+
+GuildId = Field(pattern=r"^[0-9]{1,20}$", description="a Discord snowflake")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tier(_In):
+    max_concurrent_sessions: int = Field(1, ge=0, le=10_000)
+    monthly_session_hours: float = Field(20.0, ge=0, le=1_000_000)
+
+
+class TenantCreate(_In):
+    id: Token
+    name: str = Field(min_length=1, max_length=200)
+    tier: Tier = Tier()
+    allowed_guild_ids: list[str] = Field(default_factory=list, max_length=1000)
+    bot_token: str | None = Field(None, min_length=1, max_length=500,
+                                  description="Discord bot token; write-only, stored encrypted")
+
+
+class TenantPatch(_In):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    tier: Tier | None = None
+    allowed_guild_ids: list[str] | None = Field(None, max_length=1000)
+    bot_token: str | None = Field(None, min_length=1, max_length=500,
+                                  description="write-only, stored encrypted")
+    disabled: bool | None = None
+
+
+class Tenant(BaseModel):
+    id: str
+    name: str
+    tier: Tier
+    allowed_guild_ids: list[str]
+    bot_token_set: bool
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreate(_In):
+    label: str = Field("", max_length=200)
+
+
+class ApiKey(BaseModel):
+    id: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    key: str = Field(description="shown once; only its hash is stored")
+
+
+class SecretValue(_In):
+    value: str = Field(min_length=1, max_length=4000, description="write-only, stored encrypted")
+
+
+class SecretInfo(BaseModel):
+    name: str
+    updated_at: datetime
+
+
+class CampaignSummary(BaseModel):
+    id: str
+    name: str
+    npcs: list[str]
+    updated_at: datetime
+
+
+class SessionCreate(_In):
+    campaign: Token
+    session: Token | None = Field(None, description="chosen by session-control when omitted")
+    edge: Literal["discord", "scene", "sim"] = "scene"
+    guild_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$", description="Discord guild (edge discord)")
+    channel_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$", description="Discord voice channel")
+
+
+class SessionStop(_In):
+    reason: str = Field("stopped by the game master", min_length=1, max_length=500)
+
+
+class Transition(BaseModel):
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: datetime
+
+
+class ClaimHolder(BaseModel):
+    role: str
+    replica: str | None = Field(description="the replica holding the claim, none while it is free")
+    last_heartbeat: datetime | None = None
+
+
+class Session(BaseModel):
+    tenant: str
+    id: str
+    campaign: str
+    edge: str
+    guild_id: str | None = None
+    channel_id: str | None = None
+    state: Literal["pending", "active", "ending", "ended"]
+    reason: str
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    transitions: list[Transition] = Field(default_factory=list)
+    holders: list[ClaimHolder] = Field(default_factory=list)
+
+
+class TranscriptLine(BaseModel):
+    turn_id: str
+    role: Literal["player", "npc"]
+    speaker: str
+    text: str
+    complete: bool
+    spoken_ns: int
+
+
+class TurnRow(BaseModel):
+    turn_id: str
+    speaker: str
+    npc: str | None
+    outcome: str
+    reason: str
+    transcript: str
+    latency: dict[str, int | float | None]
+    speech_end_ns: int
+
+
+class Usage(BaseModel):
+    tenant: str
+    month: str = Field(description="YYYY-MM (UTC)")
+    session_seconds: float
+    stt_audio_seconds: float
+    llm_tokens_in: int
+    llm_tokens_out: int
+    tts_characters: int
+    monthly_session_hours: float
+    sessions_live: int
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    tenant_id: str | None
+    action: str
+    target: str
+    details: dict[str, object]
