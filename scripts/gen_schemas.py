@@ -7,7 +7,8 @@
 Writes
   schemas/json/<Model>.json  one JSON Schema (draft 2020-12, ``model_json_schema()``) per model
                              of ``glyphoxa_events.models.SCHEMA_MODELS``, per request/reply body
-                             of ``glyphoxa_events.api`` and for the campaign file (``Campaign``)
+                             of ``glyphoxa_events.api``, for the campaign file (``Campaign``) and
+                             for the heartbeat KV value (``Heartbeat``)
   schemas/asyncapi.yaml      AsyncAPI 3.0 document of every subject in docs/contract.md, built
                              from the small channel table below (``_channels``)
 
@@ -31,7 +32,7 @@ from pydantic import BaseModel
 from glyphoxa_campaign import Campaign
 from glyphoxa_events import api
 from glyphoxa_events import headers as H
-from glyphoxa_events.models import SCHEMA_MODELS, ControlEvent
+from glyphoxa_events.models import SCHEMA_MODELS, ControlEvent, Heartbeat
 from glyphoxa_events.subjects import API_ROOT, CLAIM_ROOT, ROOT, STAGES
 from glyphoxa_events.tokens import TOKEN_PATTERN
 
@@ -45,7 +46,7 @@ API_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply)
 }
-EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign}
+EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
 
 def all_models() -> dict[str, type[BaseModel]]:
@@ -206,6 +207,11 @@ def _messages() -> dict[str, dict[str, Any]]:
             ),
             opus_frame,
         ),
+        "Usage": _json_message(
+            "Usage", "metered provider work of a stage (stt audio seconds, LLM tokens, tts "
+                     "characters), counted once per `key`",
+            _headers("usage:<tenant>.<session>:<metric>:<key>"),
+        ),
         "SessionClaim": _binary_message(
             "SessionClaim", "one session to serve, for one replica of one stage",
             _headers("claim:<subject>"),
@@ -250,6 +256,9 @@ CONTROL_PUBLISHERS = {
 }
 
 
+USAGE_PUBLISHERS = ("stt", "npc-brain", "tts")
+
+
 def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
     """(channel id, channel, [(operation id, action, service)])  -- the whole table."""
     table: list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]] = [
@@ -280,6 +289,14 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
             ["AudioOutFrame"], "GLX_MEDIA"),
          [("publishAudioOut", "send", "tts")]),
     ]
+    table.append(("usage", _channel(
+        f"{S}.usage.{{stage}}",
+        "Usage of one stage: one event per unit of metered work (an utterance transcribed, "
+        "an LLM call attempt, a sentence synthesized); a replayed unit repeats its `key` and "
+        "`Nats-Msg-Id`, so it is counted once.",
+        ["Usage"], "GLX_EVENTS"),
+        [(f"publishUsage{''.join(p.capitalize() for p in stage.split('-'))}", "send", stage)
+         for stage in USAGE_PUBLISHERS]))
     for type_, model in _control_types():
         cid = "ctl" + "".join(p.capitalize() for p in type_.split("."))
         table.append((cid, _channel(

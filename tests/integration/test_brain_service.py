@@ -30,7 +30,7 @@ from glyphoxa_events.models import (
     control_subject_suffix,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
-from tests.support.service import http_get, metric, wait_for
+from tests.support.service import UsageLog, http_get, metric, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,7 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
 ) -> None:
     session = Session(nc, tenant)
     await session.start()
+    usage = await UsageLog().follow(session.js, session.subjects)
     try:
         await session.say("alex", "alex-0", "Greta, how mu", end_s=10, final=False)
         await session.say("alex", "alex-0", "Greta, how much for the longsword?", end_s=10)
@@ -176,6 +177,7 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         await session.say("jordan", "jordan-0", "I roll for perception, that's a twelve.", end_s=18)
         await session.say("jordan", "jordan-1", "Captain Boss, a word?", end_s=25)
         await wait_for(lambda: len(session.turns) >= 4)
+        assert await serving(session.js, "npc-brain", session.subjects)  # heartbeat lists it
 
         greta = session.turn("alex-0")
         assert (greta.outcome, greta.npc, greta.transcript) == (
@@ -211,6 +213,17 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         assert metric(port, "glyphoxa_npc_brain_first_sentence_seconds_count") == 3
         assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", direction="out") > 0
 
+        # one LLM call per answered turn, tokens in and out (the fake counts words)
+        await wait_for(lambda: len(usage.items) == 6)
+        tokens_out = usage.of("llm_tokens_out")
+        assert set(tokens_out) == set(usage.of("llm_tokens_in")) == {
+            "llm:alex-0:0", "llm:sam-0:0", "llm:jordan-1:0"}
+        assert tokens_out["llm:alex-0:0"].amount == len(greta.reply_text.split()) == 13
+        assert all(u.amount > 10 for u in usage.of("llm_tokens_in").values())  # persona + line
+        assert all((subj, u.stage, u.provider) == (s.usage("npc-brain"), "npc-brain", "fake")
+                   for subj, _, u in usage.items)
+        assert f"usage:{tenant}.s1:llm_tokens_out:llm:alex-0:0" in {m for _, m, _ in usage.items}
+
         await session.control(
             NpcSpeak(npc="aldric", text="Welcome, friends! Sit anywhere.", request_id="gm-1"),
             "gm-1",
@@ -223,8 +236,10 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
 
         await session.stop()
         await wait_for(lambda: claim_released(session.js, session.subjects))
+        assert len(usage.items) == 6  # a GM line costs no tokens
     finally:
         await session.close()
+        await usage.close()
 
 
 async def test_a_replica_taking_over_continues_the_conversation(

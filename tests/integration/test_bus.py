@@ -12,7 +12,7 @@ from nats.js.api import DeliverPolicy
 from glyphoxa_bus.claims import ClaimWorker, publish_claims
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import InputMessage, SessionContext, serve_session
-from glyphoxa_bus.streams import MEDIA, WORK
+from glyphoxa_bus.streams import EVENTS, MEDIA, WORK, ensure_streams, stream_configs
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import Event, SessionStarted, SessionStopped
 from glyphoxa_events.subjects import SessionSubjects
@@ -37,6 +37,19 @@ async def test_publisher_keeps_order_and_dedupes(nc, tenant):
     with pytest.raises(NatsTimeoutError):  # nothing more was stored
         await sub.next_msg(0.3)
     await sub.unsubscribe()
+
+
+async def test_start_up_adds_new_subjects_to_an_existing_stream(nc, tenant):
+    """A stream declared by an older release (GLX_EVENTS without usage) is updated in place."""
+    js = nc.jetstream()
+    config = next(c for c in stream_configs() if c.name == EVENTS)
+    config.subjects = [s for s in config.subjects if ".usage." not in s]
+    await js.update_stream(config)
+    assert "glx.*.*.usage.>" not in (await js.stream_info(EVENTS)).config.subjects
+    await ensure_streams(js)
+    assert "glx.*.*.usage.>" in (await js.stream_info(EVENTS)).config.subjects
+    ack = await js.publish(SessionSubjects(tenant, "s1").usage("stt"), b"{}")
+    assert ack.stream == EVENTS
 
 
 class Recorder:

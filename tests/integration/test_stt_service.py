@@ -30,7 +30,7 @@ from glyphoxa_events.models import (
     UtteranceStarted,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
-from tests.support.service import holds, metric, wait_for
+from tests.support.service import UsageLog, heartbeat_of, holds, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -186,6 +186,7 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
     js = nc.jetstream()
     vad = Vad(js, subjects)
     finals = await Finals().follow(js, subjects)
+    usage = await UsageLog().follow(js, subjects)
     try:
         await begin_session(nc, subjects)
         greta = line16k("line_10.wav")  # "Has anyone strange come through here lately, Aldric?"
@@ -209,6 +210,12 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
         assert {"captain", "voss"} <= set(words(t1.text)), t1.text
         assert t0.audio_seconds == pytest.approx(len(greta) / 16_000, abs=0.01)
         assert t0.speech_end_ns <= t0.vad_end_ns <= t0.stt_final_ns
+        await wait_for(lambda: len(usage.items) == 2, 10)
+        seconds = usage.of("stt_audio_seconds")
+        assert set(seconds) == {"stt:alex-0", "stt:sam-5"}
+        assert seconds["stt:alex-0"].amount == pytest.approx(len(greta) / 16_000, abs=0.01)
+        assert seconds["stt:sam-5"].amount == pytest.approx(len(voss) / 16_000, abs=0.01)
+        assert all(u.provider == "whisper" for u in seconds.values())
 
         port = stt_service.metrics_port
         assert metric(port, "glyphoxa_stt_rejected_messages_total", reason="malformed") == 1
@@ -223,20 +230,27 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
         assert metric(port, "glyphoxa_stt_sessions_active") == 0
     finally:
         await finals.close()
+        await usage.close()
     log = stt_service.log_path.read_text()
     assert "whisper model loaded" in log and "rejected message" in log
 
 
 async def test_fake_provider_follows_its_script(nc, tenant, tmp_path, nats_url):
+    """Also: usage per utterance, and the replica's heartbeat (listing the session while it
+    serves it, deleted at SIGTERM rather than left to expire)."""
     script = tmp_path / "script.json"
     script.write_text(json.dumps(["Greta, one ale please.", "And one for my friend."]))
+    replica = "stt-fake.1"  # a dot is not allowed in a KV key: the key is sanitised
     service = start_stt(nats_url, tmp_path / "stt.log", STT_PROVIDER="fake",
-                        STT_FAKE_SCRIPT=str(script))
+                        STT_FAKE_SCRIPT=str(script), SERVICE_REPLICA=replica)
     subjects = SessionSubjects(tenant, SESSION)
     js = nc.jetstream()
     finals = await Finals().follow(js, subjects)
+    usage = await UsageLog().follow(js, subjects)
     try:
         service.wait_ready()
+        await wait_for(lambda: heartbeat_of(js, "stt", replica), 10)
+        assert (await heartbeat_of(js, "stt", replica)).sessions == []  # type: ignore[union-attr]
         await begin_session(nc, subjects)
         tone = (3000 * np.sin(np.arange(8000) / 5)).astype(np.int16)
         vad = Vad(js, subjects)
@@ -245,10 +259,23 @@ async def test_fake_provider_follows_its_script(nc, tenant, tmp_path, nats_url):
         await wait_for(lambda: len(finals.items) == 2, 30)
         assert [t.text for _, _, t in finals.items] == script_lines(script)
         assert all(t.provider == "fake" and t.audio_seconds == 0.5 for _, _, t in finals.items)
-        await stop_session(nc, subjects)
-        await wait_for(lambda: claim_released(js, subjects), 30)
+
+        await wait_for(lambda: len(usage.items) == 2, 10)
+        assert [(s, m) for s, m, _ in usage.items] == [
+            (subjects.usage("stt"), f"usage:{tenant}.{SESSION}:stt_audio_seconds:stt:{u}")
+            for u in ("alex-0", "alex-40")]
+        assert all((u.metric, u.amount, u.provider, u.stage) == (
+            "stt_audio_seconds", 0.5, "fake", "stt") for _, _, u in usage.items)
+
+        beat = await heartbeat_of(js, "stt", replica)
+        assert beat is not None and beat.sessions == [f"{tenant}.{SESSION}"]
+        assert beat.capacity == 8 and beat.started_ns <= beat.at_ns
+        await asyncio.to_thread(service.stop)  # SIGTERM while it holds the session
+        # deleted, not expired: gone well within the 6 s TTL
+        assert await heartbeat_of(js, "stt", replica) is None
     finally:
         await finals.close()
+        await usage.close()
         service.stop()
 
 

@@ -28,7 +28,7 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects
-from tests.support.service import metric, wait_for
+from tests.support.service import UsageLog, metric, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +150,7 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
     subjects = SessionSubjects(tenant, SESSION)
     js = nc.jetstream()
     got, subs = await collect(nc, subjects)
+    usage = await UsageLog().follow(js, subjects)
     try:
         await start_session(nc, subjects)
 
@@ -159,6 +160,7 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
                          headers={"Nats-Msg-Id": "reply:garbage"})
         await send_turn(js, subjects, "bea-0", "elira", ELIRA_SENTENCES)
         await wait_for(lambda: {"alex-0", "bea-0"} <= set(got.done), 60)
+        assert await serving(js, "tts", subjects)  # its heartbeat lists the session
 
         for turn, npc in (("alex-0", "grom"), ("bea-0", "elira")):
             done, frames = got.done[turn], got.frames[turn]
@@ -168,6 +170,17 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
             assert {s for _, _, s in frames} == {subjects.audio_out(npc)}
             assert int(frames[0][0]["Glx-Published-Ns"]) == done.first_audio_ns
             assert all(int(h["Glx-Speech-End-Ns"]) > 0 for h, _, _ in frames)
+
+        # characters per sentence, by the provider of the NPC's voice; empty finals cost nothing
+        await wait_for(lambda: len(usage.items) == 4, 10)
+        chars = usage.of("tts_characters")
+        assert {k: (u.amount, u.provider) for k, u in chars.items()} == {
+            "tts:alex-0:0": (len(GROM_SENTENCES[0]), "piper"),
+            "tts:alex-0:1": (len(GROM_SENTENCES[1]), "piper"),
+            "tts:bea-0:0": (len(ELIRA_SENTENCES[0]), "espeak"),
+            "tts:bea-0:1": (len(ELIRA_SENTENCES[1]), "espeak"),
+        }
+        assert {(subj, u.stage) for subj, _, u in usage.items} == {(subjects.usage("tts"), "tts")}
 
         grom_heard = transcribe(decode(got.frames["alex-0"]))
         elira_heard = transcribe(decode(got.frames["bea-0"]))
@@ -187,6 +200,7 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
     finally:
         for sub in subs:
             await sub.unsubscribe()
+        await usage.close()
     log = tts_service.log_path.read_text()
     assert "rejected message" in log and '"turn": "alex-0"' in log
 

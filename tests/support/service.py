@@ -7,7 +7,12 @@ import json
 import time
 import urllib.request
 
+from nats.js.api import DeliverPolicy
+
+from glyphoxa_bus.heartbeat import read_heartbeats
 from glyphoxa_cli.processes import ServiceProcess
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import Heartbeat, Usage
 from glyphoxa_events.subjects import SessionSubjects
 
 
@@ -44,3 +49,39 @@ def holds(service: ServiceProcess, subjects: SessionSubjects) -> bool:
     except OSError:
         return False
     return f"{subjects.tenant}/{subjects.session}" in state.get("sessions", [])
+
+
+class UsageLog:
+    """Every usage event stored for a session (``glx.T.S.usage.*``): (subject, msg id, event)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, Usage]] = []
+        self._sub = None
+
+    async def follow(self, js, subjects: SessionSubjects) -> UsageLog:  # type: ignore[no-untyped-def]
+        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+            self.items.append((msg.subject, (msg.headers or {}).get(H.MSG_ID, ""),
+                               Usage.model_validate_json(msg.data)))
+
+        self._sub = await js.subscribe(subjects.usage("*"), cb=on_msg, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.ALL)
+        return self
+
+    def of(self, metric: str) -> dict[str, Usage]:
+        return {u.key: u for _, _, u in self.items if u.metric == metric}
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+async def heartbeat_of(js, role: str, replica: str) -> Heartbeat | None:  # type: ignore[no-untyped-def]
+    """The live heartbeat of one replica, or None."""
+    beats = [b for b in await read_heartbeats(js) if (b.role, b.replica) == (role, replica)]
+    return beats[0] if beats else None
+
+
+async def serving(js, role: str, subjects: SessionSubjects) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a live heartbeat of ``role`` lists the session."""
+    ref = f"{subjects.tenant}.{subjects.session}"
+    return any(b.role == role and ref in b.sessions for b in await read_heartbeats(js))

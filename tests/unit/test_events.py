@@ -1,14 +1,18 @@
+import json
+
 import pytest
 
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import (
     MAX_EVENT_BYTES,
     BargeIn,
+    Heartbeat,
     MalformedEvent,
     Outcome,
     SessionStarted,
     Transcript,
     TurnEnded,
+    Usage,
     parse_as,
     parse_control,
 )
@@ -43,3 +47,38 @@ def test_oversized_events_are_rejected_unparsed():
 def test_ids_cannot_smuggle_subject_tokens():
     with pytest.raises(MalformedEvent):
         parse_control(b'{"type": "flush", "turn_id": "a b*"}')
+
+
+def test_usage_parses_on_its_own_and_is_not_a_control_event():
+    usage = Usage(key="llm:alex-3:0", metric="llm_tokens_in", amount=412, provider="llama",
+                  stage="npc-brain")
+    body = usage.to_bytes()
+    assert b'"type":"usage"' in body
+    assert Usage.model_validate_json(body) == usage == parse_as(Usage, body)
+    with pytest.raises(MalformedEvent):
+        parse_control(body)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"metric": "gpu_seconds"}, "metric"),
+    ({"amount": -1}, "amount"),
+    ({"key": ""}, "key"),
+    ({"key": "k" * 201}, "key"),
+    ({"provider": "p" * 65}, "provider"),
+    ({"stage": "npc.brain"}, "stage"),
+    ({"extra": 1}, "extra"),
+])
+def test_malformed_usage_is_rejected(change, fragment):
+    body = {"type": "usage", "key": "stt:alex-0", "metric": "stt_audio_seconds", "amount": 1.5,
+            "provider": "whisper", "stage": "stt", **change}
+    with pytest.raises(MalformedEvent, match=fragment):
+        parse_as(Usage, json.dumps(body).encode())
+
+
+def test_heartbeat_round_trips_and_checks_session_refs():
+    beat = Heartbeat(role="npc-brain", replica="npc-brain-host.local-12", sessions=["t1.s1"],
+                     capacity=8, at_ns=2, started_ns=1)
+    assert Heartbeat.model_validate_json(beat.to_bytes()) == beat
+    for bad in (["t1"], ["t1.s1.x"], ["T1.s1"], ["t1.>"]):
+        with pytest.raises(MalformedEvent, match="sessions"):
+            parse_as(Heartbeat, beat.model_copy(update={"sessions": bad}).to_bytes())

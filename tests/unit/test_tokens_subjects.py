@@ -42,6 +42,18 @@ def test_parse_subject_rejects_injection():
             parse_subject(bad)
 
 
+def test_usage_subjects():
+    s = SessionSubjects("t1", "s1")
+    assert s.usage("npc-brain") == "glx.t1.s1.usage.npc-brain"
+    assert s.usage() == "glx.t1.s1.usage.*"
+    p = parse_subject("glx.t1.s1.usage.stt")
+    assert (p.kind, p.leaf) == ("usage", "stt")
+    with pytest.raises(InvalidToken):
+        s.usage("stt.>")
+    with pytest.raises(InvalidToken):
+        parse_subject("glx.t1.s1.usage.Stt")
+
+
 def test_claim_subjects_round_trip():
     subject = claim_subject("npc-brain", "t1", "s1")
     assert subject == "glxwork.npc-brain.t1.s1"

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_campaign import Campaign
-from glyphoxa_events.models import ReplyChunk, SessionStarted, Transcript, TurnEnded
+from glyphoxa_events.models import ReplyChunk, SessionStarted, Transcript, TurnEnded, Usage
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.config import TurnPolicy
 from glyphoxa_npc_brain.core import BrainHandler
@@ -71,6 +71,13 @@ class CollectingSink:
             ReplyChunk.model_validate_json(p.data) for p in self.published if ".reply." in p.subject
         ]
         return [c for c in out if turn_id is None or c.turn_id == turn_id]
+
+    def usage(self) -> list[tuple[Usage, str]]:
+        return [
+            (Usage.model_validate_json(p.data), p.msg_id)
+            for p in self.published
+            if ".usage." in p.subject
+        ]
 
     def turns(self) -> list[TurnEnded]:
         return [

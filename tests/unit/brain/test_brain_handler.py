@@ -515,3 +515,26 @@ async def test_an_out_of_character_refusal_is_never_spoken_and_the_turn_is_retri
     assert len(llm.calls) == 2 and llm.calls[1][3] == llm.calls[0][3] + 1  # another seed
     retry = llm.calls[1][1]  # only the line, without the context that confused the model
     assert [m.content for m in retry] == ["Greta, three ales please.\n(Answer in character.)"]
+
+
+async def test_every_llm_call_attempt_is_usage_published_before_the_turn_event() -> None:
+    llm = _RefusesOnce()
+    handler, sink, _ = make_handler(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg("Greta, three ales please.", utt="alex-1"))
+    await handler.on_message(transcript_msg("I roll for initiative.", utt="sam-2", speaker="sam"))
+
+    usage = sink.usage()
+    assert [(u.key, u.metric, m) for u, m in usage] == [
+        (f"llm:alex-1:{n}", metric, f"usage:acme.s1:{metric}:llm:alex-1:{n}")
+        for n in (0, 1) for metric in ("llm_tokens_in", "llm_tokens_out")
+    ]  # table talk (sam-2) never reached the LLM
+    assert all(u.provider == "fake" and u.stage == "npc-brain" for u, _ in usage)
+    outs = [u.amount for u, _ in usage if u.metric == "llm_tokens_out"]
+    assert outs == [len("I'm sorry, but I can't assist with that.".split()),
+                    len("Three ales, coming right up.".split())]
+    assert all(u.amount > 0 for u, _ in usage if u.metric == "llm_tokens_in")
+    subjects = [p.subject for p in sink.published]
+    last_usage = max(i for i, s in enumerate(subjects) if ".usage." in s)
+    assert subjects.index("glx.acme.s1.ctl.turn") > last_usage
+    assert {s for s in subjects if ".usage." in s} == {"glx.acme.s1.usage.npc-brain"}

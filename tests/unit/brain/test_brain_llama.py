@@ -76,6 +76,10 @@ async def test_one_short_in_character_answer(llm: LlamaLLM) -> None:
     assert text.strip() and 0 < stats.completion_tokens <= 24
     assert "<|im_end|>" not in text and "<|im_start|>" not in text
     assert stats.prompt_tokens > 50
+    # usage counts the model's tokens, not words
+    model_tokens = engine_for(llm.options).llm.tokenize(text.encode(), add_bos=False)
+    assert stats.completion_tokens == llm.count_tokens(text) == len(model_tokens)
+    assert llm.count_tokens("Supercalifragilistic") > 1  # one word, several tokens
 
 
 async def test_the_persona_prompt_is_served_from_the_prompt_cache(llm: LlamaLLM) -> None:

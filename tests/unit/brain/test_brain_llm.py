@@ -107,3 +107,45 @@ async def test_errors_after_the_first_token_are_not_retried() -> None:
     with pytest.raises(ProviderError):
         await collect(llm)
     assert llm.attempts == 1
+
+
+async def test_every_attempt_reports_its_usage_counted_by_the_provider() -> None:
+    class CharTokens(FakeLLM):
+        """A provider with its own tokenizer: one token per character, no prompt report."""
+
+        failures = 1
+
+        def count_tokens(self, text: str) -> int:
+            return len(text)
+
+        async def _stream_impl(self, system, messages, *, stats, **kwargs):  # type: ignore[override]
+            if self.failures:
+                self.failures -= 1
+                raise ProviderError("fake", "503", retryable=True)
+            stats.prompt_tokens = 42  # what the backend says it evaluated
+            for piece in ("Aye", ", lad."):
+                yield piece
+
+    llm = CharTokens()
+    calls: list[CallStats] = []
+    out = []
+    stream = llm.stream("persona", HI, max_tokens=60, seed=1, cancel=asyncio.Event(), calls=calls)
+    async with aclosing(stream) as deltas:
+        async for delta in deltas:
+            out.append(delta)
+    assert "".join(out) == "Aye, lad."
+    assert [(c.prompt_tokens, c.completion_tokens, c.deltas) for c in calls] == [
+        (0, 0, 0),  # the failed attempt evaluated nothing
+        (42, len("Aye, lad."), 2),
+    ]
+
+
+async def test_default_token_count_is_words_of_prompt_and_reply() -> None:
+    llm = FakeLLM("one two three")
+    calls: list[CallStats] = []
+    stream = llm.stream("be brief", HI, max_tokens=60, seed=1, cancel=asyncio.Event(), calls=calls)
+    async with aclosing(stream) as deltas:
+        async for _ in deltas:
+            pass
+    [call] = calls
+    assert (call.prompt_tokens, call.completion_tokens) == (2 + len(HI[0].content.split()), 3)

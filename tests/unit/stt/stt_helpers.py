@@ -15,6 +15,7 @@ from glyphoxa_events.models import (
     MalformedEvent,
     SessionStarted,
     Transcript,
+    Usage,
     UtteranceEnded,
     UtteranceStarted,
 )
@@ -24,14 +25,19 @@ TENANT, SESSION = "t1", "s1"
 
 
 class FakePublisher:
-    """Stands in for ``glyphoxa_bus.publisher.Publisher``: keeps what was published."""
+    """Stands in for ``glyphoxa_bus.publisher.Publisher``: keeps what was published
+    (transcripts in ``published``, usage events in ``usage`` with their msg ids)."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, str]] = []
+        self.usage: list[tuple[str, Usage, str]] = []
 
     async def publish(self, subject: str, data: bytes, msg_id: str,
                       headers: dict[str, str] | None = None) -> None:
-        self.published.append((subject, data, msg_id))
+        if ".usage." in subject:
+            self.usage.append((subject, Usage.model_validate_json(data), msg_id))
+        else:
+            self.published.append((subject, data, msg_id))
 
     async def publish_event(self, subject: str, event: object, msg_id: str) -> None:
         await self.publish(subject, event.to_bytes(), msg_id)  # type: ignore[attr-defined]

@@ -47,6 +47,11 @@ async def test_one_final_transcript_per_utterance(ctx, feed, publisher) -> None:
     assert t.stt_final_ns > 0 and t.provider == "fake"
     assert t.audio_seconds == pytest.approx(1.25)
     assert stt.retain_from() is None
+    [(subject, usage, msg_id)] = publisher.usage
+    assert (subject, msg_id) == ("glx.t1.s1.usage.stt", "usage:t1.s1:stt_audio_seconds:stt:alex-17")
+    assert (usage.key, usage.metric, usage.provider, usage.stage) == (
+        "stt:alex-17", "stt_audio_seconds", "fake", "stt")
+    assert usage.amount == pytest.approx(1.25)
 
 
 async def test_audio_is_put_together_in_chunk_order_once(ctx, feed, publisher) -> None:
@@ -177,6 +182,8 @@ async def test_oversized_utterance_is_rejected_not_transcribed(ctx, feed, publis
     # the next utterance is served as usual
     await drive(stt, feed.utterance("alex-2", tone(0.5)), rejections)
     assert [t.text for t in publisher.transcripts()] == ["", "fits"]
+    # only the audio the recognizer got is usage
+    assert [(u.key, u.amount) for _, u, _ in publisher.usage] == [("stt:alex-2", 0.5)]
 
 
 async def test_open_utterances_are_bounded_dropping_the_oldest(ctx, feed, publisher, rejections) -> None:
@@ -271,3 +278,5 @@ async def test_permanent_error_publishes_an_empty_final(ctx, feed, publisher, ca
     assert t.error == "speech recognition failed"  # the brain ends the turn as failed
     assert "transcription failed" in caplog.text
     assert stt.retain_from() is None
+    # the audio was sent to the recognizer, so it counts even though it failed
+    assert [(u.key, u.amount) for _, u, _ in publisher.usage] == [("stt:alex-1", 0.3)]

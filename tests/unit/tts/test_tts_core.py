@@ -96,6 +96,22 @@ async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
     assert done.first_audio_ns == published[0]
 
 
+async def test_characters_sent_to_the_synthesizer_are_usage_once_per_chunk(harness: Harness):
+    first, second = "Welcome, traveller.", "What will it be?"
+    await harness.session.on_message(reply("alex-0", 0, first, seq=10))
+    await harness.session.on_message(reply("alex-0", 1, second, seq=11))
+    await harness.session.on_message(reply("alex-0", 2, "", final=True, seq=12))
+    await harness.session.on_message(reply("alex-0", 1, second, seq=11))  # a late duplicate
+    usage = harness.publisher.usage()
+    assert [(u.key, u.metric, u.amount, u.provider, u.stage) for u, _ in usage] == [
+        ("tts:alex-0:0", "tts_characters", len(first), "fake", "tts"),
+        ("tts:alex-0:1", "tts_characters", len(second), "fake", "tts"),
+    ]  # the empty final chunk and the chunk of a finished turn are not synthesized
+    assert [m for _, m in usage] == [f"usage:t1.s1:tts_characters:tts:alex-0:{i}" for i in (0, 1)]
+    assert {s.subject for s in harness.publisher.sent if ".usage." in s.subject} == {
+        "glx.t1.s1.usage.tts"}
+
+
 async def test_frames_decode_to_the_spoken_audio(harness: Harness):
     await harness.session.on_message(reply("alex-0", 0, "A fine tone of voice.", final=True))
     decoder = OpusDecoder(48_000, 2)

@@ -13,7 +13,7 @@ import soxr
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_campaign.model import VoiceSpec
-from glyphoxa_events.models import Event, ReplyChunk
+from glyphoxa_events.models import Event, ReplyChunk, Usage
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_tts.providers.base import TTSCapabilities, TTSProvider
 
@@ -58,6 +58,10 @@ class CollectingPublisher:
 
     def controls(self) -> list[Sent]:
         return [s for s in self.sent if ".ctl." in s.subject]
+
+    def usage(self) -> list[tuple[Usage, str]]:
+        return [(Usage.model_validate_json(s.data), s.msg_id) for s in self.sent
+                if ".usage." in s.subject]
 
 
 class CountingRejects:

@@ -6,10 +6,15 @@ import logging
 
 import nats
 from nats.aio.client import Client
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from glyphoxa_bus.streams import StreamSettings, ensure_streams
+from glyphoxa_bus.streams import (
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_TTL_S,
+    StreamSettings,
+    ensure_streams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,18 @@ class BusSettings(BaseSettings):
     max_in_flight: int = Field(256, ge=1, le=65536, description="unacknowledged publishes per process")
     claim_lease_s: float = Field(10.0, gt=0.5, description="claim ack wait: failover detection time")
     drain_timeout_s: float = Field(5.0, gt=0, description="SIGTERM: longest wait for in-flight work")
+    heartbeat_interval_s: float = Field(
+        HEARTBEAT_INTERVAL_S, gt=0, description="how often a replica or edge puts its heartbeat")
+    heartbeat_ttl_s: float = Field(
+        HEARTBEAT_TTL_S, gt=0, description="a heartbeat not renewed for this long expires "
+                                           "(replica presumed dead); must exceed the interval")
+
+    @model_validator(mode="after")
+    def _ttl_exceeds_interval(self) -> BusSettings:
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError(f"NATS_HEARTBEAT_TTL_S ({self.heartbeat_ttl_s:g}) must exceed "
+                             f"NATS_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g})")
+        return self
 
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]

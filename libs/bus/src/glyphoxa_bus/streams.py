@@ -14,11 +14,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from glyphoxa_events.subjects import CLAIM_ROOT, ROOT
 
@@ -28,6 +30,9 @@ MEDIA = "GLX_MEDIA"
 EVENTS = "GLX_EVENTS"
 CONTROL = "GLX_CTL"
 WORK = "GLX_WORK"
+HEARTBEAT_BUCKET = "glx_heartbeats"
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_S = 6.0
 
 DUPLICATE_WINDOW_S = 120.0
 MAX_MSG_BYTES = 256 * 1024
@@ -62,8 +67,9 @@ def stream_configs(settings: StreamSettings = StreamSettings()) -> list[StreamCo
         limits(MEDIA, [f"{ROOT}.*.*.audio.>"], "opus audio in (per speaker) and out (per NPC)"),
         limits(
             EVENTS,
-            [f"{ROOT}.*.*.vad.>", f"{ROOT}.*.*.stt.>", f"{ROOT}.*.*.reply.>"],
-            "utterances, transcripts and reply sentences",
+            [f"{ROOT}.*.*.vad.>", f"{ROOT}.*.*.stt.>", f"{ROOT}.*.*.reply.>",
+             f"{ROOT}.*.*.usage.>"],
+            "utterances, transcripts, reply sentences and usage",
         ),
         limits(CONTROL, [f"{ROOT}.*.*.ctl.>"], "per-session control events"),
         StreamConfig(
@@ -121,3 +127,40 @@ async def ensure_claims_consumer(js: JetStreamContext, stage: str, lease_s: floa
         return
     if info.config.ack_wait != lease_s:
         await js.add_consumer(WORK, config)  # add with the same name updates the config
+
+
+def heartbeat_bucket_config(ttl_s: float) -> KeyValueConfig:
+    """Liveness of stage replicas and edges: a key lives ``ttl_s`` after its last put."""
+    return KeyValueConfig(
+        bucket=HEARTBEAT_BUCKET,
+        description="heartbeats of stage replicas and edges (<role>.<replica> -> Heartbeat)",
+        ttl=ttl_s,
+        history=1,
+        storage=StorageType.FILE,
+    )
+
+
+async def ensure_heartbeat_bucket(js: JetStreamContext, ttl_s: float) -> KeyValue:
+    """Open the heartbeat bucket, creating it if it does not exist yet.
+
+    The first process to create it sets its TTL; a process configured with another TTL
+    logs a warning and keeps the bucket as it is (replicas must agree on one TTL: delete
+    the bucket to change it).
+    """
+    try:
+        kv = await js.key_value(HEARTBEAT_BUCKET)
+    except BucketNotFoundError:
+        try:
+            kv = await js.create_key_value(heartbeat_bucket_config(ttl_s))
+            log.info("kv bucket created", extra={"bucket": HEARTBEAT_BUCKET, "ttl_s": ttl_s})
+            return kv
+        except APIError as exc:  # another process created it meanwhile, with another TTL?
+            try:
+                kv = await js.key_value(HEARTBEAT_BUCKET)
+            except BucketNotFoundError:
+                raise exc from None
+    status = await kv.status()
+    if status.ttl is not None and abs(status.ttl - ttl_s) > 1e-3:
+        log.warning("heartbeat bucket has ttl %.1f s, not the configured %.1f s; keeping it",
+                    status.ttl, ttl_s, extra={"bucket": HEARTBEAT_BUCKET})
+    return kv

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from glyphoxa_campaign import Campaign
-from glyphoxa_events.tokens import Token
+from glyphoxa_events.tokens import TOKEN_PATTERN, Token
 
 MAX_EVENT_BYTES = 64 * 1024
 """Largest JSON event accepted anywhere; larger bodies are rejected unparsed."""
@@ -87,6 +87,28 @@ class ReplyChunk(Event):
     speech_end_ns: Ns = 0
     first_token_ns: Ns = 0
     published_ns: Ns = 0
+
+
+# --- usage -------------------------------------------------------------------------------
+
+UsageMetric = Literal["stt_audio_seconds", "llm_tokens_in", "llm_tokens_out", "tts_characters"]
+
+
+class Usage(Event):
+    """Metered provider work of one session (``glx.T.S.usage.<stage>``), for usage and quotas.
+
+    ``key`` identifies the unit of work within the session and metric (``stt:<utterance>``,
+    ``llm:<turn>:<attempt>``, ``tts:<turn>:<chunk index>``): a replica redoing the work
+    after a failover publishes the same key, so each unit is counted once.
+    """
+
+    type: Literal["usage"] = "usage"
+    key: str = Field(min_length=1, max_length=200,
+                     description="idempotency key, unique within the session for this metric")
+    metric: UsageMetric
+    amount: float = Field(ge=0)
+    provider: str = Field(min_length=1, max_length=64, description="short provider name")
+    stage: Token
 
 
 # --- control -----------------------------------------------------------------------------
@@ -203,6 +225,25 @@ _CONTROL = TypeAdapter(ControlEvent)
 _VAD = TypeAdapter(VadEvent)
 
 
+# --- liveness (a JetStream KV value, not a subject) ---------------------------------------
+
+SessionRef = Annotated[str, Field(pattern=rf"^{TOKEN_PATTERN}\.{TOKEN_PATTERN}$")]
+
+
+class Heartbeat(Event):
+    """What a stage replica or an edge puts under ``<role>.<replica>`` in the heartbeat
+    bucket while it runs; the key expires when it stops putting (a crash) and is deleted
+    on a graceful stop."""
+
+    role: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$", description="stage name or `edge`")
+    replica: str = Field(min_length=1, max_length=200)
+    sessions: list[SessionRef] = Field(max_length=10_000,
+                                       description="sessions it serves, `<tenant>.<session>`")
+    capacity: int = Field(ge=0, description="sessions it serves at most")
+    at_ns: Ns = Field(description="when this heartbeat was put (unix ns)")
+    started_ns: Ns = Field(description="when the replica started (unix ns)")
+
+
 def control_subject_suffix(event: Event) -> str:
     """``ctl.<suffix>``: the control event's type is its subject tail."""
     return event.type
@@ -249,5 +290,6 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     for m in (
         UtteranceStarted, UtteranceEnded, Transcript, ReplyChunk, SessionStarted,
         SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, TurnEnded, AudioDone,
+        Usage,
     )
 }

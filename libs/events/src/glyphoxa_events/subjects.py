@@ -15,7 +15,7 @@ ROOT = "glx"
 CLAIM_ROOT = "glxwork"
 API_ROOT = "glxapi"
 STAGES = ("vad", "stt", "npc-brain", "tts")
-KINDS = ("audio", "vad", "stt", "reply", "ctl")
+KINDS = ("audio", "vad", "stt", "reply", "ctl", "usage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,10 @@ class SessionSubjects:
 
     def reply(self, npc: str = "*") -> str:
         return f"{self.prefix}.reply.{_tok_or_wild(npc, 'npc')}"
+
+    def usage(self, stage: str = "*") -> str:
+        """Usage events (metered provider work) a stage publishes for the session."""
+        return f"{self.prefix}.usage.{_tok_or_wild(stage, 'stage')}"
 
     def ctl(self, event: str = ">") -> str:
         return f"{self.prefix}.ctl.{event}"
@@ -82,8 +86,8 @@ def parse_subject(subject: str) -> ParsedSubject:
     if kind not in KINDS:
         raise InvalidToken(f"unknown subject kind {kind[:40]!r}")
     rest = tuple(parts[4:])
-    if kind in ("audio", "vad", "stt", "reply") and rest:
-        validate_token(rest[-1], "speaker/npc")
+    if kind in ("audio", "vad", "stt", "reply", "usage") and rest:
+        validate_token(rest[-1], "speaker/npc/stage")
     return ParsedSubject(tenant, session, kind, rest)
 
 

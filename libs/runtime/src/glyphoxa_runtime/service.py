@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from glyphoxa_bus.claims import ClaimWorker
 from glyphoxa_bus.connection import connect
+from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session
 from glyphoxa_events.subjects import SessionSubjects
@@ -106,7 +107,8 @@ HandlerFactory = Callable[[SessionContext], SessionHandler]
 
 
 class StageApp:
-    """A stage replica: claims sessions and serves each with a fresh handler."""
+    """A stage replica: claims sessions, serves each with a fresh handler and keeps a
+    heartbeat listing them (``glyphoxa_bus.heartbeat``)."""
 
     def __init__(
         self,
@@ -126,8 +128,20 @@ class StageApp:
         self.metrics = metrics
         self.worker = ClaimWorker(
             nc, stage, self._serve, capacity=capacity, lease_s=settings.nats.claim_lease_s,
-            on_change=metrics.sessions.set,
+            on_change=self._sessions_changed,
         )
+        self.heartbeat = HeartbeatPublisher(
+            nc, stage, replica_name(settings, stage), self._session_refs,
+            interval_s=settings.nats.heartbeat_interval_s, ttl_s=settings.nats.heartbeat_ttl_s,
+            capacity=capacity,
+        )
+
+    def _sessions_changed(self, count: int) -> None:
+        self.metrics.sessions.set(count)
+        self.heartbeat.poke()
+
+    def _session_refs(self) -> list[str]:
+        return [f"{s.tenant}.{s.session}" for s in self.worker.sessions]
 
     async def _serve(self, subjects: SessionSubjects) -> None:
         ctx = SessionContext(self._stage, subjects, self._nc, self._publisher,
@@ -136,10 +150,15 @@ class StageApp:
         await serve_session(ctx, handler, self._stream, self._filters(subjects))
 
     async def run(self) -> None:
-        await self.worker.run()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.heartbeat.run(), name=f"{self._stage}-heartbeat")
+            tasks.create_task(self.worker.run(), name=f"{self._stage}-claims")
 
     async def shutdown(self) -> None:
-        await self.worker.shutdown()
+        try:
+            await self.worker.shutdown()
+        finally:
+            await self.heartbeat.stop()
 
     def readiness(self) -> dict[str, object]:
         return {"ready": True, "stage": self._stage,

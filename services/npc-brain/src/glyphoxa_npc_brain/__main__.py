@@ -11,12 +11,10 @@ from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.config import Settings
-from glyphoxa_npc_brain.core import BrainHandler
+from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm import LLMProvider, build_llm
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
-
-STAGE = "npc-brain"
 
 
 def input_filters(subjects: SessionSubjects) -> list[str]:
@@ -48,7 +46,7 @@ async def build_app(nc: Client, publisher: Publisher, settings: Settings) -> Bra
     policy = settings.turn_policy()
 
     def handler(ctx: SessionContext) -> BrainHandler:
-        return BrainHandler(ctx.subjects, ctx.publisher, llm, policy, metrics)
+        return BrainHandler(ctx.subjects, ctx.publisher, llm, policy, metrics, stage=ctx.stage)
 
     stage = StageApp(
         nc,

@@ -3,8 +3,9 @@
 Knows nothing about NATS: it gets parsed control events and input messages from
 ``glyphoxa_bus.session.serve_session`` and publishes through a ``Sink``. Every final
 transcript becomes exactly one ``turn`` event (answered, not addressed, muted,
-cancelled, failed or timed out). A turn is handled inline, so input stays in order;
-barge-in and flush arrive through ``on_control`` meanwhile and stop the LLM.
+cancelled, failed or timed out), preceded by the ``usage`` of each LLM call attempt. A
+turn is handled inline, so input stays in order; barge-in and flush arrive through
+``on_control`` meanwhile and stop the LLM.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from glyphoxa_bus.session import InputMessage
+from glyphoxa_bus.usage import publish_usage
 from glyphoxa_events.models import (
     Event,
     Flush,
@@ -27,12 +29,13 @@ from glyphoxa_events.models import (
     Transcript,
     TurnEnded,
     TurnLatency,
+    Usage,
     parse_as,
 )
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_npc_brain.config import TurnPolicy
-from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
@@ -41,6 +44,8 @@ from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.turn import ReplyWriter, Sink, TurnCancel, TurnResult, stream_reply
 
 log = logging.getLogger("glyphoxa.npc_brain")
+
+STAGE = "npc-brain"
 
 
 @dataclass
@@ -64,9 +69,10 @@ class BrainHandler:
         metrics: BrainMetrics,
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        stage: str = STAGE,
     ):
         self.subjects, self._sink, self._llm = subjects, sink, llm
-        self.policy, self._metrics = policy, metrics
+        self.policy, self._metrics, self._stage = policy, metrics, stage
         self._clock, self._monotonic = clock, monotonic
         self.memory = SessionMemory()
         self._router: Router | None = None
@@ -142,13 +148,15 @@ class BrainHandler:
             return
         self._active = _ActiveTurn(t.utterance_id, decision.npc, t.speech_end_ns, seq, TurnCancel())
         writer = self._writer(t, decision.npc)
+        calls: list[CallStats] = []
         try:
-            result = await self._answer(t, writer, self._active.cancel)
+            result = await self._answer(t, writer, self._active.cancel, calls)
         except Exception as exc:  # the turn still ends with an event, whatever broke
             log.exception("turn failed", extra=self._log(turn=t.utterance_id))
             result = TurnResult(Outcome.failed, f"internal error: {type(exc).__name__}")
         finally:
             self._active = None
+        await self._publish_usage(t.utterance_id, calls)  # before the turn event ends the turn
         latency = latency.model_copy(
             update={
                 "first_token_ns": writer.first_token_ns,
@@ -179,7 +187,9 @@ class BrainHandler:
             heard=t.text,
         )
 
-    async def _answer(self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel) -> TurnResult:
+    async def _answer(
+        self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel, calls: list[CallStats]
+    ) -> TurnResult:
         campaign = self.memory.campaign
         assert campaign is not None
         npc = campaign.npc(writer.npc)
@@ -203,7 +213,18 @@ class BrainHandler:
             timeout_s=p.turn_timeout_s,
             cancel=cancel,
             retry_messages=[ChatMessage("user", t.text.strip())],
+            calls=calls,
         )
+
+    async def _publish_usage(self, turn_id: str, calls: list[CallStats]) -> None:
+        """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``):
+        a replica redoing the turn makes the same attempts and publishes the same keys."""
+        for attempt, stats in enumerate(calls):
+            for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
+                                   ("llm_tokens_out", stats.completion_tokens)):
+                usage = Usage(key=f"llm:{turn_id}:{attempt}", metric=metric, amount=amount,
+                              provider=self._llm.name, stage=self._stage)
+                await publish_usage(self._sink, self.subjects, usage)
 
     def _observe(self, writer: ReplyWriter, taken_ns: int) -> None:
         if writer.first_token_ns:

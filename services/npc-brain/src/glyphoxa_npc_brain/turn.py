@@ -25,7 +25,7 @@ from glyphoxa_events import headers as H
 from glyphoxa_events.models import Outcome, ReplyChunk
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.cleaning import clean_for_voice
-from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 
@@ -175,14 +175,16 @@ async def stream_reply(
     cancel: TurnCancel,
     attempts: int = 3,
     retry_messages: list[ChatMessage] | None = None,
+    calls: list[CallStats] | None = None,
 ) -> TurnResult:
-    """Generate and publish the reply; the outcome says how it ended."""
+    """Generate and publish the reply; the outcome says how it ended. The usage of every
+    LLM call attempt is appended to ``calls``."""
     try:
         async with asyncio.timeout(timeout_s):
             for attempt in range(attempts):
                 splitter = SentenceSplitter()
                 done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel,
-                                   attempt)
+                                   attempt, calls)
                 if not done and cancel.cancelled:
                     return await _stopped(writer, Outcome.cancelled, cancel.reason)
                 if done:
@@ -221,10 +223,11 @@ async def _pump(
     max_tokens: int,
     cancel: TurnCancel,
     attempt: int = 0,
+    calls: list[CallStats] | None = None,
 ) -> bool:
     """Feed the LLM stream into the writer; True once the sentence cap ended the reply."""
     stream = llm.stream(system, messages, max_tokens=max_tokens,
-                        seed=seed_for(writer.turn_id) + attempt, cancel=cancel.event)
+                        seed=seed_for(writer.turn_id) + attempt, cancel=cancel.event, calls=calls)
     async with aclosing(stream) as deltas:
         async for delta in deltas:
             writer.first_token_ns = writer.first_token_ns or writer.clock()

@@ -3,8 +3,9 @@
 Audio is buffered per open utterance (bounded in length and in number); at the utterance's
 ``end`` it is transcribed and one final ``Transcript`` is published with a deterministic
 id, so a replica that replays the utterance after a failover publishes nothing twice.
-The core knows nothing about NATS: it reads ``InputMessage``s and control events and
-publishes through ``ctx.publisher``.
+Each transcribed utterance also publishes a ``Usage`` event (``stt_audio_seconds``, key
+``stt:<utterance>``). The core knows nothing about NATS: it reads ``InputMessage``s and
+control events and publishes through ``ctx.publisher``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from dataclasses import dataclass
 
 from glyphoxa_bus.publisher import PublishError
 from glyphoxa_bus.session import InputMessage, SessionContext
+from glyphoxa_bus.usage import publish_usage
 from glyphoxa_campaign import Campaign
-from glyphoxa_events.models import Event, MalformedEvent, SessionStarted, Transcript, UtteranceEnded
+from glyphoxa_events.models import (
+    Event,
+    MalformedEvent,
+    SessionStarted,
+    Transcript,
+    Usage,
+    UtteranceEnded,
+)
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_stt import metrics
 from glyphoxa_stt.inbound import Audio, End, Start, parse_vad_message
@@ -59,6 +68,12 @@ def final_transcript(ended: UtteranceEnded, result: SttResult, outcome: str = "t
         speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
         stt_final_ns=time.time_ns(), audio_seconds=round(result.audio_seconds, 3),
         provider=result.provider, error=ERRORS.get(outcome, ""))
+
+
+def utterance_usage(transcript: Transcript, stage: str) -> Usage:
+    """The audio of one utterance sent to the recognizer (counted once per utterance)."""
+    return Usage(key=f"stt:{transcript.utterance_id}", metric="stt_audio_seconds",
+                 amount=transcript.audio_seconds, provider=transcript.provider, stage=stage)
 
 
 def transcript_msg_id(ctx: SessionContext, utterance_id: str) -> str:
@@ -149,6 +164,9 @@ class SttSession:
         result, outcome = await self._result(utt, ended)
         transcript = final_transcript(ended, result, outcome)
         await self._publish(transcript)
+        if outcome != "rejected":  # a rejected utterance never reached the recognizer
+            await publish_usage(self._ctx.publisher, self._ctx.subjects,
+                                utterance_usage(transcript, self._ctx.stage))
         self._open.finish(ended.utterance_id)
         self._record(transcript, result, outcome)
 

@@ -3,8 +3,9 @@
 Knows nothing about NATS: it reads ``InputMessage``s and control events and publishes
 through ``ctx.publisher``. Each sentence is synthesized as soon as it arrives, and its
 frames are published as soon as they are encoded (first-audio latency is what players
-notice). A barge-in or flush cancels the turn being spoken at once: control runs on its
-own subscription and interrupts the synthesis task.
+notice); the characters sent to the synthesizer are published as ``Usage`` (key
+``tts:<turn>:<chunk index>``). A barge-in or flush cancels the turn being spoken at once:
+control runs on its own subscription and interrupts the synthesis task.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import time
 
 from glyphoxa_bus.session import InputMessage, SessionContext
+from glyphoxa_bus.usage import publish_usage
 from glyphoxa_campaign import Campaign
 from glyphoxa_campaign.model import VoiceSpec
 from glyphoxa_events import headers as H
@@ -25,6 +27,7 @@ from glyphoxa_events.models import (
     MalformedEvent,
     ReplyChunk,
     SessionStarted,
+    Usage,
     parse_as,
 )
 from glyphoxa_events.subjects import parse_subject
@@ -102,7 +105,7 @@ class TtsSession:
             self._reject("oversized", f"reply chunk of {len(chunk.text)} characters exceeds "
                          f"TTS_MAX_CHARS={self._settings.max_chars}; not spoken", chunk.turn_id)
         elif chunk.text.strip():
-            await self._speak(turn, chunk.text, voice)
+            await self._speak(turn, chunk, voice)
         if chunk.final:
             await self._close(turn, cancelled=False, reason="final")
 
@@ -135,9 +138,9 @@ class TtsSession:
 
     # --- speaking -----------------------------------------------------------------------
 
-    async def _speak(self, turn: Turn, text: str, voice: VoiceSpec) -> None:
+    async def _speak(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
         """Speak one sentence in a task a barge-in can cancel mid-synthesis."""
-        task = asyncio.create_task(self._synthesize(turn, text, voice),
+        task = asyncio.create_task(self._synthesize(turn, chunk, voice),
                                    name=f"tts-speak-{turn.turn_id}")
         self._speaking = (turn, task)
         try:
@@ -150,8 +153,13 @@ class TtsSession:
         finally:
             self._speaking = None
 
-    async def _synthesize(self, turn: Turn, text: str, voice: VoiceSpec) -> None:
+    async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
         provider = await self._providers.for_voice(voice)
+        text = chunk.text
+        # counted once per chunk: a fallback or a replica redoing the turn repeats the key
+        await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
+            key=f"tts:{turn.turn_id}:{chunk.index}", metric="tts_characters",
+            amount=len(text), provider=provider.name, stage=self._ctx.stage))
         frames_before = turn.frames
         try:
             await self._stream(turn, provider, text, voice)

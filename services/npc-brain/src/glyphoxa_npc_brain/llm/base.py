@@ -2,8 +2,9 @@
 
 The base class owns what every provider needs the same way: the first-token and total
 timeouts, one retry of a retryable failure that happened before any text was streamed,
-mapping stray exceptions to ``ProviderError`` and reporting usage (tokens in/out). A
-provider implements ``_stream_impl`` and declares its ``capabilities``.
+mapping stray exceptions to ``ProviderError`` and reporting usage (tokens in/out) per call
+attempt. A provider implements ``_stream_impl`` and declares its ``capabilities``; one
+that has a tokenizer overrides ``count_tokens`` so usage counts real tokens.
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ class LLMCapabilities:
 
 @dataclass
 class CallStats:
-    """What one ``stream`` call cost; ``cached_prompt_tokens`` were not evaluated again."""
+    """What one call attempt cost; ``cached_prompt_tokens`` were not evaluated again.
+
+    ``prompt_tokens`` is filled by the provider (what it evaluated, or its
+    ``count_prompt_tokens`` if the backend does not say); ``completion_tokens`` is the
+    provider's ``count_tokens`` of the text streamed; ``deltas`` counts text deltas.
+    """
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
+    deltas: int = 0
     first_token_s: float = 0.0
     total_s: float = 0.0
 
@@ -82,6 +89,15 @@ class LLMProvider(ABC):
     def describe(self) -> dict[str, object]:
         return {"provider": self.name}
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is to this provider (usage and metrics). The default
+        counts whitespace-separated words; a provider with a tokenizer overrides it."""
+        return len(text.split())
+
+    def count_prompt_tokens(self, system: str, messages: list[ChatMessage]) -> int:
+        """Tokens of a prompt, for a provider whose backend does not report them."""
+        return self.count_tokens(system) + sum(self.count_tokens(m.content) for m in messages)
+
     async def stream(
         self,
         system: str,
@@ -90,9 +106,11 @@ class LLMProvider(ABC):
         max_tokens: int,
         seed: int,
         cancel: asyncio.Event,
+        calls: list[CallStats] | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply as text deltas until it ends, ``max_tokens`` or ``cancel`` is set.
 
+        The usage of every attempt (a retry is a second one) is appended to ``calls``.
         Raises ``ProviderError`` (``ProviderTimeout`` for timeouts), never a vendor error.
         """
         attempt = 0
@@ -108,7 +126,7 @@ class LLMProvider(ABC):
             except ProviderError as exc:
                 if (
                     not exc.retryable
-                    or stats.completion_tokens
+                    or stats.deltas
                     or attempt >= self.retries
                     or cancel.is_set()
                 ):
@@ -118,6 +136,8 @@ class LLMProvider(ABC):
                 await asyncio.sleep(0.2 * attempt)
             finally:
                 self.last_stats = stats
+                if calls is not None:
+                    calls.append(stats)
                 if self.on_usage is not None:
                     self.on_usage(self.name, stats)
 
@@ -135,11 +155,12 @@ class LLMProvider(ABC):
         agen = self._stream_impl(
             system, messages, max_tokens=max_tokens, seed=seed, cancel=cancel, stats=stats
         )
+        text: list[str] = []
         try:
             while not cancel.is_set():
                 limit = started + (
                     self.timeout_s
-                    if stats.completion_tokens
+                    if stats.deltas
                     else min(self.timeout_s, self.first_token_timeout_s)
                 )
                 try:
@@ -153,13 +174,22 @@ class LLMProvider(ABC):
                     raise
                 except Exception as exc:  # no vendor exception leaks out
                     raise ProviderError(self.name, f"{type(exc).__name__}: {exc}") from exc
-                if not stats.completion_tokens:
+                if not stats.deltas:
                     stats.first_token_s = loop.time() - started
-                stats.completion_tokens += 1
+                stats.deltas += 1
+                text.append(delta)
                 yield delta
         finally:
             stats.total_s = loop.time() - started
+            stats.completion_tokens = self._count_completion("".join(text), stats.deltas)
             await agen.aclose()
+
+    def _count_completion(self, text: str, deltas: int) -> int:
+        try:
+            return self.count_tokens(text)
+        except Exception:  # noqa: BLE001 - a count never costs the reply
+            log.exception("counting tokens failed", extra={"provider": self.name})
+            return deltas
 
     @abstractmethod
     def _stream_impl(
@@ -172,4 +202,5 @@ class LLMProvider(ABC):
         cancel: asyncio.Event,
         stats: CallStats,
     ) -> AsyncIterator[str]:
-        """Yield text deltas; return promptly once ``cancel`` is set; fill ``stats.prompt_*``."""
+        """Yield text deltas; return promptly once ``cancel`` is set; fill ``stats.prompt_*``
+        (the prompt tokens evaluated; ``count_prompt_tokens`` if the backend does not say)."""

@@ -1,4 +1,6 @@
-"""An instant, deterministic LLM for tests and the bus benchmark (no model, no delay)."""
+"""An instant, deterministic LLM for tests and the bus benchmark (no model, no delay).
+
+Its tokens are whitespace-separated words (the base class's ``count_tokens``)."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class FakeLLM(LLMProvider):
         stats: CallStats,
     ) -> AsyncIterator[str]:
         self.calls.append((system, list(messages), max_tokens, seed))
-        stats.prompt_tokens = len((system + " ".join(m.content for m in messages)).split())
+        stats.prompt_tokens = self.count_prompt_tokens(system, messages)
         text = self._reply if self._reply is not None else fake_reply(messages)
         for n, piece in enumerate(re.findall(r"\s*\S+", text)):
             if cancel.is_set() or n >= max_tokens:

@@ -240,6 +240,14 @@ class LlamaLLM(LLMProvider):
     def describe(self) -> dict[str, object]:
         return {"provider": self.name, "model": self.options.model_path.name}
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's vocabulary. Tokenizing only reads the vocabulary,
+        so it is safe beside a generation running in the worker thread (llama-server does
+        the same)."""
+        if self._engine is None or not text:
+            return super().count_tokens(text)
+        return len(self._engine.llm.tokenize(text.encode(), add_bos=False, special=False))
+
     async def prime(self, system: str) -> None:
         await self.start()
         assert self._engine is not None
