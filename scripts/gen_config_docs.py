@@ -6,12 +6,13 @@ import importlib
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "configuration.md"
 SERVICES = {
-    "session-control": "glyphoxa_session_control.__main__",
+    "session-control": "glyphoxa_session_control.config",
     "vad": "glyphoxa_vad.config",
     "stt": "glyphoxa_stt.config",
     "npc-brain": "glyphoxa_npc_brain.config",
@@ -30,13 +31,16 @@ def rows(settings: type[BaseSettings], prefix: str) -> list[str]:
         env = (alias.choices[0] if alias is not None and hasattr(alias, "choices") else
                f"{prefix}{name}".upper())
         default = field.get_default(call_default_factory=False)
-        shown = "" if default is None else f"`{default}`"
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        shown = "" if default in (None, "") else f"`{default}`"
         out.append(f"| `{env}` | {shown} | {field.description or ''} |")
     return out
 
 
 def render() -> str:
     from glyphoxa_bus.connection import BusSettings
+    from glyphoxa_pg.settings import PgSettings
     from glyphoxa_runtime.settings import MetricsSettings, ServiceSettings
 
     parts = ["# Configuration", "",
@@ -46,7 +50,8 @@ def render() -> str:
     head = ["| variable | default | meaning |", "|---|---|---|"]
     for title, cls, prefix in (("Every service: NATS", BusSettings, "NATS_"),
                                ("Every service: metrics and health", MetricsSettings, "METRICS_"),
-                               ("Every service", ServiceSettings, "")):
+                               ("Every service", ServiceSettings, ""),
+                               ("PostgreSQL (session-control)", PgSettings, "PG_")):
         parts += [f"## {title}", "", *head, *rows(cls, prefix), ""]
     for service, module in SERVICES.items():
         settings = importlib.import_module(module).Settings

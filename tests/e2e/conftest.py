@@ -16,3 +16,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "e2e" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+async def scene_door(stack, tenant: str, campaign: Path = EXAMPLE_CAMPAIGN):  # type: ignore[no-untyped-def]
+    """The scene player's door into the stack's session-control, as tenant ``tenant``."""
+    from glyphoxa_cli.admin import SceneSessions, tenant_client
+
+    client, _ = await tenant_client(stack.api_url, stack.keys()["operator_key"], tenant)
+    return SceneSessions(client, tenant, campaign.read_text(encoding="utf-8"))

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from glyphoxa_cli.processes import wait_port
 
 GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
 
 
-def test_demo_plays_the_example_scene_and_prints_the_turn_table(tmp_path):
-    env = {**os.environ, "GLYPHOXA_HOME": str(tmp_path / "home")}
+@pytest.fixture
+def home():
+    """GLYPHOXA_HOME outside pytest's 0700 tmp dir: as root, PostgreSQL runs as `nobody`."""
+    path = Path(tempfile.mkdtemp(prefix="glyphoxa-home-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_plays_the_example_scene_and_prints_the_turn_table(tmp_path, home):
+    env = {**os.environ, "GLYPHOXA_HOME": str(home)}
     result = subprocess.run([GLYPHOXA, "demo", "--fake", "--speed", "4", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -24,11 +37,12 @@ def test_demo_plays_the_example_scene_and_prints_the_turn_table(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "turns.jsonl").read_text().splitlines()]
     assert len(rows) >= 10 and all(r["outcome"] != "missing" for r in rows)
     assert (tmp_path / "out" / "table_mix.wav").exists()
-    assert not (tmp_path / "home" / "stack.json").exists()  # everything was stopped
+    assert not (home / "stack.json").exists()  # everything was stopped
+    record = json.loads((tmp_path / "out" / "session.json").read_text())
+    assert record["session"]["state"] == "ended" and record["transcript"]
 
 
-def test_up_runs_until_interrupted_and_stops_every_process(tmp_path):
-    home = tmp_path / "home"
+def test_up_runs_until_interrupted_and_stops_every_process(home):
     proc = subprocess.Popen([GLYPHOXA, "up", "--fake"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "GLYPHOXA_HOME": str(home)},
                             start_new_session=True)
@@ -40,7 +54,7 @@ def test_up_runs_until_interrupted_and_stops_every_process(tmp_path):
         assert len(state["services"]) == 6
         for service in state["services"]:
             wait_port(service["metrics_port"], timeout_s=30)
-        pids = [s["pid"] for s in state["services"]] + [state["nats_pid"]]
+        pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=60) == 0
         for pid in pids:

@@ -20,8 +20,9 @@ from glyphoxa_cli.results import write_results
 from glyphoxa_cli.scenefile import load_scene
 from glyphoxa_cli.stack import Stack
 from glyphoxa_events.subjects import SessionSubjects
-from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
+from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, scene_door
 from tests.e2e.test_scene_e2e import check_scene
+from tests.support.pg import fresh_database
 from tests.support.service import holds
 
 
@@ -41,9 +42,10 @@ async def read_all(js, subject: str) -> list:
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, pg_admin_dsn):
     s = Stack(tmp_path / "stack", replicas={"stt": 2}, env={"NATS_CLAIM_LEASE_S": "3"},
-              services=("session-control", "vad", "stt", "npc-brain", "tts"))
+              services=("session-control", "vad", "stt", "npc-brain", "tts"),
+              pg_dsn=fresh_database(pg_admin_dsn))
     s.start(progress=lambda m: None)
     yield s
     s.stop()
@@ -51,9 +53,10 @@ def stack(tmp_path):
 
 async def test_stt_replica_killed_mid_scene(stack, tmp_path):
     nc = await connect(BusSettings(url=stack.nats_url), name="failover-test")
+    door = await scene_door(stack, "failover")
     try:
         player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
-                             tenant="failover", timeout_s=240)
+                             door, timeout_s=240)
         playing = asyncio.create_task(player.play())
         deadline = time.monotonic() + 60
         while not player.collected.finals and time.monotonic() < deadline:
@@ -80,4 +83,5 @@ async def test_stt_replica_killed_mid_scene(stack, tmp_path):
                          for m in await read_all(js, subjects.reply("*")))
         assert chunks and max(chunks.values()) == 1, "a reply chunk was published twice"
     finally:
+        await door.client.close()
         await nc.close()

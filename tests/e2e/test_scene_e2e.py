@@ -7,6 +7,7 @@ reply audio says what the reply text says, and no stage logs an error.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +15,30 @@ from pathlib import Path
 import pytest
 
 from glyphoxa_cli.stack import Stack
+from glyphoxa_events.tokens import slugify
 from tests.e2e.conftest import CORPUS_SCENE, EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, ROOT
 from tests.support.intelligibility import transcribe_wav, word_overlap
+from tests.support.pg import fresh_database
 
 GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack")).start(progress=lambda m: None)
+def stack(tmp_path_factory, pg_admin_dsn):
+    s = Stack(tmp_path_factory.mktemp("stack"), pg_dsn=fresh_database(pg_admin_dsn))
+    s.start(progress=lambda m: None)
     yield s
     s.stop()
 
 
 def play(stack: Stack, scene: Path, campaign: Path, out: Path, speed: float, tenant: str) -> list[dict]:
+    # as a user would against `./task up`: the player finds the stack's API and operator key
+    # in GLYPHOXA_HOME, makes the tenant and its key, and creates the session through the API
     result = subprocess.run(
         [GLYPHOXA, "scene", "play", str(scene), "--campaign", str(campaign), "--out", str(out),
          "--speed", str(speed), "--nats", stack.nats_url, "--tenant", tenant, "--timeout", "240"],
-        capture_output=True, text=True, timeout=420)
+        capture_output=True, text=True, timeout=420,
+        env={**os.environ, "GLYPHOXA_HOME": str(stack.home)})
     assert result.returncode == 0, result.stderr + result.stdout
     return [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
 
@@ -56,6 +63,27 @@ def check_scene(rows: list[dict], scene_dir: Path, out: Path) -> None:
         assert row["latency_ms"]["first_audio"] is not None
 
 
+def check_session_record(rows: list[dict], out: Path) -> None:
+    """session-control persisted the session: it ended, its transcript holds every player line
+    and what each answering NPC said, and its usage was counted."""
+    record = json.loads((out / "session.json").read_text())
+    session = record["session"]
+    assert session["state"] == "ended", session
+    assert [t["to_state"] for t in session["transitions"]] == ["pending", "active", "ending", "ended"]
+    lines = record["transcript"]
+    player_lines = {line["turn_id"]: line["text"] for line in lines if line["role"] == "player"}
+    npc_lines = {line["turn_id"]: line for line in lines if line["role"] == "npc"}
+    for row in rows:
+        assert player_lines.get(row["utterance"]) == row["transcript"], row
+        if row["outcome"] == "answered":
+            heard = npc_lines[row["utterance"]]
+            assert heard["speaker"] == slugify(row["npc"]) and heard["text"].strip(), heard
+    assert len(record["turns"]) == len(rows)
+    usage = record["usage"]
+    assert usage["session_seconds"] > 0 and usage["stt_audio_seconds"] > 0
+    assert usage["llm_tokens_in"] > 0 and usage["llm_tokens_out"] > 0 and usage["tts_characters"] > 0
+
+
 def assert_no_errors(stack: Stack) -> None:
     errors = {name: [line for line in log.splitlines() if '"level": "error"' in line]
               for name, log in stack.logs().items()}
@@ -70,6 +98,7 @@ def test_example_scene_end_to_end(stack, tmp_path):
     rows = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out, speed=1.0, tenant="e2e-example")
     REALTIME["example"] = rows
     check_scene(rows, EXAMPLE_SCENE, out)
+    check_session_record(rows, out)
     assert (out / "table_mix.wav").exists() and list(out.glob("npc_*.wav"))
     assert_no_errors(stack)
 

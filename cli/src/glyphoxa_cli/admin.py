@@ -81,3 +81,46 @@ class AdminClient:
 
     async def usage(self, month: str | None = None) -> dict:
         return await self.call("GET", "/v1/usage", params={"month": month} if month else None)
+
+
+class SceneSessions:
+    """The scene player's door: import the campaign, start a scene session, stop it and wait
+    until session-control has ended it (so its transcript and usage are complete)."""
+
+    def __init__(self, client: AdminClient, tenant: str, campaign_yaml: str, end_timeout_s: float = 30.0):
+        self.client, self.tenant, self._yaml = client, tenant, campaign_yaml
+        self._end_timeout_s = end_timeout_s
+        self.campaign_id = ""
+
+    async def start(self) -> str:
+        self.campaign_id = (await self.client.import_campaign(self._yaml, replace=True))["id"]
+        return (await self.client.start_session(self.campaign_id, edge="scene"))["id"]
+
+    async def stop(self, session: str, reason: str) -> None:
+        import asyncio
+        import time
+
+        state = (await self.client.stop_session(session, reason))["state"]
+        deadline = time.monotonic() + self._end_timeout_s
+        while state != "ended" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            state = (await self.client.session(session))["state"]
+
+
+async def tenant_client(api_url: str, operator_key: str, tenant: str, known_key: str | None = None
+                        ) -> tuple[AdminClient, str]:
+    """A client with an API key of ``tenant`` (created, with its key, if need be)."""
+    if known_key:
+        client = AdminClient(api_url, known_key)
+        try:
+            await client.call("GET", "/v1/me")
+            return client, known_key
+        except AdminError as exc:
+            await client.close()
+            if exc.status != 401:
+                raise
+    async with AdminClient(api_url, operator_key) as operator:
+        await operator.ensure_tenant(tenant, f"Table {tenant}", tier={
+            "max_concurrent_sessions": 4, "monthly_session_hours": 100})
+        key = await operator.create_api_key(tenant, "glyphoxa scene play")
+    return AdminClient(api_url, key), key

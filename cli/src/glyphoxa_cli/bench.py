@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -22,12 +23,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from glyphoxa_bus.connection import BusSettings, connect
+from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
 from glyphoxa_bus.publisher import Publisher
-from glyphoxa_campaign import Campaign, Npc
-from glyphoxa_cli.player import api_call
+from glyphoxa_cli.admin import AdminClient
 from glyphoxa_cli.stack import Stack
 from glyphoxa_events import headers as H
-from glyphoxa_events.api import StartSession, StopSession
+from glyphoxa_events.api import ApiReply, StartSession, StopSession
 from glyphoxa_events.models import (
     AudioDone,
     TurnEnded,
@@ -35,20 +36,41 @@ from glyphoxa_events.models import (
     UtteranceStarted,
     parse_control,
 )
-from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_events.subjects import SessionSubjects, api_subject
 
 HOPS: list[tuple[float, float, float]] = []
-CAMPAIGN = Campaign(name="bench", npcs=[Npc(name="Greta", persona="A gruff dwarven blacksmith.")])
+TENANT = "bench"
+CAMPAIGN_YAML = "name: bench\nnpcs:\n  - name: Greta\n    persona: A gruff dwarven blacksmith.\n"
+LIVE: set[str] = set()  # the sessions this edge plays, for its heartbeat
+
+
+async def api_call(nc: Client, verb: str, body: StartSession | StopSession) -> ApiReply:
+    """session-control's bus API, the door an edge uses."""
+    msg = await nc.request(api_subject(verb), body.model_dump_json().encode(), timeout=10)
+    reply = ApiReply.model_validate_json(msg.data)
+    if not reply.ok:
+        raise RuntimeError(f"{verb}: {reply.error}")
+    return reply
+
+
+async def prepare_tenant(api_url: str, operator_key: str) -> None:
+    async with AdminClient(api_url, operator_key) as operator:
+        await operator.ensure_tenant(TENANT, "Benchmark", tier={
+            "max_concurrent_sessions": 1000, "monthly_session_hours": 100000})
+        async with operator.with_key(await operator.create_api_key(TENANT, "bench")) as client:
+            await client.import_campaign(CAMPAIGN_YAML)
 
 
 def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values), p)) if values else float("nan")
 
 
-async def _session_turns(nc: Client, tenant: str, turns: int) -> list[float]:
+async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
+    tenant = TENANT
     reply = await api_call(nc, "session.start", StartSession(
-        tenant=tenant, campaign=CAMPAIGN, edge="bench").model_dump_json().encode())
+        tenant=tenant, campaign="bench", session=f"{name}-{time.time_ns() % 10**9}", edge="sim"))
     session = reply.session.session  # type: ignore[union-attr]
+    LIVE.add(f"{tenant}.{session}")
     subjects = SessionSubjects(tenant, session)
     first_audio: dict[str, int] = {}
     arrived: dict[str, asyncio.Event] = {}
@@ -71,7 +93,7 @@ async def _session_turns(nc: Client, tenant: str, turns: int) -> list[float]:
 
     sub = await nc.subscribe(subjects.audio_out("*"), cb=on_audio)
     turn_sub = await nc.subscribe(subjects.ctl(">"), cb=on_turn)
-    rng = np.random.default_rng(abs(hash(tenant)) % 2**32)
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
     publisher = Publisher(nc, 64)
     pcm = (np.random.default_rng(0).normal(0, 2000, 16000)).astype(np.int16).tobytes()
     latencies = []
@@ -109,15 +131,20 @@ async def _session_turns(nc: Client, tenant: str, turns: int) -> list[float]:
     finally:
         await sub.unsubscribe()
         await turn_sub.unsubscribe()
-        await api_call(nc, "session.stop", StopSession(tenant=tenant, session=session).model_dump_json().encode())
+        LIVE.discard(f"{tenant}.{session}")
+        await api_call(nc, "session.stop", StopSession(tenant=tenant, session=session))
     return latencies
 
 
 async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
     nc = await connect(BusSettings(url=nats_url), name="bench")
+    edge = HeartbeatPublisher(nc, EDGE_ROLE, f"bench-{os.getpid()}", lambda: sorted(LIVE),
+                              capacity=1000)
     try:
-        await _session_turns(nc, "warmup", 2)  # first session pays connection/consumer set-up
-        results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns) for i in range(sessions)))
+        async with heartbeating(edge):
+            await _session_turns(nc, "warmup", 2)  # first session pays connection/consumer set-up
+            results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns)
+                                             for i in range(sessions)))
     finally:
         await nc.close()
     return [x for r in results for x in r]
@@ -131,6 +158,7 @@ def run_bus_bench(session_counts: list[int], turns: int) -> list[dict]:
     rows = []
     try:
         stack.start(progress=lambda s: None)
+        asyncio.run(prepare_tenant(stack.api_url, stack.keys()["operator_key"]))
         for n in session_counts:
             lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns))
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))

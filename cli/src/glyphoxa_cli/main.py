@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,39 +30,80 @@ def _nats_url(arg: str | None) -> str:
     return arg or os.environ.get("NATS_URL") or running_nats_url() or "nats://127.0.0.1:4222"
 
 
-async def play_scene(nats_url: str, scene_dir: Path, campaign_path: Path, out_dir: Path,
-                     speed: float, tenant: str, timeout_s: float) -> list[dict]:
+@dataclass
+class ApiAccess:
+    """Where session-control's admin API is and how to get a tenant key for it."""
+
+    url: str
+    operator_key: str | None = None
+    api_key: str | None = None
+    home: Path | None = None  # the stack's home: tenant keys are kept in its keys.json
+
+    @classmethod
+    def of_running_stack(cls, url: str | None = None, api_key: str | None = None) -> ApiAccess:
+        from glyphoxa_cli.stack import glyphoxa_home, running_stack, stack_keys
+
+        state = running_stack()
+        url = url or os.environ.get("GLYPHOXA_API_URL") or state.get("api_url")
+        if not url:
+            _fail("no admin API: start the stack with ./task up, or give --api URL and --api-key")
+        operator = stack_keys(glyphoxa_home())["operator_key"] if state else None
+        return cls(url, operator, api_key or os.environ.get("GLYPHOXA_API_KEY"),
+                   glyphoxa_home() if state else None)
+
+
+async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign_path: Path,
+                     out_dir: Path, speed: float, tenant: str, timeout_s: float) -> list[dict]:
     from glyphoxa_bus.connection import BusSettings, connect
     from glyphoxa_campaign import load_campaign_file
+    from glyphoxa_cli.admin import AdminClient, SceneSessions, tenant_client
     from glyphoxa_cli.player import ScenePlayer
-    from glyphoxa_cli.results import write_results
+    from glyphoxa_cli.results import write_results, write_session_record
     from glyphoxa_cli.scenefile import load_scene
+    from glyphoxa_cli.stack import save_tenant_key, stack_keys
 
     campaign = load_campaign_file(campaign_path)
     scene = load_scene(scene_dir)
+    if access.api_key:
+        client = AdminClient(access.url, access.api_key)
+    elif access.operator_key:
+        known = stack_keys(access.home).get("tenant_keys", {}).get(tenant) if access.home else None
+        client, key = await tenant_client(access.url, access.operator_key, tenant, known)
+        if access.home and key != known:
+            save_tenant_key(access.home, tenant, key)
+    else:
+        _fail("no API key: give --api-key (a tenant key) or run against ./task up")
     nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player")
     try:
-        player = ScenePlayer(nc, scene, campaign, tenant=tenant, speed=speed, timeout_s=timeout_s)
+        door = SceneSessions(client, tenant, campaign_path.read_text(encoding="utf-8"))
+        player = ScenePlayer(nc, scene, campaign, door, speed=speed, timeout_s=timeout_s)
         print(f"playing {scene.name} ({scene.duration_s:.1f} s, {len(scene.tracks)} players) "
               f"at {speed:g}x into tenant {tenant} ...", flush=True)
         await player.play()
         rows = write_results(player, out_dir)
-        print(f"session {player.session}: {len(rows)} turns -> {out_dir}/turns.jsonl", flush=True)
+        record = await write_session_record(client, player.session, out_dir)
+        print(f"session {player.session}: {len(rows)} turns -> {out_dir}/turns.jsonl; "
+              f"{len(record['transcript'])} transcript lines -> {out_dir}/session.json", flush=True)
         return rows
     finally:
+        await client.close()
         await nc.drain()
 
 
 def cmd_scene_play(args: argparse.Namespace) -> int:
     from glyphoxa_campaign import CampaignError
-    from glyphoxa_cli.player import SessionApiError
+    from glyphoxa_cli.admin import AdminError
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.scenefile import SceneError
 
+    access = ApiAccess.of_running_stack(args.api, args.api_key)
     try:
-        rows = asyncio.run(play_scene(_nats_url(args.nats), Path(args.scene_dir), Path(args.campaign),
-                                      Path(args.out), args.speed, args.tenant, args.timeout))
-    except (CampaignError, SceneError, SessionApiError, ValueError, TimeoutError) as exc:
+        rows = asyncio.run(play_scene(_nats_url(args.nats), access, Path(args.scene_dir),
+                                      Path(args.campaign), Path(args.out), args.speed, args.tenant,
+                                      args.timeout))
+    except AdminError as exc:
+        _fail(f"session-control refused: {exc.message} (HTTP {exc.status})")
+    except (CampaignError, SceneError, ValueError, TimeoutError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot reach NATS at {_nats_url(args.nats)} (is `./task up` running?): {exc}")
@@ -94,7 +136,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("starting the Glyphoxa stack (first start loads the models, ~20 s) ...", flush=True)
     try:
         stack.start()
-        print(f"\nready. NATS: {stack.nats_url}\n"
+        print(f"\nready. NATS: {stack.nats_url}  admin API: {stack.api_url} "
+              f"(operator key in {stack.home / 'keys.json'})\n"
               f"play a scene:  .venv/bin/glyphoxa scene play {EXAMPLE_SCENE.relative_to(ROOT)} "
               f"--campaign {EXAMPLE_CAMPAIGN.relative_to(ROOT)} --out out/\n"
               "Ctrl-C stops everything.", flush=True)
@@ -125,8 +168,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         stack.start()
         out = Path(args.out)
-        rows = asyncio.run(play_scene(stack.nats_url or "", EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out,
-                                      args.speed, "demo", timeout_s=300))
+        access = ApiAccess(stack.api_url, stack.keys()["operator_key"], home=stack.home)
+        rows = asyncio.run(play_scene(stack.nats_url or "", access, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN,
+                                      out, args.speed, "demo", timeout_s=300))
     finally:
         stack.stop()
     print()
@@ -150,6 +194,13 @@ def cmd_turns(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from glyphoxa_cli.bench import main as bench_main
 
@@ -168,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--speed", type=float, default=1.0, help="pacing only (>= 1); results do not change")
     play.add_argument("--tenant", default="demo")
     play.add_argument("--nats", help="NATS URL (default: the running ./task up stack)")
+    play.add_argument("--api", help="session-control admin API URL (default: the running stack's)")
+    play.add_argument("--api-key", help="a tenant API key (default: $GLYPHOXA_API_KEY, or the "
+                                        "running stack makes one for --tenant)")
     play.add_argument("--timeout", type=float, default=300.0)
     play.set_defaults(func=cmd_scene_play)
 
@@ -189,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     turns = sub.add_parser("turns", help="print a turns.jsonl as a table")
     turns.add_argument("path")
     turns.set_defaults(func=cmd_turns)
+
+    sub.add_parser("secret-key", help="print a new key for SESSION_CONTROL_SECRET_KEYS "
+                                      "(encrypts bot tokens and provider keys at rest)"
+                   ).set_defaults(func=cmd_secret_key)
 
     bench = sub.add_parser("bench", help="bus overhead and local provider latency")
     bench.add_argument("--sessions", type=int, nargs="*", default=[1, 10])

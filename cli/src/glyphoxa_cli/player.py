@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from nats.aio.client import Client
@@ -21,11 +23,11 @@ from nats.js.api import DeliverPolicy
 
 from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder
 from glyphoxa_audio.wav import to_stereo
+from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_campaign import Campaign
 from glyphoxa_cli.scenefile import Scene
 from glyphoxa_events import headers as H
-from glyphoxa_events.api import ApiReply, StartSession, StopSession
 from glyphoxa_events.models import (
     AudioDone,
     Outcome,
@@ -36,23 +38,21 @@ from glyphoxa_events.models import (
     UtteranceStarted,
     parse_control,
 )
-from glyphoxa_events.subjects import SessionSubjects, api_subject, parse_subject
+from glyphoxa_events.subjects import SessionSubjects, parse_subject
 
 log = logging.getLogger("glyphoxa.scene")
 FRAME = 960  # 20 ms at 48 kHz
 TRAILING_SILENCE_FRAMES = 5
 
 
-class SessionApiError(RuntimeError):
-    pass
+class SessionDoor(Protocol):
+    """How the player starts and stops its session (session-control's admin API)."""
 
+    tenant: str
 
-async def api_call(nc: Client, verb: str, body: bytes, timeout: float = 10.0) -> ApiReply:
-    msg = await nc.request(api_subject(verb), body, timeout=timeout)
-    reply = ApiReply.model_validate_json(msg.data)
-    if not reply.ok:
-        raise SessionApiError(f"{verb}: {reply.error}")
-    return reply
+    async def start(self) -> str: ...
+
+    async def stop(self, session: str, reason: str) -> None: ...
 
 
 @dataclass
@@ -104,12 +104,13 @@ class Collected:
 
 
 class ScenePlayer:
-    def __init__(self, nc: Client, scene: Scene, campaign: Campaign, tenant: str = "demo",
+    def __init__(self, nc: Client, scene: Scene, campaign: Campaign, door: SessionDoor,
                  speed: float = 1.0, timeout_s: float = 180.0):
         if speed < 1.0:
             raise ValueError("--speed must be at least 1 (a slower replay would stretch silences)")
-        self.nc, self.scene, self.campaign = nc, scene, campaign
-        self.tenant, self.speed, self.timeout_s = tenant, speed, timeout_s
+        self.nc, self.scene, self.campaign, self.door = nc, scene, campaign, door
+        self.tenant, self.speed, self.timeout_s = door.tenant, speed, timeout_s
+        self._live = False
         self.collected = Collected()
         self.session = ""
         self.t0_ns = 0
@@ -119,11 +120,20 @@ class ScenePlayer:
     # --- run ------------------------------------------------------------------------------
 
     async def play(self) -> Collected:
+        """Play the scene into a new session, heartbeating as edge ``scene-<pid>`` meanwhile."""
+        self._heartbeat = HeartbeatPublisher(self.nc, EDGE_ROLE, f"scene-{os.getpid()}",
+                                             self._playing, capacity=1)
+        async with heartbeating(self._heartbeat):
+            return await self._play()
+
+    def _playing(self) -> list[str]:
+        return [f"{self.tenant}.{self.session}"] if self.session and self._live else []
+
+    async def _play(self) -> Collected:
         outgoing = [encode_track(s, pcm) for s, pcm in self.scene.tracks.items()]
-        reply = await api_call(self.nc, "session.start", StartSession(
-            tenant=self.tenant, campaign=self.campaign, edge="scene").model_dump_json().encode())
-        assert reply.session is not None
-        self.session = reply.session.session
+        self.session = await self.door.start()
+        self._live = True
+        self._heartbeat.poke()
         subjects = SessionSubjects(self.tenant, self.session)
         log.info("session started", extra={"tenant": self.tenant, "session": self.session})
         await self._subscribe(subjects)
@@ -131,9 +141,9 @@ class ScenePlayer:
             await self._send(subjects, outgoing)
             await self._wait_done()
         finally:
-            await api_call(self.nc, "session.stop", StopSession(
-                tenant=self.tenant, session=self.session,
-                reason="scene finished").model_dump_json().encode())
+            self._live = False  # the edge lets go first, so the session ends at once
+            self._heartbeat.poke()
+            await self.door.stop(self.session, "scene finished")
             for sub in self._subs:
                 await sub.unsubscribe()
         return self.collected

@@ -45,6 +45,15 @@ def _demote(user: pwd.struct_passwd | None):  # type: ignore[no-untyped-def]
     return demote
 
 
+def _check_reachable(directory: Path) -> None:
+    for part in [directory.resolve(), *directory.resolve().parents]:
+        if part.exists() and not part.stat().st_mode & 0o001:
+            raise RuntimeError(
+                f"PostgreSQL runs as `{RUN_AS_WHEN_ROOT}` when started by root and cannot reach "
+                f"{directory}: {part} is not searchable by others (chmod o+x it, set "
+                "GLYPHOXA_HOME elsewhere, run as a normal user, or set PG_DSN)")
+
+
 @dataclass
 class PostgresServer:
     """``initdb`` once, then ``postgres`` on 127.0.0.1:<port>; ``fast`` trades durability for
@@ -78,6 +87,8 @@ class PostgresServer:
         return self
 
     def _init(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
+        if user is not None:
+            _check_reachable(self.data_dir.parent)
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)

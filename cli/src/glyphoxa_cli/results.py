@@ -143,3 +143,16 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['transcript']!r}{reply}")
     lines.append("latency columns: ms from speech end (stt final, first LLM token, first sentence, first audio)")
     return "\n".join(lines)
+
+
+async def write_session_record(client, session: str, out_dir: str | Path) -> dict:  # type: ignore[no-untyped-def]
+    """What session-control recorded of the session (read back through its admin API):
+    the session with its state history, the transcript of what was heard, turns, usage."""
+    record = {
+        "session": await client.session(session),
+        "transcript": await client.transcript(session),
+        "turns": await client.turns(session),
+        "usage": await client.usage(),
+    }
+    (Path(out_dir) / "session.json").write_text(json.dumps(record, indent=2))
+    return record

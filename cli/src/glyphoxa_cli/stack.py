@@ -1,4 +1,9 @@
-"""The whole system on one machine: nats-server plus every service as its own process."""
+"""The whole system on one machine: nats-server, PostgreSQL and every service as its own
+process.
+
+The operator key and the key that encrypts secrets at rest are made on first start and kept
+in ``<home>/keys.json`` (mode 0600), so stored bot tokens stay readable across restarts.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glyphoxa_cli.processes import SERVICES, NatsServer, ServiceProcess
+from glyphoxa_cli.postgres import PostgresServer, create_database
+from glyphoxa_cli.processes import SERVICES, NatsServer, ServiceProcess, free_port
 
 STAGE_SERVICES = ("vad", "stt", "npc-brain", "tts")
 
@@ -24,8 +30,18 @@ class Stack:
     replicas: dict[str, int] = field(default_factory=dict)
     nats_url: str | None = None  # use an existing server instead of starting one
     services: tuple[str, ...] = SERVICES
+    pg_dsn: str | None = None  # use an existing database instead of starting PostgreSQL
+    api_port: int = 0
     nats: NatsServer | None = None
+    postgres: PostgresServer | None = None
     procs: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def keys(self) -> dict[str, str]:
+        return stack_keys(self.home)
 
     def start(self, progress=print) -> Stack:  # type: ignore[no-untyped-def]
         self.home.mkdir(parents=True, exist_ok=True)
@@ -33,7 +49,17 @@ class Stack:
             self.nats = NatsServer(self.home / "nats").start()
             self.nats_url = self.nats.url
             progress(f"nats-server with JetStream on {self.nats_url}")
-        env = {"NATS_URL": self.nats_url, "GLYPHOXA_HOME": str(self.home), **self.env}
+        if self.pg_dsn is None:
+            self.postgres = PostgresServer(self.home / "postgres").start()
+            create_database(self.postgres.dsn(), "glyphoxa")
+            self.pg_dsn = self.postgres.dsn("glyphoxa")
+            progress(f"PostgreSQL 18 on 127.0.0.1:{self.postgres.port} (data {self.postgres.data_dir})")
+        self.api_port = self.api_port or free_port()
+        keys = self.keys()
+        env = {"NATS_URL": self.nats_url, "GLYPHOXA_HOME": str(self.home), "PG_DSN": self.pg_dsn,
+               "SESSION_CONTROL_API_PORT": str(self.api_port),
+               "SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
+               "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"], **self.env}
         for service in self.services:
             for i in range(self.replicas.get(service, 1)):
                 name = f"{service}-{i + 1}"
@@ -50,6 +76,8 @@ class Stack:
 
     def _write_state(self) -> None:
         state = {"nats_url": self.nats_url, "nats_pid": self.nats.proc.pid if self.nats and self.nats.proc else None,
+                 "api_url": self.api_url,
+                 "postgres_pid": self.postgres.proc.pid if self.postgres and self.postgres.proc else None,
                  "services": [{"name": p.name, "pid": p.proc.pid if p.proc else None,
                                "metrics_port": p.metrics_port, "log": str(p.log_path)} for p in self.procs]}
         (self.home / "stack.json").write_text(json.dumps(state, indent=2))
@@ -62,6 +90,8 @@ class Stack:
             proc.stop()
         if self.nats is not None:
             self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
         (self.home / "stack.json").unlink(missing_ok=True)
 
     def logs(self) -> dict[str, str]:
@@ -69,8 +99,39 @@ class Stack:
                 for p in self.procs}
 
 
-def running_nats_url() -> str | None:
+def stack_keys(home: Path) -> dict[str, str]:
+    """The local stack's operator key and secret-encryption key (made once, kept 0600)."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    path = home / "keys.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    keys = {"operator_key": "op_" + secrets.token_urlsafe(32),
+            "secret_key": Fernet.generate_key().decode(), "tenant_keys": {}}
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keys, f)
+    return keys
+
+
+def save_tenant_key(home: Path, tenant: str, key: str) -> None:
+    keys = stack_keys(home)
+    keys.setdefault("tenant_keys", {})[tenant] = key
+    path = home / "keys.json"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keys, f)
+    tmp.replace(path)
+
+
+def running_stack() -> dict:
     state = glyphoxa_home() / "stack.json"
-    if state.exists():
-        return json.loads(state.read_text()).get("nats_url")
-    return None
+    return json.loads(state.read_text()) if state.exists() else {}
+
+
+def running_nats_url() -> str | None:
+    return running_stack().get("nats_url")

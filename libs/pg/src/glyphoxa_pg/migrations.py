@@ -57,14 +57,14 @@ def load_migrations(directory: Traversable) -> list[Migration]:
 
 async def migrate(conn: AsyncConnection, migrations: list[Migration]) -> list[int]:
     """Apply the migrations not yet applied; returns the versions applied now."""
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS glyphoxa_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
     applied_now: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))  # replicas queue here
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS glyphoxa_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         cur = conn.cursor(row_factory=tuple_row)
         await cur.execute("SELECT version, checksum FROM glyphoxa_migrations")
         applied = {version: checksum for version, checksum in await cur.fetchall()}

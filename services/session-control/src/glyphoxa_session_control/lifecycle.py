@@ -109,6 +109,8 @@ class Sessions:
         sid = body.session or new_session_id()
         campaign = await self._campaigns.get(tenant, body.campaign)
         async with self._pool.connection() as conn, conn.transaction():
+            if body.session and await self._exists(conn, tenant, sid):
+                raise Conflict(f"session {sid!r} already exists")
             await self._check_limits(conn, tenant, body)
             try:
                 await conn.execute(
@@ -303,6 +305,11 @@ class Sessions:
         await conn.execute(
             "INSERT INTO session_transitions (tenant_id, session_id, from_state, to_state, reason)"
             " VALUES (%s, %s, %s, %s, %s)", (tenant, sid, old, new, reason))
+
+    @staticmethod
+    async def _exists(conn: AsyncConnection, tenant: str, sid: str) -> bool:
+        cur = await conn.execute("SELECT 1 FROM sessions WHERE tenant_id = %s AND id = %s", (tenant, sid))
+        return await cur.fetchone() is not None
 
     @staticmethod
     async def _row(conn: AsyncConnection, tenant: str, sid: str) -> dict:

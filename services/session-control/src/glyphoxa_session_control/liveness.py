@@ -90,7 +90,7 @@ class Watchdog:
                             now: float) -> None:
         for role in ROLES:
             if role in held:
-                self._missing.pop((key, role), None)
+                self._missing[(key, role)] = now  # last seen held: the grace counts from here
                 if (key, role) in self._noticed:
                     self._noticed.discard((key, role))
                     log.info("session has a holder again", extra={
