@@ -129,10 +129,11 @@ def _replicas(specs: list[str]) -> dict[str, int]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.processes import preferred_port
     from glyphoxa_cli.stack import Stack, glyphoxa_home
 
     stack = Stack(glyphoxa_home(), env=_stack_env(args), replicas=_replicas(args.replicas),
-                  nats_url=args.nats)
+                  nats_url=args.nats, api_port=preferred_port(8700))
     print("starting the Glyphoxa stack (first start loads the models, ~20 s) ...", flush=True)
     try:
         stack.start()
