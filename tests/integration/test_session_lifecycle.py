@@ -86,7 +86,7 @@ async def test_bus_api_starts_a_stored_campaign_publishes_claims_and_stops(nc, t
     unknown = await _call(nc, "session.start", StartSession(tenant=tenant, campaign="nope"))
     assert not unknown.ok and "no campaign 'nope'" in unknown.error
     stranger = await _call(nc, "session.start", StartSession(tenant="t-unknown", campaign="forge"))
-    assert not stranger.ok
+    assert not stranger.ok and stranger.error == "no tenant 't-unknown'"
     bad = await nc.request(api_subject("session.start"), b'{"tenant": "Bad Tenant!"}', timeout=5)
     assert "invalid request: tenant" in ApiReply.model_validate_json(bad.data).error
 

@@ -107,11 +107,12 @@ class Sessions:
 
     async def start(self, tenant: str, body: SessionCreate, actor: str) -> Session:
         sid = body.session or new_session_id()
-        campaign = await self._campaigns.get(tenant, body.campaign)
         async with self._pool.connection() as conn, conn.transaction():
             if body.session and await self._exists(conn, tenant, sid):
                 raise Conflict(f"session {sid!r} already exists")
-            await self._check_limits(conn, tenant, body)
+            limits = await self._lock_tenant(conn, tenant, body)
+            campaign = await self._campaigns.get(tenant, body.campaign)
+            await self._check_limits(conn, tenant, limits)
             try:
                 await conn.execute(
                     "INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge, guild_id, channel_id)"
@@ -136,7 +137,8 @@ class Sessions:
                                            "campaign": body.campaign, "edge": body.edge})
         return await self.get(tenant, sid)
 
-    async def _check_limits(self, conn: AsyncConnection, tenant: str, body: SessionCreate) -> None:
+    @staticmethod
+    async def _lock_tenant(conn: AsyncConnection, tenant: str, body: SessionCreate) -> dict:
         cur = await conn.execute(
             "SELECT max_concurrent_sessions, monthly_session_hours, allowed_guild_ids, disabled"
             " FROM tenants WHERE id = %s FOR UPDATE", (tenant,))  # one start per tenant at a time
@@ -150,6 +152,9 @@ class Sessions:
                 raise Forbidden("a discord session needs guild_id and channel_id")
             if body.guild_id not in t["allowed_guild_ids"]:
                 raise Forbidden(f"guild {body.guild_id} is not among tenant {tenant!r}'s allowed guilds")
+        return t
+
+    async def _check_limits(self, conn: AsyncConnection, tenant: str, t: dict) -> None:
         cur = await conn.execute("SELECT count(*) AS n FROM sessions WHERE tenant_id = %s"
                                  " AND state <> 'ended'", (tenant,))
         live = (await cur.fetchone())["n"]
