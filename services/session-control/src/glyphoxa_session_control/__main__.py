@@ -44,7 +44,9 @@ class _ApiServer(uvicorn.Server):
 class SessionControlApp:
     def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings):
         self.control, self._nats_api, self._recorder = control, nats_api, recorder
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
+        # TCP, and without it every keep-alive response waits ~40 ms for Nagle
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.api_host, settings.api_port))
         self._socket, self.api_port = sock, sock.getsockname()[1]

@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.tokens import Token
@@ -96,6 +98,27 @@ async def _tenant(request: Request, creds: Bearer) -> str:
     return found
 
 
+class _BodyLimit:
+    """Counts a request body as it arrives, so that one sent without Content-Length (chunked)
+    cannot pass the limit either (a Content-Length over it is refused before reading)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413)  # FastAPI passes it on while it reads a body
+            return message
+
+        await self.app(scope, counted if scope["type"] == "http" else receive, send)
+
+
 Operator = Annotated[str, Depends(_operator)]
 TenantId = Annotated[str, Depends(_tenant)]
 
@@ -103,6 +126,7 @@ TenantId = Annotated[str, Depends(_tenant)]
 def create_app(control: Control) -> FastAPI:
     app = FastAPI(title="Glyphoxa session-control", version="1",
                   description=__doc__, openapi_url="/openapi.json")
+    app.add_middleware(_BodyLimit, limit=control.max_request_bytes)
 
     app.state.control = control
 
@@ -110,6 +134,11 @@ def create_app(control: Control) -> FastAPI:
     async def control_error(request: Request, exc: ControlError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(413)  # _BodyLimit
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"request body larger than {control.max_request_bytes} bytes"},
+                            status_code=413)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

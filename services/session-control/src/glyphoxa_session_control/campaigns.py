@@ -11,14 +11,24 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from glyphoxa_campaign import Campaign, CampaignError, Npc, load_campaign
-from glyphoxa_events.tokens import slugify
+from glyphoxa_events.tokens import InvalidToken, slugify
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.errors import Conflict, Invalid, NotFound
 from glyphoxa_session_control.models import CampaignSummary
 
 
 def campaign_id(campaign: Campaign) -> str:
-    return slugify(campaign.name)
+    try:
+        return slugify(campaign.name)
+    except InvalidToken:
+        raise Invalid(f"name: {campaign.name!r} cannot become an id: it has no letter or digit") from None
+
+
+def npc_token(npc: Npc) -> str:
+    try:
+        return npc.token
+    except InvalidToken:
+        raise Invalid(f"name: {npc.name!r} cannot become a token: it has no letter or digit") from None
 
 
 class Campaigns:
@@ -40,7 +50,10 @@ class Campaigns:
 
     async def create(self, tenant: str, campaign: Campaign, actor: str,
                      cid: str | None = None, replace: bool = False) -> str:
-        cid = cid or campaign_id(campaign)
+        derived = campaign_id(campaign)
+        if cid is not None and cid != derived:
+            raise Invalid(f"name: {campaign.name!r} becomes the id {derived!r}, not {cid!r}")
+        cid = derived
         async with self._pool.connection() as conn, conn.transaction():
             if replace:
                 await conn.execute("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, cid))
@@ -85,22 +98,23 @@ class Campaigns:
 
     async def put_npc(self, tenant: str, cid: str, npc: Npc, actor: str,
                       npc_id: str | None = None, create_only: bool = False) -> Npc:
-        if npc_id is not None and npc.token != npc_id:
+        if npc_id is not None and npc_token(npc) != npc_id:
             raise Invalid(f"name: {npc.name!r} becomes the token {npc.token!r}, not {npc_id!r}")
         async with self._pool.connection() as conn, conn.transaction():
             campaign = await self._load(conn, tenant, cid, lock=True)
-            existing = campaign.npc(npc.token)
+            existing = campaign.npc(npc_token(npc))
             if existing is not None and create_only:
                 raise Conflict(f"NPC {npc.token!r} already exists in campaign {cid!r}")
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
             self._validate(campaign.name, npcs)
-            await conn.execute(
+            await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"
-                " (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, campaign_id, id) DO UPDATE"
+                " (%s, %s, %s, (SELECT coalesce(max(position) + 1, 0) FROM npcs WHERE tenant_id = %s"
+                " AND campaign_id = %s), %s) ON CONFLICT (tenant_id, campaign_id, id) DO UPDATE"
                 " SET definition = excluded.definition, updated_at = now()",
-                (tenant, cid, npc.token, len(npcs) - 1, Jsonb(npc.model_dump(mode="json"))))
+                (tenant, cid, npc.token, tenant, cid, Jsonb(npc.model_dump(mode="json"))))
             await self._touch(conn, tenant, cid)
             await audit.record(conn, actor, tenant, "npc.update" if existing else "npc.create",
                                f"{cid}/{npc.token}")

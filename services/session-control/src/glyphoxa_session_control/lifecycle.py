@@ -28,7 +28,14 @@ from glyphoxa_events.models import SessionStarted, SessionStopped
 from glyphoxa_events.subjects import STAGES, SessionSubjects, claim_subject
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.campaigns import Campaigns
-from glyphoxa_session_control.errors import Conflict, Forbidden, LimitReached, NotFound, Unavailable
+from glyphoxa_session_control.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    LimitReached,
+    NotFound,
+    Unavailable,
+)
 from glyphoxa_session_control.models import Session, SessionCreate, Transition
 from glyphoxa_session_control.registry import LiveRegistry
 
@@ -149,7 +156,7 @@ class Sessions:
             raise Forbidden(f"tenant {tenant!r} is disabled")
         if body.edge == "discord":
             if not body.guild_id or not body.channel_id:
-                raise Forbidden("a discord session needs guild_id and channel_id")
+                raise Invalid("a discord session needs guild_id and channel_id")
             if body.guild_id not in t["allowed_guild_ids"]:
                 raise Forbidden(f"guild {body.guild_id} is not among tenant {tenant!r}'s allowed guilds")
         return t

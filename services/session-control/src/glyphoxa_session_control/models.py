@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from glyphoxa_events.tokens import Token
 
-GuildId = Field(pattern=r"^[0-9]{1,20}$", description="a Discord snowflake")
+GuildId = Annotated[str, Field(pattern=r"^[0-9]{1,20}$", description="a Discord snowflake")]
 
 
 class _In(BaseModel):
@@ -25,7 +25,7 @@ class TenantCreate(_In):
     id: Token
     name: str = Field(min_length=1, max_length=200)
     tier: Tier = Tier()
-    allowed_guild_ids: list[str] = Field(default_factory=list, max_length=1000)
+    allowed_guild_ids: list[GuildId] = Field(default_factory=list, max_length=1000)
     bot_token: str | None = Field(None, min_length=1, max_length=500,
                                   description="Discord bot token; write-only, stored encrypted")
 
@@ -33,7 +33,7 @@ class TenantCreate(_In):
 class TenantPatch(_In):
     name: str | None = Field(None, min_length=1, max_length=200)
     tier: Tier | None = None
-    allowed_guild_ids: list[str] | None = Field(None, max_length=1000)
+    allowed_guild_ids: list[GuildId] | None = Field(None, max_length=1000)
     bot_token: str | None = Field(None, min_length=1, max_length=500,
                                   description="write-only, stored encrypted")
     disabled: bool | None = None

@@ -19,7 +19,7 @@ def month_bounds(month: str | None) -> tuple[datetime, datetime, str]:
         start = month_start()
     else:
         m = _MONTH.match(month)
-        if not m or not 1 <= int(m[2]) <= 12:
+        if not m or not 1 <= int(m[2]) <= 12 or not 1 <= int(m[1]) <= 9998:
             raise Invalid(f"month: {month!r} is not YYYY-MM")
         start = datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
     end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)

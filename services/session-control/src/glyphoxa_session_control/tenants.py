@@ -9,6 +9,7 @@ from __future__ import annotations
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
+from glyphoxa_runtime.logs import register_secret
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.crypto import SecretBox, key_digest, new_api_key
 from glyphoxa_session_control.errors import Conflict, NotFound
@@ -39,8 +40,12 @@ class Tenants:
     def __init__(self, pool: AsyncConnectionPool, box: SecretBox):
         self._pool, self._box = pool, box
 
+    def _seal(self, secret: str) -> bytes:
+        register_secret(secret)  # second line of defence: scrubbed from any log line
+        return self._box.seal(secret)
+
     async def create(self, body: TenantCreate, actor: str) -> Tenant:
-        sealed = self._box.seal(body.bot_token) if body.bot_token else None
+        sealed = self._seal(body.bot_token) if body.bot_token else None
         async with self._pool.connection() as conn, conn.transaction():
             try:
                 cur = await conn.execute(
@@ -81,7 +86,7 @@ class Tenants:
             values += [patch.tier.max_concurrent_sessions, patch.tier.monthly_session_hours]
         if patch.bot_token is not None:
             sets.append("bot_token_encrypted = %s")
-            values.append(self._box.seal(patch.bot_token))
+            values.append(self._seal(patch.bot_token))
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"UPDATE tenants SET {', '.join(sets)} WHERE id = %s RETURNING {_TENANT_COLUMNS}",
@@ -155,7 +160,7 @@ class Tenants:
                 "INSERT INTO tenant_secrets (tenant_id, name, encrypted) VALUES (%s, %s, %s)"
                 " ON CONFLICT (tenant_id, name) DO UPDATE SET encrypted = excluded.encrypted,"
                 " updated_at = now() RETURNING name, updated_at",
-                (tenant, name, self._box.seal(value)))
+                (tenant, name, self._seal(value)))
             row = await cur.fetchone()
             await audit.record(conn, actor, tenant, "secret.put", name)
         return SecretInfo(**row)
