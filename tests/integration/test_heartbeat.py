@@ -113,3 +113,22 @@ async def test_the_bucket_is_created_once_and_keeps_its_ttl(nc, caplog):
     await ensure_heartbeat_bucket(js, ttl_s=9)  # a process configured differently
     assert (await first.status()).ttl == 6
     assert "heartbeat bucket has ttl 6.0 s, not the configured 9.0 s" in caplog.text
+
+
+async def test_the_view_follows_puts_deletes_and_expiry_from_one_watch(nc):
+    js = nc.jetstream()
+    view = await hb.HeartbeatView(js, ttl_s=1.0).start()
+    crashed = HeartbeatPublisher(nc, "stt", "stt-1", lambda: ["t1.s1"], interval_s=0.2, ttl_s=1.0)
+    leaving = HeartbeatPublisher(nc, "edge", "scene-1", lambda: ["t1.s1"], interval_s=0.2, ttl_s=1.0)
+    crash = asyncio.create_task(crashed.run())
+    try:
+        async with heartbeating(leaving):
+            await wait_for(lambda: {b.replica for b in view.beats()} == {"stt-1", "scene-1"}, 5)
+        assert {b.replica for b in view.beats()} == {"stt-1"}  # deleted on a graceful stop
+        crash.cancel()  # no goodbye: no marker in the stream, the view drops it by age
+        with contextlib.suppress(asyncio.CancelledError):
+            await crash
+        await wait_for(lambda: view.beats() == [], 3)
+    finally:
+        crash.cancel()
+        await view.stop()

@@ -29,7 +29,8 @@ from tests.support.service import metric, wait_for
 pytestmark = pytest.mark.integration
 
 FAST = {"SESSION_CONTROL_LIVENESS_GRACE_S": "3", "SESSION_CONTROL_LIVENESS_INTERVAL_S": "0.3",
-        "SESSION_CONTROL_ENDING_TIMEOUT_S": "3"}
+        "SESSION_CONTROL_ENDING_TIMEOUT_S": "3", "NATS_HEARTBEAT_TTL_S": "1.0",
+        "NATS_HEARTBEAT_INTERVAL_S": "0.3"}
 BEAT = {"interval_s": 0.3, "ttl_s": 1.0}
 
 

@@ -138,10 +138,12 @@ async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
 
 async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
     nc = await connect(BusSettings(url=nats_url), name="bench")
-    edge = HeartbeatPublisher(nc, EDGE_ROLE, f"bench-{os.getpid()}", lambda: sorted(LIVE),
-                              capacity=1000)
+    # the bench is the edge and publishes what vad would: it heartbeats as both, or
+    # session-control would end its sessions for want of them
+    edge, vad = (HeartbeatPublisher(nc, role, f"bench-{os.getpid()}", lambda: sorted(LIVE),
+                                    capacity=1000) for role in (EDGE_ROLE, "vad"))
     try:
-        async with heartbeating(edge):
+        async with heartbeating(edge), heartbeating(vad):
             await _session_turns(nc, "warmup", 2)  # first session pays connection/consumer set-up
             results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns)
                                              for i in range(sessions)))
@@ -152,6 +154,7 @@ async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
 
 def run_bus_bench(session_counts: list[int], turns: int) -> list[dict]:
     home = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-"))
+    home.chmod(0o755)  # as root, PostgreSQL runs as `nobody` and must reach its data
     env = {"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake",
            "LOG_LEVEL": "warning", **{f"{s}_CAPACITY": "32" for s in ("STT", "BRAIN", "TTS")}}
     stack = Stack(home, env=env, services=("session-control", "stt", "npc-brain", "tts"))

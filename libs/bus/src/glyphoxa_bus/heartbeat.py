@@ -174,3 +174,58 @@ async def read_heartbeats(js: JetStreamContext, timeout_s: float = 5.0) -> list[
 
 def _age_s(created: datetime) -> float:
     return (datetime.now(UTC) - created).total_seconds()
+
+
+class HeartbeatView:
+    """Every live heartbeat, kept current by one long-lived watch of the bucket.
+
+    For a reader that looks often (session-control's liveness check, every second): a
+    ``read_heartbeats`` per look would create and delete a consumer each time. Keys that
+    expire leave no marker in the stream, so entries older than the bucket's TTL are
+    dropped here by age.
+    """
+
+    def __init__(self, js: JetStreamContext, ttl_s: float = HEARTBEAT_TTL_S):
+        self._js, self._ttl_s = js, ttl_s
+        self._latest: dict[str, tuple[Heartbeat, datetime]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> HeartbeatView:
+        kv = await ensure_heartbeat_bucket(self._js, self._ttl_s)
+        self._ttl_s = (await kv.status()).ttl or self._ttl_s
+        watcher = await kv.watchall()
+        self._task = asyncio.create_task(self._follow(watcher), name="heartbeat-view")
+        return self
+
+    async def _follow(self, watcher) -> None:  # type: ignore[no-untyped-def]
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=30)
+                except TimeoutError:
+                    continue
+                if entry is None:  # the end of what was there when the watch began
+                    continue
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    self._latest.pop(entry.key, None)
+                    continue
+                try:
+                    beat = Heartbeat.model_validate_json(entry.value)
+                except ValidationError:
+                    log.debug("skipping malformed heartbeat %s", entry.key)
+                    continue
+                self._latest[entry.key] = (beat, entry.created or datetime.now(UTC))
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    def beats(self) -> list[Heartbeat]:
+        fresh = [(k, b) for k, (b, created) in self._latest.items() if _age_s(created) <= self._ttl_s]
+        self._latest = {k: self._latest[k] for k, _ in fresh}
+        return [b for _, b in fresh]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

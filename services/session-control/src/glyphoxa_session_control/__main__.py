@@ -13,6 +13,7 @@ from importlib.resources import files
 import uvicorn
 from nats.aio.client import Client
 
+from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_pg.migrations import load_migrations, migrate
 from glyphoxa_pg.pool import dsn_password, open_pool
@@ -89,8 +90,9 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
     sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(nc))
     counts = await sessions.reconcile()
     log.info("reconciled live sessions", extra=counts)
-    watchdog = Watchdog(sessions, nc.jetstream(), settings.liveness_grace_s,
-                        settings.ending_timeout_s, settings.liveness_interval_s)
+    watchdog = Watchdog(sessions, HeartbeatView(nc.jetstream(), settings.nats.heartbeat_ttl_s),
+                        settings.liveness_grace_s, settings.ending_timeout_s,
+                        settings.liveness_interval_s)
     control = Control(pool=pool, tenants=Tenants(pool, box), campaigns=campaigns, sessions=sessions,
                       reports=Reports(pool, sessions), watchdog=watchdog,
                       operator_key=settings.operator_key.get_secret_value(),

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from glyphoxa_bus.heartbeat import read_heartbeats
+from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_events.models import Heartbeat
 from glyphoxa_events.subjects import STAGES
 from glyphoxa_session_control.lifecycle import LIVE, Sessions
@@ -46,9 +46,9 @@ def claim_holders(held: dict[str, Heartbeat]) -> list[ClaimHolder]:
 
 
 class Watchdog:
-    def __init__(self, sessions: Sessions, js, grace_s: float, ending_timeout_s: float,  # type: ignore[no-untyped-def]
-                 interval_s: float):
-        self._sessions, self._js = sessions, js
+    def __init__(self, sessions: Sessions, view: HeartbeatView, grace_s: float,
+                 ending_timeout_s: float, interval_s: float):
+        self._sessions, self._view = sessions, view
         self._grace, self._ending_timeout, self._interval = grace_s, ending_timeout_s, interval_s
         self._missing: dict[tuple[str, str], float] = {}
         self._noticed: set[tuple[str, str]] = set()
@@ -57,6 +57,13 @@ class Watchdog:
         self.beats: list[Heartbeat] = []
 
     async def run(self) -> None:
+        await self._view.start()
+        try:
+            await self._loop()
+        finally:
+            await self._view.stop()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.check()
@@ -67,7 +74,7 @@ class Watchdog:
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:
-        self.beats = await read_heartbeats(self._js)
+        self.beats = self._view.beats()
         holders = holders_by_session(self.beats)
         live = await self._sessions.live()
         for state in LIVE:

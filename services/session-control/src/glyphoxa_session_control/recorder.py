@@ -2,9 +2,9 @@
 turns, and the transcript of what players actually heard (player lines from ``ctl.turn``,
 NPC lines from ``ctl.played``, which holds only the part played before any barge-in).
 
-Two durable consumers; a message is acked only after its row is committed, and every insert
-is idempotent, so a redelivery or a restart of session-control counts nothing twice and
-loses nothing.
+Two durable consumers; each fetched batch is written in one transaction and its messages
+are acked only after the commit. Every insert is idempotent, so a redelivery or a restart of
+session-control counts nothing twice and loses nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -59,83 +61,133 @@ class Recorder:
                     msgs = await psub.fetch(self._batch, timeout=1.0)
                 except (TimeoutError, NatsTimeoutError):
                     continue
-                for msg in msgs:
-                    await self._handle(msg)
+                await self._handle(msgs)
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            kind = await self.store(msg.subject, msg.data, msg.metadata.timestamp.timestamp())
-        except (ValueError, ValidationError, InvalidToken) as exc:
-            RECORDED.labels(kind="unknown", result="malformed").inc()
-            log.warning("dropping malformed event on %s: %s", msg.subject[:120], str(exc)[:200])
-            await msg.term()
+    async def _handle(self, msgs: list[Msg]) -> None:
+        """One transaction (one commit) per fetched batch; malformed messages are dropped
+        first, and a batch that names an unknown session is retried one by one."""
+        records: list[tuple[Msg, Record]] = []
+        for msg in msgs:
+            try:
+                records.append((msg, parse(msg.subject, msg.data, msg.metadata.timestamp.timestamp())))
+            except (ValueError, ValidationError, InvalidToken) as exc:
+                RECORDED.labels(kind="unknown", result="malformed").inc()
+                log.warning("dropping malformed event on %s: %s", msg.subject[:120], str(exc)[:200])
+                await msg.term()
+        if not records:
             return
+        try:
+            await self._write(records)
         except pg_errors.ForeignKeyViolation:
-            RECORDED.labels(kind="unknown", result="unknown_session").inc()
-            log.warning("dropping event of a session this deployment does not know: %s",
-                        msg.subject[:120])
-            await msg.term()
+            if len(records) > 1:
+                for one in records:
+                    await self._handle_one(one)
+                return
+            await self._unknown_session(records[0][0])
             return
         except Exception as exc:  # noqa: BLE001 - the database is away: try again later
-            RECORDED.labels(kind="unknown", result="retry").inc()
-            log.warning("recording %s failed, retrying: %s", msg.subject[:120], type(exc).__name__)
-            await msg.nak(delay=2.0)
+            await self._retry(records, exc)
             return
-        RECORDED.labels(kind=kind, result="stored").inc()
-        await msg.ack()
+        for msg, record in records:
+            RECORDED.labels(kind=record.kind, result="stored").inc()
+            await msg.ack()
 
-    async def store(self, subject: str, data: bytes, stored_at_s: float) -> str:
-        """Store one event; returns its kind. Raises ValueError on malformed input."""
-        if len(data) > MAX_EVENT_BYTES:
-            raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
-        where = parse_subject(subject)
-        tenant, sid = where.tenant, where.session
-        if where.kind == "usage":
-            await self._usage(tenant, sid, Usage.model_validate_json(data))
-            return "usage"
-        event = parse_control(data)
-        if isinstance(event, TurnEnded):
-            await self._turn(tenant, sid, event, int(stored_at_s * 1e9))
-            return "turn"
-        if isinstance(event, Played):
-            await self._played(tenant, sid, event, int(stored_at_s * 1e9))
-            return "played"
-        raise ValueError(f"unexpected event type {event.type!r}")
-
-    async def _usage(self, tenant: str, sid: str, usage: Usage) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO usage_events (tenant_id, session_id, metric, key, amount, provider, stage)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (tenant, sid, usage.metric, usage.key, usage.amount, usage.provider, usage.stage))
-
-    async def _turn(self, tenant: str, sid: str, turn: TurnEnded, stored_ns: int) -> None:
-        spoken_ns = turn.latency.speech_end_ns or stored_ns
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO turns (tenant_id, session_id, turn_id, speaker, npc, outcome, reason,"
-                " transcript, latency, speech_end_ns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (tenant, sid, turn.turn_id, turn.speaker, turn.npc, str(turn.outcome), turn.reason,
-                 turn.transcript, Jsonb(turn.latency.model_dump()), turn.latency.speech_end_ns))
-            if turn.transcript.strip():
-                await self._line(conn, tenant, sid, turn.turn_id, "player", turn.speaker,
-                                 turn.transcript, True, spoken_ns)
-
-    async def _played(self, tenant: str, sid: str, played: Played, stored_ns: int) -> None:
-        if not played.text_heard.strip():
-            return  # cut off before a word was heard
-        async with self._pool.connection() as conn:
-            await self._line(conn, tenant, sid, played.turn_id, "npc", played.npc, played.text_heard,
-                             played.complete, played.first_played_ns or stored_ns)
+    async def _handle_one(self, one: tuple[Msg, Record]) -> None:
+        try:
+            await self._write([one])
+        except pg_errors.ForeignKeyViolation:
+            await self._unknown_session(one[0])
+            return
+        except Exception as exc:  # noqa: BLE001
+            await self._retry([one], exc)
+            return
+        RECORDED.labels(kind=one[1].kind, result="stored").inc()
+        await one[0].ack()
 
     @staticmethod
-    async def _line(conn, tenant: str, sid: str, turn: str, role: str, speaker: str,  # type: ignore[no-untyped-def]
-                    text: str, complete: bool, spoken_ns: int) -> None:
-        await conn.execute(
-            "INSERT INTO transcript_lines (tenant_id, session_id, turn_id, role, speaker, text,"
-            " complete, spoken_ns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (tenant, sid, turn, role, speaker, text, complete, spoken_ns))
+    async def _unknown_session(msg: Msg) -> None:
+        RECORDED.labels(kind="unknown", result="unknown_session").inc()
+        log.warning("dropping event of a session this deployment does not know: %s", msg.subject[:120])
+        await msg.term()
+
+    @staticmethod
+    async def _retry(records: list[tuple[Msg, Record]], exc: Exception) -> None:
+        log.warning("recording %d event(s) failed, retrying: %s", len(records), type(exc).__name__)
+        for msg, _ in records:
+            RECORDED.labels(kind="unknown", result="retry").inc()
+            await msg.nak(delay=2.0)
+
+    async def _write(self, records: list[tuple[Msg, Record]]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            for _, record in records:
+                await _WRITERS[record.kind](conn, record)
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    tenant: str
+    session: str
+    event: Usage | TurnEnded | Played
+    stored_ns: int
+
+
+def parse(subject: str, data: bytes, stored_at_s: float) -> Record:
+    """The event of one message; raises ValueError when it is malformed."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
+    where = parse_subject(subject)
+    stored_ns = int(stored_at_s * 1e9)
+    if where.kind == "usage":
+        return Record("usage", where.tenant, where.session, Usage.model_validate_json(data), stored_ns)
+    event = parse_control(data)
+    if isinstance(event, TurnEnded):
+        return Record("turn", where.tenant, where.session, event, stored_ns)
+    if isinstance(event, Played):
+        return Record("played", where.tenant, where.session, event, stored_ns)
+    raise ValueError(f"unexpected event type {event.type!r}")
+
+
+async def _usage(conn: AsyncConnection, r: Record) -> None:
+    usage = r.event
+    assert isinstance(usage, Usage)
+    await conn.execute(
+        "INSERT INTO usage_events (tenant_id, session_id, metric, key, amount, provider, stage)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (r.tenant, r.session, usage.metric, usage.key, usage.amount, usage.provider, usage.stage))
+
+
+async def _turn(conn: AsyncConnection, r: Record) -> None:
+    turn = r.event
+    assert isinstance(turn, TurnEnded)
+    await conn.execute(
+        "INSERT INTO turns (tenant_id, session_id, turn_id, speaker, npc, outcome, reason,"
+        " transcript, latency, speech_end_ns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (r.tenant, r.session, turn.turn_id, turn.speaker, turn.npc, str(turn.outcome), turn.reason,
+         turn.transcript, Jsonb(turn.latency.model_dump()), turn.latency.speech_end_ns))
+    if turn.transcript.strip():
+        await _line(conn, r, turn.turn_id, "player", turn.speaker, turn.transcript, True,
+                    turn.latency.speech_end_ns or r.stored_ns)
+
+
+async def _played(conn: AsyncConnection, r: Record) -> None:
+    played = r.event
+    assert isinstance(played, Played)
+    if played.text_heard.strip():  # else cut off before a word was heard
+        await _line(conn, r, played.turn_id, "npc", played.npc, played.text_heard, played.complete,
+                    played.first_played_ns or r.stored_ns)
+
+
+async def _line(conn: AsyncConnection, r: Record, turn: str, role: str, speaker: str, text: str,
+                complete: bool, spoken_ns: int) -> None:
+    await conn.execute(
+        "INSERT INTO transcript_lines (tenant_id, session_id, turn_id, role, speaker, text,"
+        " complete, spoken_ns) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (r.tenant, r.session, turn, role, speaker, text, complete, spoken_ns))
+
+
+_WRITERS = {"usage": _usage, "turn": _turn, "played": _played}

@@ -155,11 +155,17 @@ class TtsSession:
 
     async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
         provider = await self._providers.for_voice(voice)
-        text = chunk.text
-        # counted once per chunk: a fallback or a replica redoing the turn repeats the key
-        await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
-            key=f"tts:{turn.turn_id}:{chunk.index}", metric="tts_characters",
-            amount=len(text), provider=provider.name, stage=self._ctx.stage))
+        try:
+            await self._synthesize_with(turn, chunk.text, voice, provider)
+        finally:
+            # after the audio, off the first-frame path; once per chunk: a fallback or a
+            # replica redoing the turn repeats the key (a cancelled chunk was sent all the same)
+            await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
+                key=f"tts:{turn.turn_id}:{chunk.index}", metric="tts_characters",
+                amount=len(chunk.text), provider=provider.name, stage=self._ctx.stage))
+
+    async def _synthesize_with(self, turn: Turn, text: str, voice: VoiceSpec,
+                               provider: TTSProvider) -> None:
         frames_before = turn.frames
         try:
             await self._stream(turn, provider, text, voice)
