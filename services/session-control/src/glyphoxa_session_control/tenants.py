@@ -40,6 +40,11 @@ class Tenants:
     def __init__(self, pool: AsyncConnectionPool, box: SecretBox):
         self._pool, self._box = pool, box
 
+    def _open(self, sealed: bytes) -> str:
+        secret = self._box.open(sealed)
+        register_secret(secret)
+        return secret
+
     def _seal(self, secret: str) -> bytes:
         register_secret(secret)  # second line of defence: scrubbed from any log line
         return self._box.seal(secret)
@@ -106,7 +111,7 @@ class Tenants:
             row = await cur.fetchone()
         if row is None or row["bot_token_encrypted"] is None:
             return None
-        return self._box.open(row["bot_token_encrypted"])
+        return self._open(row["bot_token_encrypted"])
 
     # API keys
 
@@ -184,4 +189,4 @@ class Tenants:
             cur = await conn.execute("SELECT encrypted FROM tenant_secrets WHERE tenant_id = %s"
                                      " AND name = %s", (tenant, name))
             row = await cur.fetchone()
-        return self._box.open(row["encrypted"]) if row else None
+        return self._open(row["encrypted"]) if row else None
