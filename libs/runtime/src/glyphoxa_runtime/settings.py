@@ -6,10 +6,15 @@ its prefix (``VAD_*``, ``STT_*``...). Settings are parsed once, in ``__main__``.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+import sys
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from glyphoxa_bus.connection import BusSettings
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class MetricsSettings(BaseSettings):
@@ -31,3 +36,50 @@ class ServiceSettings(BaseSettings):
                            description="trace (per-frame), debug, info, warning or error")
     replica: str = Field("", description="replica name for logs and claims (default host-pid)",
                          validation_alias=AliasChoices("SERVICE_REPLICA"))
+
+
+def load_settings(cls: type[_S], service: str) -> _S:
+    """Parse a service's settings once, at start; bad configuration ends the process with
+    one line per mistake naming the variable, never echoing its value (it may be a secret)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        owner = _part_named(cls, exc.title) or cls  # a nested part (NATS_*, PG_*) failed alone
+        lines = [f"{service}: invalid configuration:"]
+        for err in exc.errors():
+            message = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+            name = env_name(owner, tuple(err["loc"]))
+            lines.append(f"  {name}: {message}" if name else f"  {message}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def env_name(cls: type[BaseSettings], loc: tuple) -> str:
+    """The environment variable behind a validation error's location."""
+    if not loc:
+        return ""
+    field = cls.model_fields.get(str(loc[0]))
+    if field is None:  # located by an alias (LOG_LEVEL, SERVICE_REPLICA): that is the variable
+        aliases = {str(c) for f in cls.model_fields.values()
+                   for c in getattr(f.validation_alias, "choices", ())}
+        if str(loc[0]) in aliases:
+            return str(loc[0])
+        return (cls.model_config.get("env_prefix", "") + "_".join(map(str, loc))).upper()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
+        return env_name(field.annotation, loc[1:])
+    alias = field.validation_alias
+    if alias is not None and hasattr(alias, "choices"):
+        return str(alias.choices[0])
+    return (cls.model_config.get("env_prefix", "") + str(loc[0])).upper()
+
+
+def _part_named(cls: type[BaseSettings], title: str) -> type[BaseSettings] | None:
+    if cls.__name__ == title:
+        return cls
+    for field in cls.model_fields.values():
+        part = field.annotation
+        if isinstance(part, type) and issubclass(part, BaseSettings):
+            found = _part_named(part, title)
+            if found is not None:
+                return found
+    return None

@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_runtime.service import run_service
-from glyphoxa_runtime.settings import ServiceSettings
+from glyphoxa_runtime.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("glyphoxa.discord_edge")
 
@@ -44,7 +44,7 @@ class EdgeApp:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "discord-edge")
 
     async def build(nc: Client, publisher: Publisher) -> EdgeApp:
         return EdgeApp(settings)

@@ -15,6 +15,7 @@ from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm import LLMProvider, build_llm
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.settings import load_settings
 
 
 def input_filters(subjects: SessionSubjects) -> list[str]:
@@ -63,7 +64,7 @@ async def build_app(nc: Client, publisher: Publisher, settings: Settings) -> Bra
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "npc-brain")
 
     async def build(nc: Client, publisher: Publisher) -> BrainApp:
         return await build_app(nc, publisher, settings)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 from collections.abc import Iterator
 from importlib.resources import files
 
@@ -19,10 +20,11 @@ from glyphoxa_pg.migrations import load_migrations, migrate
 from glyphoxa_pg.pool import dsn_password, open_pool
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import run_service
+from glyphoxa_runtime.settings import load_settings
 from glyphoxa_session_control.api import Control, create_app
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.config import Settings
-from glyphoxa_session_control.crypto import SecretBox
+from glyphoxa_session_control.crypto import SecretBox, SecretKeyError
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.liveness import Watchdog
 from glyphoxa_session_control.nats_api import NatsApi
@@ -101,7 +103,12 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "session-control")
+    try:
+        SecretBox(settings.secret_keys.get_secret_value())
+    except SecretKeyError as exc:
+        print(f"session-control: invalid configuration:\n  {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     for secret in (settings.operator_key.get_secret_value(), dsn_password(settings.pg.dsn.get_secret_value()),
                    *settings.secret_keys.get_secret_value().split(",")):
         register_secret(secret.strip() if secret else None)

@@ -17,6 +17,7 @@ from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.settings import load_settings
 from glyphoxa_stt.config import Settings
 from glyphoxa_stt.core import Limits, SttSession
 from glyphoxa_stt.providers import SttProvider, build_provider
@@ -75,7 +76,7 @@ async def build_app(settings: Settings, nc: Client, publisher: Publisher) -> Stt
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "stt")
     asyncio.run(run_service(STAGE, settings, functools.partial(build_app, settings)))
 
 

@@ -10,6 +10,7 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.service import StageApp, run_service
+from glyphoxa_runtime.settings import load_settings
 from glyphoxa_tts import metrics
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.core import TtsSession
@@ -44,7 +45,7 @@ def input_filters(subjects: SessionSubjects) -> list[str]:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "tts")
 
     async def build(nc: Client, publisher: Publisher) -> TtsApp:
         # loading a voice takes a moment of CPU: keep the loop free while it happens

@@ -16,6 +16,7 @@ from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import MEDIA
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.settings import load_settings
 from glyphoxa_vad.config import Settings
 from glyphoxa_vad.core import SessionVad
 from glyphoxa_vad.engines import VadEngine, build_engine
@@ -41,7 +42,7 @@ def build_app(nc: Client, publisher: Publisher, settings: Settings, engine: VadE
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings, "vad")
 
     async def build(nc: Client, publisher: Publisher) -> StageApp:
         # loaded before the first claim is taken: a missing model fails the start, not a session
