@@ -133,8 +133,14 @@ def test_unknown_field_in_the_second_npc() -> None:
 
 
 def test_unknown_field_in_voice() -> None:
-    text = _npc_yaml(voice="pitch: 1.1\nspeed: 2")
-    assert _problem(text, "speed") == "line 7: npcs[0].voice.speed: unknown field"
+    text = _npc_yaml(voice="pitch: 1.1\nvolume: 2")
+    assert _problem(text, "volume") == "line 7: npcs[0].voice.volume: unknown field"
+
+
+def test_elevenlabs_voice_settings_are_checked() -> None:
+    text = _npc_yaml(voice="provider: elevenlabs\nspeed: 2")
+    assert _problem(text, "speed") == ("line 7: npcs[0].voice.speed: "
+                                       "Input should be less than or equal to 1.2")
 
 
 def test_unknown_field_with_a_block_value_points_at_the_key() -> None:

@@ -15,12 +15,22 @@ class VoiceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: str | None = Field(None, description="tts provider override (piper, espeak)")
+    provider: str | None = Field(
+        None, description="tts provider override (piper, espeak, elevenlabs)")
     length_scale: float = Field(1.0, ge=0.5, le=2.0, description="speaking slowness (piper)")
     pitch: float = Field(1.0, ge=0.5, le=2.0, description="pitch factor (1.0 = unchanged)")
     noise_scale: float | None = Field(None, ge=0.0, le=1.5, description="piper voice variation")
     espeak_voice: str = Field("en-us", pattern=r"^[a-zA-Z0-9_+-]{1,32}$", description="espeak-ng voice")
     rate: int = Field(165, ge=80, le=400, description="espeak-ng words per minute")
+    elevenlabs_voice_id: str | None = Field(
+        None, pattern=r"^[a-zA-Z0-9]{1,64}$",
+        description="ElevenLabs voice id (default: the tts service's default voice)")
+    stability: float | None = Field(None, ge=0.0, le=1.0, description="ElevenLabs stability")
+    similarity_boost: float | None = Field(
+        None, ge=0.0, le=1.0, description="ElevenLabs similarity boost")
+    style: float | None = Field(None, ge=0.0, le=1.0, description="ElevenLabs style exaggeration")
+    speed: float | None = Field(
+        None, ge=0.7, le=1.2, description="ElevenLabs speaking speed (1.0 = the voice's own)")
 
 
 class Npc(BaseModel):

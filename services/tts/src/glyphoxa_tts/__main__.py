@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, run_service
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_tts import metrics
@@ -34,7 +35,7 @@ class TtsApp(StageApp):
         try:
             await super().shutdown()
         finally:
-            self.providers.close()
+            await self.providers.aclose()
 
     def readiness(self) -> dict[str, object]:
         return {**super().readiness(), "provider": self.providers.default.name}
@@ -46,6 +47,7 @@ def input_filters(subjects: SessionSubjects) -> list[str]:
 
 def main() -> None:
     settings = load_settings(Settings, "tts")
+    register_secret(settings.elevenlabs_api_key.get_secret_value())
 
     async def build(nc: Client, publisher: Publisher) -> TtsApp:
         # loading a voice takes a moment of CPU: keep the loop free while it happens

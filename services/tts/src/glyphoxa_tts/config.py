@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from glyphoxa_runtime.settings import ServiceSettings
 
-ProviderName = Literal["piper", "espeak", "fake"]
+ProviderName = Literal["piper", "espeak", "fake", "elevenlabs"]
+ElevenLabsFormat = Literal["pcm_48000", "pcm_44100", "pcm_24000", "pcm_22050", "pcm_16000"]
+
+ELEVENLABS_URL = "https://api.elevenlabs.io"
 
 
 class Settings(ServiceSettings):
@@ -29,3 +32,22 @@ class Settings(ServiceSettings):
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000)
     turn_idle_timeout_s: float = Field(
         120.0, gt=0, description="an unfinished turn with no new chunk for this long is closed")
+    elevenlabs_api_key: SecretStr = Field(
+        SecretStr(""), description="ElevenLabs API key (xi-api-key); required when elevenlabs "
+                                   "is the default provider")
+    elevenlabs_base_url: str = Field(
+        ELEVENLABS_URL, pattern=r"^https?://", description="ElevenLabs API root")
+    elevenlabs_model: str = Field(
+        "eleven_flash_v2_5", min_length=1, description="ElevenLabs model (a low-latency one)")
+    elevenlabs_default_voice_id: str = Field(
+        "JBFqnCBsd6RMkjVDRZzb", pattern=r"^[a-zA-Z0-9]{1,64}$",
+        description="ElevenLabs voice of NPCs without voice.elevenlabs_voice_id")
+    elevenlabs_output_format: ElevenLabsFormat = Field(
+        "pcm_48000", description="raw PCM straight into opus; pcm_24000 (resampled) where the "
+                                 "plan has no 48 kHz PCM")
+
+    @model_validator(mode="after")
+    def _elevenlabs_has_a_key(self) -> Settings:
+        if self.provider == "elevenlabs" and not self.elevenlabs_api_key.get_secret_value():
+            raise ValueError("TTS_ELEVENLABS_API_KEY must be set when TTS_PROVIDER=elevenlabs")
+        return self

@@ -16,7 +16,7 @@ __all__ = ["OUTPUT_RATE", "PROVIDER_NAMES", "ProviderSet", "TTSCapabilities", "T
 
 log = logging.getLogger(__name__)
 
-PROVIDER_NAMES = ("piper", "espeak", "fake")
+PROVIDER_NAMES = ("piper", "espeak", "fake", "elevenlabs")
 FALLBACK = "espeak"
 
 
@@ -35,6 +35,13 @@ def build_provider(name: str, settings: Settings) -> TTSProvider:
         from glyphoxa_tts.providers.fake import FakeProvider
 
         return FakeProvider(timeout)
+    if name == "elevenlabs":
+        from glyphoxa_tts.providers.elevenlabs import ElevenLabsProvider
+
+        return ElevenLabsProvider(
+            settings.elevenlabs_api_key.get_secret_value(), base_url=settings.elevenlabs_base_url,
+            model=settings.elevenlabs_model, default_voice_id=settings.elevenlabs_default_voice_id,
+            output_format=settings.elevenlabs_output_format, timeout_s=timeout)
     raise ProviderUnavailable(name, f"unknown tts provider (choose from {PROVIDER_NAMES})")
 
 
@@ -82,5 +89,12 @@ class ProviderSet:
         return provider
 
     def close(self) -> None:
-        for provider in {id(p): p for p in self._providers.values()}.values():
+        for provider in self._distinct():
             provider.close()
+
+    async def aclose(self) -> None:
+        for provider in self._distinct():
+            await provider.aclose()
+
+    def _distinct(self) -> list[TTSProvider]:
+        return list({id(p): p for p in self._providers.values()}.values())

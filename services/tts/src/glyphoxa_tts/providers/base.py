@@ -143,6 +143,10 @@ class TTSProvider(ABC):
         """Free what the provider holds (threads, models)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        """``close``, and the connections a network provider keeps open in the event loop."""
+        self.close()
+
 
 class _Resampler:
     """Streaming soxr resampler from a (possibly fractional, pitch-shifted) rate to 48 kHz."""
