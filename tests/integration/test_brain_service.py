@@ -30,6 +30,9 @@ from glyphoxa_events.models import (
     control_subject_suffix,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
+from tests.support.fakes.gemini import API_KEY as GEMINI_KEY
+from tests.support.fakes.gemini import FakeGemini, thinking_budget
+from tests.support.fakes.llm_stream import Reply
 from tests.support.service import UsageLog, http_get, metric, serving, wait_for
 
 pytestmark = pytest.mark.integration
@@ -276,6 +279,54 @@ async def test_a_replica_taking_over_continues_the_conversation(
         first.stop()
         if second is not None:
             second.stop()
+
+
+async def test_brain_answers_with_gemini_against_the_fake_gemini_api(
+    nats_url: str, nc, tenant: str, tmp_path: Path
+) -> None:
+    """BRAIN_LLM_PROVIDER=gemini really runs Gemini in the service: the SDK streams from a
+    fake that speaks Google's wire format; the key reaches the API and no log line."""
+    reply = Reply(text="Fifty gold, and not a copper less. Come back at dawn.", chunks=4,
+                  chunk_delay_s=0.02, prompt_tokens=211, completion_tokens=14)
+    with FakeGemini(default=reply).in_thread() as fake:
+        service = ServiceProcess(
+            "npc-brain",
+            env={
+                "NATS_URL": nats_url,
+                "NATS_CLAIM_LEASE_S": "2",
+                "BRAIN_LLM_PROVIDER": "gemini",
+                "BRAIN_GEMINI_API_KEY": GEMINI_KEY,
+                "BRAIN_GEMINI_BASE_URL": fake.url,
+                "LOG_LEVEL": "debug",
+            },
+            log_path=tmp_path / "brain.log",
+        ).start()
+        session = Session(nc, tenant)
+        try:
+            service.wait_ready()
+            state = json.loads(http_get(service.metrics_port, "/readyz"))
+            assert state["llm"] == {"provider": "gemini", "model": "gemini-2.5-flash"}
+            await session.start()
+            await session.say("alex", "alex-0", "Greta, how much for the longsword?", end_s=10)
+            await wait_for(lambda: session.turns)
+            turn = session.turn("alex-0")
+            assert (turn.outcome, turn.npc, turn.reply_text) == (
+                Outcome.answered, "greta", reply.text)
+            assert [c.text for *_, c in session.replies("alex-0")] == [
+                "Fifty gold, and not a copper less.", "Come back at dawn."]
+            seen = fake.requests[0]
+            assert seen.key_ok and "Greta" in (seen.system or "")
+            assert seen.contents[-1] == ("user", "Greta, how much for the longsword?")
+            assert seen.generation["maxOutputTokens"] == 60 and thinking_budget(seen) == 0
+            port = service.metrics_port
+            assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", provider="gemini",
+                          direction="in") == 211
+            assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", provider="gemini",
+                          direction="out") == 14
+        finally:
+            await session.close()
+            service.stop()
+    assert GEMINI_KEY not in (tmp_path / "brain.log").read_text()
 
 
 @pytest.mark.models

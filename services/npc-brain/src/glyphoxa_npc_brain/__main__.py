@@ -14,6 +14,7 @@ from glyphoxa_npc_brain.config import Settings
 from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm import LLMProvider, build_llm
 from glyphoxa_npc_brain.metrics import BrainMetrics
+from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
 from glyphoxa_runtime.settings import load_settings
 
@@ -65,6 +66,8 @@ async def build_app(nc: Client, publisher: Publisher, settings: Settings) -> Bra
 
 def main() -> None:
     settings = load_settings(Settings, "npc-brain")
+    for secret in settings.secrets():  # second line of defence: scrubbed from any log line
+        register_secret(secret)
 
     async def build(nc: Client, publisher: Publisher) -> BrainApp:
         return await build_app(nc, publisher, settings)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from glyphoxa_runtime.settings import ServiceSettings
@@ -29,8 +30,10 @@ class TurnPolicy:
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
 
-    llm_provider: Literal["llama", "fake"] = Field(
-        "llama", description="llama (local GGUF) or fake"
+    llm_provider: Literal["llama", "gemini", "openai", "fake"] = Field(
+        "llama",
+        description="llama (local GGUF), gemini (Google's API), openai (any OpenAI-compatible "
+        "chat completions server) or fake",
     )
     llm_model_path: Path | None = Field(
         None, description="GGUF chat model; default: the bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
@@ -46,6 +49,29 @@ class Settings(ServiceSettings):
     llm_cache_mb: int = Field(256, ge=0, le=65536, description="RAM for cached prompt prefixes")
     llm_temperature: float = Field(0.6, ge=0.0, le=2.0)
     llm_first_token_timeout_s: float = Field(10.0, gt=0)
+    gemini_api_key: SecretStr = Field(
+        SecretStr(""), description="Gemini API key (required with BRAIN_LLM_PROVIDER=gemini)"
+    )
+    gemini_model: str = Field(
+        "gemini-2.5-flash", min_length=1, description="Gemini model (a fast one: -flash, -flash-lite)"
+    )
+    gemini_base_url: str = Field(
+        "https://generativelanguage.googleapis.com/", description="Gemini API endpoint"
+    )
+    gemini_thinking_budget: int = Field(
+        0, ge=-1, description="thought tokens before answering: 0 off (fast first words), "
+        "-1 the model decides"
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="OpenAI-compatible server, e.g. "
+        "http://127.0.0.1:11434/v1 for Ollama"
+    )
+    openai_model: str = Field(
+        "gpt-4o-mini", min_length=1, description="model name as that server knows it"
+    )
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="API key (required for api.openai.com; local servers need none)"
+    )
     max_tokens: int = Field(60, ge=1, le=1024, description="longest reply in tokens")
     max_sentences: int = Field(3, ge=1, le=20, description="longest reply in sentences")
     turn_timeout_s: float = Field(20.0, gt=0, description="a turn that takes longer times out")
@@ -64,6 +90,25 @@ class Settings(ServiceSettings):
     )
     prime_personas: bool = Field(True, description="evaluate each persona when a session starts")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
+
+    @model_validator(mode="after")
+    def _key_of_the_cloud_provider(self) -> Settings:
+        if self.llm_provider == "gemini" and not self.gemini_api_key.get_secret_value():
+            raise ValueError("BRAIN_GEMINI_API_KEY is required when BRAIN_LLM_PROVIDER=gemini")
+        if (
+            self.llm_provider == "openai"
+            and not self.openai_api_key.get_secret_value()
+            and urlparse(self.openai_base_url).hostname == "api.openai.com"
+        ):
+            raise ValueError(
+                "BRAIN_OPENAI_API_KEY is required for api.openai.com "
+                "(or set BRAIN_OPENAI_BASE_URL to a server that needs none)"
+            )
+        return self
+
+    def secrets(self) -> list[str]:
+        """The values no log line may show."""
+        return [self.gemini_api_key.get_secret_value(), self.openai_api_key.get_secret_value()]
 
     def turn_policy(self) -> TurnPolicy:
         return TurnPolicy(

@@ -1,4 +1,7 @@
-"""LLM providers: ``llama`` (local GGUF via llama-cpp-python) and ``fake`` (instant)."""
+"""LLM providers: ``llama`` (local GGUF via llama-cpp-python), ``gemini`` (google-genai),
+``openai`` (any OpenAI-compatible chat completions server) and ``fake`` (instant).
+
+Each vendor SDK is imported only when its provider is selected."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ async def build_llm(settings: Settings, on_usage: UsageHook | None = None) -> LL
     }
     if settings.llm_provider == "fake":
         return FakeLLM(**common)  # type: ignore[arg-type]
+    if settings.llm_provider in ("gemini", "openai"):
+        return _cloud_llm(settings, common)
     from glyphoxa_npc_brain.llm.llama import LlamaLLM, LlamaOptions  # heavy import only when used
 
     path = settings.llm_model_path
@@ -49,6 +54,36 @@ async def build_llm(settings: Settings, on_usage: UsageHook | None = None) -> LL
     )
     await llm.start()
     return llm
+
+
+def _cloud_llm(settings: Settings, common: dict[str, object]) -> LLMProvider:
+    timeout_s = settings.turn_timeout_s + 5  # the HTTP client's backstop; ours act first
+    if settings.llm_provider == "gemini":
+        from glyphoxa_npc_brain.llm.gemini import GeminiLLM, GeminiOptions
+
+        return GeminiLLM(
+            GeminiOptions(
+                api_key=settings.gemini_api_key.get_secret_value(),
+                model=settings.gemini_model,
+                base_url=settings.gemini_base_url,
+                temperature=settings.llm_temperature,
+                thinking_budget=settings.gemini_thinking_budget,
+                timeout_s=timeout_s,
+            ),
+            **common,
+        )
+    from glyphoxa_npc_brain.llm.openai_compat import OpenAICompatLLM, OpenAIOptions
+
+    return OpenAICompatLLM(
+        OpenAIOptions(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=settings.openai_api_key.get_secret_value(),
+            temperature=settings.llm_temperature,
+            timeout_s=timeout_s,
+        ),
+        **common,
+    )
 
 
 class _LogProgress:

@@ -44,8 +44,9 @@ class CallStats:
     """What one call attempt cost; ``cached_prompt_tokens`` were not evaluated again.
 
     ``prompt_tokens`` is filled by the provider (what it evaluated, or its
-    ``count_prompt_tokens`` if the backend does not say); ``completion_tokens`` is the
-    provider's ``count_tokens`` of the text streamed; ``deltas`` counts text deltas.
+    ``count_prompt_tokens`` if the backend does not say); ``completion_tokens`` is what the
+    backend reported (a cloud vendor's usage metadata) or else the provider's
+    ``count_tokens`` of the text streamed; ``deltas`` counts text deltas.
     """
 
     prompt_tokens: int = 0
@@ -181,7 +182,8 @@ class LLMProvider(ABC):
                 yield delta
         finally:
             stats.total_s = loop.time() - started
-            stats.completion_tokens = self._count_completion("".join(text), stats.deltas)
+            if not stats.completion_tokens:  # the backend did not report its usage
+                stats.completion_tokens = self._count_completion("".join(text), stats.deltas)
             await agen.aclose()
 
     def _count_completion(self, text: str, deltas: int) -> int:
@@ -203,4 +205,5 @@ class LLMProvider(ABC):
         stats: CallStats,
     ) -> AsyncIterator[str]:
         """Yield text deltas; return promptly once ``cancel`` is set; fill ``stats.prompt_*``
-        (the prompt tokens evaluated; ``count_prompt_tokens`` if the backend does not say)."""
+        (the prompt tokens evaluated; ``count_prompt_tokens`` if the backend does not say)
+        and ``stats.completion_tokens`` if the backend reports them."""
