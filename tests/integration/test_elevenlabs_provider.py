@@ -195,3 +195,19 @@ async def test_flush_mid_sentence_cancels_the_upstream_request(fake):
     assert request.chunks_sent < request.chunks
     (done,) = s.done()
     assert done.cancelled and done.frames == len(s.publisher.frames())
+
+
+async def test_an_open_breaker_sends_sentences_to_espeak_until_one_trial_succeeds(fake, caplog):
+    fake.script(*[Reply(status=503)] * 2)
+    async with Session(fake, breaker_failures=2, breaker_cooldown_s=0.5) as s:
+        for i in range(2):  # two retryable failures in a row open the breaker
+            await s.core.on_message(reply(f"alex-{i}", 0, "Still spoken.", final=True))
+        assert s.providers.breaker("elevenlabs").state == "open"
+        await s.core.on_message(reply("alex-2", 0, "Spoken by espeak at once.", final=True))
+        assert len(fake.requests) == 2  # the third sentence never went to ElevenLabs
+        await asyncio.sleep(0.6)  # the cooldown: one trial, which succeeds, closes it
+        await s.core.on_message(reply("alex-3", 0, "Back to ElevenLabs.", final=True))
+        assert len(fake.requests) == 3 and fake.requests[-1].finished
+        assert s.providers.breaker("elevenlabs").state == "closed"
+    assert all(not d.cancelled and d.frames > 10 for d in s.done()) and len(s.done()) == 4
+    assert "circuit breaker open" in caplog.text and "circuit breaker closed" in caplog.text

@@ -20,6 +20,11 @@ class Settings(ServiceSettings):
 
     provider: ProviderName = Field(
         "piper", description="default provider; an NPC's voice.provider overrides it")
+    breaker_failures: int = Field(
+        3, ge=1, le=100, description="retryable failures in a row that open a provider's circuit "
+                                     "breaker (its sentences go to espeak meanwhile)")
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, le=3600, description="how long an open breaker refuses before one trial call")
     piper_model_path: str = Field(
         "", description="piper .onnx voice (its .onnx.json beside it); default en_US-joe-medium")
     synth_timeout_s: float = Field(

@@ -169,8 +169,10 @@ class TtsSession:
         frames_before = turn.frames
         try:
             await self._stream(turn, provider, text, voice)
+            self._providers.succeeded(provider)
             return
         except ProviderError as exc:
+            self._providers.failed(provider, exc)
             log.warning("tts provider failed: %s", exc,
                         extra=self._extra(turn.turn_id, provider=provider.name))
         fallback = self._providers.fallback()

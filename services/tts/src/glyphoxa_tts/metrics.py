@@ -5,7 +5,7 @@ Created once per process at import; the registry refuses a second metric of one 
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from glyphoxa_runtime.service import StageMetrics
 
@@ -35,3 +35,7 @@ TURNS = Counter(
 SENTENCES_DROPPED = Counter(
     "glyphoxa_tts_sentences_dropped_total",
     "reply chunks not spoken (turn cancelled or already done, provider failed)", ["reason"])
+
+BREAKER_OPEN = Gauge("glyphoxa_tts_provider_breaker_open",
+                     "1 while a provider's circuit breaker refuses calls (0 closed, 0.5 half-open)",
+                     ["provider"])

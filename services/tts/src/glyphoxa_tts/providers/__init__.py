@@ -7,8 +7,10 @@ import logging
 from collections.abc import Mapping
 
 from glyphoxa_campaign.model import VoiceSpec
-from glyphoxa_runtime.providers import ProviderUnavailable
+from glyphoxa_runtime.breaker import CircuitBreaker
+from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 from glyphoxa_tts.config import Settings
+from glyphoxa_tts.metrics import BREAKER_OPEN
 from glyphoxa_tts.providers.base import OUTPUT_RATE, TTSCapabilities, TTSProvider
 
 __all__ = ["OUTPUT_RATE", "PROVIDER_NAMES", "ProviderSet", "TTSCapabilities", "TTSProvider",
@@ -45,6 +47,12 @@ def build_provider(name: str, settings: Settings) -> TTSProvider:
     raise ProviderUnavailable(name, f"unknown tts provider (choose from {PROVIDER_NAMES})")
 
 
+def _breaker_changed(name: str, state: str) -> None:
+    BREAKER_OPEN.labels(provider=name).set({"open": 1.0, "half_open": 0.5}.get(state, 0.0))
+    log.warning("tts provider %s circuit breaker %s", name, state.replace("_", "-"),
+                extra={"provider": name, "breaker": state})
+
+
 class ProviderSet:
     """The providers of one process: the default one (loaded at start-up), the ones NPC
     voices ask for (loaded on first use), and espeak wherever another cannot load."""
@@ -54,9 +62,30 @@ class ProviderSet:
         self._settings = settings
         self._providers: dict[str, TTSProvider] = dict(providers or {})
         self._lock = asyncio.Lock()
+        self._breakers: dict[str, CircuitBreaker] = {}
         self.default = self._providers.get(settings.provider) or self._load(settings.provider)
 
+    def breaker(self, name: str) -> CircuitBreaker:
+        if name not in self._breakers:
+            self._breakers[name] = CircuitBreaker(
+                name, self._settings.breaker_failures, self._settings.breaker_cooldown_s,
+                on_change=_breaker_changed)
+        return self._breakers[name]
+
+    def succeeded(self, provider: TTSProvider) -> None:
+        self.breaker(provider.name).record_success()
+
+    def failed(self, provider: TTSProvider, exc: ProviderError) -> None:
+        self.breaker(provider.name).record_failure(exc.retryable)
+
     async def for_voice(self, voice: VoiceSpec) -> TTSProvider:
+        """The voice's provider, or espeak while that provider's breaker is open."""
+        provider = await self._chosen(voice)
+        if provider.name != FALLBACK and not self.breaker(provider.name).allow():
+            return self.fallback()
+        return provider
+
+    async def _chosen(self, voice: VoiceSpec) -> TTSProvider:
         name = voice.provider or self._settings.provider
         if name in self._providers:
             return self._providers[name]
