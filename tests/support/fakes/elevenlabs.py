@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import soxr
 from aiohttp import web
+
+from tests.support.fakes.server import FakeServer, read_json, send
 
 API_KEY = "sk_fake0elevenlabs0key0123456789abcdef"
 PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -77,72 +76,29 @@ class Request:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeElevenLabs:
+class FakeElevenLabs(FakeServer[Reply]):
+    name = "fake-elevenlabs"
+
     def __init__(self, api_key: str = API_KEY, default: Reply | None = None,
                  voices: set[str] | None = None, port: int = 0):
-        self.api_key, self.default, self.voices, self.port = api_key, default or Reply(), voices, port
-        self.replies: deque[Reply] = deque()
+        super().__init__(api_key, default or Reply(), port)
+        self.voices = voices
         self.requests: list[Request] = []
-        self._runner: web.AppRunner | None = None
         self._speech: dict[str, np.ndarray] = {}
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def script(self, *replies: Reply) -> FakeElevenLabs:
-        """Answer the next requests with these, in order."""
-        self.replies.extend(replies)
-        return self
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    async def start(self) -> FakeElevenLabs:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._stream)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeElevenLabs:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def in_thread(self) -> Iterator[FakeElevenLabs]:
-        """Serve from a thread of its own (for a test whose loop drives a real process)."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-elevenlabs", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
 
     # --- the endpoint -------------------------------------------------------------------
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        body = await self._json(request)
+        body = await read_json(request)
         key = request.headers.get("xi-api-key")
         seen = Request(request.match_info["voice_id"], dict(request.query), body,
                        key_ok=key == self.api_key)
         self.requests.append(seen)
         try:
-            reply = self.replies.popleft() if self.replies else self.default
+            reply = self.next_reply()
             error = self._refusal(seen, key, reply)
             if error is not None:
                 seen.status = error.status
@@ -150,14 +106,6 @@ class FakeElevenLabs:
             return await self._speak(request, seen, reply)
         finally:
             seen.ended.set()
-
-    @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {}
-        return body if isinstance(body, dict) else {}
 
     def _refusal(self, seen: Request, key: str | None, reply: Reply) -> web.Response | None:
         if key is None:
@@ -194,7 +142,7 @@ class FakeElevenLabs:
             if n == reply.drop_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
-            if not await _send(request, response, data):
+            if not await send(request, response, data):
                 seen.client_gone = True
                 return response
             seen.chunks_sent += 1
@@ -220,17 +168,6 @@ class FakeElevenLabs:
         return audio if rate == 48_000 else soxr.resample(audio, 48_000, rate)
 
 
-async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> bool:
-    """Write one chunk; False when the client has gone away."""
-    if request.transport is None or request.transport.is_closing():
-        return False
-    try:
-        await response.write(data)
-    except ConnectionError:
-        return False
-    return True
-
-
 def _pcm_rate(output_format: str) -> int | None:
     codec, _, rate = output_format.partition("_")
     return int(rate) if codec == "pcm" and rate.isdigit() and int(rate) in PCM_RATES else None
@@ -247,21 +184,16 @@ def _invalid(loc: list[str], message: str, kind: str) -> web.Response:
                              status=422)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    default = Reply(first_chunk_delay_s=args.first_chunk_delay, chunk_delay_s=args.chunk_delay)
-    async with FakeElevenLabs(args.api_key, default, port=args.port) as fake:
-        print(fake.url, flush=True)
-        await asyncio.Event().wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=API_KEY)
     parser.add_argument("--first-chunk-delay", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    default = Reply(first_chunk_delay_s=args.first_chunk_delay, chunk_delay_s=args.chunk_delay)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(parser.parse_args()))
+        asyncio.run(FakeElevenLabs(args.api_key, default, port=args.port).serve_forever())
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from tests.support.fakes.llm_stream import (
     FakeLLMServer,
     Reply,
     Request,
-    read_json,
     serve_main,
     sse,
 )
+from tests.support.fakes.server import read_json
 
 API_KEY = "AIzaFakeGeminiKey0123456789abcdefghijkl"
 _STATUS = {

@@ -20,12 +20,12 @@ import contextlib
 import json
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.support.fakes.server import FakeServer, pause, send
 
 DEFAULT_TEXT = "Aye, that I can do. The longsword, you say? Come back at dawn."
 
@@ -81,69 +81,14 @@ class Request:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeLLMServer:
-    """An aiohttp server on 127.0.0.1; subclasses add ``routes`` and the wire format."""
+class FakeLLMServer(FakeServer[Reply]):
+    """Subclasses add ``routes`` and the wire format."""
 
     name = "fake-llm"
 
     def __init__(self, api_key: str, default: Reply | None = None, port: int = 0):
-        self.api_key, self.default, self.port = api_key, default or Reply(), port
-        self.replies: deque[Reply] = deque()
+        super().__init__(api_key, default or Reply(), port)
         self.requests: list[Request] = []
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def script(self, *replies: Reply) -> Self:
-        """Answer the next requests with these, in order (then with ``default``)."""
-        self.replies.extend(replies)
-        return self
-
-    def next_reply(self) -> Reply:
-        return self.replies.popleft() if self.replies else self.default
-
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    async def start(self) -> Self:
-        app = web.Application()
-        self.routes(app)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def in_thread(self) -> Iterator[Self]:
-        """Serve from a thread of its own (for a test whose loop drives a real process)."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
 
     # --- the stream ---------------------------------------------------------------------
 
@@ -158,13 +103,13 @@ class FakeLLMServer:
         await response.prepare(request)
         for n, event in enumerate(events):
             delay = reply.first_chunk_delay_s if n == 0 else reply.chunk_delay_s
-            if not await _pause(request, delay):
+            if not await pause(request, delay):
                 seen.client_gone = True
                 return response
             if n == reply.drop_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return response
-            if not await _send(request, response, event):
+            if not await send(request, response, event):
                 seen.client_gone = True
                 return response
             seen.chunks_sent += 1
@@ -181,37 +126,6 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {text}\r\n\r\n".encode()
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-async def _pause(request: web.Request, seconds: float) -> bool:
-    """Wait ``seconds``; False as soon as the client has gone away."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if request.transport is None or request.transport.is_closing():
-            return False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return True
-        await asyncio.sleep(min(left, 0.01))
-
-
-async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> bool:
-    """Write one event; False when the client has gone away."""
-    if request.transport is None or request.transport.is_closing():
-        return False
-    try:
-        await response.write(data)
-    except ConnectionError:
-        return False
-    return True
-
-
 def serve_main(factory: type[FakeLLMServer], default_key: str, doc: str) -> None:
     """``python -m tests.support.fakes.<vendor>``: serve until interrupted, print the URL."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -225,10 +139,5 @@ def serve_main(factory: type[FakeLLMServer], default_key: str, doc: str) -> None
     default = Reply(text=args.text, chunks=args.chunks,
                     first_chunk_delay_s=args.first_chunk_delay, chunk_delay_s=args.chunk_delay)
 
-    async def serve() -> None:
-        async with factory(args.api_key, default, port=args.port) as fake:
-            print(fake.url, flush=True)
-            await asyncio.Event().wait()
-
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        asyncio.run(factory(args.api_key, default, port=args.port).serve_forever())

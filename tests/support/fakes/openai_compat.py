@@ -24,10 +24,10 @@ from tests.support.fakes.llm_stream import (
     FakeLLMServer,
     Reply,
     Request,
-    read_json,
     serve_main,
     sse,
 )
+from tests.support.fakes.server import read_json
 
 API_KEY = "sk-fake0openai0key0123456789abcdefghijklmnop"
 _ERRORS = {
