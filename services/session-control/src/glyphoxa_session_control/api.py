@@ -135,10 +135,13 @@ def create_app(control: Control) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
-    @app.exception_handler(413)  # _BodyLimit
-    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+    def too_large() -> JSONResponse:
         return JSONResponse({"error": f"request body larger than {control.max_request_bytes} bytes"},
                             status_code=413)
+
+    @app.exception_handler(413)  # _BodyLimit: a body without Content-Length that grew too big
+    async def body_too_large(request: Request, exc: Exception) -> JSONResponse:
+        return too_large()
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
@@ -155,8 +158,7 @@ def create_app(control: Control) -> FastAPI:
     async def limits_and_metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > control.max_request_bytes):
-            return JSONResponse({"error": f"request body larger than {control.max_request_bytes} bytes"},
-                                status_code=413)
+            return too_large()
         response = await call_next(request)
         route = request.scope.get("route")
         REQUESTS.labels(api="http", verb=getattr(route, "name", "unknown"),

@@ -94,13 +94,6 @@ class Sessions:
             row = await cur.fetchone()
         return row["state"] if row else None
 
-    async def ending_since(self, tenant: str, sid: str) -> datetime | None:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT ending_at FROM sessions WHERE tenant_id = %s AND id = %s",
-                                     (tenant, sid))
-            row = await cur.fetchone()
-        return row["ending_at"] if row else None
-
     async def campaign_of(self, tenant: str, sid: str) -> Campaign:
         async with self._pool.connection() as conn:
             cur = await conn.execute("SELECT campaign FROM sessions WHERE tenant_id = %s AND id = %s",

@@ -122,7 +122,7 @@ class Watchdog:
         if not held:
             await self._sessions.finish(session.tenant, session.id, "every stage and the edge let go")
             return
-        ending = await self._sessions.ending_since(session.tenant, session.id)
+        ending = session.ending_at
         if ending is not None and (datetime.now(UTC) - ending).total_seconds() >= self._ending_timeout:
             await self._sessions.finish(
                 session.tenant, session.id,

@@ -117,6 +117,7 @@ class Session(BaseModel):
     reason: str
     created_at: datetime
     started_at: datetime | None = None
+    ending_at: datetime | None = None
     ended_at: datetime | None = None
     transitions: list[Transition] = Field(default_factory=list)
     holders: list[ClaimHolder] = Field(default_factory=list)
