@@ -44,7 +44,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 API_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
-    for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply)
+    for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply,
+              api.GetSecrets, api.SecretsReply)
 }
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
@@ -318,6 +319,12 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
             f"Core NATS request/reply (no stream): `{request}` -> `ApiReply`.",
             [request], None),
             [(f"session{verb.capitalize()}", "receive", "session-control")]))
+    table.append(("apiSecretsGet", _channel(
+        f"{API_ROOT}.secrets.get",
+        "Core NATS request/reply (no stream): a stage asks for a tenant's stored provider "
+        "keys, `GetSecrets` -> `SecretsReply` (values sealed with NATS_SECRETS_KEY).",
+        ["GetSecrets"], None),
+        [("secretsGet", "receive", "session-control")]))
     return table
 
 
@@ -340,15 +347,17 @@ def asyncapi() -> dict[str, Any]:
                 "tags": [{"name": service}],
             }
             if cid.startswith("api"):
+                reply = "secretsReply" if cid == "apiSecretsGet" else "apiReply"
                 op["reply"] = {
                     "channel": {"$ref": "#/channels/apiReply"},
-                    "messages": [{"$ref": "#/channels/apiReply/messages/apiReply"}],
+                    "messages": [{"$ref": f"#/channels/apiReply/messages/{reply}"}],
                 }
             operations[op_id] = op
     channels["apiReply"] = {
         "address": None,
         "description": "The requester's inbox (the NATS reply subject of the request).",
-        "messages": {"apiReply": {"$ref": "#/components/messages/ApiReply"}},
+        "messages": {"apiReply": {"$ref": "#/components/messages/ApiReply"},
+                     "secretsReply": {"$ref": "#/components/messages/SecretsReply"}},
     }
     params: dict[str, Any] = {}
     for name, desc in PARAMETERS.items():

@@ -211,3 +211,47 @@ async def test_an_open_breaker_sends_sentences_to_espeak_until_one_trial_succeed
         assert s.providers.breaker("elevenlabs").state == "closed"
     assert all(not d.cancelled and d.frames > 10 for d in s.done()) and len(s.done()) == 4
     assert "circuit breaker open" in caplog.text and "circuit breaker closed" in caplog.text
+
+
+class StoredKeys:
+    """Stands in for ``TenantSecrets``: the keys tenants stored, by tenant."""
+
+    def __init__(self, **keys: str):
+        self.keys = keys
+
+    async def get(self, tenant: str, name: str) -> str | None:
+        return self.keys.get(tenant) if name == "elevenlabs" else None
+
+
+async def test_a_tenants_own_key_is_used_for_its_sessions_only(fake, caplog):
+    settings = Settings(provider="elevenlabs", elevenlabs_api_key="sk_operator_key_not_valid",
+                        elevenlabs_base_url=fake.url)
+    providers = ProviderSet(settings, keys=StoredKeys(t1=API_KEY))  # type: ignore[arg-type]
+    try:
+        own = await providers.for_voice(NPC_VOICE, "t1")
+        configured = await providers.for_voice(NPC_VOICE, "t2")
+        assert own is not configured and own is await providers.for_voice(NPC_VOICE, "t1")
+        await synthesize(own)  # type: ignore[arg-type]
+        with pytest.raises(ProviderError):
+            await synthesize(configured)  # type: ignore[arg-type]
+    finally:
+        await providers.aclose()
+    assert [r.key_ok for r in fake.requests] == [True, False]
+    assert API_KEY not in caplog.text
+
+
+async def test_without_a_configured_key_tenants_bring_their_own(fake):
+    from glyphoxa_session_control.crypto import new_secret_key
+
+    settings = Settings(provider="elevenlabs", elevenlabs_base_url=fake.url,
+                        nats={"secrets_key": new_secret_key()})  # type: ignore[arg-type]
+    providers = ProviderSet(settings, keys=StoredKeys(t1=API_KEY))  # type: ignore[arg-type]
+    try:
+        assert providers.default.name == "espeak"  # no key of its own: espeak stands in
+        own = await providers.for_voice(NPC_VOICE, "t1")
+        assert own.name == "elevenlabs"
+        await synthesize(own)  # type: ignore[arg-type]
+        assert (await providers.for_voice(NPC_VOICE, "t2")).name == "espeak"
+    finally:
+        await providers.aclose()
+    assert [r.key_ok for r in fake.requests] == [True]

@@ -217,10 +217,13 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
         for op in doc["operations"].values() if "reply" in op
     }
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
-    assert addresses == {"glxapi.session.start", "glxapi.session.stop", "glxapi.session.get"}
+    assert addresses == {"glxapi.session.start", "glxapi.session.stop", "glxapi.session.get",
+                         "glxapi.secrets.get"}
     for op in api_ops.values():
         assert op["action"] == "receive"
-        assert op["reply"]["messages"][0]["$ref"].endswith("/apiReply")
+        secrets = op["channel"]["$ref"].endswith("/apiSecretsGet")
+        assert op["reply"]["messages"][0]["$ref"].endswith(
+            "/secretsReply" if secrets else "/apiReply")
 
 
 def _contract_subjects() -> list[str]:

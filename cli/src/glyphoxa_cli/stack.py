@@ -59,7 +59,8 @@ class Stack:
         env = {"NATS_URL": self.nats_url, "GLYPHOXA_HOME": str(self.home), "PG_DSN": self.pg_dsn,
                "SESSION_CONTROL_API_PORT": str(self.api_port),
                "SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
-               "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"], **self.env}
+               "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"],
+               "NATS_SECRETS_KEY": keys["bus_key"], **self.env}
         for service in self.services:
             for i in range(self.replicas.get(service, 1)):
                 name = f"{service}-{i + 1}"
@@ -100,26 +101,30 @@ class Stack:
 
 
 def stack_keys(home: Path) -> dict[str, str]:
-    """The local stack's operator key and secret-encryption key (made once, kept 0600)."""
+    """The local stack's operator key, secret-encryption key and bus secrets key (tenants'
+    provider keys on their way to the stages); made once, kept 0600."""
     import secrets
 
     from cryptography.fernet import Fernet
 
     path = home / "keys.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    keys = {"operator_key": "op_" + secrets.token_urlsafe(32),
-            "secret_key": Fernet.generate_key().decode(), "tenant_keys": {}}
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(keys, f)
+    keys = json.loads(path.read_text()) if path.exists() else {
+        "operator_key": "op_" + secrets.token_urlsafe(32),
+        "secret_key": Fernet.generate_key().decode(), "tenant_keys": {}}
+    if "bus_key" not in keys:  # a keys.json from before tenant keys were delivered
+        keys["bus_key"] = Fernet.generate_key().decode()
+        _write_keys(home, keys)
     return keys
 
 
 def save_tenant_key(home: Path, tenant: str, key: str) -> None:
     keys = stack_keys(home)
     keys.setdefault("tenant_keys", {})[tenant] = key
+    _write_keys(home, keys)
+
+
+def _write_keys(home: Path, keys: dict) -> None:  # type: ignore[type-arg]
+    home.mkdir(parents=True, exist_ok=True)
     path = home / "keys.json"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import nats
 from nats.aio.client import Client
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from glyphoxa_bus.streams import (
@@ -31,9 +32,26 @@ class BusSettings(BaseSettings):
     drain_timeout_s: float = Field(5.0, gt=0, description="SIGTERM: longest wait for in-flight work")
     heartbeat_interval_s: float = Field(
         HEARTBEAT_INTERVAL_S, gt=0, description="how often a replica or edge puts its heartbeat")
+    secrets_key: SecretStr = Field(
+        SecretStr(""), description="Fernet key sealing tenants' stored provider keys on their way "
+        "from session-control to the stages (`glyphoxa secret-key` makes one); empty: stages "
+        "use only their configured keys")
     heartbeat_ttl_s: float = Field(
         HEARTBEAT_TTL_S, gt=0, description="a heartbeat not renewed for this long expires "
                                            "(replica presumed dead); must exceed the interval")
+
+    @model_validator(mode="after")
+    def _secrets_key_is_fernet(self) -> BusSettings:
+        key = self.secrets_key.get_secret_value()
+        if key:
+            try:
+                ok = len(base64.urlsafe_b64decode(key.encode())) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("NATS_SECRETS_KEY is not a Fernet key (32 url-safe base64 bytes; "
+                                 "`glyphoxa secret-key` makes one)")
+        return self
 
     @model_validator(mode="after")
     def _ttl_exceeds_interval(self) -> BusSettings:

@@ -7,7 +7,9 @@ use the admin HTTP API instead.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from glyphoxa_events.tokens import Token
 
@@ -49,3 +51,31 @@ class ApiReply(_Body):
     ok: bool
     error: str = ""
     session: SessionRecord | None = None
+
+
+SECRET_NAME = r"^[a-z0-9][a-z0-9_]{0,63}$"
+
+
+class GetSecrets(_Body):
+    """A stage asks for a tenant's stored provider keys (``glxapi.secrets.get``)."""
+
+    tenant: Token
+    names: tuple[str, ...] = Field(min_length=1, max_length=16)
+    stage: str = Field(pattern=r"^[a-z0-9-]{1,32}$", description="who asks (logs, metrics)")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not re.match(SECRET_NAME, name):
+                raise ValueError(f"invalid secret name {name[:40]!r}: must match {SECRET_NAME}")
+        return names
+
+
+class SecretsReply(_Body):
+    """``sealed``: a Fernet token (the bus secrets key) of a JSON object name -> value or
+    null. The values never travel in clear, and no stream ever holds them."""
+
+    ok: bool
+    error: str = ""
+    sealed: str = ""

@@ -54,6 +54,7 @@ async def run_service(
     for url in settings.nats.servers():  # nats://user:password@host carries a secret
         parsed = urlsplit(url)
         register_secret(parsed.password)
+    register_secret(settings.nats.secrets_key.get_secret_value())
     replica = replica_name(settings, service)
     nc = await connect(settings.nats, name=replica)
     publisher = Publisher(nc, settings.nats.max_in_flight)

@@ -99,7 +99,8 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
                       reports=Reports(pool, sessions), watchdog=watchdog,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
-    return SessionControlApp(control, NatsApi(nc, sessions), Recorder(nc, pool), settings)
+    nats_api = NatsApi(nc, sessions, control.tenants, settings.nats.secrets_key.get_secret_value())
+    return SessionControlApp(control, nats_api, Recorder(nc, pool), settings)
 
 
 def main() -> None:

@@ -1,6 +1,9 @@
-"""The bus-internal API, ``glxapi.session.{start,stop,get}`` (request/reply), for edges.
+"""The bus-internal API (core-NATS request/reply, never a stream).
 
-It serves the same :class:`Sessions` as the HTTP API; the tenant and campaign must exist.
+``glxapi.session.{start,stop,get}`` is the door for edges; it serves the same
+:class:`Sessions` as the HTTP API, and the tenant and campaign must exist.
+``glxapi.secrets.get`` hands a tenant's stored provider keys to the stages, sealed with
+the bus secrets key (see ``glyphoxa_runtime.tenant_keys``); without that key it refuses.
 """
 
 from __future__ import annotations
@@ -12,13 +15,25 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from glyphoxa_events.api import ApiReply, GetSession, SessionRecord, StartSession, StopSession
+from glyphoxa_events.api import (
+    ApiReply,
+    GetSecrets,
+    GetSession,
+    SecretsReply,
+    SessionRecord,
+    StartSession,
+    StopSession,
+)
 from glyphoxa_events.models import MAX_EVENT_BYTES
 from glyphoxa_events.subjects import api_subject
-from glyphoxa_session_control.errors import ControlError
+from glyphoxa_runtime.tenant_keys import seal, sealer
+from glyphoxa_session_control.errors import ControlError, NotFound
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.metrics import REQUESTS
 from glyphoxa_session_control.models import Session, SessionCreate
+from glyphoxa_session_control.tenants import Tenants
+
+Reply = ApiReply | SecretsReply
 
 log = logging.getLogger("glyphoxa.session_control.nats_api")
 
@@ -29,15 +44,17 @@ def record(session: Session) -> SessionRecord:
 
 
 class NatsApi:
-    def __init__(self, nc: Client, sessions: Sessions):
-        self._nc, self._sessions = nc, sessions
+    def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, secrets_key: str = ""):
+        self._nc, self._sessions, self._tenants = nc, sessions, tenants
+        self._sealer = sealer(secrets_key) if secrets_key else None
         self._subs: list = []
 
     async def start(self) -> None:
-        routes: dict[str, tuple[type[BaseModel], Callable[..., Awaitable[Session]]]] = {
+        routes: dict[str, tuple[type[BaseModel], Callable[..., Awaitable[Reply]]]] = {
             "session.start": (StartSession, self._start),
             "session.stop": (StopSession, self._stop),
             "session.get": (GetSession, self._get),
+            "secrets.get": (GetSecrets, self._secrets),
         }
         for verb, (model, action) in routes.items():
             self._subs.append(await self._nc.subscribe(
@@ -52,16 +69,29 @@ class NatsApi:
     def ready(self) -> bool:
         return bool(self._subs)
 
-    async def _start(self, req: StartSession) -> Session:
+    async def _start(self, req: StartSession) -> ApiReply:
         body = SessionCreate(campaign=req.campaign, session=req.session, edge=req.edge,  # type: ignore[arg-type]
                              guild_id=req.guild_id, channel_id=req.channel_id)
-        return await self._sessions.start(req.tenant, body, f"edge:{req.edge}")
+        return _ok(await self._sessions.start(req.tenant, body, f"edge:{req.edge}"))
 
-    async def _stop(self, req: StopSession) -> Session:
-        return await self._sessions.stop(req.tenant, req.session, req.reason, "edge")
+    async def _stop(self, req: StopSession) -> ApiReply:
+        return _ok(await self._sessions.stop(req.tenant, req.session, req.reason, "edge"))
 
-    async def _get(self, req: GetSession) -> Session:
-        return await self._sessions.get(req.tenant, req.session)
+    async def _get(self, req: GetSession) -> ApiReply:
+        return _ok(await self._sessions.get(req.tenant, req.session))
+
+    async def _secrets(self, req: GetSecrets) -> SecretsReply:
+        if self._sealer is None:
+            return SecretsReply(ok=False, error="secret delivery is off: set NATS_SECRETS_KEY "
+                                                "for session-control and the stages")
+        tenant = await self._tenants.get(req.tenant)
+        if tenant.disabled:
+            raise NotFound(f"tenant {req.tenant!r} is disabled")
+        values = {name: await self._tenants.secret(req.tenant, name) for name in req.names}
+        log.info("tenant keys delivered", extra={
+            "tenant": req.tenant, "stage": req.stage,
+            "stored": sorted(name for name, value in values.items() if value)})
+        return SecretsReply(ok=True, sealed=seal(self._sealer, values))
 
     def _handler(self, verb: str, model: type[BaseModel], action):  # type: ignore[no-untyped-def]
         async def handle(msg: Msg) -> None:
@@ -71,20 +101,25 @@ class NatsApi:
                 await msg.respond(reply.model_dump_json(exclude_none=True).encode())
         return handle
 
-    async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> ApiReply:  # type: ignore[no-untyped-def]
+    async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> Reply:  # type: ignore[no-untyped-def]
+        failed = SecretsReply if model is GetSecrets else ApiReply
         if len(data) > MAX_EVENT_BYTES:
-            return ApiReply(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
+            return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
         try:
             request = model.model_validate_json(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             log.warning("rejected %s request: %s: %s", verb, where, first["msg"])
-            return ApiReply(ok=False, error=f"invalid request: {where}: {first['msg']}")
+            return failed(ok=False, error=f"invalid request: {where}: {first['msg']}")
         try:
-            return ApiReply(ok=True, session=record(await action(request)))
+            return await action(request)
         except ControlError as exc:
-            return ApiReply(ok=False, error=exc.message)
+            return failed(ok=False, error=exc.message)
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", verb)
-            return ApiReply(ok=False, error=f"internal error: {type(exc).__name__}")
+            return failed(ok=False, error=f"internal error: {type(exc).__name__}")
+
+
+def _ok(session: Session) -> ApiReply:
+    return ApiReply(ok=True, session=record(session))

@@ -12,6 +12,7 @@ from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, run_service
 from glyphoxa_runtime.settings import load_settings
+from glyphoxa_runtime.tenant_keys import TenantSecrets
 from glyphoxa_tts import metrics
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.core import TtsSession
@@ -51,7 +52,8 @@ def main() -> None:
 
     async def build(nc: Client, publisher: Publisher) -> TtsApp:
         # loading a voice takes a moment of CPU: keep the loop free while it happens
-        providers = await asyncio.to_thread(ProviderSet, settings)
+        keys = TenantSecrets(nc, settings.nats.secrets_key.get_secret_value(), STAGE)
+        providers = await asyncio.to_thread(ProviderSet, settings, None, keys)
         return TtsApp(nc, publisher, settings, providers)
 
     asyncio.run(run_service(STAGE, settings, build))

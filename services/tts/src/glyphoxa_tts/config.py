@@ -53,6 +53,8 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _elevenlabs_has_a_key(self) -> Settings:
-        if self.provider == "elevenlabs" and not self.elevenlabs_api_key.get_secret_value():
-            raise ValueError("TTS_ELEVENLABS_API_KEY must be set when TTS_PROVIDER=elevenlabs")
+        if (self.provider == "elevenlabs" and not self.elevenlabs_api_key.get_secret_value()
+                and not self.nats.secrets_key.get_secret_value()):
+            raise ValueError("TTS_ELEVENLABS_API_KEY must be set when TTS_PROVIDER=elevenlabs "
+                             "(or NATS_SECRETS_KEY, for tenants that store their own key)")
         return self

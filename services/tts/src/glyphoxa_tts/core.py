@@ -154,7 +154,7 @@ class TtsSession:
             self._speaking = None
 
     async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
-        provider = await self._providers.for_voice(voice)
+        provider = await self._providers.for_voice(voice, self._ctx.tenant)
         try:
             await self._synthesize_with(turn, chunk.text, voice, provider)
         finally:

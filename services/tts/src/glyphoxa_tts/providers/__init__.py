@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Mapping
 
 from glyphoxa_campaign.model import VoiceSpec
 from glyphoxa_runtime.breaker import CircuitBreaker
 from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
+from glyphoxa_runtime.tenant_keys import TenantSecrets
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.metrics import BREAKER_OPEN
 from glyphoxa_tts.providers.base import OUTPUT_RATE, TTSCapabilities, TTSProvider
@@ -20,10 +22,13 @@ log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = ("piper", "espeak", "fake", "elevenlabs")
 FALLBACK = "espeak"
+KEYED = frozenset({"elevenlabs"})
+"""Providers a tenant may bring its own API key for (stored under the same name)."""
 
 
-def build_provider(name: str, settings: Settings) -> TTSProvider:
-    """Construct one provider (loads its model; blocking). Raises ``ProviderUnavailable``."""
+def build_provider(name: str, settings: Settings, api_key: str | None = None) -> TTSProvider:
+    """Construct one provider (loads its model; blocking). Raises ``ProviderUnavailable``.
+    ``api_key`` replaces the configured key of a cloud provider (a tenant's own)."""
     timeout, parallel = settings.synth_timeout_s, settings.max_parallel_synth
     if name == "piper":
         from glyphoxa_tts.providers.piper import PiperProvider
@@ -41,7 +46,8 @@ def build_provider(name: str, settings: Settings) -> TTSProvider:
         from glyphoxa_tts.providers.elevenlabs import ElevenLabsProvider
 
         return ElevenLabsProvider(
-            settings.elevenlabs_api_key.get_secret_value(), base_url=settings.elevenlabs_base_url,
+            api_key or settings.elevenlabs_api_key.get_secret_value(),
+            base_url=settings.elevenlabs_base_url,
             model=settings.elevenlabs_model, default_voice_id=settings.elevenlabs_default_voice_id,
             output_format=settings.elevenlabs_output_format, timeout_s=timeout)
     raise ProviderUnavailable(name, f"unknown tts provider (choose from {PROVIDER_NAMES})")
@@ -55,11 +61,16 @@ def _breaker_changed(name: str, state: str) -> None:
 
 class ProviderSet:
     """The providers of one process: the default one (loaded at start-up), the ones NPC
-    voices ask for (loaded on first use), and espeak wherever another cannot load."""
+    voices ask for (loaded on first use), espeak wherever another cannot load, and one
+    instance per tenant that stored its own key for a cloud provider."""
 
-    def __init__(self, settings: Settings, providers: Mapping[str, TTSProvider] | None = None):
-        """``providers``: ready instances by name (tests inject slow or failing ones)."""
+    def __init__(self, settings: Settings, providers: Mapping[str, TTSProvider] | None = None,
+                 keys: TenantSecrets | None = None):
+        """``providers``: ready instances by name (tests inject slow or failing ones);
+        ``keys``: where tenants' own provider keys come from."""
         self._settings = settings
+        self._keys = keys
+        self._keyed: dict[tuple[str, str], TTSProvider] = {}
         self._providers: dict[str, TTSProvider] = dict(providers or {})
         self._lock = asyncio.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -78,12 +89,24 @@ class ProviderSet:
     def failed(self, provider: TTSProvider, exc: ProviderError) -> None:
         self.breaker(provider.name).record_failure(exc.retryable)
 
-    async def for_voice(self, voice: VoiceSpec) -> TTSProvider:
-        """The voice's provider, or espeak while that provider's breaker is open."""
+    async def for_voice(self, voice: VoiceSpec, tenant: str | None = None) -> TTSProvider:
+        """The voice's provider (with ``tenant``'s own key if it stored one), or espeak
+        while that provider's breaker is open."""
         provider = await self._chosen(voice)
+        wanted = voice.provider or self._settings.provider  # even if it stood in for espeak
+        if tenant and wanted in KEYED and self._keys is not None:
+            key = await self._keys.get(tenant, wanted)
+            if key:
+                provider = self._with_key(wanted, key)
         if provider.name != FALLBACK and not self.breaker(provider.name).allow():
             return self.fallback()
         return provider
+
+    def _with_key(self, name: str, key: str) -> TTSProvider:
+        slot = (name, hashlib.sha256(key.encode()).hexdigest())
+        if slot not in self._keyed:  # cloud clients only: nothing heavy to load
+            self._keyed[slot] = build_provider(name, self._settings, api_key=key)
+        return self._keyed[slot]
 
     async def _chosen(self, voice: VoiceSpec) -> TTSProvider:
         name = voice.provider or self._settings.provider
@@ -126,4 +149,5 @@ class ProviderSet:
             await provider.aclose()
 
     def _distinct(self) -> list[TTSProvider]:
-        return list({id(p): p for p in self._providers.values()}.values())
+        every = [*self._providers.values(), *self._keyed.values()]
+        return list({id(p): p for p in every}.values())
