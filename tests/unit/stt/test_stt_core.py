@@ -25,9 +25,9 @@ class RecordingStt(FakeStt):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.audio: list[np.ndarray] = []
 
-    async def _transcribe_impl(self, audio, *, prompt, language):  # type: ignore[no-untyped-def]
+    async def _transcribe_impl(self, audio, *, prompt, language, keyterms=()):  # type: ignore[no-untyped-def]
         self.audio.append(audio.copy())
-        return await super()._transcribe_impl(audio, prompt=prompt, language=language)
+        return await super()._transcribe_impl(audio, prompt=prompt, language=language, keyterms=keyterms)
 
 
 async def test_one_final_transcript_per_utterance(ctx, feed, publisher) -> None:
@@ -253,11 +253,11 @@ class FlakyStt(FakeStt):
         self.failures = failures
         self.calls = 0
 
-    async def _transcribe_impl(self, audio, *, prompt, language) -> SttResult:  # type: ignore[no-untyped-def]
+    async def _transcribe_impl(self, audio, *, prompt, language, keyterms=()) -> SttResult:  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
-        return await super()._transcribe_impl(audio, prompt=prompt, language=language)
+        return await super()._transcribe_impl(audio, prompt=prompt, language=language, keyterms=keyterms)
 
 
 async def test_retryable_error_is_retried(ctx, feed, publisher) -> None:

@@ -23,7 +23,7 @@ class Exploding(SttProvider):
     name = "exploding"
     capabilities = SttCapabilities(languages=("en",))
 
-    async def _transcribe_impl(self, audio, *, prompt, language) -> SttResult:  # type: ignore[no-untyped-def]
+    async def _transcribe_impl(self, audio, *, prompt, language, keyterms=()) -> SttResult:  # type: ignore[no-untyped-def]
         raise KeyError("vendor internals")
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,6 +46,41 @@ class SttResult:
     """Why a hypothesis was dropped (``silence``, ``no_speech``, ``hallucination``), else empty."""
 
 
+@dataclass(frozen=True)
+class SttHints:
+    """What a session tells its recognizer about the speech to expect."""
+
+    language: str = "en"
+    prompt: str | None = None
+    """Free text priming the names (Whisper's initial prompt)."""
+    keyterms: tuple[str, ...] = ()
+    """Proper nouns to boost (Deepgram keyterms): the campaign's NPC names and aliases."""
+
+
+PartialHook = Callable[[str], Awaitable[None]]
+"""Called with each interim hypothesis of a streaming utterance (the whole text so far)."""
+
+
+class SttStream(ABC):
+    """One utterance being recognised while it is spoken (a provider with ``streaming``).
+
+    ``send`` is called with each chunk of PCM16 mono 16 kHz audio as it arrives, then
+    ``finish`` once vad has ended the utterance: it returns the final result. ``abort``
+    drops the stream without a result (the utterance was abandoned). A stream that fails
+    raises ``ProviderError`` from any of these; the stage then transcribes the buffered
+    audio another way, so a stream never has to retry on its own.
+    """
+
+    @abstractmethod
+    async def send(self, pcm: bytes) -> None: ...
+
+    @abstractmethod
+    async def finish(self) -> SttResult: ...
+
+    @abstractmethod
+    async def abort(self) -> None: ...
+
+
 class SttProvider(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[SttCapabilities]
@@ -64,8 +100,15 @@ class SttProvider(ABC):
         """The provider one session uses; stateless providers share themselves."""
         return self
 
+    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None) -> SttStream:
+        """Start recognising one utterance as it is spoken (only if ``capabilities.streaming``).
+
+        Raises ``ProviderError`` when the stream cannot be opened."""
+        raise ProviderError(self.name, "does not stream")
+
     async def transcribe(
-        self, audio: np.ndarray, *, prompt: str | None = None, language: str = "en"
+        self, audio: np.ndarray, *, prompt: str | None = None, language: str = "en",
+        keyterms: tuple[str, ...] = (),
     ) -> SttResult:
         """Transcribe one utterance: ``audio`` is int16 PCM, mono, 16 kHz."""
         audio = _as_pcm16(audio)
@@ -75,7 +118,7 @@ class SttProvider(ABC):
         attempt = 0
         while True:
             try:
-                return await self._attempt(audio, prompt, language)
+                return await self._attempt(audio, prompt, language, keyterms)
             except ProviderError as exc:
                 metrics.PROVIDER_ERRORS.labels(self.name, str(exc.retryable).lower()).inc()
                 if not exc.retryable or attempt >= self._retries:
@@ -85,11 +128,14 @@ class SttProvider(ABC):
                             extra={"provider": self.name, "attempt": attempt})
                 await asyncio.sleep(self._backoff_s * attempt)
 
-    async def _attempt(self, audio: np.ndarray, prompt: str | None, language: str) -> SttResult:
+    async def _attempt(
+        self, audio: np.ndarray, prompt: str | None, language: str, keyterms: tuple[str, ...]
+    ) -> SttResult:
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(
-                self._transcribe_impl(audio, prompt=prompt, language=language), self._timeout_s)
+                self._transcribe_impl(audio, prompt=prompt, language=language, keyterms=keyterms),
+                self._timeout_s)
         except TimeoutError:
             raise ProviderTimeout(self.name, self._timeout_s) from None
         except (ProviderError, asyncio.CancelledError):
@@ -111,7 +157,7 @@ class SttProvider(ABC):
 
     @abstractmethod
     async def _transcribe_impl(
-        self, audio: np.ndarray, *, prompt: str | None, language: str
+        self, audio: np.ndarray, *, prompt: str | None, language: str, keyterms: tuple[str, ...]
     ) -> SttResult: ...
 
 

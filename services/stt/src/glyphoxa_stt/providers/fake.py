@@ -53,7 +53,8 @@ class FakeStt(SttProvider):
         return FakeStt(self._script, text=self._text, delay_s=self._delay_s, **self._base)
 
     async def _transcribe_impl(
-        self, audio: np.ndarray, *, prompt: str | None, language: str
+        self, audio: np.ndarray, *, prompt: str | None, language: str,
+        keyterms: tuple[str, ...] = ()
     ) -> SttResult:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)

@@ -115,7 +115,8 @@ class WhisperStt(SttProvider):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _transcribe_impl(
-        self, audio: np.ndarray, *, prompt: str | None, language: str
+        self, audio: np.ndarray, *, prompt: str | None, language: str,
+        keyterms: tuple[str, ...] = ()
     ) -> SttResult:
         seconds = len(audio) / SAMPLE_RATE
         if self._model is None:
