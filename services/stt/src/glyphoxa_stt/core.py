@@ -1,8 +1,13 @@
 """The stt core for one session: vad utterances in, one final transcript per utterance out.
 
-Audio is buffered per open utterance (bounded in length and in number); at the utterance's
-``end`` it is transcribed and one final ``Transcript`` is published with a deterministic
-id, so a replica that replays the utterance after a failover publishes nothing twice.
+Audio is buffered per open utterance (bounded in length and in number). With a streaming
+primary provider (Deepgram) the audio is also streamed to it while the player speaks:
+its interim hypotheses go out as partial transcripts, and its final result, moments after
+vad's ``end``, becomes the final one. Without one, or when the stream fails, the buffer
+is transcribed at the ``end`` by the chain of providers (the primary's own batch mode
+first, then the fallbacks), each behind its circuit breaker. Exactly one final
+``Transcript`` is published per utterance, with a deterministic id, so a replica that
+replays the utterance after a failover publishes nothing twice.
 Each transcribed utterance also publishes a ``Usage`` event (``stt_audio_seconds``, key
 ``stt:<utterance>``). The core knows nothing about NATS: it reads ``InputMessage``s and
 control events and publishes through ``ctx.publisher``.
@@ -10,6 +15,7 @@ control events and publishes through ``ctx.publisher``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,11 +32,14 @@ from glyphoxa_events.models import (
     Transcript,
     Usage,
     UtteranceEnded,
+    UtteranceStarted,
 )
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_stt import metrics
+from glyphoxa_stt.chain import SttChain
 from glyphoxa_stt.inbound import Audio, End, Start, parse_vad_message
-from glyphoxa_stt.providers.base import SAMPLE_RATE, SttProvider, SttResult
+from glyphoxa_stt.live import LiveRecognition
+from glyphoxa_stt.providers.base import SAMPLE_RATE, SttHints, SttProvider, SttResult
 from glyphoxa_stt.utterances import BYTES_PER_SECOND, OpenUtterance, OpenUtterances, TooLong
 
 log = logging.getLogger("glyphoxa.stt")
@@ -45,6 +54,10 @@ class Limits:
     utterance_idle_s: float = 60.0
     language: str = "en"
     prompt_max_chars: int = 400
+    stream_finish_s: float = 3.0
+    """Longest wait for a streaming provider's final after vad's end (then: the buffer)."""
+    partials: bool = True
+    """Publish streaming providers' interim hypotheses as partial transcripts."""
 
 
 def campaign_prompt(campaign: Campaign, max_chars: int = 400) -> str | None:
@@ -76,8 +89,8 @@ def utterance_usage(transcript: Transcript, stage: str) -> Usage:
                  amount=transcript.audio_seconds, provider=transcript.provider, stage=stage)
 
 
-def transcript_msg_id(ctx: SessionContext, utterance_id: str) -> str:
-    return f"stt:{ctx.tenant}.{ctx.session}:{utterance_id}:final"
+def transcript_msg_id(ctx: SessionContext, utterance_id: str, part: str = "final") -> str:
+    return f"stt:{ctx.tenant}.{ctx.session}:{utterance_id}:{part}"
 
 
 class SttSession:
@@ -86,30 +99,52 @@ class SttSession:
     def __init__(
         self,
         ctx: SessionContext,
-        provider: SttProvider,
+        providers: SttChain | SttProvider,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.monotonic,
     ):
         self._ctx = ctx
-        self._provider = provider
+        # a bare provider is this session's own already; a chain's are shared by the replica
+        self._own = not isinstance(providers, SttChain)
+        self._chain = SttChain([providers]) if self._own else providers  # type: ignore[list-item]
         self._limits = limits
         self._clock = clock
         self._open = OpenUtterances(limits.max_open_utterances)
+        self._live: dict[str, LiveRecognition] = {}
+        self._sessioned: dict[int, SttProvider] = {}
+        self._aborting: set[asyncio.Task[None]] = set()
         self._max_bytes = int(limits.max_utterance_s * BYTES_PER_SECOND)
         self.prompt: str | None = None
+        self.keyterms: tuple[str, ...] = ()
+
+    @property
+    def _provider(self) -> SttProvider:
+        return self._chain.primary
+
+    def _session_provider(self, provider: SttProvider) -> SttProvider:
+        """The instance this session uses (a provider with per-session state makes one)."""
+        if self._own:
+            return provider
+        if id(provider) not in self._sessioned:
+            self._sessioned[id(provider)] = provider.for_session()
+        return self._sessioned[id(provider)]
+
+    async def _providers(self) -> list[SttProvider]:
+        return [self._session_provider(p) for p in await self._chain.for_tenant(self._ctx.tenant)]
 
     # --- SessionHandler --------------------------------------------------------------------
 
     async def on_control(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             self.prompt = campaign_prompt(event.campaign, self._limits.prompt_max_chars)
+            self.keyterms = tuple(event.campaign.proper_nouns()[:100])
 
     async def on_message(self, msg: InputMessage) -> None:
         item = parse_vad_message(msg, self._ctx.subjects)
         if isinstance(item, Start):
-            self._start(item)
+            await self._start(item)
         elif isinstance(item, Audio):
-            self._audio(item)
+            await self._audio(item)
         else:
             await self._end(item)
 
@@ -123,10 +158,16 @@ class SttSession:
     async def close(self) -> None:
         for utt in self._open.all():
             self._abandon(utt, "session closed before the utterance ended")
+        for live in list(self._live.values()):
+            await live.abort()
+        self._live.clear()
 
     # --- utterance life --------------------------------------------------------------------
 
-    def _start(self, item: Start) -> None:
+    def _hints(self) -> SttHints:
+        return SttHints(language=self._limits.language, prompt=self.prompt, keyterms=self.keyterms)
+
+    async def _start(self, item: Start) -> None:
         utterance_id = item.event.utterance_id
         if self._open.get(utterance_id) or self._open.finished(utterance_id):
             self._reject("duplicate_utterance", f"utterance {utterance_id} started twice",
@@ -138,8 +179,37 @@ class SttSession:
                          f"more than {self._limits.max_open_utterances} open utterances; "
                          f"dropping the oldest, {evicted.utterance_id}")
             self._abandon(evicted, "evicted")
+        primary = (await self._providers())[0]
+        if primary.capabilities.streaming and self._chain.allow(primary):
+            self._live[utterance_id] = LiveRecognition(
+                primary, self._hints(), self._partial_hook(item.event),
+                self._limits.stream_finish_s)
 
-    def _audio(self, item: Audio) -> None:
+    def _partial_hook(self, started: UtteranceStarted):  # type: ignore[no-untyped-def]
+        if not self._limits.partials:
+            return None
+        count = 0
+        last = ""
+
+        async def partial(text: str) -> None:
+            nonlocal count, last
+            text = text.strip()[:MAX_TEXT]
+            if not text or text == last or self._open.finished(started.utterance_id):
+                return
+            count, last = count + 1, text
+            transcript = Transcript(
+                utterance_id=started.utterance_id, speaker=started.speaker, text=text,
+                final=False, start_ns=started.start_ns, speech_end_ns=0,
+                provider=self._provider.name)
+            try:
+                await self._ctx.publisher.publish_event(
+                    self._ctx.subjects.stt(started.speaker), transcript,
+                    transcript_msg_id(self._ctx, started.utterance_id, f"partial-{count}"))
+            except PublishError as exc:  # a partial is worth no retry
+                log.debug("partial transcript not published: %s", exc)
+        return partial
+
+    async def _audio(self, item: Audio) -> None:
         utt = self._open.get(item.utterance_id)
         if utt is None:
             self._unknown(item.utterance_id, "audio")
@@ -148,10 +218,17 @@ class SttSession:
             raise MalformedEvent(f"audio of {utt.utterance_id} on speaker {item.speaker!r}")
         utt.last_input = self._clock()
         try:
-            utt.add(item.index, item.pcm, self._max_bytes)
+            added = utt.add(item.index, item.pcm, self._max_bytes)
         except TooLong as exc:
             self._reject("oversized_utterance", f"utterance {utt.utterance_id} rejected: {exc}; "
                                                 "its transcript will be empty")
+            live = self._live.pop(utt.utterance_id, None)
+            if live is not None:
+                await live.abort()
+            return
+        live = self._live.get(utt.utterance_id)
+        if added and live is not None:
+            live.send(item.pcm)
 
     async def _end(self, item: End) -> None:
         ended = item.event
@@ -171,12 +248,42 @@ class SttSession:
         self._record(transcript, result, outcome)
 
     async def _result(self, utt: OpenUtterance, ended: UtteranceEnded) -> tuple[SttResult, str]:
+        live = self._live.pop(utt.utterance_id, None)
         if utt.too_long:
             return SttResult("", utt.size / BYTES_PER_SECOND, self._provider.name), "rejected"
-        if len(utt.chunks) < ended.chunks:
+        complete = len(utt.chunks) >= ended.chunks
+        if not complete:
             log.warning("utterance ended with chunks missing", extra=self._ctx.log_extra(
                 utterance=utt.utterance_id, received=len(utt.chunks), sent=ended.chunks))
+        if live is not None:
+            result = await self._streamed(live, utt, complete)
+            if result is not None:
+                return self._judged(result)
         return await self._transcribe(utt)
+
+    async def _streamed(self, live: LiveRecognition, utt: OpenUtterance,
+                        complete: bool) -> SttResult | None:
+        """The stream's final, if it heard the whole utterance in order and answered."""
+        if not complete or list(utt.chunks) != sorted(utt.chunks):
+            await live.abort()  # it missed or reordered audio: the buffer is the truth
+            return None
+        result = await live.finish()
+        if result is not None:
+            self._chain.succeeded(live.provider)
+            return result
+        assert live.error is not None
+        self._chain.failed(live.provider, live.error)
+        metrics.PROVIDER_ERRORS.labels(live.provider.name, str(live.error.retryable).lower()).inc()
+        log.warning("streaming recognition failed; transcribing the buffered audio: %s",
+                    live.error, extra=self._ctx.log_extra(utterance=utt.utterance_id,
+                                                         provider=live.provider.name))
+        return None
+
+    @staticmethod
+    def _judged(result: SttResult) -> tuple[SttResult, str]:
+        if result.text.strip():
+            return result, "text"
+        return result, "suppressed" if result.suppressed else "empty"
 
     def _record(self, transcript: Transcript, result: SttResult, outcome: str) -> None:
         metrics.UTTERANCES.labels(outcome).inc()
@@ -190,18 +297,30 @@ class SttSession:
         log.debug("transcript %r", transcript.text, extra=where)
 
     async def _transcribe(self, utt: OpenUtterance) -> tuple[SttResult, str]:
+        """The buffered audio through the chain: each provider whose breaker allows, in turn."""
         audio = utt.audio()
-        try:
-            result = await self._provider.transcribe(
-                audio, prompt=self.prompt, language=self._limits.language)
-        except ProviderError as exc:
-            log.error("transcription failed; publishing an empty transcript: %s", exc,
-                      extra=self._ctx.log_extra(utterance=utt.utterance_id,
-                                                retryable=exc.retryable))
-            return SttResult("", len(audio) / SAMPLE_RATE, self._provider.name), "failed"
-        if result.text.strip():
-            return result, "text"
-        return result, "suppressed" if result.suppressed else "empty"
+        where = self._ctx.log_extra(utterance=utt.utterance_id)
+        tried: list[str] = []
+        for provider in await self._providers():
+            if not self._chain.allow(provider):
+                continue
+            tried.append(provider.name)
+            try:
+                result = await provider.transcribe(
+                    audio, prompt=self.prompt, language=self._limits.language,
+                    keyterms=self.keyterms)
+            except ProviderError as exc:
+                self._chain.failed(provider, exc)
+                log.warning("transcription failed: %s", exc,
+                            extra={**where, "provider": provider.name, "retryable": exc.retryable})
+                continue
+            self._chain.succeeded(provider)
+            if len(tried) > 1:
+                log.info("transcribed by a fallback provider", extra={**where, "tried": tried})
+            return self._judged(result)
+        log.error("no stt provider could transcribe the utterance; publishing an empty "
+                  "transcript", extra={**where, "tried": tried or "none (every breaker open)"})
+        return SttResult("", len(audio) / SAMPLE_RATE, self._provider.name), "failed"
 
     async def _publish(self, transcript: Transcript) -> None:
         subject = self._ctx.subjects.stt(transcript.speaker)
@@ -215,6 +334,11 @@ class SttSession:
 
     def _abandon(self, utt: OpenUtterance, why: str) -> None:
         self._open.finish(utt.utterance_id)
+        live = self._live.pop(utt.utterance_id, None)
+        if live is not None:
+            task = asyncio.get_running_loop().create_task(live.abort())
+            self._aborting.add(task)
+            task.add_done_callback(self._aborting.discard)
         metrics.UTTERANCES.labels("abandoned").inc()
         log.warning("utterance abandoned without a transcript: %s", why,
                     extra=self._ctx.log_extra(utterance=utt.utterance_id,
