@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from glyphoxa_runtime.settings import ServiceSettings
+
+ProviderName = Literal["whisper", "fake", "deepgram"]
 
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="STT_", extra="ignore")
 
-    provider: Literal["whisper", "fake"] = Field("whisper", description="speech-to-text provider")
+    provider: ProviderName = Field(
+        "whisper", description="speech-to-text provider: whisper (local), deepgram (cloud, "
+                               "streaming) or fake")
+    fallback: Annotated[tuple[ProviderName, ...], NoDecode] = Field(
+        (), description="providers tried in order when the primary fails, e.g. whisper behind "
+                        "deepgram (comma separated)")
+    breaker_failures: int = Field(
+        3, ge=1, le=100, description="retryable failures in a row that open a provider's breaker")
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, description="an open breaker lets one trial call through after this long")
+    stream_finish_s: float = Field(
+        3.0, gt=0, le=30, description="longest wait for a streaming provider's final after the "
+                                      "utterance ends (then the buffered audio is transcribed)")
+    partials: bool = Field(True, description="publish a streaming provider's interim transcripts")
     language: str = Field("en", pattern=r"^[a-z]{2,3}$", description="language of the players")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at most")
     timeout_s: float = Field(30.0, gt=0, description="longest one transcription may take")
@@ -46,3 +61,45 @@ class Settings(ServiceSettings):
         None, description="JSON list of transcripts the fake provider returns in order")
     fake_text: str = Field("hello there", max_length=4000)
     fake_delay_s: float = Field(0.0, ge=0, le=60)
+
+    deepgram_api_key: SecretStr = Field(
+        SecretStr(""), description="Deepgram API key; required when STT_PROVIDER=deepgram")
+    deepgram_base_url: str = Field(
+        "https://api.deepgram.com", pattern=r"^https?://",
+        description="Deepgram REST root (prerecorded transcription)")
+    deepgram_ws_url: str = Field(
+        "wss://api.deepgram.com", pattern=r"^wss?://",
+        description="Deepgram websocket root (streaming transcription)")
+    deepgram_model: str = Field(
+        "nova-3", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="Deepgram model; the NPC names are sent as keyterms to nova-3 models only")
+    deepgram_endpointing_ms: int = Field(
+        300, ge=0, le=10_000, description="silence after which Deepgram finalizes a segment "
+                                           "of a streamed utterance; 0 turns it off")
+    deepgram_finalize_timeout_s: float = Field(
+        2.0, gt=0, le=30, description="longest wait for a streamed utterance's last words "
+                                      "once it has ended")
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _chain_is_sound(self) -> Settings:
+        if self.provider in self.fallback or len(set(self.fallback)) != len(self.fallback):
+            raise ValueError("STT_FALLBACK must not repeat a provider or name STT_PROVIDER")
+        if ("deepgram" in self.chain() and not self.deepgram_api_key.get_secret_value()
+                and not self.nats.secrets_key.get_secret_value()):
+            raise ValueError("STT_DEEPGRAM_API_KEY is required when deepgram is used (or "
+                             "NATS_SECRETS_KEY, for tenants that store their own key)")
+        return self
+
+    def chain(self) -> tuple[str, ...]:
+        return (self.provider, *self.fallback)
+
+    def secrets(self) -> list[str]:
+        """The values no log line may show."""
+        return [self.deepgram_api_key.get_secret_value()]

@@ -8,14 +8,28 @@ from glyphoxa_stt.providers.base import SttCapabilities, SttProvider, SttResult
 __all__ = ["SttCapabilities", "SttProvider", "SttResult", "build_provider"]
 
 
-def build_provider(settings: Settings) -> SttProvider:
-    """The provider ``STT_PROVIDER`` names; vendor modules are imported only when chosen."""
+def build_provider(settings: Settings, name: str | None = None,
+                   api_key: str | None = None) -> SttProvider:
+    """The provider ``name`` (default ``STT_PROVIDER``); vendor modules are imported only when
+    chosen. ``api_key`` replaces the configured key of a cloud provider (a tenant's own)."""
+    name = name or settings.provider
     base = {"timeout_s": settings.timeout_s, "retries": settings.retries}
-    if settings.provider == "fake":
+    if name == "fake":
         from glyphoxa_stt.providers.fake import FakeStt
 
         script = FakeStt.load_script(settings.fake_script) if settings.fake_script else []
         return FakeStt(script, text=settings.fake_text, delay_s=settings.fake_delay_s, **base)
+    if name == "deepgram":
+        from glyphoxa_stt.providers.deepgram import DeepgramConfig, DeepgramStt
+
+        return DeepgramStt(DeepgramConfig(
+            api_key=api_key or settings.deepgram_api_key.get_secret_value(),
+            base_url=settings.deepgram_base_url,
+            ws_url=settings.deepgram_ws_url,
+            model=settings.deepgram_model,
+            endpointing_ms=settings.deepgram_endpointing_ms,
+            finalize_timeout_s=settings.deepgram_finalize_timeout_s,
+        ), keyless_ok=bool(settings.nats.secrets_key.get_secret_value()), **base)
     from glyphoxa_stt.providers.whisper import WhisperConfig, WhisperStt
 
     return WhisperStt(WhisperConfig(
