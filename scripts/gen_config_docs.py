@@ -33,7 +33,7 @@ def rows(settings: type[BaseSettings], prefix: str) -> list[str]:
         default = field.get_default(call_default_factory=False)
         if isinstance(default, SecretStr):
             default = default.get_secret_value()
-        shown = "" if default in (None, "") else f"`{default}`"
+        shown = "" if default in (None, "", ()) else f"`{default}`"
         out.append(f"| `{env}` | {shown} | {field.description or ''} |")
     return out
 

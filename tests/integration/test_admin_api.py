@@ -463,6 +463,7 @@ MOON_KEEP = {"name": "Moon Keep", "npcs": [
 
 RICH_CAMPAIGN = """\
 name: Émile's Harbour
+llm: {provider: gemini, model: gemini-2.5-flash-lite}
 npcs:
   - name: Captain Voss
     aliases: [Voss, The Captain]
@@ -474,6 +475,7 @@ npcs:
   - name: Lí Na
     persona: 'A merchant; sells maps # not a comment'
     voice: {length_scale: 1.3, noise_scale: 0.2}
+    llm: {provider: openai, model: gpt-4o-mini, temperature: 0.9}
 """
 
 
@@ -487,7 +489,8 @@ async def test_campaign_crud_import_and_export(api, op):
     assert r.status_code == 409 and "moon-keep" in r.json()["error"]
     r = await api.get("/v1/campaigns/moon-keep", headers=auth)
     assert r.status_code == 200
-    assert r.json()["npcs"][1] == {**MOON_KEEP["npcs"][1], "voice": r.json()["npcs"][1]["voice"]}
+    assert r.json()["npcs"][1] == {**MOON_KEEP["npcs"][1], "voice": r.json()["npcs"][1]["voice"],
+                                   "llm": None}
     assert [c["id"] for c in (await api.get("/v1/campaigns", headers=auth)).json()] == ["forge", "moon-keep"]
 
     replaced = {"name": "Moon Keep", "npcs": [{"name": "Cass", "persona": "A new keeper."}]}
@@ -545,6 +548,9 @@ async def test_campaign_crud_import_and_export(api, op):
     rid = r.json()["id"]
     assert rid == "emile-s-harbour" and r.json()["npcs"] == ["captain-voss", "li-na"]
     original = (await api.get(f"/v1/campaigns/{rid}", headers=auth)).json()
+    assert original["llm"] == {"provider": "gemini", "model": "gemini-2.5-flash-lite",
+                               "temperature": None}  # the campaign's default LLM is kept
+    assert original["npcs"][1]["llm"]["model"] == "gpt-4o-mini"
     r = await api.get(f"/v1/campaigns/{rid}/export", headers=auth)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/yaml")
     exported = r.text

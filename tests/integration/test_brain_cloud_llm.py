@@ -1,6 +1,7 @@
 """The cloud LLM providers (Gemini, OpenAI-compatible) through their real SDKs against local
 fakes that speak the vendors' wire protocols: streaming, usage, errors, retries, timeouts,
-cancellation reaching upstream, and the API key kept out of logs and errors."""
+cancellation reaching upstream, the API key kept out of logs and errors, and the fallback
+from one to the other behind a circuit breaker."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from glyphoxa_events.models import Outcome
 from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider
 from glyphoxa_npc_brain.llm.gemini import GeminiLLM, GeminiOptions
 from glyphoxa_npc_brain.llm.openai_compat import OpenAICompatLLM, OpenAIOptions
+from glyphoxa_npc_brain.llm.pool import LLMPool
+from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 from tests.support.fakes import gemini, openai_compat
 from tests.support.fakes.llm_stream import DEFAULT_TEXT, FakeLLMServer, Reply
+from tests.unit.brain.brain_fakes import brain_settings, make_handler, started, transcript_msg
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +260,44 @@ async def test_a_connection_dropped_mid_stream_is_a_retryable_error(fake, make_l
                 arrived.append(delta)
     assert info.value.retryable and arrived
     assert len(fake.requests) == 1  # text was already spoken: not tried again
+
+
+async def test_a_failing_gemini_falls_back_to_openai_until_its_breaker_stops_calling_it(
+    caplog,
+) -> None:
+    """The pool and chain over the real SDKs: Gemini answers 503 (retried once each turn),
+    the OpenAI-compatible fallback speaks, the turn event names it, and once Gemini's
+    breaker is open it gets no more requests; the keys reach no log line."""
+    caplog.set_level(logging.DEBUG)
+    async with gemini.FakeGemini(default=Reply(status=503)) as down, \
+            openai_compat.FakeOpenAI() as backup:
+        settings = brain_settings(
+            llm_provider="gemini", gemini_api_key=gemini.API_KEY, gemini_base_url=down.url,
+            llm_fallback="openai", openai_base_url=backup.url, openai_model="llama-3.1-8b-instant",
+            openai_api_key=openai_compat.API_KEY, breaker_failures=2)
+        metrics = BrainMetrics(registry=CollectorRegistry())
+        pool = LLMPool(settings, metrics=metrics)
+        await pool.start()
+        handler, sink, _ = make_handler(pool)
+        try:
+            await handler.on_control(started())
+            for n in range(3):
+                await handler.on_message(transcript_msg("Greta, the longsword?", utt=f"alex-{n}"))
+                turn = sink.turn(f"alex-{n}")
+                assert (turn.outcome, turn.llm_provider, turn.reply_text) == (
+                    Outcome.answered, "openai", DEFAULT_TEXT)
+        finally:
+            await handler.close()
+            described = pool.describe()
+            await pool.close()
+    assert [r.status for r in down.requests] == [503] * 4  # 2 turns x (call + retry), then none
+    assert len(backup.requests) == 3 and all(r.key_ok for r in backup.requests)
+    assert [(p["provider"], p["breaker"]) for p in described["providers"]] == [
+        ("gemini", "open"), ("openai", "closed")]
+    usage = [u.provider for u, _ in sink.usage() if u.metric == "llm_tokens_in"]
+    assert usage == ["gemini", "gemini", "openai", "gemini", "gemini", "openai", "openai"]
+    assert metrics.registry.get_sample_value(
+        "glyphoxa_npc_brain_llm_tokens_total", {"provider": "openai", "direction": "in"}) == 3 * 31
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "passed over" in logged and "circuit breaker open" in logged
+    assert gemini.API_KEY not in logged and openai_compat.API_KEY not in logged

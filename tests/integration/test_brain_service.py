@@ -33,6 +33,8 @@ from glyphoxa_events.subjects import SessionSubjects, claim_subject
 from tests.support.fakes.gemini import API_KEY as GEMINI_KEY
 from tests.support.fakes.gemini import FakeGemini, thinking_budget
 from tests.support.fakes.llm_stream import Reply
+from tests.support.fakes.openai_compat import API_KEY as OPENAI_KEY
+from tests.support.fakes.openai_compat import FakeOpenAI
 from tests.support.service import UsageLog, http_get, metric, serving, wait_for
 
 pytestmark = pytest.mark.integration
@@ -327,6 +329,64 @@ async def test_brain_answers_with_gemini_against_the_fake_gemini_api(
             await session.close()
             service.stop()
     assert GEMINI_KEY not in (tmp_path / "brain.log").read_text()
+
+
+async def test_brain_falls_back_from_a_failing_gemini_to_openai_and_stops_calling_it(
+    nats_url: str, nc, tenant: str, tmp_path: Path
+) -> None:
+    """BRAIN_LLM_FALLBACK wired in the service: Gemini answers 503, the OpenAI-compatible
+    server speaks instead and the turn event names it; once Gemini's breaker is open (after
+    BRAIN_BREAKER_FAILURES failed turns) no request reaches Gemini, and /readyz shows it."""
+    with FakeGemini(default=Reply(status=503)).in_thread() as down, \
+            FakeOpenAI().in_thread() as backup:
+        service = ServiceProcess(
+            "npc-brain",
+            env={
+                "NATS_URL": nats_url,
+                "NATS_CLAIM_LEASE_S": "2",
+                "BRAIN_LLM_PROVIDER": "gemini",
+                "BRAIN_GEMINI_API_KEY": GEMINI_KEY,
+                "BRAIN_GEMINI_BASE_URL": down.url,
+                "BRAIN_LLM_FALLBACK": "openai",
+                "BRAIN_OPENAI_BASE_URL": backup.url,
+                "BRAIN_OPENAI_API_KEY": OPENAI_KEY,
+                "BRAIN_BREAKER_FAILURES": "2",
+                "LOG_LEVEL": "debug",
+            },
+            log_path=tmp_path / "brain.log",
+        ).start()
+        session = Session(nc, tenant)
+        try:
+            service.wait_ready()
+            await session.start()
+            for n in range(3):
+                await session.say("alex", f"alex-{n}", "Greta, how much for the longsword?",
+                                  end_s=10 + n)
+                await wait_for(lambda n=n: len(session.turns) > n)
+            for n in range(3):
+                turn = session.turn(f"alex-{n}")
+                assert (turn.outcome, turn.npc, turn.llm_provider) == (
+                    Outcome.answered, "greta", "openai")
+            assert len(down.requests) == 4  # two turns, each a call and its retry; then none
+            assert len(backup.requests) == 3 and all(r.key_ok for r in backup.requests)
+            state = json.loads(http_get(service.metrics_port, "/readyz"))
+            assert state["llm"] == {"provider": "gemini", "model": "gemini-2.5-flash"}
+            assert state["llms"]["chain"] == ["gemini/gemini-2.5-flash", "openai/gpt-4o-mini"]
+            assert [(p["provider"], p["key"], p["breaker"]) for p in state["llms"]["providers"]] == [
+                ("gemini", "configured", "open"), ("openai", "configured", "closed")]
+            port = service.metrics_port
+            assert metric(port, "glyphoxa_npc_brain_llm_breakers", provider="gemini",
+                          state="open") == 1
+            assert metric(port, "glyphoxa_npc_brain_llm_fallbacks_total", provider="gemini",
+                          reason="error") == 2
+            assert metric(port, "glyphoxa_npc_brain_llm_fallbacks_total", provider="gemini",
+                          reason="breaker_open") == 1
+        finally:
+            await session.close()
+            service.stop()
+    log = (tmp_path / "brain.log").read_text()
+    assert "circuit breaker open" in log and "trying openai/gpt-4o-mini" in log
+    assert GEMINI_KEY not in log and OPENAI_KEY not in log
 
 
 @pytest.mark.models

@@ -156,6 +156,39 @@ def test_several_mistakes_are_reported_together() -> None:
     assert any(p.startswith("line 8: colour: unknown field") for p in problems)
 
 
+def test_a_campaign_and_its_npcs_may_choose_their_llm() -> None:
+    text = textwrap.dedent("""\
+        name: Test
+        llm: {provider: gemini, model: gemini-2.5-flash-lite}
+        npcs:
+          - name: Greta
+            persona: A smith.
+            llm:
+              provider: openai
+              model: gpt-4o-mini
+              temperature: 0.9
+          - name: Aldric
+            persona: An innkeeper.
+        """)
+    campaign = load_campaign(text)
+    assert (campaign.llm.provider, campaign.llm.model) == ("gemini", "gemini-2.5-flash-lite")
+    greta, aldric = campaign.npcs
+    assert (greta.llm.provider, greta.llm.model, greta.llm.temperature) == (
+        "openai", "gpt-4o-mini", 0.9)
+    assert aldric.llm is None
+
+
+@pytest.mark.parametrize(("llm", "field", "says"), [
+    ("provider: claude", "provider", "Input should be 'llama', 'gemini', 'openai' or 'fake'"),
+    ("model: 'gpt 4; rm -rf'", "model", "pattern"),
+    ("temperature: 3", "temperature", "less than or equal to 2"),
+    ("api_key: sk-123", "api_key", "unknown field"),
+])
+def test_llm_choices_are_checked(llm: str, field: str, says: str) -> None:
+    problem = _problem(_npc_yaml(extra=f"llm:\n  {llm}"), f"llm.{field}")
+    assert problem.startswith(f"line 6: npcs[0].llm.{field}: ") and says in problem
+
+
 # --- bad values -------------------------------------------------------------------------------
 
 

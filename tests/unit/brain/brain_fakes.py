@@ -12,10 +12,12 @@ from glyphoxa_bus.session import InputMessage
 from glyphoxa_campaign import Campaign
 from glyphoxa_events.models import ReplyChunk, SessionStarted, Transcript, TurnEnded, Usage
 from glyphoxa_events.subjects import SessionSubjects
-from glyphoxa_npc_brain.config import TurnPolicy
+from glyphoxa_npc_brain.config import Settings, TurnPolicy
 from glyphoxa_npc_brain.core import BrainHandler
 from glyphoxa_npc_brain.llm.base import LLMProvider
+from glyphoxa_npc_brain.llm.chain import LLMChoice
 from glyphoxa_npc_brain.llm.fake import FakeLLM
+from glyphoxa_npc_brain.llm.pool import LLMPool, ProviderFactory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 
 SUBJECTS = SessionSubjects("acme", "s1")
@@ -103,18 +105,53 @@ class StepClock:
         return self.now
 
 
-def make_handler(
+def brain_settings(**overrides: object) -> Settings:
+    """npc-brain settings for tests: the fake provider unless told otherwise."""
+    return Settings(**{"llm_provider": "fake", **overrides})  # type: ignore[arg-type]
+
+
+def serving(**providers: LLMProvider) -> ProviderFactory:
+    """A pool factory handing out ready instances by provider name (``fake=..., gemini=...``)."""
+
+    async def build(choice: LLMChoice, key: str) -> LLMProvider:
+        return providers[choice.provider]
+
+    return build
+
+
+def make_pool(
     llm: LLMProvider | None = None,
+    metrics: BrainMetrics | None = None,
+    settings: Settings | None = None,
+    **providers: LLMProvider,
+) -> LLMPool:
+    """A pool whose configured provider (fake) is ``llm``; ``providers`` serve other names."""
+    metrics = metrics or BrainMetrics(registry=CollectorRegistry())
+    llm = llm or FakeLLM()
+    for provider in (llm, *providers.values()):
+        provider.on_usage = provider.on_usage or metrics.count_usage
+    return LLMPool(settings or brain_settings(), build=serving(**{"fake": llm, **providers}),
+                   metrics=metrics)
+
+
+def make_handler(
+    llm: LLMProvider | LLMPool | None = None,
     policy: TurnPolicy | None = None,
     sink: CollectingSink | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    metrics: BrainMetrics | None = None,
 ) -> tuple[BrainHandler, CollectingSink, BrainMetrics]:
+    """A handler answering with ``llm`` (a provider standing in as the configured fake one,
+    or a whole pool)."""
     sink = sink or CollectingSink()
-    metrics = BrainMetrics(registry=CollectorRegistry())
-    llm = llm or FakeLLM()
-    llm.on_usage = llm.on_usage or metrics.count_usage
+    if isinstance(llm, LLMPool):
+        pool = llm
+        metrics = metrics or pool.metrics or BrainMetrics(registry=CollectorRegistry())
+    else:
+        metrics = metrics or BrainMetrics(registry=CollectorRegistry())
+        pool = make_pool(llm, metrics)
     handler = BrainHandler(
-        SUBJECTS, sink, llm, policy or TurnPolicy(), metrics, clock=StepClock(), monotonic=monotonic
+        SUBJECTS, sink, pool, policy or TurnPolicy(), metrics, clock=StepClock(), monotonic=monotonic
     )
     return handler, sink, metrics
 

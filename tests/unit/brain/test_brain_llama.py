@@ -10,6 +10,7 @@ import asyncio
 import os
 import time
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,14 @@ async def test_cancel_really_stops_the_generation(llm: LlamaLLM) -> None:
     started = time.monotonic()
     again, _ = await ask(llm, system, "Greta, hello!", max_tokens=4)
     assert again.strip() and time.monotonic() - started < 30
+
+
+async def test_providers_differing_only_in_temperature_share_the_loaded_model(
+    llm: LlamaLLM,
+) -> None:
+    """An NPC's own temperature makes another provider instance, never a second model load."""
+    warm = LlamaLLM(replace(llm.options, temperature=1.2), first_token_timeout_s=60, timeout_s=120)
+    await warm.start()
+    assert engine_for(warm.options) is engine_for(llm.options)
+    text, _ = await ask(warm, persona_prompt(GRETA, CAMPAIGN), "Greta, is the forge hot?")
+    assert text.strip()

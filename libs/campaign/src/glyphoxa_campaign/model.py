@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -33,6 +34,30 @@ class VoiceSpec(BaseModel):
         None, ge=0.7, le=1.2, description="ElevenLabs speaking speed (1.0 = the voice's own)")
 
 
+LLMProviderName = Literal["llama", "gemini", "openai", "fake"]
+
+
+class LLMSpec(BaseModel):
+    """Which LLM answers as an NPC (``Npc.llm``) or, by default, as every NPC of a campaign
+    (``Campaign.llm``). Unset fields fall back: NPC, then campaign, then npc-brain's
+    settings (``BRAIN_LLM_PROVIDER``, ``BRAIN_GEMINI_MODEL``...). A ``model`` belongs to its
+    ``provider``: an NPC naming another provider than its campaign does not inherit the
+    campaign's model. npc-brain still falls back to ``BRAIN_LLM_FALLBACK`` when the chosen
+    provider fails before it spoke."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: LLMProviderName | None = Field(
+        None, description="LLM provider: llama (npc-brain's local model), gemini, openai "
+        "(the OpenAI-compatible server npc-brain is configured with) or fake")
+    model: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:/-]{1,100}$",
+        description="model name as the cloud provider knows it (e.g. gemini-2.5-flash-lite, "
+        "gpt-4o-mini); llama and fake ignore it (the replica's own model serves)")
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="sampling temperature (default BRAIN_LLM_TEMPERATURE)")
+
+
 class Npc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +66,8 @@ class Npc(BaseModel):
     persona: str = Field(min_length=1, max_length=4000)
     voice: VoiceSpec = VoiceSpec()
     address_only: bool = Field(False, description="answer only when named, never as a follow-up")
+    llm: LLMSpec | None = Field(
+        None, description="the LLM this NPC answers with; overrides the campaign's llm")
 
     @field_validator("aliases")
     @classmethod
@@ -65,6 +92,8 @@ class Campaign(BaseModel):
 
     name: str = Field(min_length=1, max_length=120)
     npcs: tuple[Npc, ...] = Field(min_length=1, max_length=64)
+    llm: LLMSpec | None = Field(
+        None, description="the LLM every NPC answers with unless it names its own")
 
     @model_validator(mode="after")
     def _unique_npcs(self) -> Campaign:

@@ -203,6 +203,10 @@ class TurnEnded(Event):
     reason: str = Field("", max_length=500)
     reply_text: str = Field("", max_length=4000)
     latency: TurnLatency = TurnLatency()
+    llm_provider: str | None = Field(
+        None, max_length=64,
+        description="the LLM provider that spoke the reply (a fallback when the NPC's own "
+        "failed before speaking); absent when no LLM spoke")
 
 
 class AudioDone(Event):

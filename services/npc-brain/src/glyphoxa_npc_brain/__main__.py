@@ -12,11 +12,12 @@ from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.config import Settings
 from glyphoxa_npc_brain.core import STAGE, BrainHandler
-from glyphoxa_npc_brain.llm import LLMProvider, build_llm
+from glyphoxa_npc_brain.llm.pool import KeyResolver, LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
 from glyphoxa_runtime.settings import load_settings
+from glyphoxa_runtime.tenant_keys import TenantSecrets
 
 
 def input_filters(subjects: SessionSubjects) -> list[str]:
@@ -24,10 +25,10 @@ def input_filters(subjects: SessionSubjects) -> list[str]:
 
 
 class BrainApp:
-    """The stage replica plus the LLM it shares between its sessions."""
+    """The stage replica plus the LLM providers it shares between its sessions."""
 
-    def __init__(self, stage: StageApp, llm: LLMProvider):
-        self.stage, self.llm = stage, llm
+    def __init__(self, stage: StageApp, llms: LLMPool):
+        self.stage, self.llms = stage, llms
 
     async def run(self) -> None:
         await self.stage.run()
@@ -36,19 +37,29 @@ class BrainApp:
         try:
             await self.stage.shutdown()
         finally:
-            await self.llm.close()
+            await self.llms.close()
 
     def readiness(self) -> dict[str, object]:
-        return {**self.stage.readiness(), "llm": self.llm.describe()}
+        primary = self.llms.primary
+        return {
+            **self.stage.readiness(),
+            "llm": primary.describe() if primary is not None else {},
+            "llms": self.llms.describe(),
+        }
 
 
-async def build_app(nc: Client, publisher: Publisher, settings: Settings) -> BrainApp:
+async def build_app(
+    nc: Client, publisher: Publisher, settings: Settings, key_for: KeyResolver | None = None
+) -> BrainApp:
+    """``key_for(tenant, provider)``: a tenant's own cloud API key, or None for the
+    configured one (see ``llm.pool``); without it every tenant uses the configured keys."""
     metrics = BrainMetrics()
-    llm = await build_llm(settings, on_usage=metrics.count_usage)
+    llms = LLMPool(settings, key_for=key_for, metrics=metrics)
+    await llms.start()  # the configured provider, before the first claim (the model loads)
     policy = settings.turn_policy()
 
     def handler(ctx: SessionContext) -> BrainHandler:
-        return BrainHandler(ctx.subjects, ctx.publisher, llm, policy, metrics, stage=ctx.stage)
+        return BrainHandler(ctx.subjects, ctx.publisher, llms, policy, metrics, stage=ctx.stage)
 
     stage = StageApp(
         nc,
@@ -61,7 +72,7 @@ async def build_app(nc: Client, publisher: Publisher, settings: Settings) -> Bra
         StageMetrics(STAGE),
         capacity=settings.capacity,
     )
-    return BrainApp(stage, llm)
+    return BrainApp(stage, llms)
 
 
 def main() -> None:
@@ -70,7 +81,8 @@ def main() -> None:
         register_secret(secret)
 
     async def build(nc: Client, publisher: Publisher) -> BrainApp:
-        return await build_app(nc, publisher, settings)
+        keys = TenantSecrets(nc, settings.nats.secrets_key.get_secret_value(), STAGE)
+        return await build_app(nc, publisher, settings, key_for=keys.get if keys.enabled else None)
 
     asyncio.run(run_service(STAGE, settings, build))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from glyphoxa_runtime.settings import ServiceSettings
 
@@ -27,14 +27,28 @@ class TurnPolicy:
     prime_personas: bool = True
 
 
+LLMName = Literal["llama", "gemini", "openai", "fake"]
+CLOUD_LLMS = ("gemini", "openai")
+
+
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="BRAIN_", extra="ignore")
 
-    llm_provider: Literal["llama", "gemini", "openai", "fake"] = Field(
+    llm_provider: LLMName = Field(
         "llama",
         description="llama (local GGUF), gemini (Google's API), openai (any OpenAI-compatible "
-        "chat completions server) or fake",
+        "chat completions server) or fake; a campaign or NPC may choose another (llm:)",
     )
+    llm_fallback: Annotated[tuple[LLMName, ...], NoDecode] = Field(
+        (),
+        description="providers tried in order when the chosen one fails before it spoke or its "
+        "circuit breaker is open, comma-separated (e.g. llama)",
+    )
+    breaker_failures: int = Field(
+        3, ge=1, le=100, description="retryable failures in a row that open an LLM provider's "
+        "circuit breaker (turns skip it meanwhile)")
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, le=3600, description="how long an open breaker refuses before one trial call")
     llm_model_path: Path | None = Field(
         None, description="GGUF chat model; default: the bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M"
     )
@@ -91,20 +105,53 @@ class Settings(ServiceSettings):
     prime_personas: bool = Field(True, description="evaluate each persona when a session starts")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
 
+    @field_validator("llm_fallback", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip().lower() for name in value.split(",") if name.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _fallbacks_differ(self) -> Settings:
+        if self.llm_provider in self.llm_fallback:
+            raise ValueError(
+                f"BRAIN_LLM_FALLBACK lists {self.llm_provider}, which is BRAIN_LLM_PROVIDER "
+                "itself: a provider is not its own fallback"
+            )
+        if len(set(self.llm_fallback)) < len(self.llm_fallback):
+            raise ValueError("BRAIN_LLM_FALLBACK lists a provider twice")
+        return self
+
     @model_validator(mode="after")
     def _key_of_the_cloud_provider(self) -> Settings:
-        if self.llm_provider == "gemini" and not self.gemini_api_key.get_secret_value():
-            raise ValueError("BRAIN_GEMINI_API_KEY is required when BRAIN_LLM_PROVIDER=gemini")
-        if (
-            self.llm_provider == "openai"
-            and not self.openai_api_key.get_secret_value()
-            and urlparse(self.openai_base_url).hostname == "api.openai.com"
-        ):
-            raise ValueError(
-                "BRAIN_OPENAI_API_KEY is required for api.openai.com "
-                "(or set BRAIN_OPENAI_BASE_URL to a server that needs none)"
-            )
+        if self.nats.secrets_key.get_secret_value():
+            return self  # tenants may bring their own keys; one without any falls back
+        for provider in (self.llm_provider, *self.llm_fallback):
+            primary = provider == self.llm_provider
+            chosen = "BRAIN_LLM_PROVIDER=" if primary else "BRAIN_LLM_FALLBACK has "
+            if provider == "gemini" and not self.gemini_api_key.get_secret_value():
+                raise ValueError(f"BRAIN_GEMINI_API_KEY is required when {chosen}gemini")
+            if provider == "openai" and not self._openai_key_ok():
+                raise ValueError(
+                    f"BRAIN_OPENAI_API_KEY is required for api.openai.com ({chosen}openai; "
+                    "or set BRAIN_OPENAI_BASE_URL to a server that needs none)"
+                )
         return self
+
+    def _openai_key_ok(self) -> bool:
+        """A key is configured, or the OpenAI-compatible server is one that needs none."""
+        return bool(self.openai_api_key.get_secret_value()) or (
+            urlparse(self.openai_base_url).hostname != "api.openai.com"
+        )
+
+    def api_key(self, provider: str) -> str:
+        """The configured API key of a cloud provider ("" for the local ones)."""
+        if provider == "gemini":
+            return self.gemini_api_key.get_secret_value()
+        if provider == "openai":
+            return self.openai_api_key.get_secret_value()
+        return ""
 
     def secrets(self) -> list[str]:
         """The values no log line may show."""

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_bus.usage import publish_usage
@@ -35,7 +35,8 @@ from glyphoxa_events.models import (
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_npc_brain.config import TurnPolicy
-from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
+from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
@@ -64,14 +65,14 @@ class BrainHandler:
         self,
         subjects: SessionSubjects,
         sink: Sink,
-        llm: LLMProvider,
+        llms: LLMPool,
         policy: TurnPolicy,
         metrics: BrainMetrics,
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         stage: str = STAGE,
     ):
-        self.subjects, self._sink, self._llm = subjects, sink, llm
+        self.subjects, self._sink, self._llms = subjects, sink, llms
         self.policy, self._metrics, self._stage = policy, metrics, stage
         self._clock, self._monotonic = clock, monotonic
         self.memory = SessionMemory()
@@ -103,14 +104,14 @@ class BrainHandler:
             self._gm_lines.append((self._monotonic(), event))
 
     def _start_priming(self) -> None:
-        if not (self.policy.prime_personas and self._llm.capabilities.prompt_cache):
+        if not self.policy.prime_personas:
             return
         campaign = self.memory.campaign
         assert campaign is not None
 
         async def prime() -> None:
             for npc in campaign.npcs:
-                await self._llm.prime(persona_prompt(npc, campaign))
+                await self._llms.prime(campaign, npc, persona_prompt(npc, campaign))
 
         self._prime_task = asyncio.create_task(prime(), name=f"prime-{self.subjects.session}")
 
@@ -164,8 +165,8 @@ class BrainHandler:
             }
         )
         self._observe(writer, taken_ns)
-        reason = result.reason or decision.reason
-        await self._end(t, decision.npc, TurnResult(result.outcome, reason), writer.text, latency)
+        result = replace(result, reason=result.reason or decision.reason)
+        await self._end(t, decision.npc, result, writer.text, latency)
 
     def _writer(self, t: Transcript, npc_token: str) -> ReplyWriter:
         campaign = self.memory.campaign
@@ -204,8 +205,12 @@ class BrainHandler:
             context=p.context_exchanges,
             exclude=t.utterance_id,
         )
-        return await stream_reply(
-            self._llm,
+        chain = self._llms.chain_for(
+            self.subjects.tenant, campaign, npc,
+            log_extra={"session": self.subjects.session, "turn": t.utterance_id},
+        )
+        result = await stream_reply(
+            chain,
             writer,
             system,
             messages,
@@ -215,15 +220,17 @@ class BrainHandler:
             retry_messages=[ChatMessage("user", t.text.strip())],
             calls=calls,
         )
+        return replace(result, llm_provider=chain.served_by)
 
     async def _publish_usage(self, turn_id: str, calls: list[CallStats]) -> None:
-        """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``):
-        a replica redoing the turn makes the same attempts and publishes the same keys."""
+        """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``),
+        each under the provider that made it: a replica redoing the turn makes the same
+        attempts and publishes the same keys (unless a breaker changed the chain meanwhile)."""
         for attempt, stats in enumerate(calls):
             for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
                                    ("llm_tokens_out", stats.completion_tokens)):
                 usage = Usage(key=f"llm:{turn_id}:{attempt}", metric=metric, amount=amount,
-                              provider=self._llm.name, stage=self._stage)
+                              provider=stats.provider or "llm", stage=self._stage)
                 await publish_usage(self._sink, self.subjects, usage)
 
     def _observe(self, writer: ReplyWriter, taken_ns: int) -> None:
@@ -244,6 +251,7 @@ class BrainHandler:
             reason=result.reason[:500],
             reply_text=reply[:4000],
             latency=latency,
+            llm_provider=result.llm_provider,
         )
         s = self.subjects
         await self._sink.publish(
@@ -258,6 +266,7 @@ class BrainHandler:
                 npc=npc,
                 outcome=result.outcome.value,
                 reason=result.reason[:200],
+                llm_provider=result.llm_provider,
             ),
         )
 

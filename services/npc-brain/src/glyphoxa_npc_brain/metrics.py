@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from glyphoxa_events.models import Outcome
 from glyphoxa_npc_brain.llm.base import CallStats
@@ -42,6 +42,20 @@ class BrainMetrics:
             "glyphoxa_npc_brain_llm_tokens_total",
             "LLM tokens: in = prompt, cached = prompt tokens reused from the cache, out = reply",
             ["provider", "direction"],
+            registry=registry,
+        )
+        self.llm_breakers = Gauge(
+            "glyphoxa_npc_brain_llm_breakers",
+            "LLM provider instances (one per provider, model, temperature and key) by the state "
+            "of their circuit breaker: closed, open (skipped by turns), half_open (one trial)",
+            ["provider", "state"],
+            registry=registry,
+        )
+        self.llm_fallbacks = Counter(
+            "glyphoxa_npc_brain_llm_fallbacks_total",
+            "times a turn passed over an LLM provider for the next one in its chain, by why: "
+            "error (before it spoke), breaker_open, unavailable (no key, no model)",
+            ["provider", "reason"],
             registry=registry,
         )
         for outcome in Outcome:

@@ -25,7 +25,7 @@ from glyphoxa_events import headers as H
 from glyphoxa_events.models import Outcome, ReplyChunk
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.cleaning import clean_for_voice
-from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, ReplySource
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 
@@ -162,10 +162,12 @@ def _words(text: str) -> str:
 class TurnResult:
     outcome: Outcome
     reason: str
+    llm_provider: str | None = None
+    """The LLM provider that spoke the reply, if one did."""
 
 
 async def stream_reply(
-    llm: LLMProvider,
+    llm: ReplySource,
     writer: ReplyWriter,
     system: str,
     messages: list[ChatMessage],
@@ -215,7 +217,7 @@ async def stream_reply(
 
 
 async def _pump(
-    llm: LLMProvider,
+    llm: ReplySource,
     writer: ReplyWriter,
     splitter: SentenceSplitter,
     system: str,

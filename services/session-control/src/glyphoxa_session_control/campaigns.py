@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from glyphoxa_campaign import Campaign, CampaignError, Npc, load_campaign
+from glyphoxa_campaign import Campaign, CampaignError, LLMSpec, Npc, load_campaign
 from glyphoxa_events.tokens import InvalidToken, slugify
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.errors import Conflict, Invalid, NotFound
@@ -58,8 +58,10 @@ class Campaigns:
             if replace:
                 await conn.execute("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, cid))
             try:
-                await conn.execute("INSERT INTO campaigns (tenant_id, id, name) VALUES (%s, %s, %s)",
-                                   (tenant, cid, campaign.name))
+                await conn.execute(
+                    "INSERT INTO campaigns (tenant_id, id, name, llm) VALUES (%s, %s, %s, %s)",
+                    (tenant, cid, campaign.name,
+                     Jsonb(campaign.llm.model_dump(mode="json")) if campaign.llm else None))
             except UniqueViolation:
                 raise Conflict(f"campaign {cid!r} already exists (PUT replaces it)") from None
             for position, npc in enumerate(campaign.npcs):
@@ -108,7 +110,7 @@ class Campaigns:
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
-            self._validate(campaign.name, npcs)
+            self._validate(campaign.name, npcs, campaign.llm)
             await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"
                 " (%s, %s, %s, (SELECT coalesce(max(position) + 1, 0) FROM npcs WHERE tenant_id = %s"
@@ -136,7 +138,8 @@ class Campaigns:
 
     async def _load(self, conn: AsyncConnection, tenant: str, cid: str, lock: bool = False) -> Campaign:
         cur = await conn.execute(
-            "SELECT name FROM campaigns WHERE tenant_id = %s AND id = %s" + (" FOR UPDATE" if lock else ""),
+            "SELECT name, llm FROM campaigns WHERE tenant_id = %s AND id = %s"
+            + (" FOR UPDATE" if lock else ""),
             (tenant, cid))
         row = await cur.fetchone()
         if row is None:
@@ -145,12 +148,13 @@ class Campaigns:
             "SELECT definition FROM npcs WHERE tenant_id = %s AND campaign_id = %s ORDER BY position, id",
             (tenant, cid))
         npcs = [Npc.model_validate(r["definition"]) for r in await cur.fetchall()]
-        return Campaign.model_construct(name=row["name"], npcs=tuple(npcs))
+        llm = LLMSpec.model_validate(row["llm"]) if row["llm"] else None
+        return Campaign.model_construct(name=row["name"], npcs=tuple(npcs), llm=llm)
 
     @staticmethod
-    def _validate(name: str, npcs: list[Npc]) -> Campaign:
+    def _validate(name: str, npcs: list[Npc], llm: LLMSpec | None = None) -> Campaign:
         try:
-            return Campaign(name=name, npcs=tuple(npcs))
+            return Campaign(name=name, npcs=tuple(npcs), llm=llm)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

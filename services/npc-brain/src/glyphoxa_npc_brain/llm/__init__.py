@@ -1,12 +1,15 @@
 """LLM providers: ``llama`` (local GGUF via llama-cpp-python), ``gemini`` (google-genai),
 ``openai`` (any OpenAI-compatible chat completions server) and ``fake`` (instant).
 
-Each vendor SDK is imported only when its provider is selected."""
+Each vendor SDK is imported only when its provider is selected. ``build_provider`` makes
+one for an ``LLMChoice`` (provider, model, temperature); ``pool.LLMPool`` keeps the ones a
+replica uses and ``chain.ProviderChain`` falls back between them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlparse
 
 from glyphoxa_npc_brain.config import Settings
 from glyphoxa_npc_brain.llm.base import (
@@ -16,24 +19,39 @@ from glyphoxa_npc_brain.llm.base import (
     LLMProvider,
     UsageHook,
 )
+from glyphoxa_npc_brain.llm.chain import LLMChoice
 from glyphoxa_npc_brain.llm.fake import FakeLLM
+from glyphoxa_runtime.providers import ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallStats", "ChatMessage", "FakeLLM", "LLMCapabilities", "LLMProvider", "build_llm"]
+__all__ = ["CallStats", "ChatMessage", "FakeLLM", "LLMCapabilities", "LLMChoice", "LLMProvider",
+           "build_llm", "build_provider"]
 
 
 async def build_llm(settings: Settings, on_usage: UsageHook | None = None) -> LLMProvider:
     """The configured provider, started (the llama model loaded, joined first if need be)."""
+    choice = LLMChoice.of(settings, settings.llm_provider)
+    llm = await build_provider(settings, choice, settings.api_key(choice.provider), on_usage)
+    await llm.start()
+    return llm
+
+
+async def build_provider(
+    settings: Settings, choice: LLMChoice, api_key: str, on_usage: UsageHook | None = None
+) -> LLMProvider:
+    """A provider for ``choice``, not started yet; a cloud one calls with ``api_key``.
+
+    Raises ``ProviderUnavailable`` when a cloud provider has no key it needs."""
     common = {
         "first_token_timeout_s": settings.llm_first_token_timeout_s,
         "timeout_s": settings.turn_timeout_s,
         "on_usage": on_usage,
     }
-    if settings.llm_provider == "fake":
+    if choice.provider == "fake":
         return FakeLLM(**common)  # type: ignore[arg-type]
-    if settings.llm_provider in ("gemini", "openai"):
-        return _cloud_llm(settings, common)
+    if choice.provider in ("gemini", "openai"):
+        return _cloud_llm(settings, choice, api_key, common)
     from glyphoxa_npc_brain.llm.llama import LlamaLLM, LlamaOptions  # heavy import only when used
 
     path = settings.llm_model_path
@@ -41,32 +59,36 @@ async def build_llm(settings: Settings, on_usage: UsageHook | None = None) -> LL
         from glyphoxa_npc_brain.models import ensure_default_model
 
         path = await asyncio.to_thread(ensure_default_model, settings.home, _LogProgress())
-    llm = LlamaLLM(
+    return LlamaLLM(
         LlamaOptions(
             model_path=path,
             n_ctx=settings.llm_ctx,
             n_threads=settings.llm_threads,
             n_batch=settings.llm_batch,
             cache_bytes=settings.llm_cache_mb * 1024 * 1024,
-            temperature=settings.llm_temperature,
+            temperature=choice.temperature,
         ),
         **common,  # type: ignore[arg-type]
     )
-    await llm.start()
-    return llm
 
 
-def _cloud_llm(settings: Settings, common: dict[str, object]) -> LLMProvider:
+def _cloud_llm(
+    settings: Settings, choice: LLMChoice, api_key: str, common: dict[str, object]
+) -> LLMProvider:
     timeout_s = settings.turn_timeout_s + 5  # the HTTP client's backstop; ours act first
-    if settings.llm_provider == "gemini":
+    assert choice.model is not None
+    if choice.provider == "gemini":
         from glyphoxa_npc_brain.llm.gemini import GeminiLLM, GeminiOptions
 
+        if not api_key:
+            raise ProviderUnavailable("gemini", "no API key (BRAIN_GEMINI_API_KEY or the "
+                                                "tenant's stored key)")
         return GeminiLLM(
             GeminiOptions(
-                api_key=settings.gemini_api_key.get_secret_value(),
-                model=settings.gemini_model,
+                api_key=api_key,
+                model=choice.model,
                 base_url=settings.gemini_base_url,
-                temperature=settings.llm_temperature,
+                temperature=choice.temperature,
                 thinking_budget=settings.gemini_thinking_budget,
                 timeout_s=timeout_s,
             ),
@@ -74,12 +96,15 @@ def _cloud_llm(settings: Settings, common: dict[str, object]) -> LLMProvider:
         )
     from glyphoxa_npc_brain.llm.openai_compat import OpenAICompatLLM, OpenAIOptions
 
+    if not api_key and urlparse(settings.openai_base_url).hostname == "api.openai.com":
+        raise ProviderUnavailable("openai", "no API key for api.openai.com "
+                                            "(BRAIN_OPENAI_API_KEY or the tenant's stored key)")
     return OpenAICompatLLM(
         OpenAIOptions(
             base_url=settings.openai_base_url,
-            model=settings.openai_model,
-            api_key=settings.openai_api_key.get_secret_value(),
-            temperature=settings.llm_temperature,
+            model=choice.model,
+            api_key=api_key,
+            temperature=choice.temperature,
             timeout_s=timeout_s,
         ),
         **common,

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 
@@ -55,9 +55,26 @@ class CallStats:
     deltas: int = 0
     first_token_s: float = 0.0
     total_s: float = 0.0
+    provider: str = ""
+    """The provider that made the call (usage is counted under its name)."""
 
 
 UsageHook = Callable[[str, CallStats], None]
+
+
+class ReplySource(Protocol):
+    """What a turn streams its reply from: one provider, or a chain of them."""
+
+    def stream(
+        self,
+        system: str,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        seed: int,
+        cancel: asyncio.Event,
+        calls: list[CallStats] | None = None,
+    ) -> AsyncIterator[str]: ...
 
 
 class LLMProvider(ABC):
@@ -116,7 +133,7 @@ class LLMProvider(ABC):
         """
         attempt = 0
         while True:
-            stats = CallStats()
+            stats = CallStats(provider=self.name)
             try:
                 async with aclosing(
                     self._guarded(system, messages, max_tokens, seed, cancel, stats)

@@ -21,7 +21,7 @@ from google.genai import errors, types
 
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMCapabilities, LLMProvider
 from glyphoxa_npc_brain.llm.remote import relay, status_error, transport_error, unexpected_error
-from glyphoxa_runtime.providers import ProviderError
+from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 
@@ -45,7 +45,9 @@ class GeminiLLM(LLMProvider):
     def __init__(self, options: GeminiOptions, **kwargs: object):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.options = options
-        self._client = genai.Client(
+        # keyless: the replica serves only tenants that stored their own key; this instance
+        # refuses every call (not retryable), and the chain moves on
+        self._client = None if not options.api_key else genai.Client(
             api_key=options.api_key,
             vertexai=False,
             http_options=types.HttpOptions(
@@ -59,7 +61,8 @@ class GeminiLLM(LLMProvider):
         return {"provider": self.name, "model": self.options.model}
 
     async def close(self) -> None:
-        await self._client.aio.aclose()
+        if self._client is not None:
+            await self._client.aio.aclose()
 
     def config(self, system: str, max_tokens: int, seed: int) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
@@ -90,9 +93,13 @@ class GeminiLLM(LLMProvider):
             for m in messages
         ]
         config = self.config(system, max_tokens, seed)
+        if self._client is None:
+            raise ProviderUnavailable(self.name, "no API key: set BRAIN_GEMINI_API_KEY or store "
+                                                 "a 'gemini' secret for the tenant")
+        client = self._client
 
         async def open_stream() -> AsyncIterator[types.GenerateContentResponse]:
-            return await self._client.aio.models.generate_content_stream(
+            return await client.aio.models.generate_content_stream(
                 model=self.options.model, contents=contents, config=config  # type: ignore[arg-type]
             )
 

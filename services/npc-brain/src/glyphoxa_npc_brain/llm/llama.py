@@ -83,7 +83,10 @@ class _LeanStateLlama(Llama):
 
 
 class _Engine:
-    """One loaded model, its prompt cache and the single thread that may touch them."""
+    """One loaded model, its prompt cache and the single thread that may touch them.
+
+    Providers that differ only in sampling (an NPC's own temperature) share the engine:
+    ``generate`` samples with the calling provider's options."""
 
     def __init__(self, options: LlamaOptions):
         self.options = options
@@ -143,9 +146,11 @@ class _Engine:
         seed: int,
         should_stop: Callable[[], bool],
         emit: Callable[[str], None],
+        sampling: LlamaOptions | None = None,
     ) -> None:
-        """Stream the completion of ``tokens`` to ``emit`` until it ends or ``should_stop()``."""
-        o = self.options
+        """Stream the completion of ``tokens`` to ``emit`` until it ends or ``should_stop()``,
+        sampled as ``sampling`` says (default: the options the engine was loaded with)."""
+        o = sampling or self.options
         completion = self.llm.create_completion(
             tokens,
             max_tokens=max_tokens,
@@ -193,14 +198,18 @@ class _Engine:
         return True
 
 
-_ENGINES: dict[LlamaOptions, _Engine] = {}
+_EngineKey = tuple[Path, int, int, int, int]
+_ENGINES: dict[_EngineKey, _Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(options: LlamaOptions) -> _Engine:
-    """The process-wide engine for ``options``, loading the model on first use."""
+    """The process-wide engine for ``options`` (whatever their sampling), loading the model
+    on first use."""
+    key = (options.model_path, options.n_ctx, options.n_threads, options.n_batch,
+           options.cache_bytes)
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(options)
+        engine = _ENGINES.get(key)
         if engine is None:
             if not options.model_path.is_file():
                 raise ProviderUnavailable("llama", f"model file not found: {options.model_path}")
@@ -212,7 +221,7 @@ def engine_for(options: LlamaOptions) -> _Engine:
                 raise ProviderUnavailable(
                     "llama", f"cannot load {options.model_path}: {exc}"
                 ) from exc
-            _ENGINES[options] = engine
+            _ENGINES[key] = engine
             log.info(
                 "llm model loaded",
                 extra={
@@ -290,9 +299,8 @@ class LlamaLLM(LLMProvider):
                 tokens = engine.tokens(system, messages, max_tokens)
                 stats.prompt_tokens = len(tokens)
                 stats.cached_prompt_tokens = engine.reusable_prefix(tokens)
-                engine.generate(
-                    tokens, max_tokens, seed, stop.is_set, lambda text: emit("text", text)
-                )
+                engine.generate(tokens, max_tokens, seed, stop.is_set,
+                                lambda text: emit("text", text), self.options)
             except BaseException as exc:  # handed to the event loop, raised there
                 emit("error", exc)
             finally:
