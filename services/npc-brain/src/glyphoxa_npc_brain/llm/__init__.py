@@ -77,10 +77,12 @@ def _cloud_llm(
 ) -> LLMProvider:
     timeout_s = settings.turn_timeout_s + 5  # the HTTP client's backstop; ours act first
     assert choice.model is not None
+    # with tenant keys on, a keyless instance serves (refuses) tenants that stored none
+    tenant_keys = bool(settings.nats.secrets_key.get_secret_value())
     if choice.provider == "gemini":
         from glyphoxa_npc_brain.llm.gemini import GeminiLLM, GeminiOptions
 
-        if not api_key:
+        if not api_key and not tenant_keys:
             raise ProviderUnavailable("gemini", "no API key (BRAIN_GEMINI_API_KEY or the "
                                                 "tenant's stored key)")
         return GeminiLLM(
@@ -96,7 +98,8 @@ def _cloud_llm(
         )
     from glyphoxa_npc_brain.llm.openai_compat import OpenAICompatLLM, OpenAIOptions
 
-    if not api_key and urlparse(settings.openai_base_url).hostname == "api.openai.com":
+    if (not api_key and not tenant_keys
+            and urlparse(settings.openai_base_url).hostname == "api.openai.com"):
         raise ProviderUnavailable("openai", "no API key for api.openai.com "
                                             "(BRAIN_OPENAI_API_KEY or the tenant's stored key)")
     return OpenAICompatLLM(
