@@ -396,3 +396,24 @@ async def test_real_speech_streamed_comes_back_in_words():
     said = result.text.lower()
     assert all(w in said for w in ("fix", "sword", "tomorrow")), result.text
     assert partials.texts, "no interim hypothesis while the line was streamed"
+
+
+async def test_speech_final_calls_the_endpoint_hook_with_the_text_so_far(fake):
+    words = "Aldric three ales please and a room for the night"
+    fake.script(Reply(text=words, words_per_s=2.0))
+    endpoints: list[str] = []
+
+    async def endpoint(text: str) -> None:
+        endpoints.append(text)
+
+    provider = provider_for(fake)
+    try:
+        stream = await provider.open_stream(SttHints(), None, endpoint)
+        await stream_audio(stream, np.concatenate([speech(1.2), silence(0.5)]))
+        await asyncio.sleep(0.2)
+        assert len(endpoints) == 1 and words.startswith(endpoints[0])  # heard before finish
+        await stream_audio(stream, speech(1.6, 1))
+        result = await stream.finish()
+    finally:
+        await provider.close()
+    assert result.text == words and result.text.startswith(endpoints[0])

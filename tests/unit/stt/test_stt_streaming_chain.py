@@ -67,7 +67,8 @@ class Streaming(SttProvider):
         self.hints: list[SttHints] = []
         self.batch_calls = 0
 
-    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None) -> SttStream:
+    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None,
+                          on_endpoint=None) -> SttStream:  # type: ignore[no-untyped-def]
         self.hints.append(hints)
         if self.open_error is not None:
             raise self.open_error
@@ -179,3 +180,94 @@ async def test_an_abandoned_utterance_closes_its_stream(ctx, feed, publisher) ->
     await asyncio.sleep(0.05)
     assert primary.streams[0].aborted
     assert not any(t.final for t in publisher.transcripts())
+
+
+# --- finals at the provider's endpoint ----------------------------------------------------
+
+
+class Endpointing(Streaming):
+    """Hears the speaker stop after ``pause_at`` bytes; says ``more`` if audio goes on."""
+
+    def __init__(self, pause_at: int, more: str = ""):
+        super().__init__()
+        self.pause_at, self.more = pause_at, more
+
+    async def open_stream(self, hints, on_partial=None, on_endpoint=None):  # type: ignore[no-untyped-def]
+        stream = await super().open_stream(hints, on_partial)
+        owner = self
+
+        class EndpointStream(type(stream)):  # type: ignore[misc]
+            async def send(self, pcm: bytes) -> None:
+                before = len(self.audio)
+                self.audio += pcm
+                if before < owner.pause_at <= len(self.audio) and on_endpoint is not None:
+                    await on_endpoint("Greta, how much?")
+
+            async def finish(self) -> SttResult:
+                said = "Greta, how much?" + (f" {owner.more}" if owner.more else "")
+                return SttResult(said, len(self.audio) / 32000, "streaming")
+
+        stream.__class__ = EndpointStream
+        return stream
+
+
+async def test_the_final_goes_out_when_the_provider_hears_the_speaker_stop(ctx, feed, publisher) -> None:
+    pcm = tone(0.6)
+    stt = SttSession(ctx, chain(Endpointing(pause_at=pcm.nbytes)),
+                     Limits(partials=False, early_finals=True))
+    *speech, end = feed.utterance("alex-1", pcm)
+    await drive(stt, speech)
+    await asyncio.sleep(0.05)  # the stream hears the audio as it comes
+    [early] = publisher.transcripts()  # before vad's end
+    assert early.final and early.text == "Greta, how much?" and early.vad_end_ns == 0
+    assert 0 < early.speech_end_ns <= early.stt_final_ns
+    assert [msg_id for _, _, msg_id in publisher.published] == ["stt:t1.s1:alex-1:final"]
+    await drive(stt, [end])
+    assert len(publisher.transcripts()) == 1  # nothing more was said
+    [(_, usage, _)] = publisher.usage
+    assert usage.key == "stt:alex-1" and usage.amount == pytest.approx(0.6)
+
+
+async def test_words_after_the_endpoint_are_a_continuation_line(ctx, feed, publisher) -> None:
+    stt = SttSession(ctx, chain(Endpointing(pause_at=3200, more="For the longsword.")),
+                     Limits(partials=False, early_finals=True))
+    *speech, end = feed.utterance("alex-1", tone(0.6))
+    await drive(stt, speech)
+    await asyncio.sleep(0.05)
+    await drive(stt, [end])
+    early, rest = publisher.transcripts()
+    assert (early.utterance_id, early.text) == ("alex-1", "Greta, how much?")
+    assert (rest.utterance_id, rest.text, rest.final) == ("alex-1.2", "For the longsword.", True)
+    assert len(publisher.usage) == 1
+
+
+async def test_early_finals_are_off_by_default(ctx, feed, publisher) -> None:
+    stt = SttSession(ctx, chain(Endpointing(pause_at=3200, more="For the longsword.")),
+                     Limits(partials=False))
+    *speech, end = feed.utterance("alex-1", tone(0.6))
+    await drive(stt, speech)
+    await asyncio.sleep(0.05)
+    await drive(stt, [end])
+    [final] = publisher.transcripts()
+    assert final.text == "Greta, how much? For the longsword." and final.vad_end_ns > 0
+
+
+@pytest.mark.parametrize("early, full, rest", [
+    ("Greta, how much?", "Greta, how much? For the sword.", "For the sword."),
+    ("Greta, how much?", "greta how much", ""),
+    ("Greta, how much?", "Something else entirely, longer.", ""),
+    ("Greta.", "Greta.", ""),
+])
+def test_remainder(early, full, rest) -> None:  # type: ignore[no-untyped-def]
+    from glyphoxa_stt.core import remainder
+
+    assert remainder(early, full) == rest
+
+
+async def test_an_endpoint_after_vads_end_is_too_late_to_matter(ctx, feed, publisher) -> None:
+    """vad ended the utterance first: the final comes from the stream's finish alone."""
+    stt = SttSession(ctx, chain(Endpointing(pause_at=10**9)),
+                     Limits(partials=False, early_finals=True))
+    await drive(stt, feed.utterance("alex-1", tone(0.3)))
+    [final] = publisher.transcripts()
+    assert final.text == "Greta, how much?" and final.vad_end_ns > 0

@@ -39,6 +39,8 @@ def limits_from(settings: Settings) -> Limits:
         prompt_max_chars=settings.prompt_max_chars,
         stream_finish_s=settings.stream_finish_s,
         partials=settings.partials,
+        early_finals=settings.early_finals,
+        endpoint_lag_s=settings.deepgram_endpointing_ms / 1000,
     )
 
 

@@ -30,6 +30,11 @@ class Settings(ServiceSettings):
         3.0, gt=0, le=30, description="longest wait for a streaming provider's final after the "
                                       "utterance ends (then the buffered audio is transcribed)")
     partials: bool = Field(True, description="publish a streaming provider's interim transcripts")
+    early_finals: bool = Field(
+        False, description="publish the final transcript as soon as a streaming provider hears "
+                           "the speaker stop (Deepgram endpointing), before vad's silence ends "
+                           "the utterance: faster replies, but a line with a pause in it is "
+                           "split in two (the words after the pause become a line of their own)")
     language: str = Field("en", pattern=r"^[a-z]{2,3}$", description="language of the players")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at most")
     timeout_s: float = Field(30.0, gt=0, description="longest one transcription may take")

@@ -58,6 +58,13 @@ class Limits:
     """Longest wait for a streaming provider's final after vad's end (then: the buffer)."""
     partials: bool = True
     """Publish streaming providers' interim hypotheses as partial transcripts."""
+    early_finals: bool = False
+    """Publish the final as soon as a streaming provider hears the speaker stop (its
+    endpointing), before vad's longer silence ends the utterance. Off by default: a line
+    with a pause longer than the endpointing silence is then split in two lines."""
+    endpoint_lag_s: float = 0.3
+    """How long after speech ended the provider's endpoint comes (its endpointing silence):
+    the early final's speech end is estimated from it."""
 
 
 def campaign_prompt(campaign: Campaign, max_chars: int = 400) -> str | None:
@@ -87,6 +94,19 @@ def utterance_usage(transcript: Transcript, stage: str) -> Usage:
     """The audio of one utterance sent to the recognizer (counted once per utterance)."""
     return Usage(key=f"stt:{transcript.utterance_id}", metric="stt_audio_seconds",
                  amount=transcript.audio_seconds, provider=transcript.provider, stage=stage)
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'()").lower() for w in text.split()]
+
+
+def remainder(early: str, full: str) -> str:
+    """What ``full`` says after ``early`` (the words of an early final), or "" when it
+    says nothing more or something else (then the early final stands)."""
+    head, words = _words(early), full.split()
+    if len(words) <= len(head) or _words(" ".join(words[:len(head)])) != head:
+        return ""
+    return " ".join(words[len(head):])
 
 
 def transcript_msg_id(ctx: SessionContext, utterance_id: str, part: str = "final") -> str:
@@ -183,7 +203,32 @@ class SttSession:
         if primary.capabilities.streaming and self._chain.allow(primary):
             self._live[utterance_id] = LiveRecognition(
                 primary, self._hints(), self._partial_hook(item.event),
-                self._limits.stream_finish_s)
+                self._limits.stream_finish_s,
+                self._endpoint_hook(item.event) if self._limits.early_finals else None)
+
+    def _endpoint_hook(self, started: UtteranceStarted):  # type: ignore[no-untyped-def]
+        async def endpoint(text: str) -> None:
+            """The provider heard the speaker stop: the final goes out now, not at vad's end."""
+            utt = self._open.get(started.utterance_id)
+            live = self._live.get(started.utterance_id)
+            text = text.strip()[:MAX_TEXT]
+            if (utt is None or live is None or live.finishing or live.early_text is not None
+                    or not text):
+                return
+            live.early_text = text
+            now = time.time_ns()
+            transcript = Transcript(
+                utterance_id=started.utterance_id, speaker=started.speaker, text=text,
+                final=True, start_ns=started.start_ns,
+                speech_end_ns=max(started.start_ns, now - int(self._limits.endpoint_lag_s * 1e9)),
+                stt_final_ns=now, audio_seconds=round(utt.size / BYTES_PER_SECOND, 3),
+                provider=live.provider.name)
+            await self._publish(transcript)
+            metrics.EARLY_FINALS.inc()
+            log.info("final transcript on the provider's endpoint, before vad's end",
+                     extra=self._ctx.log_extra(utterance=started.utterance_id,
+                                               speaker=started.speaker, chars=len(text)))
+        return endpoint
 
     def _partial_hook(self, started: UtteranceStarted):  # type: ignore[no-untyped-def]
         if not self._limits.partials:
@@ -238,6 +283,10 @@ class SttSession:
             return
         if utt.started.speaker != ended.speaker:
             raise MalformedEvent(f"end of {utt.utterance_id} on speaker {ended.speaker!r}")
+        live = self._live.get(ended.utterance_id)
+        if live is not None and live.early_text is not None:
+            await self._end_after_early_final(utt, ended, live)
+            return
         result, outcome = await self._result(utt, ended)
         transcript = final_transcript(ended, result, outcome)
         await self._publish(transcript)
@@ -246,6 +295,32 @@ class SttSession:
                                 utterance_usage(transcript, self._ctx.stage))
         self._open.finish(ended.utterance_id)
         self._record(transcript, result, outcome)
+
+    async def _end_after_early_final(self, utt: OpenUtterance, ended: UtteranceEnded,
+                                     live: LiveRecognition) -> None:
+        """The final went out at the provider's endpoint. If the player spoke on after it
+        (a pause shorter than vad's silence), the rest is published as a continuation line
+        (utterance ``<id>.2``); the utterance's audio is counted once."""
+        self._live.pop(utt.utterance_id, None)
+        complete = len(utt.chunks) >= ended.chunks
+        result = await self._streamed(live, utt, complete)
+        early = live.early_text or ""
+        rest = remainder(early, result.text if result is not None else early)
+        audio_s = round(utt.size / BYTES_PER_SECOND, 3)
+        if rest:
+            await self._publish(Transcript(
+                utterance_id=f"{ended.utterance_id}.2", speaker=ended.speaker,
+                text=rest[:MAX_TEXT], final=True, start_ns=ended.start_ns,
+                speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
+                stt_final_ns=time.time_ns(), audio_seconds=audio_s, provider=live.provider.name))
+        await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
+            key=f"stt:{ended.utterance_id}", metric="stt_audio_seconds", amount=audio_s,
+            provider=live.provider.name, stage=self._ctx.stage))
+        self._open.finish(ended.utterance_id)
+        metrics.UTTERANCES.labels("text").inc()
+        log.info("utterance transcribed", extra=self._ctx.log_extra(
+            utterance=ended.utterance_id, speaker=ended.speaker, result="text", early=True,
+            continued=bool(rest), audio_s=audio_s))
 
     async def _result(self, utt: OpenUtterance, ended: UtteranceEnded) -> tuple[SttResult, str]:
         live = self._live.pop(utt.utterance_id, None)

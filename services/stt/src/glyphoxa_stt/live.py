@@ -14,7 +14,14 @@ import contextlib
 import logging
 
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
-from glyphoxa_stt.providers.base import PartialHook, SttHints, SttProvider, SttResult, SttStream
+from glyphoxa_stt.providers.base import (
+    EndpointHook,
+    PartialHook,
+    SttHints,
+    SttProvider,
+    SttResult,
+    SttStream,
+)
 
 log = logging.getLogger("glyphoxa.stt.live")
 
@@ -23,10 +30,14 @@ _END = object()
 
 class LiveRecognition:
     def __init__(self, provider: SttProvider, hints: SttHints, on_partial: PartialHook | None,
-                 finish_timeout_s: float):
+                 finish_timeout_s: float, on_endpoint: EndpointHook | None = None):
         self.provider = provider
         self.error: ProviderError | None = None
-        self._hints, self._on_partial = hints, on_partial
+        self.finishing = False
+        """``finish`` was called: an endpoint arriving now is too late to matter."""
+        self.early_text: str | None = None
+        """The text already published as the final when the provider heard the speaker stop."""
+        self._hints, self._on_partial, self._on_endpoint = hints, on_partial, on_endpoint
         self._finish_timeout_s = finish_timeout_s
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name=f"stt-live-{provider.name}")
@@ -37,6 +48,7 @@ class LiveRecognition:
 
     async def finish(self) -> SttResult | None:
         """The stream's final result, or None (``error`` says why) within the timeout."""
+        self.finishing = True
         self._queue.put_nowait(_END)
         try:
             async with asyncio.timeout(self._finish_timeout_s):
@@ -47,6 +59,7 @@ class LiveRecognition:
             return None
 
     async def abort(self) -> None:
+        self.finishing = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -54,7 +67,8 @@ class LiveRecognition:
     async def _run(self) -> SttResult | None:
         stream: SttStream | None = None
         try:
-            stream = await self.provider.open_stream(self._hints, self._on_partial)
+            stream = await self.provider.open_stream(self._hints, self._on_partial,
+                                                     self._on_endpoint)
             while (item := await self._queue.get()) is not _END:
                 await stream.send(item)  # type: ignore[arg-type]
             result = await stream.finish()

@@ -35,3 +35,6 @@ FINAL_LATENCY = Histogram(
     "speech end (capture time) to final transcript published",
     buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
+EARLY_FINALS = Counter(
+    "glyphoxa_stt_early_finals",
+    "final transcripts published at a streaming provider's endpoint, before vad's end")

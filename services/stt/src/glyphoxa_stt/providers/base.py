@@ -60,6 +60,10 @@ class SttHints:
 PartialHook = Callable[[str], Awaitable[None]]
 """Called with each interim hypothesis of a streaming utterance (the whole text so far)."""
 
+EndpointHook = Callable[[str], Awaitable[None]]
+"""Called when a streaming provider hears the speaker stop (Deepgram's ``speech_final``),
+with the finalized text so far: the stage may treat it as the utterance's final at once."""
+
 
 class SttStream(ABC):
     """One utterance being recognised while it is spoken (a provider with ``streaming``).
@@ -100,7 +104,8 @@ class SttProvider(ABC):
         """The provider one session uses; stateless providers share themselves."""
         return self
 
-    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None) -> SttStream:
+    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None,
+                          on_endpoint: EndpointHook | None = None) -> SttStream:
         """Start recognising one utterance as it is spoken (only if ``capabilities.streaming``).
 
         Raises ``ProviderError`` when the stream cannot be opened."""

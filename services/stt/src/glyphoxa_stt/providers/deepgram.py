@@ -43,6 +43,7 @@ from glyphoxa_runtime.logs import TRACE
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout, ProviderUnavailable
 from glyphoxa_stt.providers.base import (
     SAMPLE_RATE,
+    EndpointHook,
     PartialHook,
     SttCapabilities,
     SttHints,
@@ -141,8 +142,8 @@ class DeepgramStt(SttProvider):
 
     # --- streaming ------------------------------------------------------------------------
 
-    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None
-                          ) -> SttStream:
+    async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None,
+                          on_endpoint: EndpointHook | None = None) -> SttStream:
         self._check_language(hints.language)
         started = time.perf_counter()
         stack = contextlib.AsyncExitStack()
@@ -160,7 +161,7 @@ class DeepgramStt(SttProvider):
             protocol.close_timeout = CLOSE_TIMEOUT_S
         log.debug("deepgram stream open", extra={
             "provider": self.name, "seconds": round(time.perf_counter() - started, 3)})
-        return DeepgramStream(self, socket, stack, on_partial)
+        return DeepgramStream(self, socket, stack, on_partial, on_endpoint)
 
     def _live_options(self, hints: SttHints) -> dict[str, Any]:
         cfg = self.config
@@ -211,9 +212,10 @@ class DeepgramStream(SttStream):
     Both end with the stream (``finish`` or ``abort``), whatever happens."""
 
     def __init__(self, provider: DeepgramStt, socket: AsyncV1SocketClient,
-                 stack: contextlib.AsyncExitStack, on_partial: PartialHook | None):
+                 stack: contextlib.AsyncExitStack, on_partial: PartialHook | None,
+                 on_endpoint: EndpointHook | None = None):
         self._provider, self._socket, self._stack = provider, socket, stack
-        self._on_partial = on_partial
+        self._on_partial, self._on_endpoint = on_partial, on_endpoint
         self._finals: list[str] = []
         self._shown = ""
         self._failure: ProviderError | None = None
@@ -308,15 +310,20 @@ class DeepgramStream(SttStream):
             if results.from_finalize:
                 self._finalized = True
                 self._done.set()
+            elif results.speech_final and self._on_endpoint is not None and self.text:
+                await self._hook(self._on_endpoint, self.text)
             return
         so_far = " ".join([*self._finals, said]).strip()
         if self._on_partial is None or not so_far or so_far == self._shown:
             return
         self._shown = so_far
+        await self._hook(self._on_partial, so_far)
+
+    async def _hook(self, hook: PartialHook, text: str) -> None:
         try:
-            await self._on_partial(so_far)
+            await hook(text)
         except Exception:  # noqa: BLE001 - a failing hook must not end the stream
-            log.warning("partial hook failed", exc_info=True,
+            log.warning("stream hook failed", exc_info=True,
                         extra={"provider": self._provider.name})
 
     async def _keep_alive(self) -> None:
