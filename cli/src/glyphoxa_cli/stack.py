@@ -44,6 +44,14 @@ class Stack:
         return stack_keys(self.home)
 
     def start(self, progress=print) -> Stack:  # type: ignore[no-untyped-def]
+        """Start everything; if any part fails to come up, stop what did and re-raise."""
+        try:
+            return self._start(progress)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, progress) -> Stack:  # type: ignore[no-untyped-def]
         self.home.mkdir(parents=True, exist_ok=True)
         if self.nats_url is None:
             self.nats = NatsServer(self.home / "nats").start()
