@@ -255,3 +255,15 @@ async def test_without_a_configured_key_tenants_bring_their_own(fake):
     finally:
         await providers.aclose()
     assert [r.key_ok for r in fake.requests] == [True]
+
+
+@pytest.mark.models
+async def test_tts_fallback_piper_speaks_when_elevenlabs_fails(fake):
+    fake.script(Reply(status=503))
+    async with Session(fake, fallback="piper") as s:
+        assert s.providers.fallback().name == "piper"
+        await s.core.on_message(reply("alex-0", 0, "Still spoken.", final=True))
+    (done,) = s.done()
+    assert not done.cancelled and done.frames > 25
+    [usage] = [u for u, _ in s.publisher.usage()]
+    assert usage.provider == "piper"  # counted under the provider that spoke

@@ -37,6 +37,9 @@ class Settings(ServiceSettings):
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000)
     turn_idle_timeout_s: float = Field(
         120.0, gt=0, description="an unfinished turn with no new chunk for this long is closed")
+    fallback: Literal["espeak", "piper"] = Field(
+        "espeak", description="what speaks a sentence when a voice's provider fails or its "
+                              "breaker is open (piper sounds better; espeak needs no model)")
     elevenlabs_api_key: SecretStr = Field(
         SecretStr(""), description="ElevenLabs API key (xi-api-key); required when elevenlabs "
                                    "is the default provider")

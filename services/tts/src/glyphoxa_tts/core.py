@@ -155,22 +155,24 @@ class TtsSession:
 
     async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
         provider = await self._providers.for_voice(voice, self._ctx.tenant)
+        spoke = provider
         try:
-            await self._synthesize_with(turn, chunk.text, voice, provider)
+            spoke = await self._synthesize_with(turn, chunk.text, voice, provider)
         finally:
             # after the audio, off the first-frame path; once per chunk: a fallback or a
             # replica redoing the turn repeats the key (a cancelled chunk was sent all the same)
             await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
                 key=f"tts:{turn.turn_id}:{chunk.index}", metric="tts_characters",
-                amount=len(chunk.text), provider=provider.name, stage=self._ctx.stage))
+                amount=len(chunk.text), provider=spoke.name, stage=self._ctx.stage))
 
     async def _synthesize_with(self, turn: Turn, text: str, voice: VoiceSpec,
-                               provider: TTSProvider) -> None:
+                               provider: TTSProvider) -> TTSProvider:
+        """Speak ``text``; the provider that spoke it (the fallback when the voice's failed)."""
         frames_before = turn.frames
         try:
             await self._stream(turn, provider, text, voice)
             self._providers.succeeded(provider)
-            return
+            return provider
         except ProviderError as exc:
             self._providers.failed(provider, exc)
             log.warning("tts provider failed: %s", exc,
@@ -179,11 +181,12 @@ class TtsSession:
         if turn.frames == frames_before and fallback is not provider:
             try:
                 await self._stream(turn, fallback, text, voice)
-                return
+                return fallback
             except ProviderError as exc:
                 log.error("fallback tts provider failed too: %s", exc,
                           extra=self._extra(turn.turn_id, provider=fallback.name))
         metrics.SENTENCES_DROPPED.labels(reason="provider_failed").inc()
+        return provider
 
     async def _stream(self, turn: Turn, provider: TTSProvider, text: str,
                       voice: VoiceSpec) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = ("piper", "espeak", "fake", "elevenlabs")
 FALLBACK = "espeak"
+"""The last resort: no model file, no network, never fails to load."""
 KEYED = frozenset({"elevenlabs"})
 """Providers a tenant may bring its own API key for (stored under the same name)."""
 
@@ -75,6 +76,7 @@ class ProviderSet:
         self._lock = asyncio.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
         self.default = self._providers.get(settings.provider) or self._load(settings.provider)
+        self.fallback()  # loaded with the default (piper's model takes a moment)
 
     def breaker(self, name: str) -> CircuitBreaker:
         if name not in self._breakers:
@@ -98,7 +100,8 @@ class ProviderSet:
             key = await self._keys.get(tenant, wanted)
             if key:
                 provider = self._with_key(wanted, key)
-        if provider.name != FALLBACK and not self.breaker(provider.name).allow():
+        if (provider.name not in (FALLBACK, self._settings.fallback)
+                and not self.breaker(provider.name).allow()):
             return self.fallback()
         return provider
 
@@ -122,7 +125,9 @@ class ProviderSet:
         return self._providers[name]
 
     def fallback(self) -> TTSProvider:
-        return self._providers.get(FALLBACK) or self._load(FALLBACK)
+        """``TTS_FALLBACK`` (espeak unless set to piper), loaded on first use."""
+        name = self._settings.fallback
+        return self._providers.get(name) or self._load(name)
 
     def _load(self, name: str) -> TTSProvider:
         try:
@@ -130,9 +135,10 @@ class ProviderSet:
         except ProviderUnavailable as exc:
             if name == FALLBACK:
                 raise
+            stand_in = FALLBACK if name == self._settings.fallback else self._settings.fallback
             log.warning("tts provider %s cannot load (%s); falling back to %s",
-                        name, exc, FALLBACK)
-            provider = self.fallback()
+                        name, exc, stand_in)
+            provider = self._providers.get(stand_in) or self._load(stand_in)
         provider.warm_up()
         self._providers[name] = provider
         log.info("tts provider ready", extra={
