@@ -12,6 +12,7 @@ answered, the reply audio says the reply) hold as they do on local models.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,8 @@ def test_example_scene_on_cloud_providers(stack, fakes, tmp_path):
     assert len(gm.requests) == len(answered) and all(r.key_ok for r in gm.requests)
     assert len(el.requests) >= len(answered) and all(r.key_ok for r in el.requests)
     assert {r.voice_id for r in el.requests} <= {"Npc0Voice", "Npc1Voice", "Npc2Voice"}
+    record = json.loads((out / "session.json").read_text())
+    assert {t["llm_provider"] for t in record["turns"] if t["outcome"] == "answered"} == {"gemini"}
     logs = "".join(stack.logs().values())
     for secret in (deepgram.API_KEY, gemini.API_KEY, elevenlabs.API_KEY):
         assert secret not in logs

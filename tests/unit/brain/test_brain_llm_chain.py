@@ -423,3 +423,32 @@ async def test_personas_are_primed_only_in_a_loaded_provider_that_caches_prompts
 def _breaker_states(pool: LLMPool) -> dict[str, str]:
     return {f"{p['provider']}/{p['model']}" if p.get("model") else p["provider"]: p["breaker"]
             for p in pool.describe()["providers"]}
+
+
+async def test_a_provider_with_a_tenant_key_is_closed_when_long_unused() -> None:
+    from glyphoxa_npc_brain.llm.pool import TENANT_IDLE_S
+
+    closed: list[str] = []
+
+    class Closing(Scripted):
+        async def close(self) -> None:
+            closed.append(self.name)
+
+    async def build(choice: LLMChoice, key: str) -> LLMProvider:
+        return Closing(choice.provider)
+
+    async def key_for(tenant: str, provider: str) -> str | None:
+        return TENANT_KEY if tenant == "own-key" else None
+
+    clock = Clock()
+    pool = LLMPool(brain_settings(**TWO), build=build, key_for=key_for, clock=clock)
+    flash = LLMChoice.of(pool._settings, "gemini")
+    configured = (await pool.link("acme", flash)).provider
+    own = (await pool.link("own-key", flash)).provider
+    clock.now += TENANT_IDLE_S / 2
+    assert (await pool.link("own-key", flash)).provider is own  # used: kept
+    clock.now += TENANT_IDLE_S + 1
+    assert (await pool.link("acme", flash)).provider is configured  # the configured one stays
+    assert closed == ["gemini"]  # the tenant's, idle too long, was closed
+    assert (await pool.link("own-key", flash)).provider is not own  # made again when needed
+    await pool.close()

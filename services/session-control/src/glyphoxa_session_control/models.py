@@ -141,6 +141,7 @@ class TurnRow(BaseModel):
     transcript: str
     latency: dict[str, int | float | None]
     speech_end_ns: int
+    llm_provider: str | None = Field(None, description="the LLM provider that spoke the reply")
 
 
 class Usage(BaseModel):

@@ -345,6 +345,7 @@ class SttSession:
         result = await live.finish()
         if result is not None:
             self._chain.succeeded(live.provider)
+            metrics.AUDIO_SECONDS.labels(live.provider.name).inc(result.audio_seconds)
             return result
         assert live.error is not None
         self._chain.failed(live.provider, live.error)

@@ -50,11 +50,17 @@ ProviderFactory = Callable[[LLMChoice, str], Awaitable[LLMProvider]]
 _Ident = tuple[LLMChoice, str]  # the choice and the SHA-256 of the key ("" without one)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Instance:
     link: Link
     key_origin: str
     """Where its API key came from: configured, tenant or none (never the key itself)."""
+    last_used: float = 0.0
+
+
+TENANT_IDLE_S = 900.0
+"""A provider made with a tenant's own key and unused this long is closed (a rotated key
+leaves its old instance behind; a tenant that stopped playing holds no client)."""
 
 
 class LLMPool:
@@ -112,7 +118,9 @@ class LLMPool:
         key, origin = await self._key(tenant, choice.provider)
         ident = (choice, hashlib.sha256(key.encode()).hexdigest() if key else "")
         instance = self._instances.get(ident)
+        await self._evict_idle()
         if instance is not None:
+            instance.last_used = self._clock()
             return instance.link
         down = self._unavailable.get(ident)
         if down is not None and self._clock() < down[0]:
@@ -151,7 +159,7 @@ class LLMPool:
             raise
         finally:
             self._making.pop(ident, None)
-        instance = _Instance(Link(llm, self._breaker(choice, origin)), origin)
+        instance = _Instance(Link(llm, self._breaker(choice, origin)), origin, self._clock())
         self._instances[ident] = instance
         self._unavailable.pop(ident, None)
         log.info("llm provider ready", extra={"provider": choice.provider, "model": choice.model,
@@ -212,6 +220,19 @@ class LLMPool:
                 for (choice, _), i in list(self._instances.items())
             ],
         }
+
+    async def _evict_idle(self) -> None:
+        now = self._clock()
+        idle = [ident for ident, inst in self._instances.items()
+                if inst.key_origin == "tenant" and now - inst.last_used > TENANT_IDLE_S]
+        for ident in idle:
+            instance = self._instances.pop(ident)
+            log.info("llm provider with a tenant key closed after %.0f s unused", TENANT_IDLE_S,
+                     extra={"provider": ident[0].provider, "model": ident[0].model})
+            try:
+                await instance.link.provider.close()
+            except Exception:  # noqa: BLE001 - closing an idle client must not cost a turn
+                log.warning("closing an idle llm provider failed", exc_info=True)
 
     async def close(self) -> None:
         for task in list(self._making.values()):
