@@ -72,7 +72,7 @@ def test_example_scene_on_cloud_providers(stack, fakes, tmp_path):
     asyncio.run(store_tenant_keys(stack))
     out = tmp_path / "cloud"
     campaign = cloud_campaign(tmp_path / "campaign.yaml")
-    rows = play(stack, EXAMPLE_SCENE, campaign, out, speed=1.0, tenant=TENANT)
+    rows = play(stack, EXAMPLE_SCENE, campaign, out, speed=2.0, tenant=TENANT)
     check_scene(rows, EXAMPLE_SCENE, out)
     check_session_record(rows, out)
     assert_no_errors(stack)
