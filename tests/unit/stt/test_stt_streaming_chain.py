@@ -271,3 +271,32 @@ async def test_an_endpoint_after_vads_end_is_too_late_to_matter(ctx, feed, publi
     await drive(stt, feed.utterance("alex-1", tone(0.3)))
     [final] = publisher.transcripts()
     assert final.text == "Greta, how much?" and final.vad_end_ns > 0
+
+
+class Keyed(Streaming):
+    name = "deepgram"
+
+    def __init__(self, key: str = ""):
+        super().__init__()
+        self.key = key
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.key)
+
+
+class StoredKeys:
+    async def get(self, tenant: str, name: str) -> str | None:
+        return "tenant-own-key" if tenant == "brings-a-key" else None
+
+
+async def test_a_keyless_cloud_provider_is_skipped_for_tenants_without_a_key() -> None:
+    whisper = FakeStt(["whisper said"])
+    stt_chain = SttChain([Keyed(), whisper], keys=StoredKeys(),  # type: ignore[arg-type]
+                         keyed=lambda name, key: Keyed(key))
+    assert await stt_chain.for_tenant("no-key") == [whisper]
+    own, rest = await stt_chain.for_tenant("brings-a-key")
+    assert isinstance(own, Keyed) and own.key == "tenant-own-key" and rest is whisper
+    assert own is (await stt_chain.for_tenant("brings-a-key"))[0]  # made once
+    lonely = SttChain([Keyed()], keys=StoredKeys(), keyed=lambda n, k: Keyed(k))  # type: ignore[arg-type]
+    assert len(await lonely.for_tenant("no-key")) == 1  # nothing else: it refuses, clearly

@@ -62,14 +62,15 @@ class SttChain:
         return self.providers[0]
 
     async def for_tenant(self, tenant: str) -> list[SttProvider]:
-        """The chain as ``tenant`` uses it: its own key where it stored one."""
+        """The chain as ``tenant`` uses it: its own key where it stored one, and without
+        the providers that have no key at all (unless nothing else is left)."""
         if self._keys is None or self._keyed_builder is None:
             return self.providers
         chain = []
         for provider in self.providers:
             key = await self._keys.get(tenant, provider.name) if provider.name in KEYED else None
             chain.append(self._with_key(provider.name, key) if key else provider)
-        return chain
+        return [p for p in chain if p.usable] or chain
 
     def _with_key(self, name: str, key: str) -> SttProvider:
         slot = (name, hashlib.sha256(key.encode()).hexdigest())

@@ -104,6 +104,12 @@ class SttProvider(ABC):
         """The provider one session uses; stateless providers share themselves."""
         return self
 
+    @property
+    def usable(self) -> bool:
+        """False for a cloud provider made without an API key (waiting for tenants' own):
+        the stage skips it rather than have it refuse every line."""
+        return True
+
     async def open_stream(self, hints: SttHints, on_partial: PartialHook | None = None,
                           on_endpoint: EndpointHook | None = None) -> SttStream:
         """Start recognising one utterance as it is spoken (only if ``capabilities.streaming``).

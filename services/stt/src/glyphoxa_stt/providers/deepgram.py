@@ -96,6 +96,10 @@ class DeepgramStt(SttProvider):
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncDeepgramClient | None = None
 
+    @property
+    def usable(self) -> bool:
+        return bool(self.config.api_key)
+
     def _sdk(self) -> AsyncDeepgramClient:
         """The client, made on first use inside the event loop that uses it (one connection
         pool for every prerecorded request)."""
