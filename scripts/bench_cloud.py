@@ -87,13 +87,15 @@ class CloudLatency:
     elevenlabs_network_ms: float
     elevenlabs_chunk_delay_ms: float
 
-    def fake_args(self, line: str, reply: str) -> dict[str, list[str]]:
-        """Each fake's command line."""
+    def fake_args(self, line: str, reply: str, speech_ms: float) -> dict[str, list[str]]:
+        """Each fake's command line (Deepgram hears the line's words at the pace of the
+        speech, so its interims have the whole line by the speech's end)."""
         chunks = max(1, math.ceil(len(reply.split()) / WORDS_PER_LLM_CHUNK))
         tokens = len(reply) / 4  # ~4 characters a token
         chunk_s = tokens / chunks / self.gemini_tokens_per_s if self.gemini_tokens_per_s else 0
         return {
-            "deepgram": ["--text", line, "--latency-s", f"{self.deepgram_final_ms / 1000}"],
+            "deepgram": ["--text", line, "--latency-s", f"{self.deepgram_final_ms / 1000}",
+                         "--words-per-s", f"{len(line.split()) / (speech_ms / 1000):.3f}"],
             "gemini": ["--text", reply, "--chunks", str(chunks), "--first-chunk-delay",
                        f"{self.gemini_first_token_ms / 1000}", "--chunk-delay", f"{chunk_s:.4f}"],
             "elevenlabs": ["--first-chunk-delay",
@@ -365,7 +367,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     home.chmod(0o755)  # as root, PostgreSQL runs as `nobody` and must reach its data
     (home / "logs").mkdir()
     fakes = [FakeVendor(v, a, home / "logs" / f"fake-{v}.log")
-             for v, a in latency.fake_args(args.line, args.reply).items()]
+             for v, a in latency.fake_args(args.line, args.reply, args.speech_ms).items()]
     stack: Stack | None = None
     ok = False
     try:

@@ -538,9 +538,11 @@ def main() -> None:
     parser.add_argument("--text", default=Reply.text, help="what every stream says")
     parser.add_argument("--latency-s", type=float, default=0.0)
     parser.add_argument("--interim-every-ms", type=int, default=Reply.interim_every_ms)
+    parser.add_argument("--words-per-s", type=float, default=Reply.words_per_s,
+                        help="how fast the scripted words are spoken (interims reveal them)")
     args = parser.parse_args()
     default = Reply(text=args.text, latency_s=args.latency_s,
-                    interim_every_ms=args.interim_every_ms)
+                    interim_every_ms=args.interim_every_ms, words_per_s=args.words_per_s)
     recognizer = whisper_recognizer() if args.whisper else None
     server = FakeDeepgram(args.api_key, default, recognizer=recognizer, port=args.port)
     with contextlib.suppress(KeyboardInterrupt):

@@ -25,6 +25,7 @@ class TurnPolicy:
     context_exchanges: int = 4
     npc_speak_grace_s: float = 0.3
     prime_personas: bool = True
+    speculate: bool = False
 
 
 LLMName = Literal["llama", "gemini", "openai", "fake"]
@@ -103,6 +104,10 @@ class Settings(ServiceSettings):
         "1.5B model takes them for its own conversation: raise this for larger models)"
     )
     prime_personas: bool = Field(True, description="evaluate each persona when a session starts")
+    speculate: bool = Field(
+        False, description="start an NPC's reply on the interim transcript of a streaming "
+        "recognizer (Deepgram), kept when the final says the same: replies come sooner, a "
+        "discarded guess costs its tokens")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
 
     @field_validator("llm_fallback", mode="before")
@@ -166,4 +171,5 @@ class Settings(ServiceSettings):
             history_exchanges=self.history_exchanges,
             context_exchanges=self.context_exchanges,
             prime_personas=self.prime_personas,
+            speculate=self.speculate,
         )

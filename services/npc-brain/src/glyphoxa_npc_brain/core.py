@@ -42,11 +42,22 @@ from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
 from glyphoxa_npc_brain.routing import Router
 from glyphoxa_npc_brain.sentences import SentenceSplitter
-from glyphoxa_npc_brain.turn import ReplyWriter, Sink, TurnCancel, TurnResult, stream_reply
+from glyphoxa_npc_brain.speculation import Guess, same_words
+from glyphoxa_npc_brain.turn import (
+    ReplyWriter,
+    Sink,
+    TurnCancel,
+    TurnResult,
+    seed_for,
+    stream_reply,
+)
 
 log = logging.getLogger("glyphoxa.npc_brain")
 
 STAGE = "npc-brain"
+MAX_GUESSES = 2
+"""Replies started early per utterance at most (each new interim wording restarts one)."""
+MAX_OPEN_GUESSES = 4
 
 
 @dataclass
@@ -80,6 +91,10 @@ class BrainHandler:
         self._active: _ActiveTurn | None = None
         self._gm_lines: deque[tuple[float, NpcSpeak]] = deque(maxlen=64)
         self._prime_task: asyncio.Task[None] | None = None
+        self._guesses: dict[str, Guess] = {}
+        self._guessed: dict[str, int] = {}
+        self._epoch = 0
+        """Turns ended so far: a guess made before another turn ended has a stale prompt."""
 
     def _log(self, **more: object) -> dict[str, object]:
         return {"tenant": self.subjects.tenant, "session": self.subjects.session, **more}
@@ -120,6 +135,8 @@ class BrainHandler:
     async def on_message(self, msg: InputMessage) -> None:
         transcript = _parse_transcript(msg)
         if not transcript.final:
+            if self.policy.speculate:
+                await self._guess(transcript)
             return
         if self.memory.has_ended(transcript.utterance_id):
             log.debug("turn already ended, skipping", extra=self._log(turn=transcript.utterance_id))
@@ -128,10 +145,77 @@ class BrainHandler:
             raise MalformedEvent("transcript before session.started")
         await self._take_turn(transcript, msg.stream_seq)
 
+    # --- replies started on interim transcripts (BRAIN_SPECULATE) -------------------------
+
+    async def _guess(self, t: Transcript) -> None:
+        """Start the reply an interim transcript asks for, if it is addressed to an NPC."""
+        if self._router is None or self._active is not None or self.memory.has_ended(
+                t.utterance_id):
+            return
+        words = same_words(t.text)
+        current = self._guesses.get(t.utterance_id)
+        if not words or (current is not None and current.words == words
+                         and current.epoch == self._epoch):
+            return
+        decision = self._router.route(t.text, t.start_ns, self.memory.last_address)
+        if current is not None:
+            await self._drop(t.utterance_id)
+        npc_token = decision.npc
+        if npc_token is None or self.memory.is_muted(npc_token):
+            return
+        if self._guessed.get(t.utterance_id, 0) >= MAX_GUESSES:
+            return
+        self._guessed[t.utterance_id] = self._guessed.get(t.utterance_id, 0) + 1
+        campaign = self.memory.campaign
+        npc = campaign.npc(npc_token) if campaign is not None else None
+        if campaign is None or npc is None:
+            return
+        p = self.policy
+        system, messages = build_prompt(npc, campaign, self.memory, t.text,
+                                        history=p.history_exchanges, context=p.context_exchanges,
+                                        exclude=t.utterance_id)
+        chain = self._llms.chain_for(self.subjects.tenant, campaign, npc, log_extra={
+            "session": self.subjects.session, "turn": t.utterance_id})
+        self._guesses[t.utterance_id] = Guess(
+            words, npc_token, self._epoch, chain, system, messages, max_tokens=p.max_tokens,
+            seed=seed_for(t.utterance_id))
+        while len(self._guesses) > MAX_OPEN_GUESSES:  # finals that never came
+            await self._drop(next(iter(self._guesses)))
+        log.debug("reply started on an interim transcript",
+                  extra=self._log(turn=t.utterance_id, npc=npc_token))
+
+    async def _drop(self, turn_id: str) -> None:
+        guess = self._guesses.pop(turn_id, None)
+        if guess is None:
+            return
+        await guess.cancel()
+        self._metrics.guesses.labels(result="discarded").inc()
+        n = self._guessed.get(turn_id, 0)
+        await self._publish_usage(f"{turn_id}:guess{n}", guess.calls)
+
+    async def _adoptable(self, t: Transcript, npc: str | None) -> Guess | None:
+        """The guess the final transcript confirms (same words, NPC and context), if any;
+        any other guess for the line is dropped."""
+        guess = self._guesses.get(t.utterance_id)
+        if guess is None:
+            return None
+        if (npc is not None and guess.npc == npc and guess.epoch == self._epoch
+                and guess.words == same_words(t.text)):
+            del self._guesses[t.utterance_id]
+            self._metrics.guesses.labels(result="adopted").inc()
+            return guess
+        await self._drop(t.utterance_id)
+        return None
+
+    # --- turns ---------------------------------------------------------------------------
+
     async def _take_turn(self, t: Transcript, seq: int) -> None:
         taken_ns = self._clock()
         assert self._router is not None
         decision = self._router.route(t.text, t.speech_end_ns, self.memory.last_address)
+        muted = decision.npc is not None and self.memory.is_muted(decision.npc)
+        guess = await self._adoptable(t, None if (t.error or muted) else decision.npc)
+        self._guessed.pop(t.utterance_id, None)
         self._metrics.routing.labels(kind=decision.kind.value).inc()
         latency = TurnLatency(
             speech_end_ns=t.speech_end_ns, vad_end_ns=t.vad_end_ns, stt_final_ns=t.stt_final_ns
@@ -151,7 +235,7 @@ class BrainHandler:
         writer = self._writer(t, decision.npc)
         calls: list[CallStats] = []
         try:
-            result = await self._answer(t, writer, self._active.cancel, calls)
+            result = await self._answer(t, writer, self._active.cancel, calls, guess)
         except Exception as exc:  # the turn still ends with an event, whatever broke
             log.exception("turn failed", extra=self._log(turn=t.utterance_id))
             result = TurnResult(Outcome.failed, f"internal error: {type(exc).__name__}")
@@ -189,7 +273,8 @@ class BrainHandler:
         )
 
     async def _answer(
-        self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel, calls: list[CallStats]
+        self, t: Transcript, writer: ReplyWriter, cancel: TurnCancel, calls: list[CallStats],
+        guess: Guess | None = None,
     ) -> TurnResult:
         campaign = self.memory.campaign
         assert campaign is not None
@@ -205,12 +290,12 @@ class BrainHandler:
             context=p.context_exchanges,
             exclude=t.utterance_id,
         )
-        chain = self._llms.chain_for(
+        chain = guess.chain if guess is not None else self._llms.chain_for(
             self.subjects.tenant, campaign, npc,
             log_extra={"session": self.subjects.session, "turn": t.utterance_id},
         )
         result = await stream_reply(
-            chain,
+            guess.source() if guess is not None else chain,
             writer,
             system,
             messages,
@@ -258,6 +343,7 @@ class BrainHandler:
             s.ctl("turn"), event.to_bytes(), f"ctl:{s.tenant}.{s.session}:turn:{t.utterance_id}"
         )
         self.memory.apply(event)
+        self._epoch += 1
         self._metrics.turns.labels(outcome=result.outcome.value).inc()
         log.info(
             "turn ended",
@@ -298,6 +384,8 @@ class BrainHandler:
         return self._active.seq if self._active is not None else None
 
     async def close(self) -> None:
+        for turn_id in list(self._guesses):
+            await self._drop(turn_id)
         if self._prime_task is not None and not self._prime_task.done():
             self._prime_task.cancel()
             await asyncio.wait({self._prime_task})

@@ -58,6 +58,13 @@ class BrainMetrics:
             ["provider", "reason"],
             registry=registry,
         )
+        self.guesses = Counter(
+            "glyphoxa_npc_brain_reply_guesses_total",
+            "replies started on an interim transcript (BRAIN_SPECULATE), by result: adopted "
+            "(the final said the same), discarded",
+            ["result"],
+            registry=registry,
+        )
         for outcome in Outcome:
             self.turns.labels(outcome=outcome.value)
         for kind in Route:
