@@ -111,3 +111,19 @@ async def test_guesses_are_closed_with_the_session() -> None:
 def test_same_words() -> None:
     assert same_words("Greta, how much for the AXE?") == same_words("greta how much for the axe")
     assert same_words("Greta's axe.") == "greta's axe"
+
+
+async def test_a_gm_line_meanwhile_makes_the_guess_stale() -> None:
+    from glyphoxa_events.models import NpcSpeak
+
+    llm = Counting(first_word_s=0.05)
+    handler, sink, metrics = speculating(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg(LINE, utt="alex-1", final=False))
+    await asyncio.sleep(0.02)
+    await handler.on_control(NpcSpeak(npc="greta", text="Out of my forge!", request_id="gm-1"))
+    await handler.on_message(transcript_msg(LINE, utt="alex-1"))
+    assert sink.turn("alex-1").outcome == Outcome.answered
+    assert metric(metrics, "glyphoxa_npc_brain_reply_guesses_total", result="adopted") == 0
+    assert llm.n_calls == 2  # answered afresh, with the GM's line known
+    await handler.close()

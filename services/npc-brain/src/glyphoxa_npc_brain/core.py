@@ -117,6 +117,7 @@ class BrainHandler:
                 active.cancel.cancel(f"flush: {event.reason}")
         elif isinstance(event, NpcSpeak):
             self._gm_lines.append((self._monotonic(), event))
+            self._epoch += 1  # a GM line changes what a guessed reply should have known
 
     def _start_priming(self) -> None:
         if not self.policy.prime_personas:
