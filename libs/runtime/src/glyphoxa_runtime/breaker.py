@@ -9,6 +9,7 @@ request) say nothing about the provider's health and do not count.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,3 +64,16 @@ class CircuitBreaker:
     def _set(self, state: State) -> None:
         self._state = state
         self.on_change(self.name, state)
+
+
+def reported(gauge: object, logger: logging.Logger, stage: str) -> Callable[[str, State], None]:
+    """An ``on_change`` that sets ``gauge{provider}`` (1 open, 0.5 half-open, 0 closed) and
+    logs a warning naming the stage's provider and its new state."""
+
+    def changed(name: str, state: State) -> None:
+        gauge.labels(provider=name).set(  # type: ignore[attr-defined]
+            {"open": 1.0, "half_open": 0.5}.get(state, 0.0))
+        logger.warning("%s provider %s circuit breaker %s", stage, name,
+                       state.replace("_", "-"), extra={"provider": name, "breaker": state})
+
+    return changed

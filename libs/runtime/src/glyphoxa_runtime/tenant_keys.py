@@ -17,9 +17,12 @@ from its own configuration.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
 from nats.aio.client import Client
@@ -31,6 +34,8 @@ from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.logs import register_secret
 
 log = logging.getLogger("glyphoxa.secrets")
+
+P = TypeVar("P")
 
 SUBJECT = api_subject("secrets.get")
 PROVIDER_SECRETS = ("deepgram", "gemini", "openai", "elevenlabs")
@@ -123,3 +128,22 @@ class TenantSecrets:
         log.info("tenant keys fetched", extra={
             **where, "stored": sorted(k for k, v in values.items() if v)})
         return values
+
+
+class PerKey(Generic[P]):
+    """One instance of a cloud provider per API key (a tenant's own), made on first use and
+    kept for the process; told apart by the key's SHA-256, never the key itself."""
+
+    def __init__(self, build: Callable[[str, str], P]):
+        """``build(provider name, api key)`` makes the instance (a cloud client: cheap)."""
+        self._build = build
+        self._made: dict[tuple[str, str], P] = {}
+
+    def get(self, name: str, key: str) -> P:
+        slot = (name, hashlib.sha256(key.encode()).hexdigest())
+        if slot not in self._made:
+            self._made[slot] = self._build(name, key)
+        return self._made[slot]
+
+    def values(self) -> list[P]:
+        return list(self._made.values())

@@ -8,15 +8,14 @@ instance of that provider with its key (made on first use, kept for the process)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 
 from prometheus_client import Gauge
 
-from glyphoxa_runtime.breaker import CircuitBreaker, State
+from glyphoxa_runtime.breaker import CircuitBreaker, reported
 from glyphoxa_runtime.providers import ProviderError
-from glyphoxa_runtime.tenant_keys import TenantSecrets
+from glyphoxa_runtime.tenant_keys import PerKey, TenantSecrets
 from glyphoxa_stt.providers.base import SttProvider
 
 log = logging.getLogger("glyphoxa.stt.chain")
@@ -33,12 +32,6 @@ KeyedBuilder = Callable[[str, str], SttProvider]
 """``(provider name, api key) -> provider``: a cloud provider with a tenant's own key."""
 
 
-def _changed(name: str, state: State) -> None:
-    BREAKER_OPEN.labels(provider=name).set({"open": 1.0, "half_open": 0.5}.get(state, 0.0))
-    log.warning("stt provider %s circuit breaker %s", name, state.replace("_", "-"),
-                extra={"provider": name, "breaker": state})
-
-
 class SttChain:
     def __init__(
         self,
@@ -52,9 +45,10 @@ class SttChain:
         if not providers:
             raise ValueError("an stt chain needs at least one provider")
         self.providers = list(providers)
-        self._keys, self._keyed_builder = keys, keyed
-        self._keyed: dict[tuple[str, str], SttProvider] = {}
-        self._breakers = {p.name: CircuitBreaker(p.name, failures, cooldown_s, on_change=_changed)
+        self._keys = keys
+        self._keyed = PerKey(keyed) if keyed is not None else None
+        changed = reported(BREAKER_OPEN, log, "stt")
+        self._breakers = {p.name: CircuitBreaker(p.name, failures, cooldown_s, on_change=changed)
                           for p in self.providers}
 
     @property
@@ -64,20 +58,13 @@ class SttChain:
     async def for_tenant(self, tenant: str) -> list[SttProvider]:
         """The chain as ``tenant`` uses it: its own key where it stored one, and without
         the providers that have no key at all (unless nothing else is left)."""
-        if self._keys is None or self._keyed_builder is None:
+        if self._keys is None or self._keyed is None:
             return self.providers
         chain = []
         for provider in self.providers:
             key = await self._keys.get(tenant, provider.name) if provider.name in KEYED else None
-            chain.append(self._with_key(provider.name, key) if key else provider)
+            chain.append(self._keyed.get(provider.name, key) if key else provider)
         return [p for p in chain if p.usable] or chain
-
-    def _with_key(self, name: str, key: str) -> SttProvider:
-        slot = (name, hashlib.sha256(key.encode()).hexdigest())
-        if slot not in self._keyed:
-            assert self._keyed_builder is not None
-            self._keyed[slot] = self._keyed_builder(name, key)
-        return self._keyed[slot]
 
     def allow(self, provider: SttProvider) -> bool:
         breaker = self._breakers.get(provider.name)
@@ -100,5 +87,6 @@ class SttChain:
             await provider.start()
 
     async def close(self) -> None:
-        for provider in [*self.providers, *self._keyed.values()]:
+        keyed = self._keyed.values() if self._keyed is not None else []
+        for provider in [*self.providers, *keyed]:
             await provider.close()

@@ -90,10 +90,10 @@ def final_transcript(ended: UtteranceEnded, result: SttResult, outcome: str = "t
         provider=result.provider, error=ERRORS.get(outcome, ""))
 
 
-def utterance_usage(transcript: Transcript, stage: str) -> Usage:
+def utterance_usage(utterance_id: str, audio_seconds: float, provider: str, stage: str) -> Usage:
     """The audio of one utterance sent to the recognizer (counted once per utterance)."""
-    return Usage(key=f"stt:{transcript.utterance_id}", metric="stt_audio_seconds",
-                 amount=transcript.audio_seconds, provider=transcript.provider, stage=stage)
+    return Usage(key=f"stt:{utterance_id}", metric="stt_audio_seconds",
+                 amount=audio_seconds, provider=provider, stage=stage)
 
 
 def _words(text: str) -> list[str]:
@@ -292,7 +292,8 @@ class SttSession:
         await self._publish(transcript)
         if outcome != "rejected":  # a rejected utterance never reached the recognizer
             await publish_usage(self._ctx.publisher, self._ctx.subjects,
-                                utterance_usage(transcript, self._ctx.stage))
+                                utterance_usage(transcript.utterance_id, transcript.audio_seconds,
+                                                transcript.provider, self._ctx.stage))
         self._open.finish(ended.utterance_id)
         self._record(transcript, result, outcome)
 
@@ -313,9 +314,8 @@ class SttSession:
                 text=rest[:MAX_TEXT], final=True, start_ns=ended.start_ns,
                 speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
                 stt_final_ns=time.time_ns(), audio_seconds=audio_s, provider=live.provider.name))
-        await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
-            key=f"stt:{ended.utterance_id}", metric="stt_audio_seconds", amount=audio_s,
-            provider=live.provider.name, stage=self._ctx.stage))
+        await publish_usage(self._ctx.publisher, self._ctx.subjects, utterance_usage(
+            ended.utterance_id, audio_s, live.provider.name, self._ctx.stage))
         self._open.finish(ended.utterance_id)
         metrics.UTTERANCES.labels("text").inc()
         log.info("utterance transcribed", extra=self._ctx.log_extra(

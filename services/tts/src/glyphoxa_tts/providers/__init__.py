@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Mapping
 
 from glyphoxa_campaign.model import VoiceSpec
-from glyphoxa_runtime.breaker import CircuitBreaker
+from glyphoxa_runtime.breaker import CircuitBreaker, reported
 from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
-from glyphoxa_runtime.tenant_keys import TenantSecrets
+from glyphoxa_runtime.tenant_keys import PerKey, TenantSecrets
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.metrics import BREAKER_OPEN
 from glyphoxa_tts.providers.base import OUTPUT_RATE, TTSCapabilities, TTSProvider
@@ -54,12 +53,6 @@ def build_provider(name: str, settings: Settings, api_key: str | None = None) ->
     raise ProviderUnavailable(name, f"unknown tts provider (choose from {PROVIDER_NAMES})")
 
 
-def _breaker_changed(name: str, state: str) -> None:
-    BREAKER_OPEN.labels(provider=name).set({"open": 1.0, "half_open": 0.5}.get(state, 0.0))
-    log.warning("tts provider %s circuit breaker %s", name, state.replace("_", "-"),
-                extra={"provider": name, "breaker": state})
-
-
 class ProviderSet:
     """The providers of one process: the default one (loaded at start-up), the ones NPC
     voices ask for (loaded on first use), espeak wherever another cannot load, and one
@@ -71,7 +64,9 @@ class ProviderSet:
         ``keys``: where tenants' own provider keys come from."""
         self._settings = settings
         self._keys = keys
-        self._keyed: dict[tuple[str, str], TTSProvider] = {}
+        # a tenant's own key: cloud clients only, nothing heavy to load
+        self._keyed: PerKey[TTSProvider] = PerKey(
+            lambda name, key: build_provider(name, settings, api_key=key))
         self._providers: dict[str, TTSProvider] = dict(providers or {})
         self._lock = asyncio.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -82,7 +77,7 @@ class ProviderSet:
         if name not in self._breakers:
             self._breakers[name] = CircuitBreaker(
                 name, self._settings.breaker_failures, self._settings.breaker_cooldown_s,
-                on_change=_breaker_changed)
+                on_change=reported(BREAKER_OPEN, log, "tts"))
         return self._breakers[name]
 
     def succeeded(self, provider: TTSProvider) -> None:
@@ -99,17 +94,11 @@ class ProviderSet:
         if tenant and wanted in KEYED and self._keys is not None:
             key = await self._keys.get(tenant, wanted)
             if key:
-                provider = self._with_key(wanted, key)
+                provider = self._keyed.get(wanted, key)
         if (provider.name not in (FALLBACK, self._settings.fallback)
                 and not self.breaker(provider.name).allow()):
             return self.fallback()
         return provider
-
-    def _with_key(self, name: str, key: str) -> TTSProvider:
-        slot = (name, hashlib.sha256(key.encode()).hexdigest())
-        if slot not in self._keyed:  # cloud clients only: nothing heavy to load
-            self._keyed[slot] = build_provider(name, self._settings, api_key=key)
-        return self._keyed[slot]
 
     async def _chosen(self, voice: VoiceSpec) -> TTSProvider:
         name = voice.provider or self._settings.provider
