@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ import numpy as np
 import soxr
 from aiohttp import web
 
-from tests.support.fakes.server import FakeServer, read_json, send
+from tests.support.fakes.server import FakeServer, read_json, stream_chunks
 
 API_KEY = "sk_fake0elevenlabs0key0123456789abcdef"
 PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -135,22 +134,9 @@ class FakeElevenLabs(FakeServer[Reply]):
             "Content-Type": "audio/pcm", "request-id": f"req{len(self.requests)}"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await asyncio.sleep(reply.first_chunk_delay_s)
-        for n, data in enumerate(chunks):
-            if n and reply.chunk_delay_s:
-                await asyncio.sleep(reply.chunk_delay_s)
-            if n == reply.drop_after_chunks:
-                request.transport.close()  # type: ignore[union-attr]
-                return response
-            if not await send(request, response, data):
-                seen.client_gone = True
-                return response
-            seen.chunks_sent += 1
-            seen.last_chunk_at = time.monotonic()
-            seen.first_chunk_at = seen.first_chunk_at or seen.last_chunk_at
-        await response.write_eof()
-        seen.finished = True
-        return response
+        return await stream_chunks(request, response, seen, chunks,
+                                   first_delay_s=reply.first_chunk_delay_s,
+                                   delay_s=reply.chunk_delay_s, drop_after=reply.drop_after_chunks)
 
     async def speech(self, text: str, rate: int) -> np.ndarray:
         """espeak-ng saying ``text``, int16 mono at ``rate`` (cached per text)."""

@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.support.fakes.server import FakeServer, pause, send
+from tests.support.fakes.server import FakeServer, stream_chunks
 
 DEFAULT_TEXT = "Aye, that I can do. The longsword, you say? Come back at dawn."
 
@@ -101,23 +100,9 @@ class FakeLLMServer(FakeServer[Reply]):
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        for n, event in enumerate(events):
-            delay = reply.first_chunk_delay_s if n == 0 else reply.chunk_delay_s
-            if not await pause(request, delay):
-                seen.client_gone = True
-                return response
-            if n == reply.drop_after_chunks:
-                request.transport.close()  # type: ignore[union-attr]
-                return response
-            if not await send(request, response, event):
-                seen.client_gone = True
-                return response
-            seen.chunks_sent += 1
-            seen.last_chunk_at = time.monotonic()
-            seen.first_chunk_at = seen.first_chunk_at or seen.last_chunk_at
-        await response.write_eof()
-        seen.finished = True
-        return response
+        return await stream_chunks(request, response, seen, events,
+                                   first_delay_s=reply.first_chunk_delay_s,
+                                   delay_s=reply.chunk_delay_s, drop_after=reply.drop_after_chunks)
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from aiohttp import web
 
@@ -121,3 +121,37 @@ async def send(request: web.Request, response: web.StreamResponse, data: bytes) 
     except ConnectionError:
         return False
     return True
+
+
+class Delivered(Protocol):
+    """What a fake records of a streamed answer (its ``Request`` dataclass has these)."""
+
+    chunks_sent: int
+    finished: bool
+    client_gone: bool
+    first_chunk_at: float | None
+    last_chunk_at: float | None
+
+
+async def stream_chunks(request: web.Request, response: web.StreamResponse, seen: Delivered,
+                        chunks: list[bytes], *, first_delay_s: float, delay_s: float,
+                        drop_after: int | None) -> web.StreamResponse:
+    """Send ``chunks`` on a prepared ``response``: ``first_delay_s`` before the first,
+    ``delay_s`` between the others, the connection cut before chunk ``drop_after``; a client
+    that goes away is noticed within 10 ms. ``seen`` records what went out and when."""
+    for n, data in enumerate(chunks):
+        if not await pause(request, first_delay_s if n == 0 else delay_s):
+            seen.client_gone = True
+            return response
+        if n == drop_after:
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        if not await send(request, response, data):
+            seen.client_gone = True
+            return response
+        seen.chunks_sent += 1
+        seen.last_chunk_at = time.monotonic()
+        seen.first_chunk_at = seen.first_chunk_at or seen.last_chunk_at
+    await response.write_eof()
+    seen.finished = True
+    return response
