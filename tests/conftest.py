@@ -15,10 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real JetStream server of this test's own on an ephemeral port (~0.1 s to start), so
-    no claim or stream state leaks between tests; ``NATS_URL`` uses an existing server."""
+def _own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("NATS_URL"):
         yield os.environ["NATS_URL"]
         return
@@ -29,6 +26,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real JetStream server of this test's own on an ephemeral port (~0.1 s to start), so
+    no claim or stream state leaks between tests; ``NATS_URL`` uses an existing server."""
+    yield from _own_nats(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same, shared by a module's tests (for a module-scoped service process)."""
+    yield from _own_nats(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ One session-control process serves the whole module; every test makes its own te
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,6 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from glyphoxa_campaign import Campaign
-from glyphoxa_cli.processes import NatsServer
 from glyphoxa_session_control.models import Usage
 from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess
 from tests.support.service import wait_for
@@ -31,16 +29,12 @@ ROLES = ["vad", "stt", "npc-brain", "tts", "edge"]
 
 
 @pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[ControlProcess]:
+def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
+            module_nats_url: str) -> Iterator[ControlProcess]:
     """One session-control for the module (its own nats-server unless ``NATS_URL`` is set).
     A long liveness grace keeps holder-less sessions active until a test stops them; a short
     interval ends a stopped one quickly."""
-    nats = None
-    nats_url = os.environ.get("NATS_URL")
-    if not nats_url:
-        nats = NatsServer(tmp_path_factory.mktemp("nats")).start()
-        nats_url = nats.url
-    proc = ControlProcess(nats_url, pg_dsn, tmp_path_factory.mktemp("control") / "session-control.log",
+    proc = ControlProcess(module_nats_url, pg_dsn, tmp_path_factory.mktemp("control") / "session-control.log",
                           env={"SESSION_CONTROL_MAX_REQUEST_BYTES": str(MAX_BODY),
                                "SESSION_CONTROL_LIVENESS_GRACE_S": "120",
                                "SESSION_CONTROL_LIVENESS_INTERVAL_S": "0.2"})
@@ -50,8 +44,6 @@ def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[C
         assert "Traceback" not in log, f"session-control logged a traceback; see {proc.log_path}"
     finally:
         proc.stop()
-        if nats is not None:
-            nats.stop()
 
 
 @pytest.fixture

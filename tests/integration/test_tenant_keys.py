@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -25,20 +24,15 @@ GEMINI_KEY = "AIzaSy-tenant-own-gemini-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[ControlProcess]:
-    nats_server = None
-    nats_url = os.environ.get("NATS_URL")
-    if not nats_url:
-        nats_server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-        nats_url = nats_server.url
-    proc = ControlProcess(nats_url, pg_dsn, tmp_path_factory.mktemp("ctl") / "session-control.log",
+def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
+            module_nats_url: str) -> Iterator[ControlProcess]:
+    proc = ControlProcess(module_nats_url, pg_dsn,
+                          tmp_path_factory.mktemp("ctl") / "session-control.log",
                           env={"NATS_SECRETS_KEY": BUS_KEY}).start()
     try:
         yield proc
     finally:
         proc.stop()
-        if nats_server is not None:
-            nats_server.stop()
 
 
 @pytest.fixture
