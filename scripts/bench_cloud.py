@@ -440,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.gemini_first_token_ms:.0f} ms then {args.gemini_tokens_per_s:.0f} tokens/s, "
           f"ElevenLabs first audio {args.elevenlabs_model_ms + args.elevenlabs_network_ms:.0f} ms; "
           f"lines of {args.speech_ms} ms, vad ends them {args.min_silence_ms} ms after the speech")
+    tried = {k: v for k, v in sorted(os.environ.items())
+             if k.split("_", 1)[0] in ("VAD", "STT", "BRAIN", "TTS")
+             and not any(w in k for w in ("KEY", "SECRET", "TOKEN", "PASSWORD"))}
+    print("settings from the environment: "
+          + (" ".join(f"{k}={v}" for k, v in tried.items()) or "none (the services' defaults)"))
     print_table(run(args))
     return 0
 

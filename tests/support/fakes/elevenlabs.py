@@ -133,7 +133,6 @@ class FakeElevenLabs(FakeServer[Reply]):
         response = web.StreamResponse(headers={
             "Content-Type": "audio/pcm", "request-id": f"req{len(self.requests)}"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
         return await stream_chunks(request, response, seen, chunks,
                                    first_delay_s=reply.first_chunk_delay_s,
                                    delay_s=reply.chunk_delay_s, drop_after=reply.drop_after_chunks)

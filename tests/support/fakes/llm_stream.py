@@ -99,7 +99,6 @@ class FakeLLMServer(FakeServer[Reply]):
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
         return await stream_chunks(request, response, seen, events,
                                    first_delay_s=reply.first_chunk_delay_s,
                                    delay_s=reply.chunk_delay_s, drop_after=reply.drop_after_chunks)

@@ -136,9 +136,15 @@ class Delivered(Protocol):
 async def stream_chunks(request: web.Request, response: web.StreamResponse, seen: Delivered,
                         chunks: list[bytes], *, first_delay_s: float, delay_s: float,
                         drop_after: int | None) -> web.StreamResponse:
-    """Send ``chunks`` on a prepared ``response``: ``first_delay_s`` before the first,
+    """Start ``response`` and send ``chunks`` on it: ``first_delay_s`` before the first,
     ``delay_s`` between the others, the connection cut before chunk ``drop_after``; a client
-    that goes away is noticed within 10 ms. ``seen`` records what went out and when."""
+    that goes away (even before the headers) is noticed within 10 ms. ``seen`` records what
+    went out and when."""
+    try:
+        await response.prepare(request)
+    except ConnectionResetError:
+        seen.client_gone = True
+        return response
     for n, data in enumerate(chunks):
         if not await pause(request, first_delay_s if n == 0 else delay_s):
             seen.client_gone = True

@@ -1,6 +1,7 @@
 """Replies started on interim transcripts (``BRAIN_SPECULATE``): adopted when the final says
 the same words to the same NPC, discarded (its tokens still counted) otherwise; nothing is
-published before the final."""
+published before the final but the guess's first sentence, held for tts
+(``BRAIN_SPECULATE_AUDIO``), which the adopting turn claims or the guess discards."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ async def test_a_confirmed_guess_is_the_reply_and_comes_sooner() -> None:
     await handler.on_message(transcript_msg("Greta, how much for the", utt="alex-1", final=False))
     await asyncio.sleep(0.02)
     await handler.on_message(transcript_msg("greta how much for the axe", utt="alex-1", final=False))
-    assert not sink.chunks() and not sink.turns()  # a guess publishes no reply
+    assert not sink.chunks() and not sink.turns()  # a guess publishes no reply of its own
     await asyncio.sleep(0.3)  # vad's silence: the guess is under way meanwhile
     loop = asyncio.get_running_loop()
     started_at = loop.time()
@@ -127,3 +128,64 @@ async def test_a_gm_line_meanwhile_makes_the_guess_stale() -> None:
     assert metric(metrics, "glyphoxa_npc_brain_reply_guesses_total", result="adopted") == 0
     assert llm.n_calls == 2  # answered afresh, with the GM's line known
     await handler.close()
+
+
+async def test_a_guess_holds_its_first_sentence_and_the_adopting_turn_claims_it() -> None:
+    llm = Counting(first_word_s=0.05)
+    handler, sink, _ = speculating(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg(LINE, utt="alex-1", final=False))
+    await asyncio.sleep(0.2)  # the guess's first sentence is out, held
+    [held] = sink.chunks("alex-1.guess1")
+    assert held.hold and held.index == 0 and not held.final and held.text.startswith("Aye")
+    assert not sink.chunks("alex-1")  # nothing of the turn itself yet
+    await handler.on_message(transcript_msg(LINE, utt="alex-1"))
+    first = sink.chunks("alex-1")[0]
+    assert first.claims == "alex-1.guess1" and first.text == held.text and not first.hold
+    assert all(c.claims is None for c in sink.chunks("alex-1")[1:])
+    assert len(sink.chunks("alex-1.guess1")) == 1  # claimed: no discard follows
+    await handler.close()
+    assert len(sink.chunks("alex-1.guess1")) == 1
+
+
+async def test_a_dropped_guess_discards_its_held_sentence() -> None:
+    llm = Counting(first_word_s=0.02)
+    handler, sink, _ = speculating(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg("Greta, how much for the axe", utt="alex-1",
+                                            final=False))
+    await asyncio.sleep(0.2)
+    await handler.on_message(transcript_msg("Greta, how much for the bow?", utt="alex-1"))
+    held, discard = sink.chunks("alex-1.guess1")
+    assert held.hold and held.text and not held.final
+    assert discard.hold and discard.index == 1 and discard.final and discard.text == ""
+    assert all(c.claims is None for c in sink.chunks("alex-1"))  # answered afresh
+    # the discard goes out before the turn's own chunks
+    order = [c.turn_id for c in sink.chunks()]
+    assert order[:2] == ["alex-1.guess1", "alex-1.guess1"]
+
+
+async def test_a_turn_that_says_another_first_sentence_discards_the_held_one() -> None:
+    llm = Counting(first_word_s=0.02)
+    handler, sink, _ = speculating(llm)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg(LINE, utt="alex-1", final=False))
+    await asyncio.sleep(0.2)
+    guess = handler._guesses["alex-1"]
+    assert guess.held is not None
+    assert await guess.held.claim("Something else entirely.") is None
+    [_, discard] = sink.chunks("alex-1.guess1")
+    assert discard.final and discard.text == ""
+    await handler.close()
+
+
+async def test_without_speculate_audio_nothing_is_held() -> None:
+    llm = Counting(first_word_s=0.02)
+    handler, sink, _ = make_handler(llm, policy=TurnPolicy(speculate=True,
+                                                             speculate_audio=False))
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg(LINE, utt="alex-1", final=False))
+    await asyncio.sleep(0.2)
+    assert not sink.chunks()
+    await handler.on_message(transcript_msg(LINE, utt="alex-1"))
+    assert sink.chunks("alex-1") and all(c.claims is None for c in sink.chunks("alex-1"))

@@ -86,10 +86,10 @@ def context(publisher: CollectingPublisher, rejects: CountingRejects | None = No
 
 
 def reply(turn: str, index: int, text: str, *, final: bool = False, npc: str = "grom",
-          seq: int = 1, speech_end_ns: int = 1_000, subject_npc: str | None = None
-          ) -> InputMessage:
+          seq: int = 1, speech_end_ns: int = 1_000, subject_npc: str | None = None,
+          hold: bool = False, claims: str | None = None) -> InputMessage:
     chunk = ReplyChunk(turn_id=turn, npc=npc, index=index, text=text, final=final,
-                       speech_end_ns=speech_end_ns)
+                       speech_end_ns=speech_end_ns, hold=hold, claims=claims)
     return InputMessage(SUBJECTS.reply(subject_npc or npc), chunk.to_bytes(),
                         {"Glx-Turn": turn}, seq)
 

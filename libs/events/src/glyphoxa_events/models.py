@@ -87,6 +87,13 @@ class ReplyChunk(Event):
     speech_end_ns: Ns = 0
     first_token_ns: Ns = 0
     published_ns: Ns = 0
+    hold: bool = Field(False, description=(
+        "a guessed reply's first sentence (BRAIN_SPECULATE): tts synthesizes it but publishes "
+        "nothing until a real turn's chunk claims it; a held turn's empty final chunk "
+        "discards it"))
+    claims: Id | None = Field(None, description=(
+        "the held turn whose audio speaks this chunk (same NPC and text); tts synthesizes "
+        "the text itself when it holds no such audio"))
 
 
 # --- usage -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class TurnPolicy:
     npc_speak_grace_s: float = 0.3
     prime_personas: bool = True
     speculate: bool = False
+    speculate_audio: bool = True
 
 
 LLMName = Literal["llama", "gemini", "openai", "fake"]
@@ -108,6 +109,10 @@ class Settings(ServiceSettings):
         False, description="start an NPC's reply on the interim transcript of a streaming "
         "recognizer (Deepgram), kept when the final says the same: replies come sooner, a "
         "discarded guess costs its tokens")
+    speculate_audio: bool = Field(
+        True, description="with BRAIN_SPECULATE, tts also synthesizes a guessed reply's first "
+        "sentence ahead, held until the final confirms the guess: first audio comes right "
+        "after the final; a discarded guess costs its sentence's characters too")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
 
     @field_validator("llm_fallback", mode="before")
@@ -172,4 +177,5 @@ class Settings(ServiceSettings):
             context_exchanges=self.context_exchanges,
             prime_personas=self.prime_personas,
             speculate=self.speculate,
+            speculate_audio=self.speculate_audio,
         )

@@ -42,7 +42,7 @@ from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
 from glyphoxa_npc_brain.routing import Router
 from glyphoxa_npc_brain.sentences import SentenceSplitter
-from glyphoxa_npc_brain.speculation import Guess, same_words
+from glyphoxa_npc_brain.speculation import Guess, HeldSentence, same_words
 from glyphoxa_npc_brain.turn import (
     ReplyWriter,
     Sink,
@@ -166,7 +166,7 @@ class BrainHandler:
             return
         if self._guessed.get(t.utterance_id, 0) >= MAX_GUESSES:
             return
-        self._guessed[t.utterance_id] = self._guessed.get(t.utterance_id, 0) + 1
+        n = self._guessed[t.utterance_id] = self._guessed.get(t.utterance_id, 0) + 1
         campaign = self.memory.campaign
         npc = campaign.npc(npc_token) if campaign is not None else None
         if campaign is None or npc is None:
@@ -177,9 +177,11 @@ class BrainHandler:
                                         exclude=t.utterance_id)
         chain = self._llms.chain_for(self.subjects.tenant, campaign, npc, log_extra={
             "session": self.subjects.session, "turn": t.utterance_id})
+        held = HeldSentence(self._writer(t, npc_token, f"{t.utterance_id}.guess{n}")) \
+            if p.speculate_audio else None
         self._guesses[t.utterance_id] = Guess(
             words, npc_token, self._epoch, chain, system, messages, max_tokens=p.max_tokens,
-            seed=seed_for(t.utterance_id))
+            seed=seed_for(t.utterance_id), held=held)
         while len(self._guesses) > MAX_OPEN_GUESSES:  # finals that never came
             await self._drop(next(iter(self._guesses)))
         log.debug("reply started on an interim transcript",
@@ -234,6 +236,8 @@ class BrainHandler:
             return
         self._active = _ActiveTurn(t.utterance_id, decision.npc, t.speech_end_ns, seq, TurnCancel())
         writer = self._writer(t, decision.npc)
+        if guess is not None:
+            writer.claim = guess.claim
         calls: list[CallStats] = []
         try:
             result = await self._answer(t, writer, self._active.cancel, calls, guess)
@@ -242,6 +246,8 @@ class BrainHandler:
             result = TurnResult(Outcome.failed, f"internal error: {type(exc).__name__}")
         finally:
             self._active = None
+            if guess is not None and guess.held is not None:
+                await guess.held.discard()  # unless the turn claimed it
         await self._publish_usage(t.utterance_id, calls)  # before the turn event ends the turn
         latency = latency.model_copy(
             update={
@@ -253,7 +259,7 @@ class BrainHandler:
         result = replace(result, reason=result.reason or decision.reason)
         await self._end(t, decision.npc, result, writer.text, latency)
 
-    def _writer(self, t: Transcript, npc_token: str) -> ReplyWriter:
+    def _writer(self, t: Transcript, npc_token: str, turn_id: str | None = None) -> ReplyWriter:
         campaign = self.memory.campaign
         assert campaign is not None
         names = (
@@ -264,7 +270,7 @@ class BrainHandler:
         return ReplyWriter(
             self._sink,
             self.subjects,
-            t.utterance_id,
+            turn_id or t.utterance_id,
             npc_token,
             t.speech_end_ns,
             self._clock,

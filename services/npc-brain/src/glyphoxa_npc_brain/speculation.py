@@ -7,6 +7,12 @@ transcript arrives and says the same words to the same NPC, with nothing else ha
 the session meanwhile, the turn takes over the reply already under way instead of
 starting the LLM only then; otherwise the guess is cancelled. The tokens a discarded
 guess cost are still counted (usage ``llm:<turn>:guess<n>:<attempt>``).
+
+A guess also sends its first sayable sentence to tts at once as a held chunk
+(``BRAIN_SPECULATE_AUDIO``, turn ``<turn>.guess<n>``): tts synthesizes it but publishes
+nothing. The adopted turn's first chunk claims that audio when it says the same sentence,
+so first audio can follow the final transcript at once; a guess that is dropped, or whose
+turn does not claim it, discards it with the held turn's empty final chunk.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from glyphoxa_events import headers as H
+from glyphoxa_events.models import ReplyChunk
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
 from glyphoxa_npc_brain.llm.chain import ProviderChain
+from glyphoxa_npc_brain.sentences import SentenceSplitter
+from glyphoxa_npc_brain.turn import ReplyWriter
 from glyphoxa_runtime.providers import ProviderError
 
 _NOT_WORD = re.compile(r"[^\w']+")
@@ -29,13 +39,81 @@ def same_words(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
+class HeldSentence:
+    """A guess's first sayable sentence, sent to tts to be synthesized ahead (``hold``).
+
+    ``writer`` (the held turn's, ``<turn>.guess<n>``) only cleans and addresses: the chunks
+    are the held one (index 0) and, unless a turn claims it, the discard (index 1, empty,
+    final).
+    """
+
+    def __init__(self, writer: ReplyWriter):
+        self.writer = writer
+        self.text = ""
+        self.settled = asyncio.Event()
+        """Set once the sentence is known (and sent), or known never to come."""
+        self._splitter = SentenceSplitter()
+        self._over = False
+
+    async def feed(self, delta: str) -> None:
+        if self.settled.is_set():
+            return
+        for raw in self._splitter.feed(delta):
+            if await self._hold(raw):
+                return
+
+    async def end(self) -> None:
+        """The guess's stream is over: its unfinished rest is the sentence, if sayable."""
+        if not self.settled.is_set():
+            await self._hold(self._splitter.flush())
+        self.settled.set()
+
+    async def claim(self, text: str) -> str | None:
+        """The held turn id, when the adopting turn's first sentence is the held one;
+        otherwise the held one is discarded."""
+        await self.settled.wait()
+        if self.text and self.text == text and not self._over:
+            self._over = True
+            return self.writer.turn_id
+        await self.discard()
+        return None
+
+    async def discard(self) -> None:
+        self.settled.set()
+        if self.text and not self._over:
+            self._over = True
+            await self._publish(1, "", final=True)
+
+    async def _hold(self, raw: str) -> bool:
+        text = self.writer.clean(raw)
+        if not text:
+            return False
+        self.text = text  # before the publish: a cancel during it still discards
+        try:
+            await self._publish(0, text, final=False)
+        finally:
+            self.settled.set()
+        return True
+
+    async def _publish(self, index: int, text: str, *, final: bool) -> None:
+        w = self.writer
+        chunk = ReplyChunk(turn_id=w.turn_id, npc=w.npc, index=index, text=text, final=final,
+                           published_ns=w.clock(), hold=True)
+        s = w.subjects
+        await w.sink.publish(s.reply(w.npc), chunk.to_bytes(),
+                             f"reply:{s.tenant}.{s.session}:{w.turn_id}:{index}",
+                             {H.TURN: w.turn_id})
+
+
 class Guess:
     """One reply started early; ``source(...)`` hands it to the turn that adopts it."""
 
     def __init__(self, words: str, npc: str, epoch: int, chain: ProviderChain, system: str,
-                 messages: list[ChatMessage], *, max_tokens: int, seed: int):
+                 messages: list[ChatMessage], *, max_tokens: int, seed: int,
+                 held: HeldSentence | None = None):
         self.words, self.npc, self.epoch = words, npc, epoch
         self.chain = chain
+        self.held = held
         self.calls: list[CallStats] = []
         self._deltas: list[str] = []
         self._error: ProviderError | None = None
@@ -54,17 +132,29 @@ class Guess:
                 async for delta in deltas:
                     self._deltas.append(delta)
                     self._wake.set()
+                    if self.held is not None:
+                        await self.held.feed(delta)
+            if self.held is not None:
+                await self.held.end()
         except ProviderError as exc:
             self._error = exc
         finally:
             self._done = True
             self._wake.set()
+            if self.held is not None:
+                self.held.settled.set()
 
     async def cancel(self) -> None:
+        """Stop the guess; its held sentence, if any, is discarded."""
         self._cancel.set()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self.held is not None:
+            await self.held.discard()
+
+    async def claim(self, text: str) -> str | None:
+        return await self.held.claim(text) if self.held is not None else None
 
     def source(self) -> _Adopted:
         return _Adopted(self)

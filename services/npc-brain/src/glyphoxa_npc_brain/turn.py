@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -77,6 +77,9 @@ class ReplyWriter:
     max_sentences: int = 3
     names: tuple[str, ...] = ()
     heard: str = ""  # the player's line: a sentence that only parrots it is dropped
+    claim: Callable[[str], Awaitable[str | None]] | None = None
+    """Asked with the first sentence: the held turn whose audio already says it (tts plays
+    that instead of synthesizing), if any (``BRAIN_SPECULATE``)."""
     sentences: list[str] = field(default_factory=list)
     first_token_ns: int = 0
     first_sentence_ns: int = 0
@@ -92,6 +95,11 @@ class ReplyWriter:
 
     def sayable(self, raw: str) -> bool:
         return bool(self._sayable([raw]))
+
+    def clean(self, raw: str) -> str:
+        """``raw`` as it would be spoken, or "" when it would be dropped."""
+        spoken = self._sayable([raw])
+        return spoken[0] if spoken else ""
 
     async def add(self, raw: Iterable[str], *, last: bool = False) -> bool:
         """Clean and publish sentences; True once the reply is complete (cap or ``last``)."""
@@ -117,6 +125,8 @@ class ReplyWriter:
             self.sentences.append(text)
             self.first_sentence_ns = self.first_sentence_ns or now
         self.finished = final
+        claims = await self.claim(text) if self.claim is not None and index == 0 and text \
+            else None
         chunk = ReplyChunk(
             turn_id=self.turn_id,
             npc=self.npc,
@@ -126,6 +136,7 @@ class ReplyWriter:
             speech_end_ns=self.speech_end_ns,
             first_token_ns=self.first_token_ns,
             published_ns=now,
+            claims=claims,
         )
         s = self.subjects
         await self.sink.publish(

@@ -37,6 +37,10 @@ class Settings(ServiceSettings):
     opus_bitrate: int = Field(64_000, ge=6_000, le=510_000)
     turn_idle_timeout_s: float = Field(
         120.0, gt=0, description="an unfinished turn with no new chunk for this long is closed")
+    held_ttl_s: float = Field(
+        15.0, gt=0, le=600, description="a guessed reply's sentence synthesized ahead "
+                                        "(BRAIN_SPECULATE) is dropped when no turn claims it "
+                                        "this long")
     fallback: Literal["espeak", "piper"] = Field(
         "espeak", description="what speaks a sentence when a voice's provider fails or its "
                               "breaker is open (piper sounds better; espeak needs no model)")

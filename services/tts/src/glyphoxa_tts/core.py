@@ -6,6 +6,13 @@ frames are published as soon as they are encoded (first-audio latency is what pl
 notice); the characters sent to the synthesizer are published as ``Usage`` (key
 ``tts:<turn>:<chunk index>``). A barge-in or flush cancels the turn being spoken at once:
 control runs on its own subscription and interrupts the synthesis task.
+
+With ``BRAIN_SPECULATE`` the brain also sends the first sentence of a reply it guessed from
+an interim transcript as a held chunk (``hold``): it is synthesized at once in the
+background, but nothing is published. When the final transcript confirms the guess, the
+turn's first chunk ``claims`` it and its frames go out at once, under the turn's id; a
+wrong guess is discarded by the held turn's empty chunk, and an unclaimed one expires
+after ``TTS_HELD_TTL_S``. A claim that finds nothing held is synthesized as usual.
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ from glyphoxa_tts import metrics
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.frames import FrameEncoder
 from glyphoxa_tts.providers import ProviderSet, TTSProvider
-from glyphoxa_tts.turns import RecentIds, Turn
+from glyphoxa_tts.turns import Held, RecentIds, Turn
 
 log = logging.getLogger("glyphoxa.tts")
 
 MAX_OPEN_TURNS = 16
+MAX_HELD = 8
 
 
 class TtsSession:
@@ -55,6 +63,8 @@ class TtsSession:
         self._finished = RecentIds()  # AudioDone published (by us or a previous replica)
         self._flushed = RecentIds()  # flushed before any of their chunks arrived
         self._speaking: tuple[Turn, asyncio.Task[None]] | None = None
+        self._held: dict[str, Held] = {}
+        self._held_over = RecentIds()  # claimed, discarded or expired: a replay skips them
 
     # --- control ------------------------------------------------------------------------
 
@@ -87,6 +97,18 @@ class TtsSession:
         voice = self._voice_of(chunk)
         if voice is None:
             return
+        if chunk.hold:
+            await self._on_held(chunk, voice)
+            return
+        held = await self._claimed(chunk)
+        try:
+            await self._on_chunk(msg, chunk, voice, held)
+        finally:
+            if held is not None:  # stops its synthesis if the turn was flushed meanwhile
+                await self._end_held(held, "claimed")
+
+    async def _on_chunk(self, msg: InputMessage, chunk: ReplyChunk, voice: VoiceSpec,
+                        held: Held | None) -> None:
         if chunk.turn_id in self._finished:
             log.debug("chunk of a finished turn dropped", extra=self._extra(chunk.turn_id))
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
@@ -105,7 +127,7 @@ class TtsSession:
             self._reject("oversized", f"reply chunk of {len(chunk.text)} characters exceeds "
                          f"TTS_MAX_CHARS={self._settings.max_chars}; not spoken", chunk.turn_id)
         elif chunk.text.strip():
-            await self._speak(turn, chunk, voice)
+            await self._speak(turn, chunk, voice, held)
         if chunk.final:
             await self._close(turn, cancelled=False, reason="final")
 
@@ -138,9 +160,10 @@ class TtsSession:
 
     # --- speaking -----------------------------------------------------------------------
 
-    async def _speak(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
+    async def _speak(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec,
+                     held: Held | None = None) -> None:
         """Speak one sentence in a task a barge-in can cancel mid-synthesis."""
-        task = asyncio.create_task(self._synthesize(turn, chunk, voice),
+        task = asyncio.create_task(self._synthesize(turn, chunk, voice, held),
                                    name=f"tts-speak-{turn.turn_id}")
         self._speaking = (turn, task)
         try:
@@ -153,7 +176,14 @@ class TtsSession:
         finally:
             self._speaking = None
 
-    async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec) -> None:
+    async def _synthesize(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec,
+                          held: Held | None = None) -> None:
+        if held is not None:
+            frames_before = turn.frames
+            await self._play_held(turn, held)
+            if not (held.failed and turn.frames == frames_before):
+                return  # its characters were counted under the held turn's key
+            # the held synthesis failed before any audio: speak the sentence afresh
         provider = await self._providers.for_voice(voice, self._ctx.tenant)
         spoke = provider
         try:
@@ -228,6 +258,87 @@ class TtsSession:
         if turn.closed:
             raise asyncio.CancelledError
 
+    # --- sentences synthesized ahead (BRAIN_SPECULATE) ------------------------------------
+
+    async def _on_held(self, chunk: ReplyChunk, voice: VoiceSpec) -> None:
+        """A guessed reply's sentence: synthesize it unpublished; an empty one discards it."""
+        if not chunk.text.strip():
+            held = self._held.get(chunk.turn_id)
+            if held is not None:
+                await self._end_held(held, "discarded")
+            self._held_over.add(chunk.turn_id)
+            return
+        if chunk.turn_id in self._held or chunk.turn_id in self._held_over:
+            return  # redelivered, or replayed after a failover
+        if len(chunk.text) > self._settings.max_chars:
+            self._reject("oversized", f"held chunk of {len(chunk.text)} characters exceeds "
+                         f"TTS_MAX_CHARS={self._settings.max_chars}", chunk.turn_id)
+            return
+        while len(self._held) >= MAX_HELD:
+            await self._end_held(min(self._held.values(), key=lambda h: h.made), "expired")
+        held = Held(chunk.turn_id, chunk.npc, chunk.text,
+                    FrameEncoder(self._settings.opus_bitrate))
+        held.task = asyncio.create_task(self._make_held(held, voice),
+                                        name=f"tts-held-{chunk.turn_id}")
+        self._held[held.turn_id] = held
+
+    async def _make_held(self, held: Held, voice: VoiceSpec) -> None:
+        provider = await self._providers.for_voice(voice, self._ctx.tenant)
+        try:
+            async with contextlib.aclosing(provider.synthesize(held.text, voice)) as audio:
+                async for pcm in audio:
+                    held.packets.extend(held.encoder.push(pcm))
+                    held.wake.set()
+            held.packets.extend(held.encoder.finish())
+            self._providers.succeeded(provider)
+        except ProviderError as exc:
+            held.failed = True
+            self._providers.failed(provider, exc)
+            log.warning("tts provider failed on a held sentence: %s", exc,
+                        extra=self._extra(held.turn_id, provider=provider.name))
+        except Exception:
+            held.failed = True
+            log.exception("held sentence failed", extra=self._extra(held.turn_id))
+        finally:
+            held.done = True
+            held.wake.set()
+            await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
+                key=f"tts:{held.turn_id}:0", metric="tts_characters", amount=len(held.text),
+                provider=provider.name, stage=self._ctx.stage))
+
+    async def _claimed(self, chunk: ReplyChunk) -> Held | None:
+        """The held audio ``chunk`` claims, taken out of the held set (None: synthesize)."""
+        if chunk.claims is None:
+            return None
+        held = self._held.get(chunk.claims)
+        self._held_over.add(chunk.claims)
+        if held is None:  # expired, or held by a replica that is gone
+            return None
+        if held.matches(chunk.npc, chunk.text):
+            self._held.pop(held.turn_id)
+            return held
+        # another NPC or text, or the provider failed with nothing made: speak it afresh
+        log.info("held sentence not usable for its claim",
+                 extra=self._extra(chunk.turn_id, held=chunk.claims))
+        await self._end_held(held, "discarded")
+        return None
+
+    async def _play_held(self, turn: Turn, held: Held) -> None:
+        """Publish the held frames as the turn's, then those still being made."""
+        turn.encoder = held.encoder
+        async for packet in held.frames():
+            await self._publish_frame(turn, packet)
+
+    async def _end_held(self, held: Held, result: str) -> None:
+        self._held.pop(held.turn_id, None)
+        self._held_over.add(held.turn_id)
+        task, held.task = held.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        metrics.HELD.labels(result=result).inc()
+        log.debug("held sentence %s", result, extra=self._extra(held.turn_id))
+
     # --- ending turns -------------------------------------------------------------------
 
     async def _close(self, turn: Turn, *, cancelled: bool, reason: str) -> None:
@@ -255,6 +366,9 @@ class TtsSession:
             first_audio_ms=round(turn.first_audio_s * 1000) if turn.first_audio_s else None))
 
     async def on_tick(self) -> None:
+        stale = time.monotonic() - self._settings.held_ttl_s
+        for held in [h for h in self._held.values() if h.made < stale]:
+            await self._end_held(held, "expired")
         idle = time.monotonic() - self._settings.turn_idle_timeout_s
         for turn in list(self._open.values()):
             speaking = self._speaking is not None and self._speaking[0] is turn
@@ -268,6 +382,8 @@ class TtsSession:
     async def close(self) -> None:
         for turn in list(self._open.values()):
             await self._close(turn, cancelled=True, reason="session ended")
+        for held in list(self._held.values()):
+            await self._end_held(held, "discarded")
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -35,6 +35,11 @@ TURNS = Counter(
 SENTENCES_DROPPED = Counter(
     "glyphoxa_tts_sentences_dropped_total",
     "reply chunks not spoken (turn cancelled or already done, provider failed)", ["reason"])
+HELD = Counter(
+    "glyphoxa_tts_held_total",
+    "guessed replies' first sentences synthesized ahead (BRAIN_SPECULATE), by what became of "
+    "them: claimed (spoken for the turn), discarded (the guess was wrong) or expired",
+    ["result"])
 
 BREAKER_OPEN = Gauge("glyphoxa_tts_provider_breaker_open",
                      "1 while a provider's circuit breaker refuses calls (0 closed, 0.5 half-open)",
