@@ -41,7 +41,7 @@ def stack(tmp_path_factory, pg_admin_dsn, fakes):
     dg, gm, el = fakes
     env = {"STT_PROVIDER": "deepgram", "STT_DEEPGRAM_BASE_URL": dg.url,
            "STT_DEEPGRAM_WS_URL": dg.ws_url, "STT_FALLBACK": "whisper",
-           "BRAIN_LLM_PROVIDER": "gemini", "BRAIN_GEMINI_BASE_URL": gm.url, "BRAIN_SPECULATE": "true",
+           "BRAIN_LLM_PROVIDER": "gemini", "BRAIN_GEMINI_BASE_URL": gm.url,
            "TTS_PROVIDER": "elevenlabs", "TTS_ELEVENLABS_BASE_URL": el.url}
     s = Stack(tmp_path_factory.mktemp("cloud-stack"), env=env,
               pg_dsn=fresh_database(pg_admin_dsn))

@@ -90,9 +90,9 @@ async def test_table_talk_is_never_guessed_and_a_final_to_nobody_drops_the_guess
     assert [u.key for u, _ in sink.usage()][0].startswith("llm:alex-2:guess")
 
 
-async def test_without_the_setting_interims_start_nothing() -> None:
+async def test_with_speculation_off_interims_start_nothing() -> None:
     llm = Counting(first_word_s=0.05)
-    handler, sink, _ = make_handler(llm)
+    handler, sink, _ = make_handler(llm, policy=TurnPolicy(speculate=False))
     await handler.on_control(started())
     await handler.on_message(transcript_msg(LINE, utt="alex-1", final=False))
     await asyncio.sleep(0.1)
