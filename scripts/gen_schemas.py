@@ -45,7 +45,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 API_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply,
-              api.GetSecrets, api.SecretsReply)
+              api.GetSecrets, api.SecretsReply, api.Caller, api.FindSession, api.ListNpcs,
+              api.MuteNpc, api.SpeakNpc, api.NpcInfo, api.NpcsReply)
 }
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
@@ -254,10 +255,14 @@ CONTROL_PUBLISHERS = {
     "played": "discord-edge",
     "turn": "npc-brain",
     "audio.done": "tts",
+    "npc.mute": "session-control",
+    "npc.speak": "session-control",
 }
 
 
 USAGE_PUBLISHERS = ("stt", "npc-brain", "tts")
+REPLIES = {"apiSecretsGet": "secretsReply", "apiNpcList": "npcsReply", "apiNpcMute": "npcsReply"}
+"""API channels whose reply is not an ``ApiReply``."""
 
 
 def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
@@ -313,12 +318,21 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
         "it when the session is over.",
         ["SessionClaim"], "GLX_WORK"),
         [("publishClaim", "send", "session-control")]))
-    for verb, request in (("start", "StartSession"), ("stop", "StopSession"), ("get", "GetSession")):
+    for verb, request in (("start", "StartSession"), ("stop", "StopSession"), ("get", "GetSession"),
+                          ("find", "FindSession")):
         table.append((f"api{verb.capitalize()}", _channel(
             f"{API_ROOT}.session.{verb}",
             f"Core NATS request/reply (no stream): `{request}` -> `ApiReply`.",
             [request], None),
             [(f"session{verb.capitalize()}", "receive", "session-control")]))
+    for verb, request, reply in (("list", "ListNpcs", "NpcsReply"), ("mute", "MuteNpc", "NpcsReply"),
+                                 ("speak", "SpeakNpc", "ApiReply")):
+        table.append((f"apiNpc{verb.capitalize()}", _channel(
+            f"{API_ROOT}.npc.{verb}",
+            f"Core NATS request/reply (no stream), for the edges' slash commands: `{request}` -> "
+            f"`{reply}`.",
+            [request], None),
+            [(f"npc{verb.capitalize()}", "receive", "session-control")]))
     table.append(("apiSecretsGet", _channel(
         f"{API_ROOT}.secrets.get",
         "Core NATS request/reply (no stream): a stage asks for a tenant's stored provider "
@@ -347,7 +361,7 @@ def asyncapi() -> dict[str, Any]:
                 "tags": [{"name": service}],
             }
             if cid.startswith("api"):
-                reply = "secretsReply" if cid == "apiSecretsGet" else "apiReply"
+                reply = REPLIES.get(cid, "apiReply")
                 op["reply"] = {
                     "channel": {"$ref": "#/channels/apiReply"},
                     "messages": [{"$ref": f"#/channels/apiReply/messages/{reply}"}],
@@ -357,7 +371,8 @@ def asyncapi() -> dict[str, Any]:
         "address": None,
         "description": "The requester's inbox (the NATS reply subject of the request).",
         "messages": {"apiReply": {"$ref": "#/components/messages/ApiReply"},
-                     "secretsReply": {"$ref": "#/components/messages/SecretsReply"}},
+                     "secretsReply": {"$ref": "#/components/messages/SecretsReply"},
+                     "npcsReply": {"$ref": "#/components/messages/NpcsReply"}},
     }
     params: dict[str, Any] = {}
     for name, desc in PARAMETERS.items():

@@ -218,12 +218,14 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
     }
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
     assert addresses == {"glxapi.session.start", "glxapi.session.stop", "glxapi.session.get",
-                         "glxapi.secrets.get"}
+                         "glxapi.session.find", "glxapi.secrets.get", "glxapi.npc.list",
+                         "glxapi.npc.mute", "glxapi.npc.speak"}
+    replies = {"apiSecretsGet": "/secretsReply", "apiNpcList": "/npcsReply",
+               "apiNpcMute": "/npcsReply"}
     for op in api_ops.values():
         assert op["action"] == "receive"
-        secrets = op["channel"]["$ref"].endswith("/apiSecretsGet")
-        assert op["reply"]["messages"][0]["$ref"].endswith(
-            "/secretsReply" if secrets else "/apiReply")
+        cid = op["channel"]["$ref"].rsplit("/", 1)[1]
+        assert op["reply"]["messages"][0]["$ref"].endswith(replies.get(cid, "/apiReply"))
 
 
 def _contract_subjects() -> list[str]:

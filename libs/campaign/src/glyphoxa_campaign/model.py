@@ -94,6 +94,11 @@ class Campaign(BaseModel):
     npcs: tuple[Npc, ...] = Field(min_length=1, max_length=64)
     llm: LLMSpec | None = Field(
         None, description="the LLM every NPC answers with unless it names its own")
+    gm_role: str | None = Field(
+        None, min_length=1, max_length=100,
+        description="the Discord role (name or id) whose members may run the control "
+                    "commands (/session, /npc mute, /npc speak); without one, members who "
+                    "may manage the server")
 
     @model_validator(mode="after")
     def _unique_npcs(self) -> Campaign:

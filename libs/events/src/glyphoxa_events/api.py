@@ -1,4 +1,4 @@
-"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``).
+"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``, ``glxapi.npc.*``).
 
 This is the bus-internal door, used by edges (e.g. discord-edge's slash commands): the
 tenant and campaign must already exist in session-control's database. People and tools
@@ -8,6 +8,7 @@ use the admin HTTP API instead.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,19 +19,80 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DiscordId = Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
+
+
+class Caller(_Body):
+    """Who ran a slash command (discord-edge). session-control refuses guilds the tenant does
+    not allow, sessions of another guild, and control commands from members without the
+    campaign's GM role (``gm_role``; without one, members who may manage the server)."""
+
+    guild_id: DiscordId
+    user_id: DiscordId
+    roles: tuple[str, ...] = Field((), max_length=250,
+                                   description="the member's roles, ids and names")
+    manages_guild: bool = Field(False, description="the member may manage the server")
+
+
 class StartSession(_Body):
     tenant: Token
     campaign: Token = Field(description="id of a campaign stored for the tenant")
     session: Token | None = Field(None, description="chosen by session-control when omitted")
     edge: str = Field("scene", pattern=r"^(discord|scene|sim)$")
-    guild_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
-    channel_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+    guild_id: DiscordId | None = None
+    channel_id: DiscordId | None = None
+    caller: Caller | None = None
 
 
 class StopSession(_Body):
     tenant: Token
     session: Token
     reason: str = Field("stopped by request", min_length=1, max_length=500)
+    caller: Caller | None = None
+
+
+class FindSession(_Body):
+    """The live (pending or active) session of a Discord guild, if any."""
+
+    tenant: Token
+    guild_id: DiscordId
+
+
+class ListNpcs(_Body):
+    tenant: Token
+    session: Token
+
+
+class MuteNpc(_Body):
+    """Mute or unmute one NPC of a live session, or every NPC (``*``)."""
+
+    tenant: Token
+    session: Token
+    npc: Token | Literal["*"]
+    muted: bool
+    caller: Caller | None = None
+
+
+class SpeakNpc(_Body):
+    """The GM puppets an NPC: ``text`` is spoken in its voice, without the LLM."""
+
+    tenant: Token
+    session: Token
+    npc: Token
+    text: str = Field(min_length=1, max_length=1000)
+    caller: Caller | None = None
+
+
+class NpcInfo(_Body):
+    token: Token
+    name: str
+    muted: bool
+
+
+class NpcsReply(_Body):
+    ok: bool
+    error: str = ""
+    npcs: tuple[NpcInfo, ...] = ()
 
 
 class GetSession(_Body):

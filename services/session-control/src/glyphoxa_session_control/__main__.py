@@ -25,6 +25,7 @@ from glyphoxa_session_control.api import Control, create_app
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.config import Settings
 from glyphoxa_session_control.crypto import SecretBox, SecretKeyError
+from glyphoxa_session_control.gm import GameMaster
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.liveness import Watchdog
 from glyphoxa_session_control.nats_api import NatsApi
@@ -99,7 +100,9 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
                       reports=Reports(pool, sessions), watchdog=watchdog,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
-    nats_api = NatsApi(nc, sessions, control.tenants, settings.nats.secrets_key.get_secret_value())
+    gm = GameMaster(pool, sessions, control.tenants, publisher)
+    nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns,
+                       settings.nats.secrets_key.get_secret_value())
     return SessionControlApp(control, nats_api, Recorder(nc, pool), settings)
 
 

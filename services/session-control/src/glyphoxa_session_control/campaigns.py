@@ -59,9 +59,11 @@ class Campaigns:
                 await conn.execute("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, cid))
             try:
                 await conn.execute(
-                    "INSERT INTO campaigns (tenant_id, id, name, llm) VALUES (%s, %s, %s, %s)",
+                    "INSERT INTO campaigns (tenant_id, id, name, llm, gm_role)"
+                    " VALUES (%s, %s, %s, %s, %s)",
                     (tenant, cid, campaign.name,
-                     Jsonb(campaign.llm.model_dump(mode="json")) if campaign.llm else None))
+                     Jsonb(campaign.llm.model_dump(mode="json")) if campaign.llm else None,
+                     campaign.gm_role))
             except UniqueViolation:
                 raise Conflict(f"campaign {cid!r} already exists (PUT replaces it)") from None
             for position, npc in enumerate(campaign.npcs):
@@ -110,7 +112,7 @@ class Campaigns:
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
-            self._validate(campaign.name, npcs, campaign.llm)
+            self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role)
             await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"
                 " (%s, %s, %s, (SELECT coalesce(max(position) + 1, 0) FROM npcs WHERE tenant_id = %s"
@@ -138,7 +140,7 @@ class Campaigns:
 
     async def _load(self, conn: AsyncConnection, tenant: str, cid: str, lock: bool = False) -> Campaign:
         cur = await conn.execute(
-            "SELECT name, llm FROM campaigns WHERE tenant_id = %s AND id = %s"
+            "SELECT name, llm, gm_role FROM campaigns WHERE tenant_id = %s AND id = %s"
             + (" FOR UPDATE" if lock else ""),
             (tenant, cid))
         row = await cur.fetchone()
@@ -149,12 +151,14 @@ class Campaigns:
             (tenant, cid))
         npcs = [Npc.model_validate(r["definition"]) for r in await cur.fetchall()]
         llm = LLMSpec.model_validate(row["llm"]) if row["llm"] else None
-        return Campaign.model_construct(name=row["name"], npcs=tuple(npcs), llm=llm)
+        return Campaign.model_construct(name=row["name"], npcs=tuple(npcs), llm=llm,
+                                        gm_role=row["gm_role"])
 
     @staticmethod
-    def _validate(name: str, npcs: list[Npc], llm: LLMSpec | None = None) -> Campaign:
+    def _validate(name: str, npcs: list[Npc], llm: LLMSpec | None = None,
+                  gm_role: str | None = None) -> Campaign:
         try:
-            return Campaign(name=name, npcs=tuple(npcs), llm=llm)
+            return Campaign(name=name, npcs=tuple(npcs), llm=llm, gm_role=gm_role)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

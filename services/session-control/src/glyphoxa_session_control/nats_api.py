@@ -1,7 +1,9 @@
 """The bus-internal API (core-NATS request/reply, never a stream).
 
-``glxapi.session.{start,stop,get}`` is the door for edges; it serves the same
-:class:`Sessions` as the HTTP API, and the tenant and campaign must exist.
+``glxapi.session.{start,stop,get,find}`` and ``glxapi.npc.{list,mute,speak}`` are the door
+for edges (discord-edge's slash commands); they serve the same :class:`Sessions` as the
+HTTP API, and the tenant and campaign must exist. A request that names its ``caller`` is
+checked the way :mod:`glyphoxa_session_control.gm` says (guild, GM role).
 ``glxapi.secrets.get`` hands a tenant's stored provider keys to the stages, sealed with
 the bus secrets key (see ``glyphoxa_runtime.tenant_keys``); without that key it refuses.
 """
@@ -17,23 +19,31 @@ from pydantic import BaseModel, ValidationError
 
 from glyphoxa_events.api import (
     ApiReply,
+    Caller,
+    FindSession,
     GetSecrets,
     GetSession,
+    ListNpcs,
+    MuteNpc,
+    NpcsReply,
     SecretsReply,
     SessionRecord,
+    SpeakNpc,
     StartSession,
     StopSession,
 )
 from glyphoxa_events.models import MAX_EVENT_BYTES
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.tenant_keys import seal, sealer
+from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.errors import ControlError, NotFound
+from glyphoxa_session_control.gm import GameMaster, gm_only
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.metrics import REQUESTS
 from glyphoxa_session_control.models import Session, SessionCreate
 from glyphoxa_session_control.tenants import Tenants
 
-Reply = ApiReply | SecretsReply
+Reply = ApiReply | SecretsReply | NpcsReply
 
 log = logging.getLogger("glyphoxa.session_control.nats_api")
 
@@ -44,8 +54,10 @@ def record(session: Session) -> SessionRecord:
 
 
 class NatsApi:
-    def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, secrets_key: str = ""):
+    def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, gm: GameMaster,
+                 campaigns: Campaigns, secrets_key: str = ""):
         self._nc, self._sessions, self._tenants = nc, sessions, tenants
+        self._gm, self._campaigns = gm, campaigns
         self._sealer = sealer(secrets_key) if secrets_key else None
         self._subs: list = []
 
@@ -54,6 +66,10 @@ class NatsApi:
             "session.start": (StartSession, self._start),
             "session.stop": (StopSession, self._stop),
             "session.get": (GetSession, self._get),
+            "session.find": (FindSession, self._find),
+            "npc.list": (ListNpcs, self._npcs),
+            "npc.mute": (MuteNpc, self._mute),
+            "npc.speak": (SpeakNpc, self._speak),
             "secrets.get": (GetSecrets, self._secrets),
         }
         for verb, (model, action) in routes.items():
@@ -70,12 +86,36 @@ class NatsApi:
         return bool(self._subs)
 
     async def _start(self, req: StartSession) -> ApiReply:
+        if req.caller is not None:
+            await self._gm.check_guild(req.tenant, req.caller)
+            if req.guild_id != req.caller.guild_id:
+                raise ControlError("the session's guild is not the caller's")
+            gm_only(req.caller, await self._campaigns.get(req.tenant, req.campaign),
+                    "start a session")
         body = SessionCreate(campaign=req.campaign, session=req.session, edge=req.edge,  # type: ignore[arg-type]
                              guild_id=req.guild_id, channel_id=req.channel_id)
-        return _ok(await self._sessions.start(req.tenant, body, f"edge:{req.edge}"))
+        return _ok(await self._sessions.start(req.tenant, body, _actor(req.edge, req.caller)))
 
     async def _stop(self, req: StopSession) -> ApiReply:
-        return _ok(await self._sessions.stop(req.tenant, req.session, req.reason, "edge"))
+        session = await self._sessions.get(req.tenant, req.session)
+        await self._gm.check(req.tenant, session, req.caller, "stop the session")
+        return _ok(await self._sessions.stop(req.tenant, req.session, req.reason,
+                                             _actor("edge", req.caller)))
+
+    async def _find(self, req: FindSession) -> ApiReply:
+        return _ok(await self._gm.find(req.tenant, req.guild_id))
+
+    async def _npcs(self, req: ListNpcs) -> NpcsReply:
+        return NpcsReply(ok=True, npcs=tuple(await self._gm.npcs(req.tenant, req.session)))
+
+    async def _mute(self, req: MuteNpc) -> NpcsReply:
+        npcs = await self._gm.mute(req.tenant, req.session, req.npc, req.muted, req.caller,
+                                   _actor("edge", req.caller))
+        return NpcsReply(ok=True, npcs=tuple(npcs))
+
+    async def _speak(self, req: SpeakNpc) -> ApiReply:
+        return _ok(await self._gm.speak(req.tenant, req.session, req.npc, req.text, req.caller,
+                                        _actor("edge", req.caller)))
 
     async def _get(self, req: GetSession) -> ApiReply:
         return _ok(await self._sessions.get(req.tenant, req.session))
@@ -102,7 +142,8 @@ class NatsApi:
         return handle
 
     async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> Reply:  # type: ignore[no-untyped-def]
-        failed = SecretsReply if model is GetSecrets else ApiReply
+        failed = {GetSecrets: SecretsReply, ListNpcs: NpcsReply, MuteNpc: NpcsReply}.get(
+            model, ApiReply)
         if len(data) > MAX_EVENT_BYTES:
             return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
         try:
@@ -119,6 +160,11 @@ class NatsApi:
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", verb)
             return failed(ok=False, error=f"internal error: {type(exc).__name__}")
+
+
+def _actor(edge: str, caller: Caller | None) -> str:
+    """Who did it, for the audit log: the edge, and the Discord member when one asked."""
+    return f"edge:{edge}" + (f":discord:{caller.user_id}" if caller is not None else "")
 
 
 def _ok(session: Session) -> ApiReply:

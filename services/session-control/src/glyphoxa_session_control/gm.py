@@ -1,0 +1,157 @@
+"""What a game master does to a running session from Discord: find it, list, mute and puppet
+its NPCs; and who counts as the GM.
+
+Slash commands come from discord-edge over ``glxapi.*`` with a :class:`Caller`. Refused:
+a guild the tenant does not allow, another guild's session, and control commands from a
+member without the campaign's ``gm_role`` (role name or id; a campaign without one leaves
+control to members who may manage the server). Mutes and GM lines reach the stages as
+``ctl.npc.mute`` / ``ctl.npc.speak``; a mute also flushes what the NPC is saying.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from glyphoxa_bus.publisher import Publisher
+from glyphoxa_campaign import Campaign
+from glyphoxa_events.api import Caller, NpcInfo
+from glyphoxa_events.models import Flush, NpcMute, NpcSpeak
+from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_session_control import audit
+from glyphoxa_session_control.errors import Conflict, Forbidden, NotFound
+from glyphoxa_session_control.lifecycle import Sessions
+from glyphoxa_session_control.models import Session
+from glyphoxa_session_control.tenants import Tenants
+
+LIVE = ("pending", "active")
+
+
+def is_gm(caller: Caller, campaign: Campaign) -> bool:
+    if campaign.gm_role is None:
+        return caller.manages_guild
+    wanted = campaign.gm_role.strip().lstrip("@").casefold()
+    return any(role.casefold() == wanted for role in caller.roles)
+
+
+def gm_only(caller: Caller, campaign: Campaign, what: str) -> None:
+    if is_gm(caller, campaign):
+        return
+    need = (f"the role {campaign.gm_role!r}" if campaign.gm_role
+            else "the Manage Server permission (the campaign names no GM role)")
+    raise Forbidden(f"only the game master may {what}: it needs {need}")
+
+
+class GameMaster:
+    def __init__(self, pool: AsyncConnectionPool, sessions: Sessions, tenants: Tenants,
+                 publisher: Publisher):
+        self._pool, self._sessions, self._tenants = pool, sessions, tenants
+        self._publisher = publisher
+
+    # --- who may -------------------------------------------------------------------------
+
+    async def check_guild(self, tenant: str, caller: Caller) -> None:
+        t = await self._tenants.get(tenant)
+        if t.disabled:
+            raise Forbidden(f"tenant {tenant!r} is disabled")
+        if caller.guild_id not in t.allowed_guild_ids:
+            raise Forbidden(f"this server ({caller.guild_id}) is not allowed for tenant "
+                            f"{tenant!r}: the operator adds it to the tenant's allowed guilds")
+
+    async def check(self, tenant: str, session: Session, caller: Caller | None, what: str,
+                    *, control: bool = True) -> Campaign:
+        """The session's campaign, once ``caller`` may do ``what`` to it."""
+        campaign = await self._sessions.campaign_of(tenant, session.id)
+        if caller is None:
+            return campaign
+        await self.check_guild(tenant, caller)
+        if session.guild_id != caller.guild_id:
+            raise Forbidden(f"session {session.id!r} runs in another server")
+        if control:
+            gm_only(caller, campaign, what)
+        return campaign
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def find(self, tenant: str, guild_id: str) -> Session:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id FROM sessions WHERE tenant_id = %s AND guild_id = %s"
+                " AND state IN ('pending', 'active') ORDER BY created_at DESC LIMIT 1",
+                (tenant, guild_id))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("no session is running in this server: /session start begins one")
+        return await self._sessions.get(tenant, row["id"])
+
+    async def npcs(self, tenant: str, sid: str, caller: Caller | None = None) -> list[NpcInfo]:
+        session = await self._sessions.get(tenant, sid)
+        campaign = await self.check(tenant, session, caller, "list NPCs", control=False)
+        muted = await self._muted(tenant, sid)
+        return [NpcInfo(token=n.token, name=n.name, muted=n.token in muted)
+                for n in campaign.npcs]
+
+    async def mute(self, tenant: str, sid: str, npc: str, muted: bool, caller: Caller | None,
+                   actor: str) -> list[NpcInfo]:
+        session = await self._live(tenant, sid)
+        campaign = await self.check(tenant, session, caller, "mute NPCs")
+        if npc != "*" and campaign.npc(npc) is None:
+            raise NotFound(_no_npc(npc, campaign))
+        tokens = [n.token for n in campaign.npcs] if npc == "*" else [npc]
+        async with self._pool.connection() as conn, conn.transaction():
+            sql = ("UPDATE sessions SET muted_npcs = ARRAY(SELECT DISTINCT unnest(muted_npcs"
+                   " || %s::text[])) WHERE tenant_id = %s AND id = %s") if muted else (
+                  "UPDATE sessions SET muted_npcs = ARRAY(SELECT unnest(muted_npcs) EXCEPT"
+                  " SELECT unnest(%s::text[])) WHERE tenant_id = %s AND id = %s")
+            await conn.execute(sql, (tokens, tenant, sid))
+            await audit.record(conn, actor, tenant, "npc.mute" if muted else "npc.unmute",
+                               f"{sid}/{npc}")
+        s = SessionSubjects(tenant, sid)
+        stamp = time.time_ns()
+        await self._publisher.publish_event(s.ctl("npc.mute"), NpcMute(npc=npc, muted=muted),
+                                            f"ctl:{tenant}.{sid}:npc.mute:{stamp}")
+        if muted:  # what the NPC is saying stops too
+            flush = Flush(npc=None if npc == "*" else npc, reason="muted by the game master")
+            await self._publisher.publish_event(s.ctl("flush"), flush,
+                                                f"ctl:{tenant}.{sid}:flush:mute:{stamp}")
+        await self._publisher.flush()
+        return await self.npcs(tenant, sid)
+
+    async def speak(self, tenant: str, sid: str, npc: str, text: str, caller: Caller | None,
+                    actor: str) -> Session:
+        session = await self._live(tenant, sid)
+        campaign = await self.check(tenant, session, caller, "speak as an NPC")
+        if campaign.npc(npc) is None:
+            raise NotFound(_no_npc(npc, campaign))
+        request_id = f"gm-{uuid.uuid4().hex[:16]}"
+        async with self._pool.connection() as conn:
+            await audit.record(conn, actor, tenant, "npc.speak", f"{sid}/{npc}",
+                               request_id=request_id, characters=len(text))
+        s = SessionSubjects(tenant, sid)
+        await self._publisher.publish_event(
+            s.ctl("npc.speak"), NpcSpeak(npc=npc, text=text, request_id=request_id),
+            f"ctl:{tenant}.{sid}:npc.speak:{request_id}")
+        await self._publisher.flush()
+        return session
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _live(self, tenant: str, sid: str) -> Session:
+        session = await self._sessions.get(tenant, sid)
+        if session.state not in LIVE:
+            raise Conflict(f"session {sid!r} is {session.state}, not running")
+        return session
+
+    async def _muted(self, tenant: str, sid: str) -> set[str]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT muted_npcs FROM sessions WHERE tenant_id = %s AND id = %s", (tenant, sid))
+            row = await cur.fetchone()
+        return set(row["muted_npcs"]) if row else set()
+
+
+def _no_npc(npc: str, campaign: Campaign) -> str:
+    names = ", ".join(n.token for n in campaign.npcs)
+    return f"no NPC {npc!r} in campaign {campaign.name!r} (it has: {names})"

@@ -1,0 +1,164 @@
+"""What discord-edge's slash commands ask of session-control (``glxapi.session.find``,
+``glxapi.npc.{list,mute,speak}``, and start/stop with a caller), through a real
+session-control process on real PostgreSQL and NATS: who counts as the GM, which guilds
+may, and what reaches the session's control subjects."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from glyphoxa_events.api import (
+    ApiReply,
+    Caller,
+    FindSession,
+    ListNpcs,
+    MuteNpc,
+    NpcsReply,
+    SpeakNpc,
+    StartSession,
+    StopSession,
+)
+from glyphoxa_events.models import Flush, NpcMute, NpcSpeak, parse_control
+from glyphoxa_events.subjects import SessionSubjects, api_subject
+from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess
+
+pytestmark = pytest.mark.integration
+
+GUILD, OTHER_GUILD, CHANNEL = "111111111111111111", "222222222222222222", "333333333333333333"
+GM = Caller(guild_id=GUILD, user_id="42", roles=("999", "Game Master"))
+PLAYER = Caller(guild_id=GUILD, user_id="43", roles=("Players",))
+ADMIN = Caller(guild_id=GUILD, user_id="44", manages_guild=True)
+STRANGER = Caller(guild_id=OTHER_GUILD, user_id="45", roles=("Game Master",), manages_guild=True)
+
+
+@pytest.fixture(scope="module")
+def control(module_nats_url, pg_dsn, tmp_path_factory):
+    proc = ControlProcess(module_nats_url, pg_dsn,
+                          tmp_path_factory.mktemp("gm") / "sc.log").start()
+    yield proc
+    proc.stop()
+
+
+async def call(nc, verb: str, body, reply=ApiReply):  # type: ignore[no-untyped-def]
+    msg = await nc.request(api_subject(verb), body.model_dump_json().encode(), timeout=5)
+    return reply.model_validate_json(msg.data)
+
+
+async def setup_tenant(control: ControlProcess, tenant: str) -> None:
+    client = await control.new_tenant(tenant, EXAMPLE_CAMPAIGN + "gm_role: game master\n",
+                                      allowed_guild_ids=[GUILD])
+    await client.close()
+
+
+def start(tenant: str, caller: Caller | None) -> StartSession:
+    return StartSession(tenant=tenant, campaign="forge", edge="discord", guild_id=GUILD,
+                        channel_id=CHANNEL, caller=caller)
+
+
+@pytest.fixture
+async def nc(control: ControlProcess):  # type: ignore[no-untyped-def]
+    client = await nats.connect(control.nats_url)
+    yield client
+    await client.drain()
+
+
+async def test_only_the_gm_starts_and_stops_and_only_in_allowed_guilds(nc, tenant, control):
+    await setup_tenant(control, tenant)
+    refused = await call(nc, "session.start", start(tenant, PLAYER))
+    assert not refused.ok and "only the game master may start a session" in refused.error
+    assert "'game master'" in refused.error
+    admin = await call(nc, "session.start", start(tenant, ADMIN))  # the role is the rule
+    assert not admin.ok and "only the game master" in admin.error
+    foreign = await call(nc, "session.start", StartSession(
+        tenant=tenant, campaign="forge", edge="discord", guild_id=OTHER_GUILD,
+        channel_id=CHANNEL, caller=STRANGER))
+    assert not foreign.ok and "not allowed for tenant" in foreign.error
+
+    ok = await call(nc, "session.start", start(tenant, GM))  # role names match case-blind
+    assert ok.ok and ok.session is not None and ok.session.state == "active", ok
+    sid = ok.session.session
+    found = await call(nc, "session.find", FindSession(tenant=tenant, guild_id=GUILD))
+    assert found.ok and found.session is not None and found.session.session == sid
+    none = await call(nc, "session.find", FindSession(tenant=tenant, guild_id=OTHER_GUILD))
+    assert not none.ok and "no session is running in this server" in none.error
+
+    for caller in (PLAYER, STRANGER):
+        no = await call(nc, "session.stop", StopSession(tenant=tenant, session=sid, caller=caller))
+        assert not no.ok, caller
+    stopped = await call(nc, "session.stop", StopSession(tenant=tenant, session=sid,
+                                                         reason="end of the evening", caller=GM))
+    assert stopped.ok and stopped.session is not None
+    assert stopped.session.state in ("ending", "ended")
+    gone = await call(nc, "session.find", FindSession(tenant=tenant, guild_id=GUILD))
+    assert not gone.ok
+
+
+async def test_without_a_gm_role_members_who_manage_the_server_are_the_gm(nc, tenant, control):
+    client = await control.new_tenant(tenant, allowed_guild_ids=[GUILD])
+    await client.close()
+    assert not (await call(nc, "session.start", start(tenant, GM))).ok
+    reply = await call(nc, "session.start", start(tenant, ADMIN))
+    assert reply.ok, reply
+    assert reply.session is not None
+    await call(nc, "session.stop", StopSession(tenant=tenant, session=reply.session.session))
+
+
+async def test_mute_unmute_and_speak_reach_the_session_and_the_npc_list(nc, tenant, control):
+    await setup_tenant(control, tenant)
+    reply = await call(nc, "session.start", start(tenant, GM))
+    assert reply.session is not None
+    sid = reply.session.session
+    sub = await nc.jetstream().subscribe(SessionSubjects(tenant, sid).ctl("npc.>"),
+                                         ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    flushes = await nc.jetstream().subscribe(SessionSubjects(tenant, sid).ctl("flush"),
+                                             ordered_consumer=True,
+                                             deliver_policy=DeliverPolicy.ALL)
+
+    listed = await call(nc, "npc.list", ListNpcs(tenant=tenant, session=sid), NpcsReply)
+    assert [(n.token, n.name, n.muted) for n in listed.npcs] == [
+        ("greta", "Greta", False), ("tobias", "Tobias", False)]
+
+    player = await call(nc, "npc.mute", MuteNpc(tenant=tenant, session=sid, npc="greta",
+                                                muted=True, caller=PLAYER), NpcsReply)
+    assert not player.ok and "only the game master may mute NPCs" in player.error
+    muted = await call(nc, "npc.mute", MuteNpc(tenant=tenant, session=sid, npc="greta",
+                                               muted=True, caller=GM), NpcsReply)
+    assert muted.ok and [n.muted for n in muted.npcs] == [True, False]
+    event = parse_control((await sub.next_msg(3)).data)
+    assert event == NpcMute(npc="greta", muted=True)
+    flush = parse_control((await flushes.next_msg(3)).data)
+    assert isinstance(flush, Flush) and flush.npc == "greta"  # her audio stops too
+
+    everyone = await call(nc, "npc.mute", MuteNpc(tenant=tenant, session=sid, npc="*",
+                                                  muted=True, caller=GM), NpcsReply)
+    assert [n.muted for n in everyone.npcs] == [True, True]
+    assert parse_control((await sub.next_msg(3)).data) == NpcMute(npc="*", muted=True)
+    back = await call(nc, "npc.mute", MuteNpc(tenant=tenant, session=sid, npc="*",
+                                              muted=False, caller=GM), NpcsReply)
+    assert [n.muted for n in back.npcs] == [False, False]
+    assert parse_control((await sub.next_msg(3)).data) == NpcMute(npc="*", muted=False)
+    unknown = await call(nc, "npc.mute", MuteNpc(tenant=tenant, session=sid, npc="bruno",
+                                                 muted=True, caller=GM), NpcsReply)
+    assert not unknown.ok and "no NPC 'bruno'" in unknown.error and "greta" in unknown.error
+
+    spoken = await call(nc, "npc.speak", SpeakNpc(tenant=tenant, session=sid, npc="tobias",
+                                                  text="Welcome, travellers!", caller=GM))
+    assert spoken.ok, spoken
+    line = parse_control((await sub.next_msg(3)).data)
+    assert isinstance(line, NpcSpeak) and line.npc == "tobias"
+    assert line.text == "Welcome, travellers!" and line.request_id.startswith("gm-")
+    puppet = await call(nc, "npc.speak", SpeakNpc(tenant=tenant, session=sid, npc="tobias",
+                                                  text="I am the GM now.", caller=PLAYER))
+    assert not puppet.ok and "only the game master may speak as an NPC" in puppet.error
+    foreign = await call(nc, "npc.speak", SpeakNpc(tenant=tenant, session=sid, npc="tobias",
+                                                   text="Hi.", caller=STRANGER))
+    assert not foreign.ok and "not allowed" in foreign.error
+
+    await call(nc, "session.stop", StopSession(tenant=tenant, session=sid, caller=GM))
+    late = await call(nc, "npc.speak", SpeakNpc(tenant=tenant, session=sid, npc="tobias",
+                                                text="Too late.", caller=GM))
+    assert not late.ok and "not running" in late.error
+    await sub.unsubscribe()
+    await flushes.unsubscribe()
