@@ -36,7 +36,8 @@ class Caller(_Body):
 
 class StartSession(_Body):
     tenant: Token
-    campaign: Token = Field(description="id of a campaign stored for the tenant")
+    campaign: Token | None = Field(
+        None, description="id of a campaign stored for the tenant; its only one when omitted")
     session: Token | None = Field(None, description="chosen by session-control when omitted")
     edge: str = Field("scene", pattern=r"^(discord|scene|sim)$")
     guild_id: DiscordId | None = None

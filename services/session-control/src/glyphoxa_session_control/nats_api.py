@@ -36,7 +36,7 @@ from glyphoxa_events.models import MAX_EVENT_BYTES
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.tenant_keys import seal, sealer
 from glyphoxa_session_control.campaigns import Campaigns
-from glyphoxa_session_control.errors import ControlError, NotFound
+from glyphoxa_session_control.errors import ControlError, Invalid, NotFound
 from glyphoxa_session_control.gm import GameMaster, gm_only
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.metrics import REQUESTS
@@ -86,6 +86,9 @@ class NatsApi:
         return bool(self._subs)
 
     async def _start(self, req: StartSession) -> ApiReply:
+        if req.campaign is None:
+            req = req.model_copy(update={"campaign": await self._only_campaign(req.tenant)})
+        assert req.campaign is not None
         if req.caller is not None:
             await self._gm.check_guild(req.tenant, req.caller)
             if req.guild_id != req.caller.guild_id:
@@ -95,6 +98,16 @@ class NatsApi:
         body = SessionCreate(campaign=req.campaign, session=req.session, edge=req.edge,  # type: ignore[arg-type]
                              guild_id=req.guild_id, channel_id=req.channel_id)
         return _ok(await self._sessions.start(req.tenant, body, _actor(req.edge, req.caller)))
+
+    async def _only_campaign(self, tenant: str) -> str:
+        await self._tenants.get(tenant)  # an unknown tenant says so
+        stored = [c.id for c in await self._campaigns.list(tenant)]
+        if len(stored) == 1:
+            return stored[0]
+        if not stored:
+            raise NotFound(f"tenant {tenant!r} has no campaign yet: import one first")
+        raise Invalid(f"tenant {tenant!r} has {len(stored)} campaigns ({', '.join(stored)}): "
+                      "name the one to play")
 
     async def _stop(self, req: StopSession) -> ApiReply:
         session = await self._sessions.get(req.tenant, req.session)
