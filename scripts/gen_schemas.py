@@ -46,7 +46,8 @@ API_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply,
               api.GetSecrets, api.SecretsReply, api.Caller, api.FindSession, api.ListNpcs,
-              api.MuteNpc, api.SpeakNpc, api.NpcInfo, api.NpcsReply)
+              api.MuteNpc, api.SpeakNpc, api.NpcInfo, api.NpcsReply, api.GetBots, api.Bot,
+              api.BotList, api.BotsReply, api.EdgeChanged)
 }
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
@@ -261,7 +262,8 @@ CONTROL_PUBLISHERS = {
 
 
 USAGE_PUBLISHERS = ("stt", "npc-brain", "tts")
-REPLIES = {"apiSecretsGet": "secretsReply", "apiNpcList": "npcsReply", "apiNpcMute": "npcsReply"}
+REPLIES = {"apiSecretsGet": "secretsReply", "apiNpcList": "npcsReply", "apiNpcMute": "npcsReply",
+           "apiEdgeBots": "botsReply"}
 """API channels whose reply is not an ``ApiReply``."""
 
 
@@ -339,6 +341,17 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
         "keys, `GetSecrets` -> `SecretsReply` (values sealed with NATS_SECRETS_KEY).",
         ["GetSecrets"], None),
         [("secretsGet", "receive", "session-control")]))
+    table.append(("apiEdgeBots", _channel(
+        f"{API_ROOT}.edge.bots",
+        "Core NATS request/reply (no stream): a discord-edge asks for the bots it runs, "
+        "`GetBots` -> `BotsReply` (a `BotList` sealed with NATS_EDGE_KEY).",
+        ["GetBots"], None),
+        [("edgeBots", "receive", "session-control")]))
+    table.append(("edgeChanged", _channel(
+        f"{API_ROOT}.edge.changed",
+        "Core NATS (no stream, no secrets): an edge's bots changed; that edge asks again.",
+        ["EdgeChanged"], None),
+        [("publishEdgeChanged", "send", "session-control")]))
     return table
 
 
@@ -372,7 +385,8 @@ def asyncapi() -> dict[str, Any]:
         "description": "The requester's inbox (the NATS reply subject of the request).",
         "messages": {"apiReply": {"$ref": "#/components/messages/ApiReply"},
                      "secretsReply": {"$ref": "#/components/messages/SecretsReply"},
-                     "npcsReply": {"$ref": "#/components/messages/NpcsReply"}},
+                     "npcsReply": {"$ref": "#/components/messages/NpcsReply"},
+                     "botsReply": {"$ref": "#/components/messages/BotsReply"}},
     }
     params: dict[str, Any] = {}
     for name, desc in PARAMETERS.items():

@@ -219,9 +219,9 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
     assert addresses == {"glxapi.session.start", "glxapi.session.stop", "glxapi.session.get",
                          "glxapi.session.find", "glxapi.secrets.get", "glxapi.npc.list",
-                         "glxapi.npc.mute", "glxapi.npc.speak"}
+                         "glxapi.npc.mute", "glxapi.npc.speak", "glxapi.edge.bots"}
     replies = {"apiSecretsGet": "/secretsReply", "apiNpcList": "/npcsReply",
-               "apiNpcMute": "/npcsReply"}
+               "apiNpcMute": "/npcsReply", "apiEdgeBots": "/botsReply"}
     for op in api_ops.values():
         assert op["action"] == "receive"
         cid = op["channel"]["$ref"].rsplit("/", 1)[1]

@@ -36,20 +36,27 @@ class BusSettings(BaseSettings):
         SecretStr(""), description="Fernet key sealing tenants' stored provider keys on their way "
         "from session-control to the stages (`glyphoxa secret-key` makes one); empty: stages "
         "use only their configured keys")
+    edge_key: SecretStr = Field(
+        SecretStr(""), description="Fernet key sealing the tenants' Discord bot tokens on their "
+        "way from session-control to discord-edge (`glyphoxa secret-key` makes one); the "
+        "stages never get it. Empty: session-control hands out no bot tokens")
     heartbeat_ttl_s: float = Field(
         HEARTBEAT_TTL_S, gt=0, description="a heartbeat not renewed for this long expires "
                                            "(replica presumed dead); must exceed the interval")
 
     @model_validator(mode="after")
-    def _secrets_key_is_fernet(self) -> BusSettings:
-        key = self.secrets_key.get_secret_value()
-        if key:
+    def _keys_are_fernet(self) -> BusSettings:
+        for name, secret in (("NATS_SECRETS_KEY", self.secrets_key),
+                             ("NATS_EDGE_KEY", self.edge_key)):
+            key = secret.get_secret_value()
+            if not key:
+                continue
             try:
                 ok = len(base64.urlsafe_b64decode(key.encode())) == 32
             except ValueError:
                 ok = False
             if not ok:
-                raise ValueError("NATS_SECRETS_KEY is not a Fernet key (32 url-safe base64 bytes; "
+                raise ValueError(f"{name} is not a Fernet key (32 url-safe base64 bytes; "
                                  "`glyphoxa secret-key` makes one)")
         return self
 

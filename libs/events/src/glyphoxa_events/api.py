@@ -142,3 +142,34 @@ class SecretsReply(_Body):
     ok: bool
     error: str = ""
     sealed: str = ""
+
+
+class GetBots(_Body):
+    """A discord-edge asks for the bots it runs (``glxapi.edge.bots``)."""
+
+    edge: Token = Field(description="the edge's DISCORD_EDGE_NAME")
+
+
+class Bot(_Body):
+    tenant: Token
+    token: str = Field(min_length=1, max_length=500)
+    allowed_guild_ids: tuple[DiscordId, ...] = ()
+
+
+class BotList(_Body):
+    """What ``BotsReply.sealed`` opens to (the bus edge key, NATS_EDGE_KEY)."""
+
+    bots: tuple[Bot, ...] = ()
+
+
+class BotsReply(_Body):
+    ok: bool
+    error: str = ""
+    sealed: str = Field("", description="a Fernet token (NATS_EDGE_KEY) of a BotList")
+
+
+class EdgeChanged(_Body):
+    """Published (core NATS, ``glxapi.edge.changed``) when an edge's bots changed: a token,
+    allowed guilds, a tenant disabled or moved. The edge asks for its bots again."""
+
+    edge: Token

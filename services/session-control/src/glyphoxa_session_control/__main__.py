@@ -16,6 +16,8 @@ from nats.aio.client import Client
 
 from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_bus.publisher import Publisher
+from glyphoxa_events.api import EdgeChanged
+from glyphoxa_events.subjects import api_subject
 from glyphoxa_pg.migrations import load_migrations, migrate
 from glyphoxa_pg.pool import dsn_password, open_pool
 from glyphoxa_runtime.logs import register_secret
@@ -96,13 +98,21 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
     watchdog = Watchdog(sessions, HeartbeatView(nc.jetstream(), settings.nats.heartbeat_ttl_s),
                         settings.liveness_grace_s, settings.ending_timeout_s,
                         settings.liveness_interval_s)
-    control = Control(pool=pool, tenants=Tenants(pool, box), campaigns=campaigns, sessions=sessions,
+
+    async def edge_changed(edge: str) -> None:
+        """Tell that edge its bots changed (no secret in the message: it asks again)."""
+        await nc.publish(api_subject("edge.changed"),
+                         EdgeChanged(edge=edge).model_dump_json().encode())
+
+    control = Control(pool=pool, tenants=Tenants(pool, box, edge_changed), campaigns=campaigns,
+                      sessions=sessions,
                       reports=Reports(pool, sessions), watchdog=watchdog,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
     gm = GameMaster(pool, sessions, control.tenants, publisher)
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns,
-                       settings.nats.secrets_key.get_secret_value())
+                       settings.nats.secrets_key.get_secret_value(),
+                       settings.nats.edge_key.get_secret_value())
     return SessionControlApp(control, nats_api, Recorder(nc, pool), settings)
 
 

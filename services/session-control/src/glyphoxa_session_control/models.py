@@ -28,6 +28,8 @@ class TenantCreate(_In):
     allowed_guild_ids: list[GuildId] = Field(default_factory=list, max_length=1000)
     bot_token: str | None = Field(None, min_length=1, max_length=500,
                                   description="Discord bot token; write-only, stored encrypted")
+    discord_edge: Token = Field("default", description="the discord-edge (DISCORD_EDGE_NAME) "
+                                                       "that runs the tenant's bot")
 
 
 class TenantPatch(_In):
@@ -36,6 +38,7 @@ class TenantPatch(_In):
     allowed_guild_ids: list[GuildId] | None = Field(None, max_length=1000)
     bot_token: str | None = Field(None, min_length=1, max_length=500,
                                   description="write-only, stored encrypted")
+    discord_edge: Token | None = None
     disabled: bool | None = None
 
 
@@ -45,6 +48,7 @@ class Tenant(BaseModel):
     tier: Tier
     allowed_guild_ids: list[str]
     bot_token_set: bool
+    discord_edge: str = "default"
     disabled: bool
     created_at: datetime
     updated_at: datetime

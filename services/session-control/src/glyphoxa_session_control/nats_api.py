@@ -19,8 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from glyphoxa_events.api import (
     ApiReply,
+    Bot,
+    BotList,
+    BotsReply,
     Caller,
     FindSession,
+    GetBots,
     GetSecrets,
     GetSession,
     ListNpcs,
@@ -43,7 +47,7 @@ from glyphoxa_session_control.metrics import REQUESTS
 from glyphoxa_session_control.models import Session, SessionCreate
 from glyphoxa_session_control.tenants import Tenants
 
-Reply = ApiReply | SecretsReply | NpcsReply
+Reply = ApiReply | SecretsReply | NpcsReply | BotsReply
 
 log = logging.getLogger("glyphoxa.session_control.nats_api")
 
@@ -55,10 +59,11 @@ def record(session: Session) -> SessionRecord:
 
 class NatsApi:
     def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, gm: GameMaster,
-                 campaigns: Campaigns, secrets_key: str = ""):
+                 campaigns: Campaigns, secrets_key: str = "", edge_key: str = ""):
         self._nc, self._sessions, self._tenants = nc, sessions, tenants
         self._gm, self._campaigns = gm, campaigns
         self._sealer = sealer(secrets_key) if secrets_key else None
+        self._edge_sealer = sealer(edge_key) if edge_key else None
         self._subs: list = []
 
     async def start(self) -> None:
@@ -71,6 +76,7 @@ class NatsApi:
             "npc.mute": (MuteNpc, self._mute),
             "npc.speak": (SpeakNpc, self._speak),
             "secrets.get": (GetSecrets, self._secrets),
+            "edge.bots": (GetBots, self._bots),
         }
         for verb, (model, action) in routes.items():
             self._subs.append(await self._nc.subscribe(
@@ -146,6 +152,16 @@ class NatsApi:
             "stored": sorted(name for name, value in values.items() if value)})
         return SecretsReply(ok=True, sealed=seal(self._sealer, values))
 
+    async def _bots(self, req: GetBots) -> BotsReply:
+        if self._edge_sealer is None:
+            return BotsReply(ok=False, error="bot delivery is off: set NATS_EDGE_KEY for "
+                                             "session-control and discord-edge")
+        bots = [Bot(tenant=t, token=token, allowed_guild_ids=tuple(guilds))
+                for t, token, guilds in await self._tenants.bots(req.edge)]
+        log.info("bots delivered", extra={"edge": req.edge, "tenants": [b.tenant for b in bots]})
+        sealed = self._edge_sealer.encrypt(BotList(bots=tuple(bots)).model_dump_json().encode())
+        return BotsReply(ok=True, sealed=sealed.decode())
+
     def _handler(self, verb: str, model: type[BaseModel], action):  # type: ignore[no-untyped-def]
         async def handle(msg: Msg) -> None:
             reply = await self._serve(verb, model, action, msg.data)
@@ -155,7 +171,8 @@ class NatsApi:
         return handle
 
     async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> Reply:  # type: ignore[no-untyped-def]
-        failed = {GetSecrets: SecretsReply, ListNpcs: NpcsReply, MuteNpc: NpcsReply}.get(
+        failed = {GetSecrets: SecretsReply, ListNpcs: NpcsReply, MuteNpc: NpcsReply,
+                  GetBots: BotsReply}.get(
             model, ApiReply)
         if len(data) > MAX_EVENT_BYTES:
             return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")

@@ -6,6 +6,8 @@ returned; API keys are stored as SHA-256 digests and shown once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,7 +26,8 @@ from glyphoxa_session_control.models import (
 )
 
 _TENANT_COLUMNS = ("id, name, max_concurrent_sessions, monthly_session_hours, allowed_guild_ids,"
-                   " bot_token_encrypted IS NOT NULL AS bot_token_set, disabled, created_at, updated_at")
+                   " bot_token_encrypted IS NOT NULL AS bot_token_set, discord_edge, disabled,"
+                   " created_at, updated_at")
 
 
 def _tenant(row: dict) -> Tenant:
@@ -32,13 +35,19 @@ def _tenant(row: dict) -> Tenant:
         id=row["id"], name=row["name"], allowed_guild_ids=list(row["allowed_guild_ids"]),
         tier=Tier(max_concurrent_sessions=row["max_concurrent_sessions"],
                   monthly_session_hours=float(row["monthly_session_hours"])),
-        bot_token_set=row["bot_token_set"], disabled=row["disabled"],
+        bot_token_set=row["bot_token_set"], discord_edge=row["discord_edge"],
+        disabled=row["disabled"],
         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
+Changed = Callable[[str], Awaitable[None]]
+
+
 class Tenants:
-    def __init__(self, pool: AsyncConnectionPool, box: SecretBox):
+    def __init__(self, pool: AsyncConnectionPool, box: SecretBox, changed: Changed | None = None):
         self._pool, self._box = pool, box
+        self._changed = changed
+        """Told the discord-edge whose bots changed (a token, guilds, disabled, assignment)."""
 
     def _open(self, sealed: bytes) -> str:
         secret = self._box.open(sealed)
@@ -55,15 +64,19 @@ class Tenants:
             try:
                 cur = await conn.execute(
                     "INSERT INTO tenants (id, name, max_concurrent_sessions, monthly_session_hours,"
-                    " allowed_guild_ids, bot_token_encrypted) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " allowed_guild_ids, bot_token_encrypted, discord_edge)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     f" RETURNING {_TENANT_COLUMNS}",
                     (body.id, body.name, body.tier.max_concurrent_sessions,
-                     body.tier.monthly_session_hours, body.allowed_guild_ids, sealed))
+                     body.tier.monthly_session_hours, body.allowed_guild_ids, sealed,
+                     body.discord_edge))
             except UniqueViolation:
                 raise Conflict(f"tenant {body.id!r} already exists") from None
             row = await cur.fetchone()
             await audit.record(conn, actor, body.id, "tenant.create", body.id, name=body.name,
                                tier=body.tier.model_dump(), bot_token_set=sealed is not None)
+        if sealed is not None:
+            await self._tell(body.discord_edge)
         return _tenant(row)
 
     async def get(self, tenant: str) -> Tenant:
@@ -82,7 +95,7 @@ class Tenants:
     async def update(self, tenant: str, patch: TenantPatch, actor: str) -> Tenant:
         fields = patch.model_dump(exclude_unset=True)
         sets, values = ["updated_at = now()"], []
-        for column in ("name", "allowed_guild_ids", "disabled"):
+        for column in ("name", "allowed_guild_ids", "disabled", "discord_edge"):
             if fields.get(column) is not None:
                 sets.append(f"{column} = %s")
                 values.append(fields[column])
@@ -93,6 +106,8 @@ class Tenants:
             sets.append("bot_token_encrypted = %s")
             values.append(self._seal(patch.bot_token))
         async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT discord_edge FROM tenants WHERE id = %s", (tenant,))
+            before = await cur.fetchone()
             cur = await conn.execute(
                 f"UPDATE tenants SET {', '.join(sets)} WHERE id = %s RETURNING {_TENANT_COLUMNS}",
                 (*values, tenant))
@@ -102,7 +117,25 @@ class Tenants:
             changed = sorted(k for k in fields if k != "bot_token")
             await audit.record(conn, actor, tenant, "tenant.update", tenant, fields=changed,
                                bot_token_changed=patch.bot_token is not None)
+        if fields.keys() & {"bot_token", "allowed_guild_ids", "disabled", "discord_edge"}:
+            for edge in {before["discord_edge"], row["discord_edge"]}:
+                await self._tell(edge)
         return _tenant(row)
+
+    async def bots(self, edge: str) -> list[tuple[str, str, list[str]]]:
+        """(tenant, bot token, allowed guilds) of every enabled tenant with a bot on ``edge``."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, bot_token_encrypted, allowed_guild_ids FROM tenants WHERE"
+                " discord_edge = %s AND NOT disabled AND bot_token_encrypted IS NOT NULL"
+                " ORDER BY id", (edge,))
+            rows = await cur.fetchall()
+        return [(r["id"], self._open(r["bot_token_encrypted"]), list(r["allowed_guild_ids"]))
+                for r in rows]
+
+    async def _tell(self, edge: str) -> None:
+        if self._changed is not None:
+            await self._changed(edge)
 
     async def bot_token(self, tenant: str) -> str | None:
         """The decrypted bot token, for the edge that connects to Discord (never the API)."""
