@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
 import pytest
 
 from glyphoxa_discord_edge.bots import BotDirectory, BotsUnavailable
 from glyphoxa_session_control.crypto import new_secret_key
-from tests.support.control import ControlProcess
+from tests.support.control import module_control
 from tests.support.service import wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,20 +20,7 @@ EDGE_KEY = new_secret_key()
 GUILD = "111111111111111111"
 
 
-@pytest.fixture(scope="module")
-def control(module_nats_url, pg_dsn, tmp_path_factory):  # type: ignore[no-untyped-def]
-    proc = ControlProcess(module_nats_url, pg_dsn,
-                          tmp_path_factory.mktemp("edge-bots") / "sc.log",
-                          env={"NATS_EDGE_KEY": EDGE_KEY}).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def nc(control: ControlProcess):  # type: ignore[no-untyped-def]
-    client = await nats.connect(control.nats_url)
-    yield client
-    await client.drain()
+control, nc = module_control("edge-bots", {"NATS_EDGE_KEY": EDGE_KEY})
 
 
 def token() -> str:

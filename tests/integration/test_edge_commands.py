@@ -13,7 +13,7 @@ from glyphoxa_discord_edge.commands import Commands, Invocation, VoiceError
 from glyphoxa_discord_edge.control import ControlClient
 from glyphoxa_events.models import NpcMute, NpcSpeak, parse_control
 from glyphoxa_events.subjects import SessionSubjects
-from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess
+from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess, module_control
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +43,7 @@ class Voice:
         self.left.append((guild_id, reason))
 
 
-@pytest.fixture(scope="module")
-def control(module_nats_url, pg_dsn, tmp_path_factory):  # type: ignore[no-untyped-def]
-    proc = ControlProcess(module_nats_url, pg_dsn,
-                          tmp_path_factory.mktemp("edge-cmd") / "sc.log").start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def nc(control: ControlProcess):  # type: ignore[no-untyped-def]
-    client = await nats.connect(control.nats_url)
-    yield client
-    await client.drain()
+control, nc = module_control("edge-cmd")
 
 
 async def table(control: ControlProcess, tenant: str, campaigns: int = 1) -> None:

@@ -5,7 +5,6 @@ may, and what reaches the session's control subjects."""
 
 from __future__ import annotations
 
-import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
@@ -22,7 +21,7 @@ from glyphoxa_events.api import (
 )
 from glyphoxa_events.models import Flush, NpcMute, NpcSpeak, parse_control
 from glyphoxa_events.subjects import SessionSubjects, api_subject
-from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess
+from tests.support.control import EXAMPLE_CAMPAIGN, ControlProcess, module_control
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,7 @@ ADMIN = Caller(guild_id=GUILD, user_id="44", manages_guild=True)
 STRANGER = Caller(guild_id=OTHER_GUILD, user_id="45", roles=("Game Master",), manages_guild=True)
 
 
-@pytest.fixture(scope="module")
-def control(module_nats_url, pg_dsn, tmp_path_factory):
-    proc = ControlProcess(module_nats_url, pg_dsn,
-                          tmp_path_factory.mktemp("gm") / "sc.log").start()
-    yield proc
-    proc.stop()
+control, nc = module_control("gm")
 
 
 async def call(nc, verb: str, body, reply=ApiReply):  # type: ignore[no-untyped-def]
@@ -57,11 +51,6 @@ def start(tenant: str, caller: Caller | None) -> StartSession:
                         channel_id=CHANNEL, caller=caller)
 
 
-@pytest.fixture
-async def nc(control: ControlProcess):  # type: ignore[no-untyped-def]
-    client = await nats.connect(control.nats_url)
-    yield client
-    await client.drain()
 
 
 async def test_only_the_gm_starts_and_stops_and_only_in_allowed_guilds(nc, tenant, control):

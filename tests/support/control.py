@@ -4,8 +4,13 @@ per test, and admin API clients for the operator and for tenants."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
 
 from glyphoxa_cli.admin import AdminClient
 from glyphoxa_cli.processes import ServiceProcess, free_port
@@ -73,3 +78,28 @@ class ControlProcess:
         if campaign_yaml:
             await client.import_campaign(campaign_yaml)
         return client
+
+
+def module_control(name: str, env: dict[str, str] | None = None
+                   ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``control, nc = module_control("edge", {...})`` in a test module: one session-control
+    process for the module's tests (on the module's own NATS server), and a NATS client of
+    that server per test."""
+
+    @pytest.fixture(scope="module")
+    def control(module_nats_url: str, pg_dsn: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlProcess]:
+        proc = ControlProcess(module_nats_url, pg_dsn, tmp_path_factory.mktemp(name) / "sc.log",
+                              env=dict(env or {})).start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    @pytest.fixture
+    async def nc(control: ControlProcess) -> AsyncIterator[nats.NATS]:
+        client = await nats.connect(control.nats_url)
+        yield client
+        await client.drain()
+
+    return control, nc
