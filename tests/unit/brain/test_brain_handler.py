@@ -421,6 +421,18 @@ async def test_what_players_heard_of_a_cancelled_turn_enters_memory() -> None:
     ]
 
 
+async def test_heard_whole_without_the_text_keeps_the_reply() -> None:
+    llm = FakeLLM()
+    handler, _, _ = make_handler(llm)
+    await handler.on_control(started())
+    await handler.on_control(
+        _ended("alex-1", "greta", "Greta, the price?", "Fifteen gold. Firm.", 10, Outcome.answered)
+    )
+    await handler.on_control(Played(turn_id="alex-1", npc="greta", text_heard="", complete=True))
+    await handler.on_message(transcript_msg("Greta, really?", utt="alex-2", end_s=20))
+    assert ("assistant", "Fifteen gold. Firm.") in [(m.role, m.content) for m in llm.calls[-1][1]]
+
+
 async def test_own_turn_events_coming_back_change_nothing() -> None:
     llm = FakeLLM()
     handler, sink, _ = make_handler(llm)

@@ -163,7 +163,10 @@ class Flush(Event):
 
 
 class Played(Event):
-    """What the players actually heard of a turn: only this enters transcripts and memory."""
+    """What the players actually heard of a turn: only this enters transcripts and memory.
+
+    ``complete`` with an empty ``text_heard``: heard to the end, but the edge never learnt
+    the reply's text (its turn event did not reach it); the reply stands as generated."""
 
     type: Literal["played"] = "played"
     turn_id: Id

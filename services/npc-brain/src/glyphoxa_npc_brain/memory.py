@@ -114,8 +114,10 @@ class SessionMemory:
             self._unheard.remember(event.turn_id, exchange)
 
     def _played(self, event: Played) -> None:
-        self._heard.remember(event.turn_id, event.text_heard)
         self._voiced.remember(event.turn_id, True)
+        if event.complete and not event.text_heard.strip():
+            return  # heard whole, but the edge never learnt the text: the reply stands
+        self._heard.remember(event.turn_id, event.text_heard)
         if event.turn_id in self._exchanges:
             self._exchanges[event.turn_id].npc_text = event.text_heard
         elif event.turn_id in self._unheard and event.text_heard.strip():
