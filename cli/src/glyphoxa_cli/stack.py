@@ -68,7 +68,8 @@ class Stack:
                "SESSION_CONTROL_API_PORT": str(self.api_port),
                "SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
                "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"],
-               "NATS_SECRETS_KEY": keys["bus_key"], **self.env}
+               "NATS_SECRETS_KEY": keys["bus_key"], "NATS_EDGE_KEY": keys["edge_key"],
+               **self.env}
         for service in self.services:
             for i in range(self.replicas.get(service, 1)):
                 name = f"{service}-{i + 1}"
@@ -109,8 +110,9 @@ class Stack:
 
 
 def stack_keys(home: Path) -> dict[str, str]:
-    """The local stack's operator key, secret-encryption key and bus secrets key (tenants'
-    provider keys on their way to the stages); made once, kept 0600."""
+    """The local stack's operator key, secret-encryption key, bus secrets key (tenants'
+    provider keys on their way to the stages) and edge key (bot tokens on their way to
+    discord-edge); made once, kept 0600."""
     import secrets
 
     from cryptography.fernet import Fernet
@@ -119,8 +121,12 @@ def stack_keys(home: Path) -> dict[str, str]:
     keys = json.loads(path.read_text()) if path.exists() else {
         "operator_key": "op_" + secrets.token_urlsafe(32),
         "secret_key": Fernet.generate_key().decode(), "tenant_keys": {}}
-    if "bus_key" not in keys:  # a keys.json from before tenant keys were delivered
-        keys["bus_key"] = Fernet.generate_key().decode()
+    added = False
+    for name in ("bus_key", "edge_key"):  # a keys.json from before they were needed
+        if name not in keys:
+            keys[name] = Fernet.generate_key().decode()
+            added = True
+    if added:
         _write_keys(home, keys)
     return keys
 

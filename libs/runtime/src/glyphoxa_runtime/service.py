@@ -55,6 +55,7 @@ async def run_service(
         parsed = urlsplit(url)
         register_secret(parsed.password)
     register_secret(settings.nats.secrets_key.get_secret_value())
+    register_secret(settings.nats.edge_key.get_secret_value())
     replica = replica_name(settings, service)
     nc = await connect(settings.nats, name=replica)
     publisher = Publisher(nc, settings.nats.max_in_flight)

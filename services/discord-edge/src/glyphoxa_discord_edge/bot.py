@@ -1,0 +1,243 @@
+"""One tenant's Discord bot: its slash commands and its voice connections.
+
+:class:`TenantBot` is a ``discord.Client`` with the ``/session`` and ``/npc`` command groups
+(:func:`command_groups`, answered by :class:`Commands`) and the :class:`VoiceHost` the
+commands need: permission checks, joining a voice channel with a :class:`SessionBridge`
+attached, and leaving. Commands from guilds the tenant does not allow are refused before
+anything else. discord.py reconnects the gateway and voice by itself; a voice connection
+that is lost for good ends its session with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import discord
+from discord import app_commands
+from nats.aio.client import Client
+
+from glyphoxa_discord_edge.bridge import SessionBridge
+from glyphoxa_discord_edge.commands import Commands, Invocation, VoiceError
+from glyphoxa_discord_edge.control import ControlClient, ControlUnavailable
+from glyphoxa_discord_edge.inbound import Bus
+from glyphoxa_discord_edge.voice_receive import ReceivingVoiceClient
+from glyphoxa_events.api import Bot
+from glyphoxa_events.subjects import SessionSubjects
+
+log = logging.getLogger("glyphoxa.discord_edge.bot")
+
+NEEDED = (("view_channel", "View Channel"), ("connect", "Connect"), ("speak", "Speak"))
+VOICE_TIMEOUT_S = 20.0
+
+
+def invocation(interaction: discord.Interaction) -> Invocation:
+    """Who ran a command and where, as the handlers need it."""
+    member = interaction.user
+    roles: tuple[str, ...] = ()
+    manages = False
+    voice_id, voice_name = None, ""
+    if isinstance(member, discord.Member):
+        roles = tuple(x for r in member.roles if not r.is_default() for x in (str(r.id), r.name))
+        manages = member.guild_permissions.manage_guild
+        if member.voice is not None and member.voice.channel is not None:
+            voice_id, voice_name = str(member.voice.channel.id), member.voice.channel.name
+    return Invocation(guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                      user_id=str(member.id), roles=roles, manages_guild=manages,
+                      voice_channel_id=voice_id, voice_channel_name=voice_name)
+
+
+async def answer(interaction: discord.Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text[:2000], ephemeral=True)
+    else:
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+
+
+def command_groups(commands: Commands) -> list[app_commands.Group]:
+    """``/session start|stop|status`` and ``/npc list|mute|unmute|muteall|unmuteall|speak``."""
+
+    class SessionGroup(app_commands.Group):
+        @app_commands.command(description="Start a session in your voice channel")
+        @app_commands.describe(campaign="the campaign to play (the table's only one if empty)")
+        async def start(self, interaction: discord.Interaction,
+                        campaign: str | None = None) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)  # voice takes time
+            await answer(interaction, await commands.session_start(invocation(interaction),
+                                                                   campaign))
+
+        @app_commands.command(description="Stop this server's session")
+        async def stop(self, interaction: discord.Interaction) -> None:
+            await answer(interaction, await commands.session_stop(invocation(interaction)))
+
+        @app_commands.command(description="Show this server's session")
+        async def status(self, interaction: discord.Interaction) -> None:
+            await answer(interaction, await commands.session_status(invocation(interaction)))
+
+    class NpcGroup(app_commands.Group):
+        @app_commands.command(name="list", description="The session's NPCs")
+        async def list_(self, interaction: discord.Interaction) -> None:
+            await answer(interaction, await commands.npc_list(invocation(interaction)))
+
+        @app_commands.command(description="Mute an NPC")
+        @app_commands.describe(npc="the NPC's name")
+        async def mute(self, interaction: discord.Interaction, npc: str) -> None:
+            await answer(interaction, await commands.npc_mute(invocation(interaction), npc, True))
+
+        @app_commands.command(description="Unmute an NPC")
+        @app_commands.describe(npc="the NPC's name")
+        async def unmute(self, interaction: discord.Interaction, npc: str) -> None:
+            await answer(interaction, await commands.npc_mute(invocation(interaction), npc, False))
+
+        @app_commands.command(description="Mute every NPC")
+        async def muteall(self, interaction: discord.Interaction) -> None:
+            await answer(interaction, await commands.npc_mute_all(invocation(interaction), True))
+
+        @app_commands.command(description="Unmute every NPC")
+        async def unmuteall(self, interaction: discord.Interaction) -> None:
+            await answer(interaction, await commands.npc_mute_all(invocation(interaction), False))
+
+        @app_commands.command(description="Say something as an NPC, in its voice")
+        @app_commands.describe(npc="the NPC's name", text="what it says")
+        async def speak(self, interaction: discord.Interaction, npc: str, text: str) -> None:
+            await answer(interaction, await commands.npc_speak(invocation(interaction), npc, text))
+
+    return [SessionGroup(name="session", description="Glyphoxa sessions", guild_only=True),
+            NpcGroup(name="npc", description="Glyphoxa NPCs", guild_only=True)]
+
+
+class _Sink:
+    """Frames to the voice connection, as they are (``encode=False``: no re-encoding)."""
+
+    def __init__(self, vc: discord.VoiceClient):
+        self._vc = vc
+
+    def send(self, opus: bytes) -> None:
+        if self._vc.is_connected():
+            self._vc.send_audio_packet(opus, encode=False)
+
+
+class TenantBot(discord.Client):
+    """A tenant's bot; ``bridges`` are its live sessions by guild id."""
+
+    def __init__(self, bot: Bot, nc: Client, bus: Bus,
+                 on_sessions: Callable[[], None] = lambda: None):
+        intents = discord.Intents.none()
+        intents.guilds = intents.voice_states = True
+        super().__init__(intents=intents, member_cache_flags=discord.MemberCacheFlags.from_intents(
+            intents))
+        self.tenant, self.allowed = bot.tenant, set(bot.allowed_guild_ids)
+        self._nc, self._bus, self._on_sessions = nc, bus, on_sessions
+        self.tree = app_commands.CommandTree(self)
+        self.tree.interaction_check = self._allowed  # type: ignore[method-assign]
+        self.commands = Commands(ControlClient(nc, bot.tenant), self)
+        for group in command_groups(self.commands):
+            self.tree.add_command(group)
+        self.bridges: dict[str, SessionBridge] = {}
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        log.info("bot connected", extra={"tenant": self.tenant,
+                                         "guilds": len(self.guilds)})
+
+    async def _allowed(self, interaction: discord.Interaction) -> bool:
+        if interaction.guild_id is not None and str(interaction.guild_id) in self.allowed:
+            return True
+        await answer(interaction, "This server is not one of this table's: ask the operator "
+                                  "to allow it.")
+        return False
+
+    def sessions(self) -> list[str]:
+        return [f"{b.subjects.tenant}.{b.subjects.session}" for b in self.bridges.values()]
+
+    # --- VoiceHost ------------------------------------------------------------------------
+
+    def missing_permissions(self, guild_id: str, channel_id: str) -> list[str]:
+        guild = self.get_guild(int(guild_id))
+        channel = guild.get_channel(int(channel_id)) if guild else None
+        if guild is None or not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+            return ["View Channel"]
+        perms = channel.permissions_for(guild.me)
+        return [name for attr, name in NEEDED if not getattr(perms, attr)]
+
+    async def join(self, guild_id: str, channel_id: str, session: str) -> None:
+        guild = self.get_guild(int(guild_id))
+        channel = guild.get_channel(int(channel_id)) if guild else None
+        if guild is None or not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+            raise VoiceError("the voice channel is gone")
+        if guild_id in self.bridges:
+            await self.leave(guild_id, "another session started")
+        try:
+            vc = await channel.connect(cls=ReceivingVoiceClient, self_deaf=False,
+                                       timeout=VOICE_TIMEOUT_S, reconnect=True)
+        except TimeoutError:
+            raise VoiceError(f"Discord's voice server did not answer within "
+                             f"{VOICE_TIMEOUT_S:g} s") from None
+        except (discord.ClientException, discord.DiscordException) as exc:
+            raise VoiceError(str(exc) or type(exc).__name__) from None
+        assert isinstance(vc, ReceivingVoiceClient)
+
+        def name(user_id: int) -> str:
+            member = guild.get_member(user_id)
+            return member.display_name if member else ""
+
+        def speaking(npc: str, on: bool) -> None:
+            state = discord.SpeakingState.voice if on else discord.SpeakingState.none
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().create_task(vc.ws.speak(state))
+
+        bridge = SessionBridge(self._nc, self._bus, SessionSubjects(self.tenant, session),
+                               _Sink(vc), name, speaking=speaking,
+                               on_stopped=lambda reason: self.leave(guild_id, reason))
+        await bridge.start()
+        vc.receiver.start(bridge.packet)
+        self.bridges[guild_id] = bridge
+        self._on_sessions()
+        log.info("voice joined", extra={"tenant": self.tenant, "session": session,
+                                        "guild": guild_id})
+
+    async def leave(self, guild_id: str, reason: str) -> None:
+        bridge = self.bridges.pop(guild_id, None)
+        guild = self.get_guild(int(guild_id))
+        vc = guild.voice_client if guild else None
+        if isinstance(vc, ReceivingVoiceClient):
+            vc.receiver.stop()
+        if bridge is not None:
+            await bridge.close()
+            self._on_sessions()
+        if vc is not None:
+            with contextlib.suppress(Exception):
+                await vc.disconnect(force=True)
+        log.info("voice left", extra={"tenant": self.tenant, "guild": guild_id,
+                                      "reason": reason})
+
+    async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
+                                    after: discord.VoiceState) -> None:
+        """The bot thrown out of its channel (kicked, channel deleted): the session ends with
+        that reason instead of waiting for a timeout."""
+        if self.user is None or member.id != self.user.id or after.channel is not None:
+            return
+        guild_id = str(member.guild.id)
+        bridge = self.bridges.get(guild_id)
+        if bridge is None:
+            return
+        await asyncio.sleep(5)  # discord.py's own reconnect gets a chance first
+        vc = member.guild.voice_client
+        if vc is not None and vc.is_connected():
+            return
+        await self.leave(guild_id, "voice connection lost")
+        reason = ("voice failed: the bot was disconnected from the voice channel (kicked, "
+                  "moved out, or the channel was deleted)")
+        log.warning("session ending: voice lost", extra={"tenant": self.tenant,
+                                                          "session": bridge.subjects.session})
+        with contextlib.suppress(ControlUnavailable):
+            await ControlClient(self._nc, self.tenant).stop(bridge.subjects.session, reason, None)
+
+    async def close(self) -> None:
+        for guild_id in list(self.bridges):
+            await self.leave(guild_id, "edge stopping")
+        await super().close()
