@@ -77,3 +77,22 @@ async def test_a_wrong_or_missing_edge_key_is_a_clear_error(nc, control):
         await BotDirectory(nc, "default", new_secret_key()).fetch()
     with pytest.raises(BotsUnavailable, match="NATS_EDGE_KEY is not set"):
         await BotDirectory(nc, "default", "").fetch()
+
+
+async def test_a_token_session_control_cannot_open_leaves_the_other_bots_running(nc, control,
+                                                                                 pg_dsn):
+    import psycopg
+
+    edge = "e" + uuid.uuid4().hex[:8]
+    good, broken = f"g{uuid.uuid4().hex[:8]}", f"x{uuid.uuid4().hex[:8]}"
+    async with control.operator() as op:
+        for tenant in (good, broken):
+            await op.call("POST", "/v1/tenants", json={"id": tenant, "name": tenant,
+                                                       "bot_token": token(),
+                                                       "discord_edge": edge})
+    with psycopg.connect(pg_dsn) as conn:  # sealed with a key session-control no longer has
+        conn.execute("UPDATE tenants SET bot_token_encrypted = %s WHERE id = %s",
+                     (b"gAAAAA-not-a-token-of-ours", broken))
+    bots = await BotDirectory(nc, edge, EDGE_KEY).fetch()
+    assert [b.tenant for b in bots] == [good]
+    assert f'"tenant": "{broken}"' in control.log_path.read_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from glyphoxa_cli.processes import NatsServer
 from glyphoxa_runtime.tenant_keys import SUBJECT, TenantSecrets
 from glyphoxa_session_control.crypto import new_secret_key
-from tests.support.control import ControlProcess
+from tests.support.control import ControlProcess, module_control
 
 pytestmark = pytest.mark.integration
 
@@ -23,23 +22,7 @@ BUS_KEY = new_secret_key()
 GEMINI_KEY = "AIzaSy-tenant-own-gemini-" + uuid.uuid4().hex
 
 
-@pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
-            module_nats_url: str) -> Iterator[ControlProcess]:
-    proc = ControlProcess(module_nats_url, pg_dsn,
-                          tmp_path_factory.mktemp("ctl") / "session-control.log",
-                          env={"NATS_SECRETS_KEY": BUS_KEY}).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-async def nc(control: ControlProcess) -> AsyncIterator[nats.NATS]:
-    client = await nats.connect(control.nats_url)
-    yield client
-    await client.drain()
+control, nc = module_control("ctl", {"NATS_SECRETS_KEY": BUS_KEY})
 
 
 def tenant_id() -> str:

@@ -6,6 +6,7 @@ returned; API keys are stored as SHA-256 digests and shown once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from psycopg.errors import UniqueViolation
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_session_control import audit
-from glyphoxa_session_control.crypto import SecretBox, key_digest, new_api_key
+from glyphoxa_session_control.crypto import SecretBox, SecretKeyError, key_digest, new_api_key
 from glyphoxa_session_control.errors import Conflict, NotFound
 from glyphoxa_session_control.models import (
     ApiKey,
@@ -24,6 +25,8 @@ from glyphoxa_session_control.models import (
     TenantPatch,
     Tier,
 )
+
+log = logging.getLogger("glyphoxa.session_control.tenants")
 
 _TENANT_COLUMNS = ("id, name, max_concurrent_sessions, monthly_session_hours, allowed_guild_ids,"
                    " bot_token_encrypted IS NOT NULL AS bot_token_set, discord_edge, disabled,"
@@ -130,8 +133,14 @@ class Tenants:
                 " discord_edge = %s AND NOT disabled AND bot_token_encrypted IS NOT NULL"
                 " ORDER BY id", (edge,))
             rows = await cur.fetchall()
-        return [(r["id"], self._open(r["bot_token_encrypted"]), list(r["allowed_guild_ids"]))
-                for r in rows]
+        bots = []
+        for r in rows:
+            try:
+                bots.append((r["id"], self._open(r["bot_token_encrypted"]),
+                             list(r["allowed_guild_ids"])))
+            except SecretKeyError as exc:  # that tenant's bot stays off; the others run
+                log.error("bot token not delivered: %s", exc, extra={"tenant": r["id"]})
+        return bots
 
     async def _tell(self, edge: str) -> None:
         if self._changed is not None:
