@@ -31,12 +31,14 @@ def stack(tmp_path_factory, pg_admin_dsn):
     s.stop()
 
 
-def play(stack: Stack, scene: Path, campaign: Path, out: Path, speed: float, tenant: str) -> list[dict]:
+def play(stack: Stack, scene: Path, campaign: Path, out: Path, speed: float, tenant: str,
+         edge: str = "player") -> list[dict]:
     # as a user would against `./task up`: the player finds the stack's API and operator key
     # in GLYPHOXA_HOME, makes the tenant and its key, and creates the session through the API
     result = subprocess.run(
         [GLYPHOXA, "scene", "play", str(scene), "--campaign", str(campaign), "--out", str(out),
-         "--speed", str(speed), "--nats", stack.nats_url, "--tenant", tenant, "--timeout", "240"],
+         "--speed", str(speed), "--nats", stack.nats_url, "--tenant", tenant, "--timeout", "240",
+         "--edge", edge],
         capture_output=True, text=True, timeout=420,
         env={**os.environ, "GLYPHOXA_HOME": str(stack.home)})
     assert result.returncode == 0, result.stderr + result.stdout
@@ -94,12 +96,31 @@ REALTIME: dict[str, list[dict]] = {}
 
 
 def test_example_scene_end_to_end(stack, tmp_path):
+    """With discord-edge's code in the loop: the players' frames are sealed as Discord relays
+    them (DAVE and transport) and go through the edge's receive path and session bridge; the
+    edge plays the replies and reports what was heard (the session record's NPC lines)."""
     out = tmp_path / "example"
-    rows = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out, speed=1.0, tenant="e2e-example")
+    rows = play(stack, EXAMPLE_SCENE, EXAMPLE_CAMPAIGN, out, speed=1.0, tenant="e2e-example",
+                edge="loopback")
     REALTIME["example"] = rows
     check_scene(rows, EXAMPLE_SCENE, out)
     check_session_record(rows, out)
     assert (out / "table_mix.wav").exists() and list(out.glob("npc_*.wav"))
+    edge = json.loads((out / "edge.json").read_text())
+    receive, playback = edge["receive"], edge["playback"]
+    assert receive["decrypted"] > 0 and receive["delivered"] == receive["received"]
+    assert receive["dave_failed"] == receive["transport_failed"] == 0
+    players = len(json.loads((EXAMPLE_SCENE / "scene.json").read_text())["players"])
+    assert edge["inbound"]["late"] == 0 and edge["inbound"]["members"] == players
+    assert edge["bridge"]["queue_dropped"] == 0
+    # every answered reply was played into the call, whole, and reported heard whole
+    answered = [r for r in rows if r["outcome"] == "answered"]
+    assert playback["frames_sent"] >= 50 * len(answered) > 0, edge
+    assert edge["played_frames"] == playback["frames_sent"] + playback["silence_sent"]
+    assert playback["bargeins"] == 0 and playback["skipped"] == 0
+    record = json.loads((out / "session.json").read_text())
+    npc_lines = [line for line in record["transcript"] if line["role"] == "npc"]
+    assert len(npc_lines) == len(answered) and all(line["complete"] for line in npc_lines)
     assert_no_errors(stack)
 
 

@@ -144,3 +144,27 @@ async def test_no_session_control_is_a_readable_answer(tmp_path_factory):
     finally:
         await client.close()
         next(servers, None)
+
+
+async def test_a_restarted_edge_takes_its_live_sessions_up_again(nc, tenant, control):
+    from unittest.mock import AsyncMock, MagicMock
+
+    from glyphoxa_discord_edge.bot import TenantBot
+    from glyphoxa_events.api import Bot
+
+    await table(control, tenant)
+    started = await Commands(ControlClient(nc, tenant), Voice()).session_start(GM)
+    session = started.split("`")[1]
+    bot = TenantBot(Bot(tenant=tenant, token="x" * 30, allowed_guild_ids=(GUILD,)), nc,
+                    MagicMock())
+    bot.join = AsyncMock()  # type: ignore[method-assign]
+    await bot.rejoin([GUILD, OTHER])  # OTHER is not the table's: not even looked at
+    bot.join.assert_awaited_once_with(GUILD, VOICE, session)
+
+    bot.join = AsyncMock(side_effect=VoiceError("the voice channel is gone"))  # type: ignore[method-assign]
+    await bot.rejoin([GUILD])
+    # a channel it cannot join any more: the session is stopped with the reason
+    assert "no session is running" in await Commands(ControlClient(nc, tenant),
+                                                     Voice()).session_status(GM)
+    assert "voice failed when the edge came back" in control.log_path.read_text()
+    await bot.close()

@@ -53,7 +53,8 @@ class ApiAccess:
 
 
 async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign_path: Path,
-                     out_dir: Path, speed: float, tenant: str, timeout_s: float) -> list[dict]:
+                     out_dir: Path, speed: float, tenant: str, timeout_s: float,
+                     edge: str = "player") -> list[dict]:
     from glyphoxa_bus.connection import BusSettings, connect
     from glyphoxa_campaign import load_campaign_file
     from glyphoxa_cli.admin import AdminClient, SceneSessions, tenant_client
@@ -76,11 +77,20 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
     nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player")
     try:
         door = SceneSessions(client, tenant, campaign_path.read_text(encoding="utf-8"))
-        player = ScenePlayer(nc, scene, campaign, door, speed=speed, timeout_s=timeout_s)
+        loopback = None
+        if edge == "loopback":
+            from glyphoxa_bus.publisher import Publisher
+            from glyphoxa_discord_edge.loopback import LoopbackEdge
+
+            loopback = LoopbackEdge(nc, Publisher(nc, max_in_flight=512), list(scene.tracks))
+        player = ScenePlayer(nc, scene, campaign, door, speed=speed, timeout_s=timeout_s,
+                             edge=loopback)
         print(f"playing {scene.name} ({scene.duration_s:.1f} s, {len(scene.tracks)} players) "
               f"at {speed:g}x into tenant {tenant} ...", flush=True)
         await player.play()
         rows = write_results(player, out_dir)
+        if loopback is not None:
+            (Path(out_dir) / "edge.json").write_text(json.dumps(loopback.report(), indent=1))
         record = await write_session_record(client, player.session, out_dir)
         print(f"session {player.session}: {len(rows)} turns -> {out_dir}/turns.jsonl; "
               f"{len(record['transcript'])} transcript lines -> {out_dir}/session.json", flush=True)
@@ -100,7 +110,7 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
     try:
         rows = asyncio.run(play_scene(_nats_url(args.nats), access, Path(args.scene_dir),
                                       Path(args.campaign), Path(args.out), args.speed, args.tenant,
-                                      args.timeout))
+                                      args.timeout, args.edge))
     except AdminError as exc:
         _fail(f"session-control refused: {exc.message} (HTTP {exc.status})")
     except (CampaignError, SceneError, ValueError, TimeoutError) as exc:
@@ -224,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--api-key", help="a tenant API key (default: $GLYPHOXA_API_KEY, or the "
                                         "running stack makes one for --tenant)")
     play.add_argument("--timeout", type=float, default=300.0)
+    play.add_argument("--edge", choices=("player", "loopback"), default="player",
+                      help="player: the player publishes audio.in itself; loopback: through "
+                           "discord-edge's receive path and bridge on a local DAVE call, the "
+                           "replies played by the edge (out/edge.json: what went through)")
     play.set_defaults(func=cmd_scene_play)
 
     up = sub.add_parser("up", help="run nats-server and all services until Ctrl-C")

@@ -4,6 +4,11 @@ It plays every player's track into a new session as 20 ms opus frames, Discord s
 (frames only while a player makes sound, then five opus silence frames, then nothing), at
 real-time pace or ``speed`` times faster, and records what comes back. The capture time of
 each frame is scene time (session start + offset), so ``speed`` changes pacing only.
+
+By default the player is the edge: it publishes ``audio.in`` and reports ``ctl.played``
+itself. With an ``edge`` (``--edge loopback``: discord-edge's bridge on a local DAVE call,
+``glyphoxa_discord_edge.loopback``) the frames go through the edge's real receive path and
+bridge instead, and the edge plays the replies and reports what was heard.
 """
 
 from __future__ import annotations
@@ -43,6 +48,18 @@ from glyphoxa_events.subjects import SessionSubjects, parse_subject
 log = logging.getLogger("glyphoxa.scene")
 FRAME = 960  # 20 ms at 48 kHz
 TRAILING_SILENCE_FRAMES = 5
+
+
+class Edge(Protocol):
+    """An edge in the loop: the player speaks into it instead of publishing."""
+
+    async def start(self, subjects: SessionSubjects) -> None: ...
+
+    def speak(self, speaker: str, opus: bytes, at_ns: int) -> None: ...
+
+    async def close(self, drain_s: float = 30.0) -> None:
+        """Let go of the session, after playing what is queued (at most ``drain_s``)."""
+        ...
 
 
 class SessionDoor(Protocol):
@@ -105,11 +122,12 @@ class Collected:
 
 class ScenePlayer:
     def __init__(self, nc: Client, scene: Scene, campaign: Campaign, door: SessionDoor,
-                 speed: float = 1.0, timeout_s: float = 180.0):
+                 speed: float = 1.0, timeout_s: float = 180.0, edge: Edge | None = None):
         if speed < 1.0:
             raise ValueError("--speed must be at least 1 (a slower replay would stretch silences)")
         self.nc, self.scene, self.campaign, self.door = nc, scene, campaign, door
         self.tenant, self.speed, self.timeout_s = door.tenant, speed, timeout_s
+        self.edge = edge
         self._live = False
         self.collected = Collected()
         self.session = ""
@@ -137,10 +155,16 @@ class ScenePlayer:
         subjects = SessionSubjects(self.tenant, self.session)
         log.info("session started", extra={"tenant": self.tenant, "session": self.session})
         await self._subscribe(subjects)
+        if self.edge is not None:
+            await self.edge.start(subjects)
         try:
             await self._send(subjects, outgoing)
             await self._wait_done()
+            if self.edge is not None:
+                await self.edge.close()  # once the last reply has been played
         finally:
+            if self.edge is not None:
+                await self.edge.close(drain_s=0)  # (already closed unless something failed)
             self._live = False  # the edge lets go first, so the session ends at once
             self._heartbeat.poke()
             await self.door.stop(self.session, "scene finished")
@@ -160,6 +184,9 @@ class ScenePlayer:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.edge is not None:
+                self.edge.speak(speaker, packet, self.t0_ns + index * 20_000_000)
+                continue
             seq = seqs[speaker]
             seqs[speaker] += 1
             await publisher.publish(
@@ -233,8 +260,8 @@ class ScenePlayer:
     async def _report_played(self, done: AudioDone) -> None:
         """What an edge does after playback: tell the brain what the table actually heard."""
         turn = self.collected.turns.get(done.turn_id)
-        if done.cancelled or done.turn_id in self.collected.played_sent:
-            return
+        if self.edge is not None or done.cancelled or done.turn_id in self.collected.played_sent:
+            return  # an edge in the loop reports what it played
         self.collected.played_sent.add(done.turn_id)
         text = turn.reply_text if turn else ""
         event = Played(turn_id=done.turn_id, npc=done.npc, text_heard=text, complete=True,

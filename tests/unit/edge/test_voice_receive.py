@@ -29,6 +29,7 @@ from discord.gateway import DiscordVoiceWebSocket as VoiceWS
 from discord.utils import MISSING
 
 from glyphoxa_audio.opus import OpusDecoder, OpusEncoder, frames_of
+from glyphoxa_discord_edge.loopback import LoopbackDaveGateway
 from glyphoxa_discord_edge.voice_receive import (
     AES256_GCM_RTPSIZE,
     OPUS_PAYLOAD_TYPE,
@@ -40,7 +41,6 @@ from glyphoxa_discord_edge.voice_receive import (
     VoiceReceiver,
     parse_rtp,
 )
-from tests.support.fakes.dave_gateway import FakeDaveGateway
 
 pytestmark = pytest.mark.unit
 
@@ -138,7 +138,7 @@ def seal_rtp(mode: str, key: bytes, payload: bytes, *, seq: int = 1, ssrc: int =
 @pytest.fixture
 def call() -> dict[int, davey.DaveSession]:
     """The bot and a player in one DAVE group."""
-    return FakeDaveGateway(CHANNEL_ID).create_group(BOT_ID, PLAYER_ID)
+    return LoopbackDaveGateway(CHANNEL_ID).create_group(BOT_ID, PLAYER_ID)
 
 
 def received(packets: list[VoicePacket]) -> list[tuple[int, int, int, bytes]]:
@@ -205,7 +205,7 @@ def test_frames_sent_without_dave_and_silence_pass_through(call, voice_clients):
 
 def test_a_call_without_dave_delivers_the_transport_payload(voice_clients):
     key = os.urandom(32)
-    lone = FakeDaveGateway(CHANNEL_ID).session(PLAYER_ID)
+    lone = LoopbackDaveGateway(CHANNEL_ID).session(PLAYER_ID)
     alice = player(voice_clients, lone, AES256_GCM_RTPSIZE, key, dave=False)
     bot = bot_processor(None, AES256_GCM_RTPSIZE, key, dave_version=0)
     bot.speaker(PLAYER_ID, PLAYER_SSRC)
@@ -277,7 +277,7 @@ def test_tampered_packets_and_wrong_keys_are_counted_not_raised(mode, call, voic
 
 def test_dave_frames_from_outside_the_group_fail_and_are_counted(call):
     key = os.urandom(32)
-    elsewhere = FakeDaveGateway(CHANNEL_ID).create_group(STRANGER_ID, PLAYER_ID)
+    elsewhere = LoopbackDaveGateway(CHANNEL_ID).create_group(STRANGER_ID, PLAYER_ID)
     outsider, other_group = elsewhere[STRANGER_ID], elsewhere[PLAYER_ID]
     bot = bot_processor(call[BOT_ID], XCHACHA20_RTPSIZE, key)
     bot.speaker(STRANGER_ID, 777)
@@ -410,7 +410,7 @@ async def test_receiving_voice_client_hears_a_player_over_udp(voice_clients):
     """discord.py's voice websocket joins the bot to the player's DAVE group and relays op 5
     to the hook; discord.py's reader thread reads real UDP; on_packet runs on the loop."""
     loop = asyncio.get_running_loop()
-    gateway = FakeDaveGateway(CHANNEL_ID)
+    gateway = LoopbackDaveGateway(CHANNEL_ID)
     player_session = gateway.session(PLAYER_ID)
     gateway.join(player_session)  # alone in the call: founds the group
     bot = voice_clients(ReceivingVoiceClient, BOT_ID, loop)

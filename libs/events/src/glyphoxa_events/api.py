@@ -108,6 +108,8 @@ class SessionRecord(_Body):
     edge: str
     campaign: str
     reason: str = ""
+    guild_id: DiscordId | None = None
+    channel_id: DiscordId | None = Field(None, description="the Discord voice channel")
 
 
 class ApiReply(_Body):

@@ -143,6 +143,32 @@ class TenantBot(discord.Client):
     async def on_ready(self) -> None:
         log.info("bot connected", extra={"tenant": self.tenant,
                                          "guilds": len(self.guilds)})
+        await self.rejoin([str(g.id) for g in self.guilds])
+
+    async def rejoin(self, guild_ids: list[str]) -> None:
+        """Take up the live sessions of these guilds again (after an edge restart or a
+        gateway reconnect): join their voice channels; a session whose channel cannot be
+        joined is stopped with the reason."""
+        control = ControlClient(self._nc, self.tenant)
+        for guild_id in guild_ids:
+            if guild_id not in self.allowed or guild_id in self.bridges:
+                continue
+            try:
+                reply = await control.find(guild_id)
+            except ControlUnavailable as exc:
+                log.warning("cannot look for live sessions: %s", exc, extra={"tenant": self.tenant})
+                return
+            s = reply.session
+            if not reply.ok or s is None or s.edge != "discord" or s.channel_id is None:
+                continue
+            try:
+                await self.join(guild_id, s.channel_id, s.session)
+                log.info("session taken up again", extra={"tenant": self.tenant,
+                                                          "session": s.session})
+            except VoiceError as exc:
+                with contextlib.suppress(ControlUnavailable):
+                    await control.stop(s.session, f"voice failed when the edge came back: {exc}",
+                                       None)
 
     async def _allowed(self, interaction: discord.Interaction) -> bool:
         if interaction.guild_id is not None and str(interaction.guild_id) in self.allowed:

@@ -488,5 +488,10 @@ class Playback:
     def _idle(self) -> bool:
         return not (self._turns or self._pending or self._silence_owed or self._speaking)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, playing or owed (no Played still waiting)."""
+        return self._idle()
+
     def _extra(self, turn: _Turn) -> dict[str, object]:
         return {**self._log_extra, "turn": turn.turn_id, "npc": turn.npc}

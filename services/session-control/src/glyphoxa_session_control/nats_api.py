@@ -54,7 +54,8 @@ log = logging.getLogger("glyphoxa.session_control.nats_api")
 
 def record(session: Session) -> SessionRecord:
     return SessionRecord(tenant=session.tenant, session=session.id, state=session.state,
-                         edge=session.edge, campaign=session.campaign, reason=session.reason)
+                         edge=session.edge, campaign=session.campaign, reason=session.reason,
+                         guild_id=session.guild_id, channel_id=session.channel_id)
 
 
 class NatsApi:

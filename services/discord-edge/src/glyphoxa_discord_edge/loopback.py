@@ -1,26 +1,31 @@
-"""The voice gateway's side of DAVE, so tests can build a real E2EE call locally.
+"""A Discord voice call on one machine, DAVE included: the edge's loopback.
 
-DAVE (Discord's end-to-end encryption of voice) keeps an MLS group (RFC 9420) per call.
-The voice gateway is the group's *external sender*: it holds no media keys, but it proposes
-who joins, picks the commit that wins and routes commits and welcomes. Clients never
-propose members themselves. So without this fake, davey sessions cannot form a group, and
-a test cannot produce or check real DAVE frames. The fake plays the gateway's part over
-plain davey sessions in one process:
+``glyphoxa scene play --edge loopback`` (and the tests) run the real edge code without
+Discord: players' opus frames are sealed as Discord relays them, DAVE by each player's
+davey session, then RTP with ``aead_xchacha20_poly1305_rtpsize``; they go through the edge's
+receive path (:class:`VoicePacketProcessor`) into a :class:`SessionBridge`, and what the
+bridge plays back is kept. :class:`LoopbackEdge` is that edge; :class:`LoopbackCall` the call.
 
-* op 25 ``external_sender_package``: the gateway's P-256 signature key (made with
-  ``cryptography``) in an MLS ``ExternalSender`` with a basic credential;
+DAVE keeps an MLS group (RFC 9420) per call. The voice gateway is the group's *external
+sender*: it holds no media keys, but it proposes who joins, picks the commit that wins and
+routes commits and welcomes. Clients never propose members themselves, so without the
+gateway's part davey sessions cannot form a group. :class:`LoopbackDaveGateway` plays it
+over plain davey sessions in one process:
+
+* op 25 ``external_sender_package``: the gateway's P-256 signature key (``cryptography``) in
+  an MLS ``ExternalSender`` with a basic credential;
 * op 27 proposals: ``add_proposal`` signs an MLS ``PublicMessage`` carrying an ``Add`` of a
   client's key package (op 26). The sender is ``external``, index 0, and the signature is
   ``SignWithLabel("FramedContentTBS")``: ECDSA P-256/SHA-256, DER-encoded, over a TBS that
-  has no GroupContext for an external sender (RFC 9420 §6.1). ``proposals`` wraps
-  messages the way op 27 carries them;
+  has no GroupContext for an external sender (RFC 9420 §6.1). ``proposals`` wraps messages
+  the way op 27 carries them;
 * routing: in ``admit``, every member processes the proposals, the first member's commit
   wins, and every member merges it (op 29). The joiners get the welcome (op 30).
 
-The MLS group id is the channel id as 8 big-endian bytes; a member's credential is its
-user id (davey does both itself). Typical use::
+The MLS group id is the channel id as 8 big-endian bytes; a member's credential is its user
+id (davey does both itself). Typical use::
 
-    gateway = FakeDaveGateway(CHANNEL_ID)
+    gateway = LoopbackDaveGateway(CHANNEL_ID)
     sessions = gateway.create_group(BOT_ID, PLAYER_ID)  # both active, same epoch
     frame = sessions[PLAYER_ID].encrypt_opus(opus)
     assert sessions[BOT_ID].decrypt(PLAYER_ID, davey.MediaType.audio, frame) == opus
@@ -31,17 +36,34 @@ package it sends (op 26), then ``welcome = gateway.admit({BOT_ID: key_package})`
 ``frame(MLS_WELCOME, transition_id (u16) + welcome)``.
 
 Not modelled: removals (Remove proposals on op 13), revoked proposals, competing commits
-from several members, and the transition ops 21-24 (JSON, sent by the test itself).
+from several members, and the transition ops 21-24.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import struct
+import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import davey
+import nacl.secret
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from nats.aio.client import Client
+
+from glyphoxa_discord_edge.bridge import SessionBridge
+from glyphoxa_discord_edge.inbound import Bus
+from glyphoxa_discord_edge.voice_receive import (
+    OPUS_PAYLOAD_TYPE,
+    XCHACHA20_RTPSIZE,
+    VoicePacket,
+    VoicePacketProcessor,
+)
+from glyphoxa_events.subjects import SessionSubjects
 
 MLS_10 = 1  # ProtocolVersion mls10
 WIRE_FORMAT_PUBLIC_MESSAGE = 1
@@ -67,7 +89,7 @@ def mls_vector(data: bytes) -> bytes:
     return mls_varint(len(data)) + data
 
 
-class FakeDaveGateway:
+class LoopbackDaveGateway:
     """The MLS external sender of one voice channel, and the members of its group."""
 
     def __init__(self, channel_id: int) -> None:
@@ -167,3 +189,116 @@ class FakeDaveGateway:
         (for ``DiscordVoiceWebSocket.received_binary_message``)."""
         self._seq += 1
         return struct.pack(">HB", self._seq, op) + body
+
+
+# --- the call and the edge on it ------------------------------------------------------------
+
+BOT_ID = 900_000_000_000_000_001
+CHANNEL_ID = 900_000_000_000_000_002
+
+
+@dataclass
+class _Connection:
+    """What the receive path reads of a voice connection (``VoiceConnection``)."""
+
+    secret_key: list[int]
+    dave_session: davey.DaveSession
+    mode: str = XCHACHA20_RTPSIZE
+    dave_protocol_version: int = davey.DAVE_PROTOCOL_VERSION
+
+
+@dataclass
+class _Player:
+    user_id: int
+    ssrc: int
+    session: davey.DaveSession
+    sequence: int = 0
+    nonce: int = 0
+    first_ns: int | None = None
+    """When the player first spoke: the RTP clock runs from there in real time, as a
+    client's does (its timestamp jumps across the silences it does not send)."""
+
+
+class LoopbackCall:
+    """A voice channel with the bot and ``speakers`` in one DAVE group. ``hear`` takes a
+    player's frame through encryption and the edge's receive path; ``send`` is the bot's
+    voice (a ``FrameSink``): what it plays is kept in ``played``."""
+
+    def __init__(self, speakers: list[str]):
+        gateway = LoopbackDaveGateway(CHANNEL_ID)
+        ids = {name: BOT_ID + 1 + n for n, name in enumerate(speakers)}
+        sessions = gateway.create_group(BOT_ID, *ids.values())
+        key = os.urandom(32)
+        self._box = nacl.secret.Aead(key)
+        self.receive = VoicePacketProcessor(_Connection(list(key), sessions[BOT_ID]))
+        self._players = {name: _Player(uid, 1000 + n, sessions[uid])
+                         for n, (name, uid) in enumerate(ids.items())}
+        self.names = {uid: name for name, uid in ids.items()}
+        for player in self._players.values():  # op 5 SPEAKING, as each starts talking
+            self.receive.speaker(player.user_id, player.ssrc)
+        self.played: list[bytes] = []
+
+    def hear(self, speaker: str, opus: bytes, at_ns: int) -> list[VoicePacket]:
+        """``speaker`` said ``opus`` at ``at_ns``; it arrives at once."""
+        return self.receive.feed(self.datagram(speaker, opus, at_ns), at_ns)
+
+    def datagram(self, speaker: str, opus: bytes, at_ns: int = 0) -> bytes:
+        """``opus`` as Discord relays it from ``speaker``: DAVE, then RTP and transport."""
+        p = self._players[speaker]
+        payload = p.session.encrypt_opus(opus)
+        if p.first_ns is None:
+            p.first_ns = at_ns
+        timestamp = (at_ns - p.first_ns) * 48_000 // 1_000_000_000 & 0xFFFFFFFF
+        header = bytes([0x80, OPUS_PAYLOAD_TYPE]) + struct.pack(
+            ">HII", p.sequence, timestamp, p.ssrc)
+        p.sequence = (p.sequence + 1) & 0xFFFF
+        nonce = struct.pack(">I", p.nonce)
+        p.nonce += 1
+        sealed = self._box.encrypt(payload, header, nonce + bytes(20)).ciphertext
+        return header + sealed + nonce
+
+    def send(self, opus: bytes) -> None:
+        self.played.append(opus)
+
+
+@dataclass
+class LoopbackEdge:
+    """discord-edge's session bridge on a :class:`LoopbackCall` instead of Discord."""
+
+    nc: Client
+    bus: Bus
+    speakers: list[str]
+    call: LoopbackCall = field(init=False)
+    bridge: SessionBridge | None = None
+
+    def __post_init__(self) -> None:
+        self.call = LoopbackCall(self.speakers)
+
+    async def start(self, subjects: SessionSubjects) -> None:
+        self.bridge = SessionBridge(self.nc, self.bus, subjects, self.call,
+                                    lambda uid: self.call.names.get(uid, ""))
+        await self.bridge.start()
+
+    def speak(self, speaker: str, opus: bytes, at_ns: int) -> None:
+        assert self.bridge is not None
+        for p in self.call.hear(speaker, opus, at_ns):
+            self.bridge.packet(p.user_id, p.sequence, p.timestamp, p.opus, p.received_ns)
+
+    async def close(self, drain_s: float = 30.0) -> None:
+        """Close once what is queued has been played (at most ``drain_s``), so the last
+        reply is heard whole, as at a table."""
+        if self.bridge is None:
+            return
+        deadline = time.monotonic() + drain_s
+        while not self.bridge.playback.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.bridge.close()
+
+    def report(self) -> dict[str, Any]:
+        """What went through the edge: the receive path's counters, the bridge's, playback's."""
+        assert self.bridge is not None
+        return {"receive": asdict(self.call.receive.counters),
+                "inbound": asdict(self.bridge.inbound.counters),
+                "bridge": asdict(self.bridge.counters),
+                "playback": asdict(self.bridge.playback.stats),
+                "played_frames": len(self.call.played)}
