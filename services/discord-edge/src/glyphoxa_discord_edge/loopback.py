@@ -63,6 +63,7 @@ from glyphoxa_discord_edge.voice_receive import (
     VoicePacket,
     VoicePacketProcessor,
 )
+from glyphoxa_events.models import Event, Played
 from glyphoxa_events.subjects import SessionSubjects
 
 MLS_10 = 1  # ProtocolVersion mls10
@@ -261,6 +262,22 @@ class LoopbackCall:
         self.played.append(opus)
 
 
+class _Noting:
+    """The bridge's bus, noting each ``Played`` it publishes (what the call heard)."""
+
+    def __init__(self, bus: Bus, heard: dict[str, Played]):
+        self._bus, self._heard = bus, heard
+
+    async def publish(self, subject: str, data: bytes, msg_id: str,
+                      headers: dict[str, str] | None = None) -> None:
+        await self._bus.publish(subject, data, msg_id, headers)
+
+    async def publish_event(self, subject: str, event: Event, msg_id: str) -> None:
+        if isinstance(event, Played):
+            self._heard[event.turn_id] = event
+        await self._bus.publish_event(subject, event, msg_id)
+
+
 @dataclass
 class LoopbackEdge:
     """discord-edge's session bridge on a :class:`LoopbackCall` instead of Discord."""
@@ -270,12 +287,14 @@ class LoopbackEdge:
     speakers: list[str]
     call: LoopbackCall = field(init=False)
     bridge: SessionBridge | None = None
+    heard: dict[str, Played] = field(default_factory=dict)
+    """Every turn's ``Played``: players who talk over an NPC cut it off, as at a table."""
 
     def __post_init__(self) -> None:
         self.call = LoopbackCall(self.speakers)
 
     async def start(self, subjects: SessionSubjects) -> None:
-        self.bridge = SessionBridge(self.nc, self.bus, subjects, self.call,
+        self.bridge = SessionBridge(self.nc, _Noting(self.bus, self.heard), subjects, self.call,
                                     lambda uid: self.call.names.get(uid, ""))
         await self.bridge.start()
 
@@ -301,4 +320,6 @@ class LoopbackEdge:
                 "inbound": asdict(self.bridge.inbound.counters),
                 "bridge": asdict(self.bridge.counters),
                 "playback": asdict(self.bridge.playback.stats),
-                "played_frames": len(self.call.played)}
+                "played_frames": len(self.call.played),
+                "heard": {turn: {"complete": p.complete, "text_heard": p.text_heard}
+                          for turn, p in self.heard.items()}}
