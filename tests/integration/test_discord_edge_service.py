@@ -71,6 +71,12 @@ async def test_the_edge_runs_its_tenants_bots_and_follows_changes(control: Contr
         await wait_for(lambda: "Discord refused the bot token" in proc.log_path.read_text(), 15)
         assert api.logins == [f"Bot {token}"]  # it really tried, with the tenant's token
         assert ready(proc)["bots"] == 1 and ready(proc)["bots_connected"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics",
+                                    timeout=2) as r:
+            metrics = r.read().decode()
+        assert 'glyphoxa_discord_edge_bots{state="configured"} 1.0' in metrics
+        assert 'glyphoxa_discord_edge_bots{state="connected"} 0.0' in metrics
+        assert 'glyphoxa_discord_edge_voice_packets_total{result="decrypted"} 0.0' in metrics
         line = next(json.loads(x) for x in proc.log_path.read_text().splitlines()
                     if "refused the bot token" in x)
         assert line["tenant"] == tenant and line["level"] == "error"

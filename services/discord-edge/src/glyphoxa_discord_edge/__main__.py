@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import Counter
 
 import aiohttp
 import discord
 import discord.http
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -26,6 +28,7 @@ from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_discord_edge.bot import TenantBot
 from glyphoxa_discord_edge.bots import BotDirectory, BotsUnavailable
+from glyphoxa_discord_edge.metrics import EdgeCollector
 from glyphoxa_events.api import Bot
 from glyphoxa_events.tokens import Token
 from glyphoxa_runtime.service import run_service
@@ -57,6 +60,18 @@ class EdgeApp:
         self._problem = ""
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._stopped_bots: Counter[str] = Counter()  # counts of bots no longer running
+        REGISTRY.register(EdgeCollector(self._counts, self._bot_states,
+                                        lambda: len(self._sessions())))
+
+    def _counts(self) -> Counter[str]:
+        total = Counter(self._stopped_bots)
+        for _, bot, _ in self._bots.values():
+            total.update(bot.totals.counts())
+        return total
+
+    def _bot_states(self) -> tuple[int, int]:
+        return len(self._bots), sum(1 for _, bot, _ in self._bots.values() if bot.is_ready())
 
     def _sessions(self) -> list[str]:
         return [s for _, bot, _ in self._bots.values() for s in bot.sessions()]
@@ -113,6 +128,7 @@ class EdgeApp:
         _, client, task = self._bots.pop(tenant)
         with contextlib.suppress(Exception):
             await client.close()
+        self._stopped_bots.update(client.totals.counts())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

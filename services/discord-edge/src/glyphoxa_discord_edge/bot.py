@@ -23,7 +23,8 @@ from glyphoxa_discord_edge.bridge import SessionBridge
 from glyphoxa_discord_edge.commands import Commands, Invocation, VoiceError
 from glyphoxa_discord_edge.control import ControlClient, ControlUnavailable
 from glyphoxa_discord_edge.inbound import Bus
-from glyphoxa_discord_edge.voice_receive import ReceivingVoiceClient
+from glyphoxa_discord_edge.metrics import EdgeTotals, bridge_counts
+from glyphoxa_discord_edge.voice_receive import ReceiveCounters, ReceivingVoiceClient
 from glyphoxa_events.api import Bot
 from glyphoxa_events.subjects import SessionSubjects
 
@@ -136,6 +137,9 @@ class TenantBot(discord.Client):
         for group in command_groups(self.commands):
             self.tree.add_command(group)
         self.bridges: dict[str, SessionBridge] = {}
+        self._receivers: dict[str, ReceiveCounters] = {}
+        self.totals = EdgeTotals(lambda: [bridge_counts(b, self._receivers.get(g))
+                                          for g, b in self.bridges.items()])
 
     async def setup_hook(self) -> None:
         await self.tree.sync()
@@ -222,12 +226,16 @@ class TenantBot(discord.Client):
         await bridge.start()
         vc.receiver.start(bridge.packet)
         self.bridges[guild_id] = bridge
+        self._receivers[guild_id] = vc.receiver.counters
         self._on_sessions()
         log.info("voice joined", extra={"tenant": self.tenant, "session": session,
                                         "guild": guild_id})
 
     async def leave(self, guild_id: str, reason: str) -> None:
         bridge = self.bridges.pop(guild_id, None)
+        receive = self._receivers.pop(guild_id, None)
+        if bridge is not None:
+            self.totals.retire(bridge_counts(bridge, receive))
         guild = self.get_guild(int(guild_id))
         vc = guild.voice_client if guild else None
         if isinstance(vc, ReceivingVoiceClient):
