@@ -151,3 +151,39 @@ async def test_mute_unmute_and_speak_reach_the_session_and_the_npc_list(nc, tena
     assert not late.ok and "not running" in late.error
     await sub.unsubscribe()
     await flushes.unsubscribe()
+
+
+async def test_the_admin_api_mutes_and_puppets_npcs_too(nc, tenant, control):
+    """The same for a GM's own tools, with the tenant's API key (docs/admin-api.md)."""
+    from glyphoxa_cli.admin import AdminError
+
+    client = await control.new_tenant(tenant)
+    async with client:
+        session = await client.call("POST", "/v1/sessions", json={"campaign": "forge"})
+        sid = session["id"]
+        sub = await nc.jetstream().subscribe(SessionSubjects(tenant, sid).ctl("npc.>"),
+                                             ordered_consumer=True,
+                                             deliver_policy=DeliverPolicy.ALL)
+        muted = await client.call("POST", f"/v1/sessions/{sid}/npcs/greta/mute")
+        assert [(n["token"], n["muted"]) for n in muted] == [("greta", True), ("tobias", False)]
+        assert parse_control((await sub.next_msg(3)).data) == NpcMute(npc="greta", muted=True)
+        everyone = await client.call("POST", f"/v1/sessions/{sid}/npcs/*/unmute")
+        assert not any(n["muted"] for n in everyone)
+        listed = await client.call("GET", f"/v1/sessions/{sid}/npcs")
+        assert [n["name"] for n in listed] == ["Greta", "Tobias"]
+        await client.call("POST", f"/v1/sessions/{sid}/npcs/tobias/speak",
+                          json={"text": "Rooms are two silver."})
+        await sub.next_msg(3)
+        line = parse_control((await sub.next_msg(3)).data)
+        assert isinstance(line, NpcSpeak) and line.text == "Rooms are two silver."
+        with pytest.raises(AdminError) as unknown:
+            await client.call("POST", f"/v1/sessions/{sid}/npcs/bruno/mute")
+        assert unknown.value.status == 404 and "no NPC 'bruno'" in unknown.value.message
+        with pytest.raises(AdminError) as empty:
+            await client.call("POST", f"/v1/sessions/{sid}/npcs/tobias/speak", json={"text": ""})
+        assert empty.value.status == 422
+        await client.call("POST", f"/v1/sessions/{sid}/stop")
+        with pytest.raises(AdminError) as ended:
+            await client.call("POST", f"/v1/sessions/{sid}/npcs/greta/mute")
+        assert ended.value.status == 409
+        await sub.unsubscribe()

@@ -104,12 +104,12 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
         await nc.publish(api_subject("edge.changed"),
                          EdgeChanged(edge=edge).model_dump_json().encode())
 
-    control = Control(pool=pool, tenants=Tenants(pool, box, edge_changed), campaigns=campaigns,
-                      sessions=sessions,
+    tenants = Tenants(pool, box, edge_changed)
+    gm = GameMaster(pool, sessions, tenants, publisher)
+    control = Control(pool=pool, tenants=tenants, campaigns=campaigns, sessions=sessions, gm=gm,
                       reports=Reports(pool, sessions), watchdog=watchdog,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
-    gm = GameMaster(pool, sessions, control.tenants, publisher)
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns,
                        settings.nats.secrets_key.get_secret_value(),
                        settings.nats.edge_key.get_secret_value())

@@ -24,11 +24,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glyphoxa_campaign import Campaign, Npc
+from glyphoxa_events.api import NpcInfo
 from glyphoxa_events.tokens import Token
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.crypto import same_secret
 from glyphoxa_session_control.errors import ControlError, Invalid, Unavailable
+from glyphoxa_session_control.gm import GameMaster
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.liveness import Watchdog, claim_holders, holders_by_session
 from glyphoxa_session_control.metrics import REQUESTS
@@ -38,6 +40,7 @@ from glyphoxa_session_control.models import (
     ApiKeyCreated,
     AuditEntry,
     CampaignSummary,
+    NpcLine,
     SecretInfo,
     SecretValue,
     Session,
@@ -66,6 +69,7 @@ class Control:
     tenants: Tenants
     campaigns: Campaigns
     sessions: Sessions
+    gm: GameMaster
     reports: Reports
     watchdog: Watchdog
     operator_key: str
@@ -332,6 +336,27 @@ def _session_routes(app: FastAPI, control: Control) -> None:
     async def stop_session(session_id: Token, tenant_id: TenantId, body: SessionStop | None = None) -> Session:
         reason = (body or SessionStop()).reason
         return with_holders(await sessions.stop(tenant_id, session_id, reason, f"tenant:{tenant_id}"))
+
+    @app.get("/v1/sessions/{session_id}/npcs", tags=["sessions"])
+    async def session_npcs(session_id: Token, tenant_id: TenantId) -> list[NpcInfo]:
+        return await control.gm.npcs(tenant_id, session_id)
+
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/mute", tags=["sessions"])
+    async def mute_npc(session_id: Token, npc: Token | Literal["*"], tenant_id: TenantId
+                       ) -> list[NpcInfo]:
+        return await control.gm.mute(tenant_id, session_id, npc, True, None, f"tenant:{tenant_id}")
+
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/unmute", tags=["sessions"])
+    async def unmute_npc(session_id: Token, npc: Token | Literal["*"], tenant_id: TenantId
+                         ) -> list[NpcInfo]:
+        return await control.gm.mute(tenant_id, session_id, npc, False, None,
+                                     f"tenant:{tenant_id}")
+
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/speak", status_code=202, tags=["sessions"])
+    async def speak_npc(session_id: Token, npc: Token, body: NpcLine, tenant_id: TenantId
+                        ) -> Session:
+        return with_holders(await control.gm.speak(tenant_id, session_id, npc, body.text, None,
+                                                   f"tenant:{tenant_id}"))
 
     @app.get("/v1/sessions/{session_id}/transcript", tags=["sessions"])
     async def transcript(session_id: Token, tenant_id: TenantId) -> list[TranscriptLine]:

@@ -97,6 +97,10 @@ class SessionStop(_In):
     reason: str = Field("stopped by the game master", min_length=1, max_length=500)
 
 
+class NpcLine(_In):
+    text: str = Field(min_length=1, max_length=1000, description="what the NPC says, as is")
+
+
 class Transition(BaseModel):
     from_state: str | None
     to_state: str
