@@ -134,7 +134,7 @@ async def call(api: httpx.AsyncClient, method: str, path: str, auth: dict[str, s
 
 
 DUMMY = {"tenant_id": "dummy", "key_id": "kdummy", "campaign_id": "dummy", "npc_id": "dummy",
-         "session_id": "dummy", "name": "dummy"}
+         "session_id": "dummy", "name": "dummy", "npc": "dummy"}
 
 
 async def test_every_route_needs_the_right_kind_of_key(api, op, control):
@@ -215,6 +215,10 @@ ISOLATION: dict[tuple[str, str], tuple[int, object]] = {
     ("POST", "/v1/sessions/{session_id}/stop"): (404, {"reason": "tenant B says stop"}),
     ("GET", "/v1/sessions/{session_id}/transcript"): (404, None),
     ("GET", "/v1/sessions/{session_id}/turns"): (404, None),
+    ("GET", "/v1/sessions/{session_id}/npcs"): (404, None),
+    ("POST", "/v1/sessions/{session_id}/npcs/{npc}/mute"): (404, None),
+    ("POST", "/v1/sessions/{session_id}/npcs/{npc}/unmute"): (404, None),
+    ("POST", "/v1/sessions/{session_id}/npcs/{npc}/speak"): (404, {"text": "B puppets A's NPC"}),
 }
 UPSERTS = {("PUT", "/v1/secrets/{name}"), ("PUT", "/v1/campaigns/{campaign_id}")}
 
@@ -226,6 +230,7 @@ async def snapshot(api: httpx.AsyncClient, auth: dict[str, str], pg_dsn: str, te
     for path in ("/v1/me", "/v1/secrets", "/v1/campaigns", f"/v1/campaigns/{cid}",
                  f"/v1/campaigns/{cid}/npcs", f"/v1/campaigns/{cid}/export", "/v1/sessions",
                  f"/v1/sessions/{sid}", f"/v1/sessions/{sid}/transcript", f"/v1/sessions/{sid}/turns",
+                 f"/v1/sessions/{sid}/npcs",
                  "/v1/usage"):
         r = await api.get(path, headers=auth)
         assert r.status_code == 200, f"{path}: {r.text}"
@@ -260,7 +265,7 @@ async def test_a_tenant_can_neither_read_nor_change_another_tenants_data(api, op
 
     tenant_routes = {(m, p) for m, p, operation in await routes(api) if not is_operator(operation)}
     assert tenant_routes == set(ISOLATION), "classify every tenant route in ISOLATION"
-    a_ids = {"campaign_id": cid, "npc_id": npc, "session_id": sid, "name": "alphakey"}
+    a_ids = {"campaign_id": cid, "npc_id": npc, "session_id": sid, "name": "alphakey", "npc": npc}
     leaks = (a, "ALPHA-ONLY", "ALPHA-SECRET-VALUE", "Vault Of Alpha", "Vault Keeper")
     for method, template in sorted(ISOLATION, key=lambda route: (route in UPSERTS, route)):
         status, body = ISOLATION[(method, template)]
