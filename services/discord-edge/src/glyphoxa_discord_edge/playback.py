@@ -45,7 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -61,12 +61,12 @@ from glyphoxa_events.models import (
     TurnEnded,
 )
 from glyphoxa_events.tokens import InvalidToken, validate_token
+from glyphoxa_runtime.recent import Recent
 
 log = logging.getLogger("glyphoxa.discord_edge.playback")
 
 FRAME_NS = 20_000_000
 _TURN_ID = TypeAdapter(Id)
-_V = TypeVar("_V")
 
 
 class FrameSink(Protocol):
@@ -119,20 +119,6 @@ class PlaybackStats:
     resyncs: int = 0
 
 
-class _Recent(OrderedDict[str, _V]):
-    """The newest ``size`` entries."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def remember(self, key: str, value: _V) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 @dataclass(slots=True)
 class _Turn:
     turn_id: str
@@ -181,10 +167,10 @@ class Playback:
         self._stall_ns, self._resync_ns = int(c.stall_s * 1e9), int(c.resync_s * 1e9)
         self._max_frames = int(c.max_turn_s * 1e9) // FRAME_NS
         self._turns: OrderedDict[str, _Turn] = OrderedDict()  # arrival order; first plays
-        self._finished: _Recent[None] = _Recent(1024)  # their frames are dropped
-        self._texts: _Recent[str] = _Recent(1024)  # turn id -> reply text
-        self._done: _Recent[AudioDone] = _Recent(1024)
-        self._flushed_at: _Recent[int] = _Recent(256)  # npc or "*" -> wall ns of a Flush
+        self._finished: Recent[str, None] = Recent(1024)  # their frames are dropped
+        self._texts: Recent[str, str] = Recent(1024)  # turn id -> reply text
+        self._done: Recent[str, AudioDone] = Recent(1024)
+        self._flushed_at: Recent[str, int] = Recent(256)  # npc or "*" -> wall ns of a Flush
         self._pending: list[_Ending] = []  # ended turns whose Played waits for facts
         self._silence_owed = 0
         self._after_turn = False  # a turn's audio ended: the next waits for the silence

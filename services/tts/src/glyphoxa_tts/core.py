@@ -41,11 +41,12 @@ from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_runtime.logs import TRACE
 from glyphoxa_runtime.providers import ProviderError
+from glyphoxa_runtime.recent import Recent
 from glyphoxa_tts import metrics
 from glyphoxa_tts.config import Settings
 from glyphoxa_tts.frames import FrameEncoder
 from glyphoxa_tts.providers import ProviderSet, TTSProvider
-from glyphoxa_tts.turns import Held, RecentIds, Turn
+from glyphoxa_tts.turns import Held, Turn
 
 log = logging.getLogger("glyphoxa.tts")
 
@@ -60,11 +61,11 @@ class TtsSession:
         self._ctx, self._providers, self._settings = ctx, providers, settings
         self._campaign: Campaign | None = ctx.started.campaign if ctx.started else None
         self._open: dict[str, Turn] = {}
-        self._finished = RecentIds()  # AudioDone published (by us or a previous replica)
-        self._flushed = RecentIds()  # flushed before any of their chunks arrived
+        self._finished: Recent[str, None] = Recent()  # AudioDone published (by us or a previous replica)
+        self._flushed: Recent[str, None] = Recent()  # flushed before any of their chunks arrived
         self._speaking: tuple[Turn, asyncio.Task[None]] | None = None
         self._held: dict[str, Held] = {}
-        self._held_over = RecentIds()  # claimed, discarded or expired: a replay skips them
+        self._held_over: Recent[str, None] = Recent()  # claimed, discarded or expired: a replay skips them
 
     # --- control ------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class TtsSession:
         if isinstance(event, SessionStarted):
             self._campaign = event.campaign
         elif isinstance(event, AudioDone):
-            self._finished.add(event.turn_id)
+            self._finished.remember(event.turn_id)
         elif isinstance(event, Flush):
             # A raw ctl.bargein is not a cancel: only the edge knows whether an NPC is
             # audible, and it flushes when a player talks over one (ADR 0003).
@@ -84,7 +85,7 @@ class TtsSession:
             if turn is not None:
                 await self._close(turn, cancelled=True, reason=f"flush: {event.reason}")
             elif event.turn_id not in self._finished:
-                self._flushed.add(event.turn_id)
+                self._flushed.remember(event.turn_id)
             return
         for turn in list(self._open.values()):
             if event.npc is None or event.npc == turn.npc:
@@ -118,7 +119,7 @@ class TtsSession:
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
             return
         if chunk.turn_id in self._flushed:
-            self._flushed.discard(chunk.turn_id)
+            self._flushed.pop(chunk.turn_id, None)
             await self._close(turn, cancelled=True, reason="flushed before it started")
             return
         turn.last_chunk = time.monotonic()
@@ -266,7 +267,7 @@ class TtsSession:
             held = self._held.get(chunk.turn_id)
             if held is not None:
                 await self._end_held(held, "discarded")
-            self._held_over.add(chunk.turn_id)
+            self._held_over.remember(chunk.turn_id)
             return
         if chunk.turn_id in self._held or chunk.turn_id in self._held_over:
             return  # redelivered, or replayed after a failover
@@ -311,7 +312,7 @@ class TtsSession:
         if chunk.claims is None:
             return None
         held = self._held.get(chunk.claims)
-        self._held_over.add(chunk.claims)
+        self._held_over.remember(chunk.claims)
         if held is None:  # expired, or held by a replica that is gone
             return None
         if held.matches(chunk.npc, chunk.text):
@@ -331,7 +332,7 @@ class TtsSession:
 
     async def _end_held(self, held: Held, result: str) -> None:
         self._held.pop(held.turn_id, None)
-        self._held_over.add(held.turn_id)
+        self._held_over.remember(held.turn_id)
         task, held.task = held.task, None
         if task is not None and not task.done():
             task.cancel()
@@ -359,7 +360,7 @@ class TtsSession:
                 self._ctx.subjects.ctl(done.type), done, msg_id)
         finally:
             self._open.pop(turn.turn_id, None)
-            self._finished.add(turn.turn_id)
+            self._finished.remember(turn.turn_id)
         metrics.TURNS.labels(outcome="cancelled" if cancelled else "spoken").inc()
         log.info("turn audio done", extra=self._extra(
             turn.turn_id, npc=turn.npc, frames=turn.frames, cancelled=cancelled, reason=reason,

@@ -1,10 +1,9 @@
-"""What the tts core remembers about turns: the open ones and the recently finished ones."""
+"""What the tts core keeps about turns: the open ones and the sentences synthesized ahead."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -72,26 +71,3 @@ class Held:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.wait([self.task])
-
-
-class RecentIds:
-    """A bounded set of ids remembering the newest ``size`` entries."""
-
-    def __init__(self, size: int = 1024):
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-
-    def add(self, value: str) -> None:
-        self._ids[value] = None
-        self._ids.move_to_end(value)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-
-    def discard(self, value: str) -> None:
-        self._ids.pop(value, None)
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
