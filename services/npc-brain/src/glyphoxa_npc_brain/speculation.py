@@ -29,6 +29,7 @@ from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
 from glyphoxa_npc_brain.llm.chain import ProviderChain
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.turn import ReplyWriter
+from glyphoxa_runtime.growing import Growing
 from glyphoxa_runtime.providers import ProviderError
 
 _NOT_WORD = re.compile(r"[^\w']+")
@@ -115,10 +116,8 @@ class Guess:
         self.chain = chain
         self.held = held
         self.calls: list[CallStats] = []
-        self._deltas: list[str] = []
+        self._deltas: Growing[str] = Growing()
         self._error: ProviderError | None = None
-        self._done = False
-        self._wake = asyncio.Event()
         self._cancel = asyncio.Event()
         self._task = asyncio.create_task(
             self._run(system, messages, max_tokens, seed), name="brain-guess")
@@ -130,8 +129,7 @@ class Guess:
                                        cancel=self._cancel, calls=self.calls)
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
-                    self._deltas.append(delta)
-                    self._wake.set()
+                    self._deltas.extend((delta,))
                     if self.held is not None:
                         await self.held.feed(delta)
             if self.held is not None:
@@ -139,8 +137,7 @@ class Guess:
         except ProviderError as exc:
             self._error = exc
         finally:
-            self._done = True
-            self._wake.set()
+            self._deltas.finish()
             if self.held is not None:
                 self.held.settled.set()
 
@@ -163,29 +160,19 @@ class Guess:
         """What the guess said so far, then the rest as it comes; stops on ``cancel``."""
         watcher = asyncio.create_task(self._forward(cancel), name="brain-guess-cancel")
         try:
-            shown = 0
-            while True:
-                if shown < len(self._deltas):
-                    shown += 1
-                    yield self._deltas[shown - 1]
-                    continue
-                if self._done or cancel.is_set():
-                    break
-                self._wake.clear()
-                if shown < len(self._deltas) or self._done:
-                    continue
-                await self._wake.wait()
+            async for delta in self._deltas.follow(stop=cancel):
+                yield delta
             if self._error is not None and not cancel.is_set():
                 raise self._error
         finally:
             watcher.cancel()
-            if not self._done:
+            if not self._deltas.done:
                 await self.cancel()
 
     async def _forward(self, cancel: asyncio.Event) -> None:
         await cancel.wait()
         self._cancel.set()
-        self._wake.set()
+        self._deltas.wake()
 
 
 class _Adopted:

@@ -289,7 +289,6 @@ class TtsSession:
             async with contextlib.aclosing(provider.synthesize(held.text, voice)) as audio:
                 async for pcm in audio:
                     held.packets.extend(held.encoder.push(pcm))
-                    held.wake.set()
             held.packets.extend(held.encoder.finish())
             self._providers.succeeded(provider)
         except ProviderError as exc:
@@ -301,8 +300,7 @@ class TtsSession:
             held.failed = True
             log.exception("held sentence failed", extra=self._extra(held.turn_id))
         finally:
-            held.done = True
-            held.wake.set()
+            held.packets.finish()
             await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
                 key=f"tts:{held.turn_id}:0", metric="tts_characters", amount=len(held.text),
                 provider=provider.name, stage=self._ctx.stage))
@@ -327,7 +325,7 @@ class TtsSession:
     async def _play_held(self, turn: Turn, held: Held) -> None:
         """Publish the held frames as the turn's, then those still being made."""
         turn.encoder = held.encoder
-        async for packet in held.frames():
+        async for packet in held.packets.follow():
             await self._publish_frame(turn, packet)
 
     async def _end_held(self, held: Held, result: str) -> None:

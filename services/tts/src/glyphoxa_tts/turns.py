@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from glyphoxa_runtime.growing import Growing
 from glyphoxa_tts.frames import FrameEncoder
 
 
@@ -42,32 +42,13 @@ class Held:
     encoder: FrameEncoder
     """The claiming turn goes on with this encoder: its later sentences continue the opus
     state the held frames ended with."""
-    packets: list[bytes] = field(default_factory=list)
-    done: bool = False
+    packets: Growing[bytes] = field(default_factory=Growing)
+    """Its opus frames, as they are made (``follow`` hands them on while it goes on)."""
     failed: bool = False
     """The provider failed before the sentence was whole."""
     made: float = field(default_factory=time.monotonic)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
     def matches(self, npc: str, text: str) -> bool:
-        return self.npc == npc and self.text == text and not (self.failed and not self.packets)
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        """The packets made so far, then the rest as they come, until the sentence is done."""
-        shown = 0
-        while True:
-            if shown < len(self.packets):
-                shown += 1
-                yield self.packets[shown - 1]
-                continue
-            if self.done:
-                return
-            self.wake.clear()
-            if shown == len(self.packets) and not self.done:
-                await self.wake.wait()
-
-    async def drop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            await asyncio.wait([self.task])
+        return (self.npc == npc and self.text == text
+                and not (self.failed and not self.packets.items))
