@@ -23,7 +23,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from glyphoxa_events import headers as H
 from glyphoxa_events.models import ReplyChunk
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
 from glyphoxa_npc_brain.llm.chain import ProviderChain
@@ -98,12 +97,8 @@ class HeldSentence:
 
     async def _publish(self, index: int, text: str, *, final: bool) -> None:
         w = self.writer
-        chunk = ReplyChunk(turn_id=w.turn_id, npc=w.npc, index=index, text=text, final=final,
-                           published_ns=w.clock(), hold=True)
-        s = w.subjects
-        await w.sink.publish(s.reply(w.npc), chunk.to_bytes(),
-                             f"reply:{s.tenant}.{s.session}:{w.turn_id}:{index}",
-                             {H.TURN: w.turn_id})
+        await w.send(ReplyChunk(turn_id=w.turn_id, npc=w.npc, index=index, text=text,
+                                final=final, published_ns=w.clock(), hold=True))
 
 
 class Guess:

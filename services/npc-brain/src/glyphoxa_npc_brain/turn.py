@@ -138,12 +138,16 @@ class ReplyWriter:
             published_ns=now,
             claims=claims,
         )
+        await self.send(chunk)
+
+    async def send(self, chunk: ReplyChunk) -> None:
+        """Publish ``chunk`` on its NPC's reply subject, under its turn and index."""
         s = self.subjects
         await self.sink.publish(
-            s.reply(self.npc),
+            s.reply(chunk.npc),
             chunk.to_bytes(),
-            f"reply:{s.tenant}.{s.session}:{self.turn_id}:{index}",
-            {H.TURN: self.turn_id},
+            f"reply:{s.tenant}.{s.session}:{chunk.turn_id}:{chunk.index}",
+            {H.TURN: chunk.turn_id},
         )
 
 
