@@ -89,9 +89,7 @@ class GameMaster:
     async def npcs(self, tenant: str, sid: str, caller: Caller | None = None) -> list[NpcInfo]:
         session = await self._sessions.get(tenant, sid)
         campaign = await self.check(tenant, session, caller, "list NPCs", control=False)
-        muted = await self._muted(tenant, sid)
-        return [NpcInfo(token=n.token, name=n.name, muted=n.token in muted)
-                for n in campaign.npcs]
+        return _infos(campaign, await self._muted(tenant, sid))
 
     async def mute(self, tenant: str, sid: str, npc: str, muted: bool, caller: Caller | None,
                    actor: str) -> list[NpcInfo]:
@@ -105,7 +103,8 @@ class GameMaster:
                    " || %s::text[])) WHERE tenant_id = %s AND id = %s") if muted else (
                   "UPDATE sessions SET muted_npcs = ARRAY(SELECT unnest(muted_npcs) EXCEPT"
                   " SELECT unnest(%s::text[])) WHERE tenant_id = %s AND id = %s")
-            await conn.execute(sql, (tokens, tenant, sid))
+            cur = await conn.execute(sql + " RETURNING muted_npcs", (tokens, tenant, sid))
+            now_muted = set((await cur.fetchone())["muted_npcs"])
             await audit.record(conn, actor, tenant, "npc.mute" if muted else "npc.unmute",
                                f"{sid}/{npc}")
         s = SessionSubjects(tenant, sid)
@@ -117,7 +116,7 @@ class GameMaster:
             await self._publisher.publish_event(s.ctl("flush"), flush,
                                                 f"ctl:{tenant}.{sid}:flush:mute:{stamp}")
         await self._publisher.flush()
-        return await self.npcs(tenant, sid)
+        return _infos(campaign, now_muted)
 
     async def speak(self, tenant: str, sid: str, npc: str, text: str, caller: Caller | None,
                     actor: str) -> Session:
@@ -150,6 +149,10 @@ class GameMaster:
                 "SELECT muted_npcs FROM sessions WHERE tenant_id = %s AND id = %s", (tenant, sid))
             row = await cur.fetchone()
         return set(row["muted_npcs"]) if row else set()
+
+
+def _infos(campaign: Campaign, muted: set[str]) -> list[NpcInfo]:
+    return [NpcInfo(token=n.token, name=n.name, muted=n.token in muted) for n in campaign.npcs]
 
 
 def _no_npc(npc: str, campaign: Campaign) -> str:
