@@ -133,7 +133,8 @@ class TenantBot(discord.Client):
         self._nc, self._bus, self._on_sessions = nc, bus, on_sessions
         self.tree = app_commands.CommandTree(self)
         self.tree.interaction_check = self._allowed  # type: ignore[method-assign]
-        self.commands = Commands(ControlClient(nc, bot.tenant), self)
+        self.control = ControlClient(nc, bot.tenant)
+        self.commands = Commands(self.control, self)
         for group in command_groups(self.commands):
             self.tree.add_command(group)
         self.bridges: dict[str, SessionBridge] = {}
@@ -153,12 +154,11 @@ class TenantBot(discord.Client):
         """Take up the live sessions of these guilds again (after an edge restart or a
         gateway reconnect): join their voice channels; a session whose channel cannot be
         joined is stopped with the reason."""
-        control = ControlClient(self._nc, self.tenant)
         for guild_id in guild_ids:
             if guild_id not in self.allowed or guild_id in self.bridges:
                 continue
             try:
-                reply = await control.find(guild_id)
+                reply = await self.control.find(guild_id)
             except ControlUnavailable as exc:
                 log.warning("cannot look for live sessions: %s", exc, extra={"tenant": self.tenant})
                 return
@@ -171,7 +171,7 @@ class TenantBot(discord.Client):
                                                           "session": s.session})
             except VoiceError as exc:
                 with contextlib.suppress(ControlUnavailable):
-                    await control.stop(s.session, f"voice failed when the edge came back: {exc}",
+                    await self.control.stop(s.session, f"voice failed when the edge came back: {exc}",
                                        None)
 
     async def _allowed(self, interaction: discord.Interaction) -> bool:
@@ -269,7 +269,7 @@ class TenantBot(discord.Client):
         log.warning("session ending: voice lost", extra={"tenant": self.tenant,
                                                           "session": bridge.subjects.session})
         with contextlib.suppress(ControlUnavailable):
-            await ControlClient(self._nc, self.tenant).stop(bridge.subjects.session, reason, None)
+            await self.control.stop(bridge.subjects.session, reason, None)
 
     async def close(self) -> None:
         for guild_id in list(self.bridges):

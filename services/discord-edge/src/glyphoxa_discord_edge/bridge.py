@@ -58,6 +58,7 @@ class SessionBridge:
         self._queue: asyncio.Queue[tuple[int, int, int, bytes, int] | Event] = asyncio.Queue(QUEUE)
         self._subs: list = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -111,7 +112,10 @@ class SessionBridge:
             return
         self.playback.on_control(event)
         if isinstance(event, SessionStopped) and self._on_stopped is not None:
-            asyncio.create_task(self._on_stopped(event.reason), name="bridge-stopped")
+            # not one of self._tasks: the callback closes the bridge, which cancels those
+            task = asyncio.create_task(self._on_stopped(event.reason), name="bridge-stopped")
+            self._stopping.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._stopping.discard)
 
     # --- out ------------------------------------------------------------------------------
 
