@@ -19,6 +19,8 @@ from collections import Counter
 import aiohttp
 import discord
 import discord.http
+import yarl
+from discord.gateway import DiscordWebSocket
 from nats.aio.client import Client
 from prometheus_client import REGISTRY
 from pydantic import Field
@@ -44,6 +46,9 @@ class Settings(ServiceSettings):
                                                 "tenants whose discord_edge names it")
     api_base: str = Field("https://discord.com/api/v10", pattern=r"^https?://",
                           description="Discord's REST API root (a proxy, or a test's fake)")
+    gateway_url: str = Field("wss://gateway.discord.gg/", pattern=r"^wss?://",
+                             description="Discord's gateway, first connect (a proxy, or a "
+                                         "test's fake; resumes use the URL READY names)")
     retry_s: float = Field(10.0, gt=0, le=600, description="longest wait before asking "
                            "session-control for the bots again after it failed (1 s, "
                            "doubling up to this)")
@@ -159,6 +164,7 @@ def why_stopped(exc: Exception) -> str:
 def main() -> None:
     settings = load_settings(Settings, "discord-edge")
     discord.http.Route.BASE = settings.api_base  # type: ignore[misc]
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
 
     async def build(nc: Client, publisher: Publisher) -> EdgeApp:
         return EdgeApp(settings, nc, publisher)

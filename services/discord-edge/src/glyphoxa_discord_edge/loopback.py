@@ -192,6 +192,16 @@ class LoopbackDaveGateway:
         return struct.pack(">HB", self._seq, op) + body
 
 
+def seal_rtp(box: nacl.secret.Aead, ssrc: int, sequence: int, timestamp: int, nonce: int,
+             payload: bytes) -> bytes:
+    """``payload`` in an RTP packet sealed as Discord relays it with
+    ``aead_xchacha20_poly1305_rtpsize``: the header is the associated data, and the nonce's
+    first 4 bytes (a counter) follow the ciphertext."""
+    header = bytes([0x80, OPUS_PAYLOAD_TYPE]) + struct.pack(">HII", sequence, timestamp, ssrc)
+    counter = struct.pack(">I", nonce & 0xFFFFFFFF)
+    return header + box.encrypt(payload, header, counter + bytes(20)).ciphertext + counter
+
+
 # --- the call and the edge on it ------------------------------------------------------------
 
 BOT_ID = 900_000_000_000_000_001
@@ -250,13 +260,10 @@ class LoopbackCall:
         if p.first_ns is None:
             p.first_ns = at_ns
         timestamp = (at_ns - p.first_ns) * 48_000 // 1_000_000_000 & 0xFFFFFFFF
-        header = bytes([0x80, OPUS_PAYLOAD_TYPE]) + struct.pack(
-            ">HII", p.sequence, timestamp, p.ssrc)
+        datagram = seal_rtp(self._box, p.ssrc, p.sequence, timestamp, p.nonce, payload)
         p.sequence = (p.sequence + 1) & 0xFFFF
-        nonce = struct.pack(">I", p.nonce)
         p.nonce += 1
-        sealed = self._box.encrypt(payload, header, nonce + bytes(20)).ciphertext
-        return header + sealed + nonce
+        return datagram
 
     def send(self, opus: bytes) -> None:
         self.played.append(opus)
