@@ -461,3 +461,42 @@ async def test_receiving_voice_client_hears_a_player_over_udp(voice_clients):
     assert all(before <= h[4] <= time.time_ns() for h in heard)
     assert {h[5] for h in heard} == {threading.get_ident()}
     assert (bot.receiver.counters.decrypted, bot.receiver.counters.delivered) == (3, 3)
+
+
+async def test_a_new_voice_socket_is_read_at_once(voice_clients):
+    """discord.py's reader waits up to 30 s in select() on the socket it has. When a
+    reconnect replaces the socket while a listener is registered (ours always is), the new
+    socket must be read at once: the new connection's IP discovery depends on it. The
+    replaced reader must not take the new socket's datagrams for the old listeners."""
+    loop = asyncio.get_running_loop()
+    bot = voice_clients(ReceivingVoiceClient, BOT_ID, loop)
+    state = bot._connection
+    heard: list[bytes] = []
+    state.add_socket_listener(heard.append)
+    state._create_socket()
+    first = state.socket
+    first.bind(("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(b"before", first.getsockname())
+        await until(lambda: heard == [b"before"])
+        old_reader = state._socket_reader
+        await asyncio.sleep(0.05)  # the reader waits in select() on the first socket again
+        first.close()  # a voice reconnect: discord.py closes the socket, then makes a new one
+        state._create_socket()
+        second = state.socket
+        second.bind(("127.0.0.1", 0))
+        discovery: list[bytes] = []
+        state.add_socket_listener(discovery.append)  # as discover_ip does, after the socket
+        sent = [b"after-%d" % n for n in range(20)]
+        for datagram in sent:
+            sender.sendto(datagram, second.getsockname())
+        await until(lambda: len(discovery) == len(sent), 1.0)
+        assert discovery == sent and heard[1:] == sent
+        assert state._socket_reader is not old_reader
+    finally:
+        state._socket_reader.stop()
+        sender.sendto(b"wake", state.socket.getsockname())
+        state._socket_reader.join(timeout=2)
+        state.socket.close()
+        sender.close()

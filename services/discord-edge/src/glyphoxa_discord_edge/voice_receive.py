@@ -47,7 +47,7 @@ import nacl.secret
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from discord.gateway import DiscordVoiceWebSocket
-from discord.voice_state import VoiceConnectionState
+from discord.voice_state import SocketReader, VoiceConnectionState
 
 log = logging.getLogger("glyphoxa.discord_edge.voice_receive")
 
@@ -408,6 +408,49 @@ class VoiceReceiver:
                 log.exception("on_packet failed for user %s", packet.user_id)
 
 
+class ReceivingConnectionState(VoiceConnectionState):
+    """discord.py's voice connection state, with a socket reader that follows a new socket.
+
+    discord.py's reader thread waits in ``select()`` on the voice socket for up to 30 s. It
+    only waits while a listener is registered, and ours always is, so when a reconnect
+    closes the socket and makes a new one, the reader sits on the closed one and the new
+    connection's IP discovery times out (shown by tests/integration/test_edge_discord.py).
+    So each new socket gets a new reader with the same listeners. The old one is pointed at
+    a retired socket, so it cannot take a datagram of the new socket (the IP discovery
+    reply, say) for the old listeners when it wakes up; it ends then.
+    """
+
+    def _create_socket(self) -> None:
+        super()._create_socket()
+        old = self._socket_reader
+        if not old.is_alive() or not old._callbacks:  # idle: not waiting on the old socket
+            return
+        reader = SocketReader(self, start_paused=False)
+        reader._callbacks = list(old._callbacks)  # the old one clears its own list as it ends
+        self._socket_reader = reader
+        old.state = _RETIRED  # type: ignore[assignment]
+        old.stop()
+        reader.start()
+
+
+class _RetiredSocket:
+    """What an old socket reader sees once replaced: ``select()`` and ``recv()`` fail with
+    OSError, which discord.py's reader takes as a closed socket, and it ends."""
+
+    def fileno(self) -> int:
+        raise OSError("this voice socket reader was replaced")
+
+    def recv(self, size: int) -> bytes:
+        raise OSError("this voice socket reader was replaced")
+
+
+class _Retired:
+    socket = _RetiredSocket()
+
+
+_RETIRED = _Retired()
+
+
 class ReceivingVoiceClient(discord.VoiceClient):
     """A ``discord.VoiceClient`` that can also listen.
 
@@ -418,9 +461,17 @@ class ReceivingVoiceClient(discord.VoiceClient):
     receiver: VoiceReceiver
 
     def create_connection_state(self) -> VoiceConnectionState:
-        state = VoiceConnectionState(self, hook=self._on_voice_ws_message)
+        state = ReceivingConnectionState(self, hook=self._on_voice_ws_message)
         self.receiver = VoiceReceiver(state, self.loop)
         return state
+
+    async def drop(self) -> None:
+        """Disconnect without waiting for Discord to confirm it. For a connection discord.py
+        has forgotten (a new gateway session clears its voice clients), whose confirmation
+        would never reach it: ``disconnect()`` would wait its whole timeout."""
+        self.receiver.stop()
+        self.stop()
+        await self._connection.disconnect(force=True, wait=False)
 
     async def _on_voice_ws_message(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
         await self.receiver.on_voice_ws_message(ws, msg)
