@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import discord
 from discord import app_commands
@@ -23,7 +24,7 @@ from glyphoxa_discord_edge.bridge import SessionBridge
 from glyphoxa_discord_edge.commands import Commands, Invocation, VoiceError
 from glyphoxa_discord_edge.control import ControlClient, ControlUnavailable
 from glyphoxa_discord_edge.inbound import Bus
-from glyphoxa_discord_edge.metrics import EdgeTotals, bridge_counts
+from glyphoxa_discord_edge.metrics import EdgeTotals, bridge_counts, receive_counts
 from glyphoxa_discord_edge.voice_receive import ReceiveCounters, ReceivingVoiceClient
 from glyphoxa_events.api import Bot
 from glyphoxa_events.subjects import SessionSubjects
@@ -32,6 +33,8 @@ log = logging.getLogger("glyphoxa.discord_edge.bot")
 
 NEEDED = (("view_channel", "View Channel"), ("connect", "Connect"), ("speak", "Speak"))
 VOICE_TIMEOUT_S = 20.0
+VOICE_RECONNECT_S = 45.0
+"""How long a session waits for discord.py to connect voice again after losing it."""
 
 
 def invocation(interaction: discord.Interaction) -> Invocation:
@@ -110,14 +113,28 @@ def command_groups(commands: Commands) -> list[app_commands.Group]:
 
 
 class _Sink:
-    """Frames to the voice connection, as they are (``encode=False``: no re-encoding)."""
+    """Frames to the voice connection, as they are (``encode=False``: no re-encoding). The
+    connection is swapped when voice is connected anew under the same session."""
 
     def __init__(self, vc: discord.VoiceClient):
-        self._vc = vc
+        self.vc = vc
 
     def send(self, opus: bytes) -> None:
-        if self._vc.is_connected():
-            self._vc.send_audio_packet(opus, encode=False)
+        if self.vc.is_connected():
+            self.vc.send_audio_packet(opus, encode=False)
+
+
+@dataclass
+class _Voice:
+    """A bridged session's voice connection: the channel, and what plays into it."""
+
+    channel_id: str
+    sink: _Sink
+
+    @property
+    def vc(self) -> ReceivingVoiceClient:
+        assert isinstance(self.sink.vc, ReceivingVoiceClient)
+        return self.sink.vc
 
 
 class TenantBot(discord.Client):
@@ -138,9 +155,13 @@ class TenantBot(discord.Client):
         for group in command_groups(self.commands):
             self.tree.add_command(group)
         self.bridges: dict[str, SessionBridge] = {}
-        self._receivers: dict[str, ReceiveCounters] = {}
-        self.totals = EdgeTotals(lambda: [bridge_counts(b, self._receivers.get(g))
+        self._voice: dict[str, _Voice] = {}
+        self.totals = EdgeTotals(lambda: [bridge_counts(b, self._receive(g))
                                           for g, b in self.bridges.items()])
+
+    def _receive(self, guild_id: str) -> ReceiveCounters | None:
+        voice = self._voice.get(guild_id)
+        return voice.vc.receiver.counters if voice else None
 
     async def setup_hook(self) -> None:
         await self.tree.sync()
@@ -148,7 +169,35 @@ class TenantBot(discord.Client):
     async def on_ready(self) -> None:
         log.info("bot connected", extra={"tenant": self.tenant,
                                          "guilds": len(self.guilds)})
+        for guild_id in list(self.bridges):
+            await self._keep_voice(guild_id)
         await self.rejoin([str(g.id) for g in self.guilds])
+
+    async def _keep_voice(self, guild_id: str) -> None:
+        """After a gateway session that could not be resumed: discord.py has forgotten its
+        voice connections, so the session's voice is connected anew under the same bridge
+        (or, failing that, the session ends with the reason)."""
+        guild, voice = self.get_guild(int(guild_id)), self._voice.get(guild_id)
+        if voice is None or (guild is not None and guild.voice_client is voice.vc):
+            return
+        self._drop_voice(guild_id)
+        with contextlib.suppress(Exception):
+            await voice.vc.drop()
+        bridge = self.bridges[guild_id]
+        try:
+            channel = self._voice_channel(guild_id, voice.channel_id)
+            vc = await self._connect(channel)
+        except VoiceError as exc:
+            await self.leave(guild_id, f"voice failed after a new gateway session: {exc}")
+            with contextlib.suppress(ControlUnavailable):
+                await self.control.stop(bridge.subjects.session,
+                                        f"voice failed after a new gateway session: {exc}", None)
+            return
+        voice.sink.vc = vc
+        self._voice[guild_id] = voice
+        vc.receiver.start(bridge.packet)
+        log.info("voice connected anew", extra={"tenant": self.tenant,
+                                                "session": bridge.subjects.session})
 
     async def rejoin(self, guild_ids: list[str]) -> None:
         """Take up the live sessions of these guilds again (after an edge restart or a
@@ -194,13 +243,15 @@ class TenantBot(discord.Client):
         perms = channel.permissions_for(guild.me)
         return [name for attr, name in NEEDED if not getattr(perms, attr)]
 
-    async def join(self, guild_id: str, channel_id: str, session: str) -> None:
+    def _voice_channel(self, guild_id: str, channel_id: str) -> discord.VoiceChannel | discord.StageChannel:
         guild = self.get_guild(int(guild_id))
         channel = guild.get_channel(int(channel_id)) if guild else None
         if guild is None or not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
             raise VoiceError("the voice channel is gone")
-        if guild_id in self.bridges:
-            await self.leave(guild_id, "another session started")
+        return channel
+
+    @staticmethod
+    async def _connect(channel: discord.VoiceChannel | discord.StageChannel) -> ReceivingVoiceClient:
         try:
             vc = await channel.connect(cls=ReceivingVoiceClient, self_deaf=False,
                                        timeout=VOICE_TIMEOUT_S, reconnect=True)
@@ -210,62 +261,91 @@ class TenantBot(discord.Client):
         except (discord.ClientException, discord.DiscordException) as exc:
             raise VoiceError(str(exc) or type(exc).__name__) from None
         assert isinstance(vc, ReceivingVoiceClient)
+        return vc
+
+    def _drop_voice(self, guild_id: str) -> ReceivingVoiceClient | None:
+        """Stop receiving from the session's voice connection (its counts are kept)."""
+        voice = self._voice.pop(guild_id, None)
+        if voice is None:
+            return None
+        voice.vc.receiver.stop()
+        self.totals.retire(receive_counts(voice.vc.receiver.counters))
+        return voice.vc
+
+    async def join(self, guild_id: str, channel_id: str, session: str) -> None:
+        channel = self._voice_channel(guild_id, channel_id)
+        guild = channel.guild
+        if guild_id in self.bridges:
+            await self.leave(guild_id, "another session started")
+        vc = await self._connect(channel)
 
         def name(user_id: int) -> str:
             member = guild.get_member(user_id)
             return member.display_name if member else ""
 
         def speaking(npc: str, on: bool) -> None:
+            voice = self._voice.get(guild_id)
             state = discord.SpeakingState.voice if on else discord.SpeakingState.none
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().create_task(vc.ws.speak(state))
+            if voice is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().create_task(voice.vc.ws.speak(state))
 
+        sink = _Sink(vc)
         bridge = SessionBridge(self._nc, self._bus, SessionSubjects(self.tenant, session),
-                               _Sink(vc), name, speaking=speaking,
+                               sink, name, speaking=speaking,
                                on_stopped=lambda reason: self.leave(guild_id, reason))
         await bridge.start()
         vc.receiver.start(bridge.packet)
         self.bridges[guild_id] = bridge
-        self._receivers[guild_id] = vc.receiver.counters
+        self._voice[guild_id] = _Voice(channel_id, sink)
         self._on_sessions()
         log.info("voice joined", extra={"tenant": self.tenant, "session": session,
                                         "guild": guild_id})
 
     async def leave(self, guild_id: str, reason: str) -> None:
         bridge = self.bridges.pop(guild_id, None)
-        receive = self._receivers.pop(guild_id, None)
+        vc = self._drop_voice(guild_id)
+        if bridge is None and vc is None:
+            return  # left already (the session's end and the command both ask)
         if bridge is not None:
-            self.totals.retire(bridge_counts(bridge, receive))
-        guild = self.get_guild(int(guild_id))
-        vc = guild.voice_client if guild else None
-        if isinstance(vc, ReceivingVoiceClient):
-            vc.receiver.stop()
-        if bridge is not None:
+            self.totals.retire(bridge_counts(bridge, None))
             await bridge.close()
             self._on_sessions()
         if vc is not None:
+            guild = self.get_guild(int(guild_id))
             with contextlib.suppress(Exception):
-                await vc.disconnect(force=True)
+                if guild is not None and guild.voice_client is vc:
+                    await vc.disconnect(force=True)  # waits for Discord to confirm
+                else:  # discord.py let it go already: no confirmation would reach it
+                    await vc.drop()
         log.info("voice left", extra={"tenant": self.tenant, "guild": guild_id,
                                       "reason": reason})
 
     async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
                                     after: discord.VoiceState) -> None:
-        """The bot thrown out of its channel (kicked, channel deleted): the session ends with
-        that reason instead of waiting for a timeout."""
+        """The bot out of its channel: discord.py reconnects by itself after a voice server
+        drop, so the session waits for that (up to ``VOICE_RECONNECT_S``); when discord.py
+        gives up (kicked, channel deleted, no voice server), the session ends with that
+        reason instead of waiting for a timeout."""
         if self.user is None or member.id != self.user.id or after.channel is not None:
             return
         guild_id = str(member.guild.id)
         bridge = self.bridges.get(guild_id)
         if bridge is None:
             return
-        await asyncio.sleep(5)  # discord.py's own reconnect gets a chance first
-        vc = member.guild.voice_client
-        if vc is not None and vc.is_connected():
-            return
+        deadline = asyncio.get_running_loop().time() + VOICE_RECONNECT_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.25)
+            voice = self._voice.get(guild_id)
+            if self.bridges.get(guild_id) is not bridge or voice is None:
+                return  # the session ended or its voice was replaced meanwhile
+            if voice.vc.is_connected():
+                return
+            if member.guild.voice_client is not voice.vc:
+                break  # discord.py gave up on it
         await self.leave(guild_id, "voice connection lost")
         reason = ("voice failed: the bot was disconnected from the voice channel (kicked, "
-                  "moved out, or the channel was deleted)")
+                  "moved out, or the channel was deleted) and could not connect again")
         log.warning("session ending: voice lost", extra={"tenant": self.tenant,
                                                           "session": bridge.subjects.session})
         with contextlib.suppress(ControlUnavailable):

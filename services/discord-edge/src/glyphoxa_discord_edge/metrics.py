@@ -44,12 +44,19 @@ FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
 
 
 def bridge_counts(bridge: SessionBridge, receive: ReceiveCounters | None) -> Counter[str]:
-    counts: Counter[str] = Counter()
+    counts = receive_counts(receive)
     for prefix, source in (("inbound", bridge.inbound.counters), ("bridge", bridge.counters),
-                           ("playback", bridge.playback.stats), ("receive", receive)):
-        if source is not None:
-            counts.update({f"{prefix}.{k}": v for k, v in asdict(source).items()})
+                           ("playback", bridge.playback.stats)):
+        counts.update({f"{prefix}.{k}": v for k, v in asdict(source).items()})
     return counts
+
+
+def receive_counts(receive: ReceiveCounters | None) -> Counter[str]:
+    """One voice connection's receive counters (a session may have several, one after
+    another, when voice is connected anew)."""
+    if receive is None:
+        return Counter()
+    return Counter({f"receive.{k}": v for k, v in asdict(receive).items()})
 
 
 class EdgeTotals:
