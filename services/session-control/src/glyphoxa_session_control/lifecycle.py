@@ -155,13 +155,16 @@ class Sessions:
         return t
 
     async def _check_limits(self, conn: AsyncConnection, tenant: str, t: dict) -> None:
-        cur = await conn.execute("SELECT count(*) AS n FROM sessions WHERE tenant_id = %s"
-                                 " AND state <> 'ended'", (tenant,))
-        live = (await cur.fetchone())["n"]
-        limit = t["max_concurrent_sessions"]
+        cur = await conn.execute(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'ending') AS ending"
+            " FROM sessions WHERE tenant_id = %s AND state <> 'ended'", (tenant,))
+        row = await cur.fetchone()
+        live, ending, limit = row["n"], row["ending"], t["max_concurrent_sessions"]
         if live >= limit:
-            raise LimitReached(f"tenant {tenant!r} already has {live} live session(s); its tier allows "
-                               f"{limit} at a time: stop one first")
+            what = (f"{ending} of them still ending (its stages are finishing): try again in a "
+                    "few seconds" if ending else "stop one first")
+            raise LimitReached(f"tenant {tenant!r} already has {live} live session(s); its tier "
+                               f"allows {limit} at a time: {what}")
         used = await self.session_seconds(conn, tenant)
         quota = float(t["monthly_session_hours"]) * 3600
         if used >= quota:
