@@ -66,3 +66,15 @@ def test_api_keys_are_random_and_only_their_digest_is_kept():
     (id1, key1), (id2, key2) = new_api_key(), new_api_key()
     assert key1.startswith(f"glx_{id1}_") and key1 != key2 and id1 != id2
     assert len(key_digest(key1)) == 32 and key_digest(key1) != key_digest(key2)
+
+
+def test_the_local_stack_gives_each_service_only_its_keys():
+    from glyphoxa_cli.stack import service_keys
+
+    keys = {"bus_key": "B", "edge_key": "E", "operator_key": "O", "secret_key": "S"}
+    assert service_keys("session-control", keys) == {
+        "NATS_SECRETS_KEY": "B", "NATS_EDGE_KEY": "E", "SESSION_CONTROL_OPERATOR_KEY": "O",
+        "SESSION_CONTROL_SECRET_KEYS": "S"}
+    for stage in ("vad", "stt", "npc-brain", "tts"):
+        assert service_keys(stage, keys) == {"NATS_SECRETS_KEY": "B"}  # no bot tokens
+    assert service_keys("discord-edge", keys) == {"NATS_EDGE_KEY": "E"}  # no provider keys

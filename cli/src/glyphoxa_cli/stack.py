@@ -65,15 +65,12 @@ class Stack:
         self.api_port = self.api_port or free_port()
         keys = self.keys()
         env = {"NATS_URL": self.nats_url, "GLYPHOXA_HOME": str(self.home), "PG_DSN": self.pg_dsn,
-               "SESSION_CONTROL_API_PORT": str(self.api_port),
-               "SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
-               "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"],
-               "NATS_SECRETS_KEY": keys["bus_key"], "NATS_EDGE_KEY": keys["edge_key"],
-               **self.env}
+               "SESSION_CONTROL_API_PORT": str(self.api_port)}
         for service in self.services:
+            service_env = {**env, **service_keys(service, keys), **self.env}
             for i in range(self.replicas.get(service, 1)):
                 name = f"{service}-{i + 1}"
-                proc = ServiceProcess(service, {**env, "SERVICE_REPLICA": name},
+                proc = ServiceProcess(service, {**service_env, "SERVICE_REPLICA": name},
                                       self.home / "logs" / f"{name}.log", name=name)
                 self.procs.append(proc.start())
         t0 = time.monotonic()
@@ -107,6 +104,20 @@ class Stack:
     def logs(self) -> dict[str, str]:
         return {p.name: p.log_path.read_text(errors="replace") if p.log_path.exists() else ""
                 for p in self.procs}
+
+
+def service_keys(service: str, keys: dict[str, str]) -> dict[str, str]:
+    """The keys one service is given, and no others (docs/operations.md, keys): the operator
+    and at-rest keys stay in session-control; the bus secrets key (tenants' provider keys)
+    goes to session-control and the stages, never to an edge; the edge key (bot tokens) to
+    session-control and discord-edge only."""
+    given = {"NATS_SECRETS_KEY": keys["bus_key"]} if service != "discord-edge" else {}
+    if service in ("session-control", "discord-edge"):
+        given["NATS_EDGE_KEY"] = keys["edge_key"]
+    if service == "session-control":
+        given |= {"SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
+                  "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"]}
+    return given
 
 
 def stack_keys(home: Path) -> dict[str, str]:
