@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from glyphoxa_discord_edge.loopback import LoopbackDaveGateway, seal_rtp
+from glyphoxa_discord_edge.loopback import LoopbackConnection, LoopbackDaveGateway, seal_rtp
 from glyphoxa_discord_edge.voice_receive import XCHACHA20_RTPSIZE, VoicePacketProcessor
 
 APP_ID = 910_000_000_000_000_001
@@ -225,16 +225,6 @@ class Guild:
 
 
 @dataclass
-class _Receiver:
-    """What a player's client knows of the call, to open the bot's packets."""
-
-    secret_key: list[int]
-    dave_session: davey.DaveSession
-    mode: str = XCHACHA20_RTPSIZE
-    dave_protocol_version: int = davey.DAVE_PROTOCOL_VERSION
-
-
-@dataclass
 class VoiceCall:
     """One voice websocket of the bot: the call it joined, its keys and what it sent."""
 
@@ -275,7 +265,7 @@ class VoiceCall:
         if self._listener is None:
             first = self.players[0]
             self._listener = VoicePacketProcessor(
-                _Receiver(list(self.secret_key), self.sessions[first.id]))
+                LoopbackConnection(list(self.secret_key), self.sessions[first.id]))
             self._listener.speaker(bot_id, self.ssrc)
         return self._listener
 

@@ -209,8 +209,9 @@ CHANNEL_ID = 900_000_000_000_000_002
 
 
 @dataclass
-class _Connection:
-    """What the receive path reads of a voice connection (``VoiceConnection``)."""
+class LoopbackConnection:
+    """What the receive path reads of a voice connection (``VoiceConnection``): the keys a
+    member of the call holds."""
 
     secret_key: list[int]
     dave_session: davey.DaveSession
@@ -241,7 +242,7 @@ class LoopbackCall:
         sessions = gateway.create_group(BOT_ID, *ids.values())
         key = os.urandom(32)
         self._box = nacl.secret.Aead(key)
-        self.receive = VoicePacketProcessor(_Connection(list(key), sessions[BOT_ID]))
+        self.receive = VoicePacketProcessor(LoopbackConnection(list(key), sessions[BOT_ID]))
         self._players = {name: _Player(uid, 1000 + n, sessions[uid])
                          for n, (name, uid) in enumerate(ids.items())}
         self.names = {uid: name for name, uid in ids.items()}
