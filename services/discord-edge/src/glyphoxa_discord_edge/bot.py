@@ -193,6 +193,10 @@ class TenantBot(discord.Client):
                 await self.control.stop(bridge.subjects.session,
                                         f"voice failed after a new gateway session: {exc}", None)
             return
+        if self.bridges.get(guild_id) is not bridge:  # the session ended meanwhile
+            with contextlib.suppress(Exception):
+                await vc.disconnect(force=True)
+            return
         voice.sink.vc = vc
         self._voice[guild_id] = voice
         vc.receiver.start(bridge.packet)
