@@ -324,6 +324,8 @@ class FakeDiscord:
         self.port = 0
         self.udp_port = 0
         self.resumable = True
+        self.speaking_ops = True
+        """Whether the voice gateway names each player's SSRC (op 5) once the bot is in."""
         self.commands: list[dict[str, Any]] = []
         self.logins = 0
         self.identifies = 0
@@ -608,7 +610,7 @@ class FakeDiscord:
             elif op == 23 and call is not None:  # DAVE transition ready
                 await call.send(22, {"transition_id": data["transition_id"]})
                 await call.send(11, {"user_ids": [str(m.id) for m in call.players]})
-                for player in call.players:
+                for player in call.players if self.speaking_ops else ():
                     await call.send(5, {"user_id": str(player.id), "ssrc": player.ssrc,
                                         "speaking": 1})
                 call.ready.set()

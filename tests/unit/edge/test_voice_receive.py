@@ -303,13 +303,13 @@ def test_packets_before_the_session_description_fail_transport(missing, call):
 
 
 def test_an_unknown_ssrc_is_held_until_its_speaking_op_arrives(call):
+    """Frames that cannot name their sender (sent without DAVE) wait for op 5."""
     key = os.urandom(32)
     now = [0]
     bot = bot_processor(call[BOT_ID], XCHACHA20_RTPSIZE, key, clock=lambda: now[0])
     frames = [opus_frame() for _ in range(3)]
     for i, frame in enumerate(frames):
-        datagram = seal_rtp(XCHACHA20_RTPSIZE, key, call[PLAYER_ID].encrypt_opus(frame),
-                            seq=10 + i, counter=i)
+        datagram = seal_rtp(XCHACHA20_RTPSIZE, key, frame, seq=10 + i, counter=i)
         assert bot.feed(datagram, received_ns=i) == []
     now[0] = 500_000_000
 
@@ -322,6 +322,65 @@ def test_an_unknown_ssrc_is_held_until_its_speaking_op_arrives(call):
     ]
     assert bot.users_by_ssrc == {PLAYER_SSRC: PLAYER_ID}
     assert bot.counters.unknown_ssrc_dropped == 0
+
+
+def test_a_dave_frame_names_its_sender_when_op_5_has_not():
+    """The members' keys tell who sent a frame: each SSRC is mapped by the one key that opens
+    it, held frames included, with no op 5 at all; a later op 5 agrees."""
+    key = os.urandom(32)
+    third = 333333333333333333
+    group = LoopbackDaveGateway(CHANNEL_ID).create_group(BOT_ID, PLAYER_ID, third)
+    bot = bot_processor(group[BOT_ID], XCHACHA20_RTPSIZE, key)
+    bot.on_voice_ws_message({"op": VoiceWS.CLIENTS_CONNECT,
+                             "d": {"user_ids": [str(PLAYER_ID), str(third)]}})
+    silence = seal_rtp(XCHACHA20_RTPSIZE, key, OPUS_SILENCE, seq=1, ssrc=7, counter=0)
+    assert bot.feed(silence, 0) == []  # silence cannot tell: held
+    theirs = [opus_frame() for _ in range(3)]
+    got = []
+    for i, frame in enumerate(theirs):
+        datagram = seal_rtp(XCHACHA20_RTPSIZE, key, group[third].encrypt_opus(frame),
+                            seq=2 + i, ssrc=7, counter=1 + i)
+        got += bot.feed(datagram, 1 + i)
+    mine = opus_frame()
+    got += bot.feed(seal_rtp(XCHACHA20_RTPSIZE, key, group[PLAYER_ID].encrypt_opus(mine),
+                             seq=50, ssrc=8, counter=9), 9)
+
+    assert [(p.user_id, p.sequence, p.opus) for p in got] == [
+        (third, 1, OPUS_SILENCE), *((third, 2 + i, f) for i, f in enumerate(theirs)),
+        (PLAYER_ID, 50, mine)]
+    assert bot.users_by_ssrc == {7: third, 8: PLAYER_ID}
+    c = bot.counters
+    assert (c.identified, c.decrypted, c.silence, c.dave_failed) == (2, 4, 1, 0)
+    assert bot.on_voice_ws_message({"op": VoiceWS.SPEAKING, "d": {
+        "user_id": str(third), "ssrc": 7, "speaking": 1}}) == []
+    assert bot.users_by_ssrc == {7: third, 8: PLAYER_ID}
+
+
+def test_a_frame_no_member_key_opens_is_tried_once_per_epoch(call):
+    """A stranger's frames (outside the group) cannot be identified: they are held, and the
+    members' keys are not tried again for every packet."""
+    key = os.urandom(32)
+    bot = bot_processor(call[BOT_ID], XCHACHA20_RTPSIZE, key)
+    outsider = LoopbackDaveGateway(CHANNEL_ID).create_group(STRANGER_ID, PLAYER_ID)
+    tries = []
+    real = call[BOT_ID]
+
+    class Counting:
+        user_id, epoch = real.user_id, real.epoch
+
+        def get_user_ids(self):  # type: ignore[no-untyped-def]
+            return real.get_user_ids()
+
+        def decrypt(self, user_id, media, payload):  # type: ignore[no-untyped-def]
+            tries.append(user_id)
+            return real.decrypt(user_id, media, payload)
+
+    bot._connection.dave_session = Counting()
+    for i in range(5):
+        frame = outsider[STRANGER_ID].encrypt_opus(opus_frame())
+        assert bot.feed(seal_rtp(XCHACHA20_RTPSIZE, key, frame, seq=i, ssrc=9, counter=i), i) == []
+    assert tries == [PLAYER_ID]  # once, not five times
+    assert bot.counters.identified == 0 and 9 not in bot.users_by_ssrc
 
 
 def test_held_packets_are_bounded_and_expire():
@@ -442,8 +501,8 @@ async def test_receiving_voice_client_hears_a_player_over_udp(voice_clients):
         before = time.time_ns()
         for frame in frames[:2]:
             alice.send_audio_packet(frame, encode=False)
-        await until(lambda: bot.receiver.counters.received == 2)
-        assert heard == []  # no op 5 yet: held
+        await until(lambda: len(heard) == 2)  # no op 5 yet: her DAVE key tells who she is
+        assert bot.receiver.counters.identified == 1
 
         await ws.received_message({"op": VoiceWS.SPEAKING, "d": {
             "user_id": str(PLAYER_ID), "ssrc": PLAYER_SSRC, "speaking": 1}})

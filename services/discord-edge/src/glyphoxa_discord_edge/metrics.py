@@ -25,7 +25,10 @@ PREFIX = "glyphoxa_discord_edge"
 FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
     "voice_packets": (
         "received voice datagrams by what became of them", "result",
-        {k: f"receive.{k}" for k in ReceiveCounters.__dataclass_fields__}),
+        {k: f"receive.{k}" for k in ReceiveCounters.__dataclass_fields__ if k != "identified"}),
+    "voice_speakers_identified": (
+        "speakers (SSRCs) known by the DAVE key that opened their audio, before op 5 named them",
+        "how", {"dave_key": "receive.identified"}),
     "inbound_packets": (
         "players' packets published to audio.in, or dropped as late (after a later one)",
         "result", {"published": "inbound.published", "late": "inbound.late",

@@ -18,8 +18,10 @@ A voice datagram in the ``*_rtpsize`` transport modes looks like this::
    trailing counter padded with zeros; the AAD is the clear header. Then skip the
    extension body at the start of the plaintext.
 3. DAVE decryption with the connection's davey session, keyed by the sender's user id.
-   The SSRC -> user map comes from voice websocket op 5 (SPEAKING). Packets from an SSRC
-   that is not mapped yet are held briefly and delivered once op 5 arrives. The opus
+   The SSRC -> user map comes from voice websocket op 5 (SPEAKING). A DAVE frame from an
+   SSRC op 5 has not named yet tells its sender itself: only that member's key opens it
+   (each other member's fails authentication), so the SSRC is mapped at once. Other packets
+   from an unknown SSRC are held briefly and delivered once op 5 arrives. The opus
    silence frame, and frames sent without DAVE (no 0xFAFA marker), pass through unchanged.
 
 discord.py's socket reader thread only stamps each datagram and queues it for the event
@@ -195,6 +197,7 @@ class ReceiveCounters:
     passthrough: int = 0  # frames without DAVE on a DAVE call, delivered as they came
     silence: int = 0  # opus silence frames
     dave_failed: int = 0  # DAVE decryption failed; frame dropped
+    identified: int = 0  # SSRCs whose user the DAVE key told before op 5 did
     unknown_ssrc_dropped: int = 0  # held for an SSRC whose user never became known
     overflow_dropped: int = 0  # the event loop fell behind the socket
     delivered: int = 0  # frames handed to on_packet
@@ -225,6 +228,8 @@ class VoicePacketProcessor:
         self.users_by_ssrc: dict[int, int] = {}
         self.users_in_call: set[int] = set()
         self._held: dict[int, deque[_OpenedPacket]] = {}
+        self._tried: dict[int, tuple[int | None, frozenset[int]]] = {}
+        self._left: set[int] = set()  # op 13 said so, and nothing has brought them back
         self._cipher: tuple[str, bytes, TransportCipher] | None = None
 
     def feed(self, datagram: bytes, received_ns: int) -> list[VoicePacket]:
@@ -241,10 +246,48 @@ class VoicePacketProcessor:
             return []
         opened = _OpenedPacket(packet.sequence, packet.timestamp, payload, received_ns)
         user_id = self.users_by_ssrc.get(packet.ssrc)
-        if user_id is None:
+        if user_id is not None:
+            return self._open_e2ee(user_id, [opened])
+        found = self._identify(packet.ssrc, opened)
+        if found is None:
             self._hold(packet.ssrc, opened)
             return []
-        return self._open_e2ee(user_id, [opened])
+        user_id, opus = found
+        self.users_by_ssrc[packet.ssrc] = user_id
+        self.counters.identified += 1
+        self.counters.decrypted += 1
+        self.counters.delivered += 1
+        log.info("voice SSRC %s identified by its DAVE key (no op 5 for it yet)", packet.ssrc)
+        held = self._open_e2ee(user_id, self._held.pop(packet.ssrc, ()))
+        return [*held, VoicePacket(user_id, opened.sequence, opened.timestamp, opus,
+                                   opened.received_ns)]
+
+    def _identify(self, ssrc: int, packet: _OpenedPacket) -> tuple[int, bytes] | None:
+        """Whose SSRC this is when op 5 has not said (yet): the call member whose DAVE key
+        opens the frame (a wrong member's key fails its authentication). Only a DAVE frame
+        can tell; each SSRC is tried once per group epoch and set of candidates."""
+        connection = self._connection
+        session = connection.dave_session if connection.dave_protocol_version > 0 else None
+        if session is None or not packet.payload.endswith(DAVE_MAGIC_MARKER):
+            return None
+        try:
+            members = {int(user) for user in session.get_user_ids()}
+        except (ValueError, TypeError):
+            return None
+        candidates = (members | self.users_in_call) - self._left - {session.user_id}
+        attempt = (session.epoch, frozenset(candidates))
+        if not candidates or self._tried.get(ssrc) == attempt:
+            return None
+        if len(self._tried) >= 4 * self._hold_ssrcs:
+            self._tried.clear()
+        self._tried[ssrc] = attempt
+        known = set(self.users_by_ssrc.values())  # likelier someone not heard yet
+        for user_id in sorted(candidates, key=lambda user: (user in known, user)):
+            try:
+                return user_id, session.decrypt(user_id, davey.MediaType.audio, packet.payload)
+            except ValueError:  # not this member's key
+                continue
+        return None
 
     def on_voice_ws_message(self, msg: dict[str, Any]) -> list[VoicePacket]:
         """A JSON voice websocket message: ops 4, 5, 11, 12 and 13 matter here. Returns the
@@ -257,7 +300,9 @@ class VoicePacketProcessor:
             # older voice gateways announce a joiner's SSRC here too
             return self.speaker(int(data["user_id"]), int(data["audio_ssrc"]))
         if op == DiscordVoiceWebSocket.CLIENTS_CONNECT:
-            self.users_in_call.update(int(user_id) for user_id in data["user_ids"])
+            joined = {int(user_id) for user_id in data["user_ids"]}
+            self.users_in_call |= joined
+            self._left -= joined
         elif op == DiscordVoiceWebSocket.CLIENT_DISCONNECT:
             self.forget_user(int(data["user_id"]))
         elif op == DiscordVoiceWebSocket.SESSION_DESCRIPTION:
@@ -270,12 +315,15 @@ class VoicePacketProcessor:
         """``ssrc`` belongs to ``user_id`` (op 5): the packets held for it, opened."""
         self.users_by_ssrc[ssrc] = user_id
         self.users_in_call.add(user_id)
+        self._left.discard(user_id)
+        self._tried.pop(ssrc, None)
         self._expire_held(self._clock())
         return self._open_e2ee(user_id, self._held.pop(ssrc, ()))
 
     def forget_user(self, user_id: int) -> None:
         """The user left the call (op 13): their SSRCs mean nothing any more."""
         self.users_in_call.discard(user_id)
+        self._left.add(user_id)
         for ssrc in [s for s, user in self.users_by_ssrc.items() if user == user_id]:
             del self.users_by_ssrc[ssrc]
 
