@@ -188,10 +188,8 @@ class TenantBot(discord.Client):
             channel = self._voice_channel(guild_id, voice.channel_id)
             vc = await self._connect(channel)
         except VoiceError as exc:
-            await self.leave(guild_id, f"voice failed after a new gateway session: {exc}")
-            with contextlib.suppress(ControlUnavailable):
-                await self.control.stop(bridge.subjects.session,
-                                        f"voice failed after a new gateway session: {exc}", None)
+            await self._end_session(guild_id, bridge.subjects.session,
+                                    f"voice failed after a new gateway session: {exc}")
             return
         if self.bridges.get(guild_id) is not bridge:  # the session ended meanwhile
             with contextlib.suppress(Exception):
@@ -223,9 +221,15 @@ class TenantBot(discord.Client):
                 log.info("session taken up again", extra={"tenant": self.tenant,
                                                           "session": s.session})
             except VoiceError as exc:
-                with contextlib.suppress(ControlUnavailable):
-                    await self.control.stop(s.session, f"voice failed when the edge came back: {exc}",
-                                       None)
+                await self._end_session(guild_id, s.session,
+                                        f"voice failed when the edge came back: {exc}")
+
+    async def _end_session(self, guild_id: str, session: str, reason: str) -> None:
+        """Leave the guild's voice (if in it) and stop its session, ``reason`` kept in the
+        session's record."""
+        await self.leave(guild_id, reason)
+        with contextlib.suppress(ControlUnavailable):
+            await self.control.stop(session, reason, None)
 
     async def _allowed(self, interaction: discord.Interaction) -> bool:
         if interaction.guild_id is not None and str(interaction.guild_id) in self.allowed:
@@ -240,11 +244,11 @@ class TenantBot(discord.Client):
     # --- VoiceHost ------------------------------------------------------------------------
 
     def missing_permissions(self, guild_id: str, channel_id: str) -> list[str]:
-        guild = self.get_guild(int(guild_id))
-        channel = guild.get_channel(int(channel_id)) if guild else None
-        if guild is None or not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+        try:
+            channel = self._voice_channel(guild_id, channel_id)
+        except VoiceError:  # a channel the bot cannot see
             return ["View Channel"]
-        perms = channel.permissions_for(guild.me)
+        perms = channel.permissions_for(channel.guild.me)
         return [name for attr, name in NEEDED if not getattr(perms, attr)]
 
     def _voice_channel(self, guild_id: str, channel_id: str) -> discord.VoiceChannel | discord.StageChannel:
@@ -347,13 +351,11 @@ class TenantBot(discord.Client):
                 return
             if member.guild.voice_client is not voice.vc:
                 break  # discord.py gave up on it
-        await self.leave(guild_id, "voice connection lost")
-        reason = ("voice failed: the bot was disconnected from the voice channel (kicked, "
-                  "moved out, or the channel was deleted) and could not connect again")
         log.warning("session ending: voice lost", extra={"tenant": self.tenant,
                                                           "session": bridge.subjects.session})
-        with contextlib.suppress(ControlUnavailable):
-            await self.control.stop(bridge.subjects.session, reason, None)
+        await self._end_session(guild_id, bridge.subjects.session, (
+            "voice failed: the bot was disconnected from the voice channel (kicked, moved "
+            "out, or the channel was deleted) and could not connect again"))
 
     async def close(self) -> None:
         for guild_id in list(self.bridges):

@@ -6,8 +6,8 @@ unmuteall|speak``.
 session-control decides who may (the campaign's GM role, the tenant's allowed guilds) and
 says why not; the edge adds what only it knows: the caller's voice channel, and whether the
 bot may connect and speak there (checked before a session starts, so a missing permission is
-a clear answer rather than a silent timeout). ``register`` binds the commands to a
-discord.py command tree.
+a clear answer rather than a silent timeout). ``glyphoxa_discord_edge.bot.command_groups``
+binds the commands to a discord.py command tree.
 """
 
 from __future__ import annotations
