@@ -253,12 +253,11 @@ class VoicePacketProcessor:
             self._hold(packet.ssrc, opened)
             return []
         user_id, opus = found
-        self.users_by_ssrc[packet.ssrc] = user_id
         self.counters.identified += 1
         self.counters.decrypted += 1
         self.counters.delivered += 1
         log.info("voice SSRC %s identified by its DAVE key (no op 5 for it yet)", packet.ssrc)
-        held = self._open_e2ee(user_id, self._held.pop(packet.ssrc, ()))
+        held = self._map(user_id, packet.ssrc)  # what op 5 would have said
         return [*held, VoicePacket(user_id, opened.sequence, opened.timestamp, opus,
                                    opened.received_ns)]
 
@@ -266,8 +265,7 @@ class VoicePacketProcessor:
         """Whose SSRC this is when op 5 has not said (yet): the call member whose DAVE key
         opens the frame (a wrong member's key fails its authentication). Only a DAVE frame
         can tell; each SSRC is tried once per group epoch and set of candidates."""
-        connection = self._connection
-        session = connection.dave_session if connection.dave_protocol_version > 0 else None
+        session = self._dave_session()
         if session is None or not packet.payload.endswith(DAVE_MAGIC_MARKER):
             return None
         try:
@@ -313,11 +311,15 @@ class VoicePacketProcessor:
 
     def speaker(self, user_id: int, ssrc: int) -> list[VoicePacket]:
         """``ssrc`` belongs to ``user_id`` (op 5): the packets held for it, opened."""
+        self._expire_held(self._clock())
+        return self._map(user_id, ssrc)
+
+    def _map(self, user_id: int, ssrc: int) -> list[VoicePacket]:
+        """``ssrc`` is ``user_id``'s from now on: the packets held for it, opened."""
         self.users_by_ssrc[ssrc] = user_id
         self.users_in_call.add(user_id)
         self._left.discard(user_id)
         self._tried.pop(ssrc, None)
-        self._expire_held(self._clock())
         return self._open_e2ee(user_id, self._held.pop(ssrc, ()))
 
     def forget_user(self, user_id: int) -> None:
@@ -336,9 +338,13 @@ class VoicePacketProcessor:
             self._cipher = (mode, key, TransportCipher(mode, key))
         return self._cipher[2]
 
-    def _open_e2ee(self, user_id: int, payloads: Iterable[_OpenedPacket]) -> list[VoicePacket]:
+    def _dave_session(self) -> davey.DaveSession | None:
+        """The connection's DAVE session, when the call is end-to-end encrypted."""
         connection = self._connection
-        session = connection.dave_session if connection.dave_protocol_version > 0 else None
+        return connection.dave_session if connection.dave_protocol_version > 0 else None
+
+    def _open_e2ee(self, user_id: int, payloads: Iterable[_OpenedPacket]) -> list[VoicePacket]:
+        session = self._dave_session()
         packets = []
         for packet in payloads:
             opus = packet.payload
