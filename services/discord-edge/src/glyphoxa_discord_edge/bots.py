@@ -18,10 +18,9 @@ from collections.abc import Awaitable, Callable
 from cryptography.fernet import Fernet, InvalidToken
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
+from glyphoxa_discord_edge.control import ControlUnavailable, ask
 from glyphoxa_events.api import Bot, BotList, BotsReply, EdgeChanged, GetBots
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.logs import register_secret
@@ -49,16 +48,10 @@ class BotDirectory:
             raise BotsUnavailable("NATS_EDGE_KEY is not set: session-control cannot hand this "
                                   "edge any bot token")
         try:
-            msg = await self._nc.request(api_subject("edge.bots"),
-                                         GetBots(edge=self.name).model_dump_json().encode(),
-                                         timeout=self._timeout_s)
-        except (NatsTimeout, NoRespondersError):
-            raise BotsUnavailable(
-                f"session-control did not answer within {self._timeout_s:g} s") from None
-        try:
-            reply = BotsReply.model_validate_json(msg.data)
-        except ValidationError:
-            raise BotsUnavailable("session-control's answer is not a bot list") from None
+            reply = await ask(self._nc, "edge.bots", GetBots(edge=self.name), BotsReply,
+                              self._timeout_s)
+        except ControlUnavailable as exc:
+            raise BotsUnavailable(str(exc)) from None
         if not reply.ok:
             raise BotsUnavailable(reply.error)
         try:

@@ -28,7 +28,7 @@ from glyphoxa_events.api import (
 )
 from glyphoxa_events.subjects import api_subject
 
-R = TypeVar("R", ApiReply, NpcsReply)
+R = TypeVar("R", bound=BaseModel)
 
 
 class ControlUnavailable(Exception):
@@ -66,14 +66,19 @@ class ControlClient:
             tenant=self.tenant, session=session, npc=npc, text=text, caller=caller), ApiReply)
 
     async def _call(self, verb: str, body: BaseModel, reply: type[R]) -> R:
-        try:
-            msg = await self._nc.request(api_subject(verb), body.model_dump_json().encode(),
-                                         timeout=self._timeout_s)
-        except (NatsTimeout, NoRespondersError):
-            raise ControlUnavailable(
-                f"session-control did not answer within {self._timeout_s:g} s") from None
-        try:
-            return reply.model_validate_json(msg.data)
-        except ValidationError:
-            raise ControlUnavailable(f"session-control answered {verb} with something that "
-                                     f"is not a {reply.__name__}") from None
+        return await ask(self._nc, verb, body, reply, self._timeout_s)
+
+
+async def ask(nc: Client, verb: str, body: BaseModel, reply: type[R], timeout_s: float) -> R:
+    """session-control's answer to ``body`` on ``glxapi.<verb>``, read as ``reply``;
+    ControlUnavailable when it does not answer in time or answers something else."""
+    try:
+        msg = await nc.request(api_subject(verb), body.model_dump_json().encode(),
+                               timeout=timeout_s)
+    except (NatsTimeout, NoRespondersError):
+        raise ControlUnavailable(f"session-control did not answer within {timeout_s:g} s") from None
+    try:
+        return reply.model_validate_json(msg.data)
+    except ValidationError:
+        raise ControlUnavailable(f"session-control answered {verb} with something that is "
+                                 f"not a {reply.__name__}") from None
