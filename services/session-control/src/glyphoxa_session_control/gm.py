@@ -79,8 +79,8 @@ class GameMaster:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT id FROM sessions WHERE tenant_id = %s AND guild_id = %s"
-                " AND state IN ('pending', 'active') ORDER BY created_at DESC LIMIT 1",
-                (tenant, guild_id))
+                " AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1",
+                (tenant, guild_id, list(LIVE)))
             row = await cur.fetchone()
         if row is None:
             raise NotFound("no session is running in this server: /session start begins one")

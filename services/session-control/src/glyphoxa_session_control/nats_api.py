@@ -68,20 +68,22 @@ class NatsApi:
         self._subs: list = []
 
     async def start(self) -> None:
-        routes: dict[str, tuple[type[BaseModel], Callable[..., Awaitable[Reply]]]] = {
-            "session.start": (StartSession, self._start),
-            "session.stop": (StopSession, self._stop),
-            "session.get": (GetSession, self._get),
-            "session.find": (FindSession, self._find),
-            "npc.list": (ListNpcs, self._npcs),
-            "npc.mute": (MuteNpc, self._mute),
-            "npc.speak": (SpeakNpc, self._speak),
-            "secrets.get": (GetSecrets, self._secrets),
-            "edge.bots": (GetBots, self._bots),
+        # verb: (request, reply, action); a refusal is the verb's own reply type with ok=False
+        routes: dict[str, tuple[type[BaseModel], type[Reply], Callable[..., Awaitable[Reply]]]] = {
+            "session.start": (StartSession, ApiReply, self._start),
+            "session.stop": (StopSession, ApiReply, self._stop),
+            "session.get": (GetSession, ApiReply, self._get),
+            "session.find": (FindSession, ApiReply, self._find),
+            "npc.list": (ListNpcs, NpcsReply, self._npcs),
+            "npc.mute": (MuteNpc, NpcsReply, self._mute),
+            "npc.speak": (SpeakNpc, ApiReply, self._speak),
+            "secrets.get": (GetSecrets, SecretsReply, self._secrets),
+            "edge.bots": (GetBots, BotsReply, self._bots),
         }
-        for verb, (model, action) in routes.items():
+        for verb, (model, reply, action) in routes.items():
             self._subs.append(await self._nc.subscribe(
-                api_subject(verb), queue="session-control", cb=self._handler(verb, model, action)))
+                api_subject(verb), queue="session-control",
+                cb=self._handler(verb, model, reply, action)))
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -163,18 +165,16 @@ class NatsApi:
         sealed = self._edge_sealer.encrypt(BotList(bots=tuple(bots)).model_dump_json().encode())
         return BotsReply(ok=True, sealed=sealed.decode())
 
-    def _handler(self, verb: str, model: type[BaseModel], action):  # type: ignore[no-untyped-def]
+    def _handler(self, verb: str, model: type[BaseModel], failed: type[Reply], action):  # type: ignore[no-untyped-def]
         async def handle(msg: Msg) -> None:
-            reply = await self._serve(verb, model, action, msg.data)
+            reply = await self._serve(verb, model, failed, action, msg.data)
             REQUESTS.labels(api="nats", verb=verb, result="ok" if reply.ok else "error").inc()
             if msg.reply:
                 await msg.respond(reply.model_dump_json(exclude_none=True).encode())
         return handle
 
-    async def _serve(self, verb: str, model: type[BaseModel], action, data: bytes) -> Reply:  # type: ignore[no-untyped-def]
-        failed = {GetSecrets: SecretsReply, ListNpcs: NpcsReply, MuteNpc: NpcsReply,
-                  GetBots: BotsReply}.get(
-            model, ApiReply)
+    async def _serve(self, verb: str, model: type[BaseModel], failed: type[Reply], action,  # type: ignore[no-untyped-def]
+                     data: bytes) -> Reply:
         if len(data) > MAX_EVENT_BYTES:
             return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
         try:
