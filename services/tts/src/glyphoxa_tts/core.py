@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
@@ -52,6 +53,18 @@ log = logging.getLogger("glyphoxa.tts")
 
 MAX_OPEN_TURNS = 16
 MAX_HELD = 8
+
+
+async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
+                  encoder: FrameEncoder) -> AsyncIterator[bytes]:
+    """``text`` spoken by ``provider``, as 20 ms opus frames from ``encoder`` (flushed at the
+    end), each as soon as it is made."""
+    async with contextlib.aclosing(provider.synthesize(text, voice)) as audio:
+        async for pcm in audio:
+            for packet in encoder.push(pcm):
+                yield packet
+    for packet in encoder.finish():
+        yield packet
 
 
 class TtsSession:
@@ -221,12 +234,9 @@ class TtsSession:
 
     async def _stream(self, turn: Turn, provider: TTSProvider, text: str,
                       voice: VoiceSpec) -> None:
-        async with contextlib.aclosing(provider.synthesize(text, voice)) as audio:
-            async for pcm in audio:
-                for packet in turn.encoder.push(pcm):
-                    await self._publish_frame(turn, packet)
-        for packet in turn.encoder.finish():
-            await self._publish_frame(turn, packet)
+        async with contextlib.aclosing(encoded(provider, text, voice, turn.encoder)) as packets:
+            async for packet in packets:
+                await self._publish_frame(turn, packet)
 
     async def _publish_frame(self, turn: Turn, packet: bytes) -> None:
         """Publish one frame, never interrupted half-way (so ``frames`` counts exactly what
@@ -286,10 +296,10 @@ class TtsSession:
     async def _make_held(self, held: Held, voice: VoiceSpec) -> None:
         provider = await self._providers.for_voice(voice, self._ctx.tenant)
         try:
-            async with contextlib.aclosing(provider.synthesize(held.text, voice)) as audio:
-                async for pcm in audio:
-                    held.packets.extend(held.encoder.push(pcm))
-            held.packets.extend(held.encoder.finish())
+            async with contextlib.aclosing(
+                    encoded(provider, held.text, voice, held.encoder)) as packets:
+                async for packet in packets:
+                    held.packets.extend((packet,))
             self._providers.succeeded(provider)
         except ProviderError as exc:
             held.failed = True
