@@ -69,7 +69,7 @@ def test_api_keys_are_random_and_only_their_digest_is_kept():
 
 
 def test_the_local_stack_gives_each_service_only_its_keys():
-    from glyphoxa_cli.stack import service_keys
+    from glyphoxa_runtime.keyring import service_keys
 
     keys = {"bus_key": "B", "edge_key": "E", "operator_key": "O", "secret_key": "S"}
     assert service_keys("session-control", keys) == {

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from glyphoxa_cli.postgres import PostgresServer, create_database
 from glyphoxa_cli.processes import SERVICES, NatsServer, ServiceProcess, free_port
+from glyphoxa_runtime.keyring import complete, service_keys, write_private
 
 STAGE_SERVICES = ("vad", "stt", "npc-brain", "tts")
 
@@ -106,38 +107,12 @@ class Stack:
                 for p in self.procs}
 
 
-def service_keys(service: str, keys: dict[str, str]) -> dict[str, str]:
-    """The keys one service is given, and no others (docs/operations.md, keys): the operator
-    and at-rest keys stay in session-control; the bus secrets key (tenants' provider keys)
-    goes to session-control and the stages, never to an edge; the edge key (bot tokens) to
-    session-control and discord-edge only."""
-    given = {"NATS_SECRETS_KEY": keys["bus_key"]} if service != "discord-edge" else {}
-    if service in ("session-control", "discord-edge"):
-        given["NATS_EDGE_KEY"] = keys["edge_key"]
-    if service == "session-control":
-        given |= {"SESSION_CONTROL_OPERATOR_KEY": keys["operator_key"],
-                  "SESSION_CONTROL_SECRET_KEYS": keys["secret_key"]}
-    return given
-
-
 def stack_keys(home: Path) -> dict[str, str]:
-    """The local stack's operator key, secret-encryption key, bus secrets key (tenants'
-    provider keys on their way to the stages) and edge key (bot tokens on their way to
-    discord-edge); made once, kept 0600."""
-    import secrets
-
-    from cryptography.fernet import Fernet
-
+    """The local stack's keys (``glyphoxa_runtime.keyring``) and the tenant keys the scene
+    player made; made once, kept 0600 in ``<home>/keys.json``."""
     path = home / "keys.json"
-    keys = json.loads(path.read_text()) if path.exists() else {
-        "operator_key": "op_" + secrets.token_urlsafe(32),
-        "secret_key": Fernet.generate_key().decode(), "tenant_keys": {}}
-    added = False
-    for name in ("bus_key", "edge_key"):  # a keys.json from before they were needed
-        if name not in keys:
-            keys[name] = Fernet.generate_key().decode()
-            added = True
-    if added:
+    keys = json.loads(path.read_text()) if path.exists() else {"tenant_keys": {}}
+    if complete(keys):  # a new home, or a keys.json from before a key was needed
         _write_keys(home, keys)
     return keys
 
@@ -149,13 +124,7 @@ def save_tenant_key(home: Path, tenant: str, key: str) -> None:
 
 
 def _write_keys(home: Path, keys: dict) -> None:  # type: ignore[type-arg]
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "keys.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(keys, f)
-    tmp.replace(path)
+    write_private(home / "keys.json", json.dumps(keys))
 
 
 def running_stack() -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -43,3 +44,35 @@ async def open_pool(settings: PgSettings, name: str) -> AsyncConnectionPool:
     log.info("connecting to PostgreSQL", extra={"pg": describe_dsn(dsn)})
     await pool.open(wait=True, timeout=settings.connect_timeout_s)
     return pool
+
+
+class PgHealth:
+    """Whether PostgreSQL answers, checked every ``interval_s`` with ``SELECT 1``: what
+    ``/readyz`` reports, so a supervisor sees an outage (the pool reconnects by itself).
+    Each change is logged once."""
+
+    def __init__(self, pool: AsyncConnectionPool, interval_s: float = 2.0,
+                 timeout_s: float = 2.0):
+        self._pool, self._interval_s, self._timeout_s = pool, interval_s, timeout_s
+        self.ok = True
+        self.problem = ""
+
+    async def check(self) -> bool:
+        try:
+            async with self._pool.connection(timeout=self._timeout_s) as conn:
+                await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout_s)
+            problem = ""
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; reported below
+            problem = f"PostgreSQL does not answer ({type(exc).__name__})"
+        if problem != self.problem:
+            if problem:
+                log.warning("PostgreSQL unreachable", extra={"reason": problem})
+            else:
+                log.info("PostgreSQL reachable again")
+        self.ok, self.problem = not problem, problem
+        return self.ok
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self._interval_s)

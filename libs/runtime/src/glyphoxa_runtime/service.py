@@ -14,7 +14,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
@@ -45,11 +45,19 @@ def replica_name(settings: ServiceSettings, service: str) -> str:
     return settings.replica or f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
+def serve(service: str, settings: ServiceSettings,
+          build: Callable[[Client, Publisher], Awaitable[App]]) -> NoReturn:
+    """A service's ``main``: run it and exit with its status (0 only after a clean stop), so
+    a supervisor (compose ``restart: on-failure``, Kubernetes) sees a crash as one."""
+    raise SystemExit(asyncio.run(run_service(service, settings, build)))
+
+
 async def run_service(
     service: str,
     settings: ServiceSettings,
     build: Callable[[Client, Publisher], Awaitable[App]],
-) -> None:
+) -> int:
+    """Run until SIGTERM/SIGINT (0) or until the app fails or stops on its own (1)."""
     setup_logging(service, settings.log_level)
     for url in settings.nats.servers():  # nats://user:password@host carries a secret
         parsed = urlsplit(url)
@@ -60,8 +68,8 @@ async def run_service(
     nc = await connect(settings.nats, name=replica)
     publisher = Publisher(nc, settings.nats.max_in_flight)
     app = await build(nc, publisher)
-    health = HealthServer(settings.metrics.host, settings.metrics.port, lambda: {
-        "service": service, "replica": replica, "nats": nc.is_connected, **app.readiness()})
+    health = HealthServer(settings.metrics.host, settings.metrics.port,
+                          lambda: readiness(service, replica, nc, app))
     await health.start()
     log.info("service started", extra={"replica": replica, "metrics_port": health.port,
                                         "nats": settings.nats.servers()})
@@ -72,8 +80,13 @@ async def run_service(
     runner = asyncio.create_task(app.run(), name=f"{service}-run")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if runner in done and runner.exception() is not None:
-        log.error("service failed", exc_info=runner.exception())
+    status = 0
+    if runner in done:
+        status = 1
+        if runner.exception() is not None:
+            log.error("service failed", exc_info=runner.exception())
+        else:
+            log.error("service stopped on its own, without being asked to")
     log.info("shutting down")
     with contextlib.suppress(Exception):
         await asyncio.wait_for(app.shutdown(), timeout=settings.nats.drain_timeout_s)
@@ -86,7 +99,19 @@ async def run_service(
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.drain(), timeout=settings.nats.drain_timeout_s)
     await health.stop()
-    log.info("stopped")
+    log.info("stopped", extra={"status": status})
+    return status
+
+
+def readiness(service: str, replica: str, nc: Client, app: App) -> dict[str, object]:
+    """``/readyz``: the app's own state, and never ready while NATS is unreachable (a
+    supervisor or load balancer must see the outage; the client reconnects by itself)."""
+    state: dict[str, object] = {"service": service, "replica": replica,
+                                "nats": nc.is_connected, **app.readiness()}
+    if not nc.is_connected:
+        state["ready"] = False
+        state["problem"] = "NATS is unreachable (reconnecting)"
+    return state
 
 
 @dataclass

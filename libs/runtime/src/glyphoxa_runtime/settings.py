@@ -6,7 +6,11 @@ its prefix (``VAD_*``, ``STT_*``...). Settings are parsed once, in ``__main__``.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
@@ -38,9 +42,48 @@ class ServiceSettings(BaseSettings):
                          validation_alias=AliasChoices("SERVICE_REPLICA"))
 
 
+SECRETS_DIR_VARIABLE = "GLYPHOXA_SECRETS_DIR"
+_SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+
+
+def read_secrets_dir(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Settings kept as files: every file in ``$GLYPHOXA_SECRETS_DIR`` named like a variable
+    (``NATS_SECRETS_KEY``) sets that variable to its content (surrounding whitespace
+    stripped), unless the environment already gives it a non-empty value. This is how
+    Docker and Kubernetes hand secrets to a container (a volume or a mounted ``Secret``), so
+    no key needs to sit in a compose file or a pod spec. Returns the names it set."""
+    directory = environ.get(SECRETS_DIR_VARIABLE, "")
+    if not directory:
+        return []
+    root = Path(directory)
+    if not root.is_dir():
+        raise SecretsDirError(f"{SECRETS_DIR_VARIABLE}: {directory} is not a directory")
+    taken = []
+    for path in sorted(root.iterdir()):
+        if not _SECRET_NAME.match(path.name) or not path.is_file() or environ.get(path.name):
+            continue
+        try:
+            environ[path.name] = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecretsDirError(f"{SECRETS_DIR_VARIABLE}: cannot read {path.name} "
+                                  f"({type(exc).__name__})") from None
+        taken.append(path.name)
+    return taken
+
+
+class SecretsDirError(ValueError):
+    """``GLYPHOXA_SECRETS_DIR`` names no directory, or a file in it cannot be read."""
+
+
 def load_settings(cls: type[_S], service: str) -> _S:
-    """Parse a service's settings once, at start; bad configuration ends the process with
-    one line per mistake naming the variable, never echoing its value (it may be a secret)."""
+    """Parse a service's settings once, at start (after ``read_secrets_dir``); bad
+    configuration ends the process with one line per mistake naming the variable, never
+    echoing its value (it may be a secret)."""
+    try:
+        read_secrets_dir()
+    except SecretsDirError as exc:
+        print(f"{service}: invalid configuration:\n  {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         return cls()
     except ValidationError as exc:

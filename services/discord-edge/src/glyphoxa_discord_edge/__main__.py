@@ -33,7 +33,7 @@ from glyphoxa_discord_edge.bots import BotDirectory, BotsUnavailable
 from glyphoxa_discord_edge.metrics import EdgeCollector
 from glyphoxa_events.api import Bot
 from glyphoxa_events.tokens import Token
-from glyphoxa_runtime.service import run_service
+from glyphoxa_runtime.service import serve
 from glyphoxa_runtime.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("glyphoxa.discord_edge")
@@ -169,7 +169,7 @@ def main() -> None:
     async def build(nc: Client, publisher: Publisher) -> EdgeApp:
         return EdgeApp(settings, nc, publisher)
 
-    asyncio.run(run_service("discord-edge", settings, build))
+    serve("discord-edge", settings, build)
 
 
 if __name__ == "__main__":

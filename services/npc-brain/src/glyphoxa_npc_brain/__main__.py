@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from nats.aio.client import Client
 
 from glyphoxa_bus.publisher import Publisher
@@ -15,7 +13,7 @@ from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm.pool import KeyResolver, LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_runtime.logs import register_secret
-from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.service import StageApp, StageMetrics, serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_runtime.tenant_keys import TenantSecrets
 
@@ -84,7 +82,7 @@ def main() -> None:
         keys = TenantSecrets(nc, settings.nats.secrets_key.get_secret_value(), STAGE)
         return await build_app(nc, publisher, settings, key_for=keys.get if keys.enabled else None)
 
-    asyncio.run(run_service(STAGE, settings, build))
+    serve(STAGE, settings, build)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_events.api import EdgeChanged
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_pg.migrations import load_migrations, migrate
-from glyphoxa_pg.pool import dsn_password, open_pool
+from glyphoxa_pg.pool import PgHealth, dsn_password, open_pool
 from glyphoxa_runtime.logs import register_secret
-from glyphoxa_runtime.service import run_service
+from glyphoxa_runtime.service import serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_session_control.api import Control, create_app
 from glyphoxa_session_control.campaigns import Campaigns
@@ -50,6 +50,7 @@ class _ApiServer(uvicorn.Server):
 class SessionControlApp:
     def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings):
         self.control, self._nats_api, self._recorder = control, nats_api, recorder
+        self._pg = PgHealth(control.pool)
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
         # TCP, and without it every keep-alive response waits ~40 ms for Nagle
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -69,6 +70,7 @@ class SessionControlApp:
                 group.create_task(self._server.serve(sockets=[self._socket]), name="admin-api"),
                 group.create_task(self.control.watchdog.run(), name="liveness"),
                 group.create_task(self._recorder.run(), name="recorder"),
+                group.create_task(self._pg.run(), name="pg-health"),
             ]
 
     async def shutdown(self) -> None:
@@ -81,7 +83,12 @@ class SessionControlApp:
         await self.control.pool.close(timeout=2)
 
     def readiness(self) -> dict[str, object]:
-        return {"ready": self._nats_api.ready and self._server.started, "api_port": self.api_port}
+        state: dict[str, object] = {
+            "ready": self._nats_api.ready and self._server.started and self._pg.ok,
+            "api_port": self.api_port, "postgres": self._pg.ok}
+        if self._pg.problem:
+            state["problem"] = self._pg.problem
+        return state
 
 
 async def build(settings: Settings, nc: Client, publisher: Publisher) -> SessionControlApp:
@@ -126,8 +133,7 @@ def main() -> None:
     for secret in (settings.operator_key.get_secret_value(), dsn_password(settings.pg.dsn.get_secret_value()),
                    *settings.secret_keys.get_secret_value().split(",")):
         register_secret(secret.strip() if secret else None)
-    asyncio.run(run_service("session-control", settings,
-                            lambda nc, publisher: build(settings, nc, publisher)))
+    serve("session-control", settings, lambda nc, publisher: build(settings, nc, publisher))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ and ``METRICS_*`` environment variables (see ``config.Settings``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 
@@ -17,7 +16,7 @@ from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.logs import register_secret
-from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.service import StageApp, StageMetrics, serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_runtime.tenant_keys import TenantSecrets
 from glyphoxa_stt.chain import SttChain
@@ -96,7 +95,7 @@ def main() -> None:
     settings = load_settings(Settings, "stt")
     for secret in settings.secrets():  # second line of defence: scrubbed from any log line
         register_secret(secret)
-    asyncio.run(run_service(STAGE, settings, functools.partial(build_app, settings)))
+    serve(STAGE, settings, functools.partial(build_app, settings))
 
 
 if __name__ == "__main__":

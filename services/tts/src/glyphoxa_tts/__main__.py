@@ -10,7 +10,7 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.streams import EVENTS
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.logs import register_secret
-from glyphoxa_runtime.service import StageApp, run_service
+from glyphoxa_runtime.service import StageApp, serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_runtime.tenant_keys import TenantSecrets
 from glyphoxa_tts import metrics
@@ -56,7 +56,7 @@ def main() -> None:
         providers = await asyncio.to_thread(ProviderSet, settings, None, keys)
         return TtsApp(nc, publisher, settings, providers)
 
-    asyncio.run(run_service(STAGE, settings, build))
+    serve(STAGE, settings, build)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ publishes utterances on ``glx.T.S.vad.<speaker>`` plus ``ctl.bargein``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from nats.aio.client import Client
@@ -15,7 +14,7 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import MEDIA
 from glyphoxa_events.subjects import SessionSubjects
-from glyphoxa_runtime.service import StageApp, StageMetrics, run_service
+from glyphoxa_runtime.service import StageApp, StageMetrics, serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_vad.config import Settings
 from glyphoxa_vad.core import SessionVad
@@ -52,7 +51,7 @@ def main() -> None:
         log.info("vad engine loaded", extra={"engine": engine.name})
         return build_app(nc, publisher, settings, engine)
 
-    asyncio.run(run_service(STAGE, settings, build))
+    serve(STAGE, settings, build)
 
 
 if __name__ == "__main__":
