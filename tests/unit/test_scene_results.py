@@ -22,3 +22,50 @@ def test_frames_arriving_out_of_order_play_in_order_and_a_lost_one_is_concealed(
     assert len(audio) == len(packets) * 960  # the lost frame's 20 ms is filled, not dropped
     spectrum = np.abs(np.fft.rfft(audio[4800:].astype(float)))
     assert abs(np.argmax(spectrum) * 48000 / len(audio[4800:]) - 300) < 5
+
+
+class _Msg:
+    def __init__(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.data, self.headers = event.to_bytes(), {}
+
+
+class _Bus:
+    """Stands in for NATS: keeps what the player publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def jetstream(self) -> "_Bus":
+        return self
+
+    async def publish(self, subject: str, body: bytes, headers: dict | None = None) -> None:
+        self.published.append((subject, body))
+
+
+@pytest.mark.parametrize("audio_first", [False, True])
+async def test_the_player_reports_what_was_heard_with_the_reply_text_in_either_order(audio_first):
+    """tts may finish a short reply before the brain's turn event arrives; the player (the
+    edge of a scene) reports Played once it has both, with the reply's text, exactly once."""
+    from glyphoxa_campaign import Campaign, Npc
+    from glyphoxa_cli.player import ScenePlayer
+    from glyphoxa_cli.scenefile import Scene
+    from glyphoxa_events.models import AudioDone, Outcome, Played, TurnEnded
+
+    class Door:
+        tenant = "t1"
+
+    bus = _Bus()
+    player = ScenePlayer(bus, Scene("s", 48000, {}, []), Campaign(name="c", npcs=[Npc(
+        name="Tobias", persona="innkeeper")]), Door())  # type: ignore[arg-type]
+    player.session = "s1"
+    turn = TurnEnded(turn_id="drew-143", speaker="drew", transcript="Tobias, a room?",
+                     npc="tobias", outcome=Outcome.answered, reply_text="One silver a night.")
+    done = AudioDone(turn_id="drew-143", npc="tobias", frames=35)
+    for event in ([done, turn] if audio_first else [turn, done]):
+        await player._on_ctl(_Msg(event))  # noqa: SLF001
+    await player._on_ctl(_Msg(done))  # a redelivery reports nothing more
+    assert len(bus.published) == 1
+    subject, body = bus.published[0]
+    played = Played.model_validate_json(body)
+    assert subject == "glx.t1.s1.ctl.played"
+    assert played.text_heard == "One silver a night." and played.complete

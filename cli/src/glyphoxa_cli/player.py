@@ -242,6 +242,9 @@ class ScenePlayer:
         event = parse_control(msg.data)
         if isinstance(event, TurnEnded):
             self.collected.turns[event.turn_id] = event
+            done = self.collected.audio_done.get(event.turn_id)
+            if done is not None:  # tts finished before the brain's turn event came
+                await self._report_played(done)
         elif isinstance(event, AudioDone):
             self.collected.audio_done[event.turn_id] = event
             await self._report_played(event)
@@ -258,13 +261,16 @@ class ScenePlayer:
         self._touch()
 
     async def _report_played(self, done: AudioDone) -> None:
-        """What an edge does after playback: tell the brain what the table actually heard."""
+        """What an edge does after playback: tell the brain what the table actually heard.
+        Once both the audio and the turn (its text) are in, whichever came last: tts may
+        finish a short reply before the brain's turn event arrives (a real edge is still
+        playing it then)."""
         turn = self.collected.turns.get(done.turn_id)
-        if self.edge is not None or done.cancelled or done.turn_id in self.collected.played_sent:
+        if (self.edge is not None or done.cancelled or turn is None
+                or done.turn_id in self.collected.played_sent):
             return  # an edge in the loop reports what it played
         self.collected.played_sent.add(done.turn_id)
-        text = turn.reply_text if turn else ""
-        event = Played(turn_id=done.turn_id, npc=done.npc, text_heard=text, complete=True,
+        event = Played(turn_id=done.turn_id, npc=done.npc, text_heard=turn.reply_text, complete=True,
                        first_played_ns=self.collected.first_audio_ns.get(done.turn_id, 0))
         subjects = SessionSubjects(self.tenant, self.session)
         await self.nc.jetstream().publish(
