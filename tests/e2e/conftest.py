@@ -12,6 +12,16 @@ CORPUS = Path(os.environ.get("GLYPHOXA_CORPUS", ROOT.parent / "shared" / "corpus
 CORPUS_SCENE = CORPUS / "scenes" / "forge_and_tavern"
 
 
+COMPOSE_TIMINGS = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):  # type: ignore[no-untyped-def]
+    """The compose test's step durations, printed whether it passed or not."""
+    if COMPOSE_TIMINGS in config.stash:
+        terminalreporter.write_sep("-", "compose e2e, step durations")
+        terminalreporter.write_line(config.stash[COMPOSE_TIMINGS])
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "e2e" in str(item.fspath):

@@ -55,7 +55,8 @@ def test_init_again_keeps_every_key_and_completes_what_is_missing(tmp_path):
     (tmp_path / "stages" / "NATS_SECRETS_KEY").unlink()  # a lost derived file
     made, kept = keyring.init(tmp_path, DSN)
     assert made == []
-    assert "NATS_SECRETS_KEY" in kept
+    assert set(kept) == {"SESSION_CONTROL_OPERATOR_KEY", "SESSION_CONTROL_SECRET_KEYS",
+                         "NATS_SECRETS_KEY", "NATS_EDGE_KEY", "POSTGRES_PASSWORD"}
     again = files(tmp_path)
     assert again == {**first, "session-control/SESSION_CONTROL_SECRET_KEYS": rotated}
 
@@ -121,6 +122,9 @@ async def test_the_probe_passes_on_200_and_fails_otherwise(monkeypatch, capsys):
         state["ready"] = True
         assert await run("/readyz") == 0
         assert await run("metrics") == 2
+        monkeypatch.setenv("METRICS_PORT", "0")
+        assert await run("healthz") == 2
+        monkeypatch.setenv("METRICS_PORT", str(server.port))
     finally:
         await server.stop()
     assert await run("healthz") == 1

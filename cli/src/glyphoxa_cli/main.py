@@ -12,7 +12,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from glyphoxa_cli.compose import ComposeStack
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_CAMPAIGN = ROOT / "examples" / "campaign.yaml"
@@ -50,6 +53,14 @@ class ApiAccess:
         operator = stack_keys(glyphoxa_home())["operator_key"] if state else None
         return cls(url, operator, api_key or os.environ.get("GLYPHOXA_API_KEY"),
                    glyphoxa_home() if state else None)
+
+    @classmethod
+    def of_compose(cls, stack: ComposeStack, url: str | None = None,
+                   api_key: str | None = None) -> ApiAccess:
+        """The composed stack's admin API (its published port) and, unless a tenant key is
+        given, its operator key (read in session-control's container)."""
+        api_key = api_key or os.environ.get("GLYPHOXA_API_KEY")
+        return cls(url or stack.api_url(), None if api_key else stack.operator_key(), api_key)
 
 
 async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign_path: Path,
@@ -103,12 +114,22 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
 def cmd_scene_play(args: argparse.Namespace) -> int:
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
+    from glyphoxa_cli.compose import ComposeError, ComposeStack
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.scenefile import SceneError
 
-    access = ApiAccess.of_running_stack(args.api, args.api_key)
+    nats_url = _nats_url(args.nats)
     try:
-        rows = asyncio.run(play_scene(_nats_url(args.nats), access, Path(args.scene_dir),
+        if args.stack == "compose":
+            stack = ComposeStack()
+            access = ApiAccess.of_compose(stack, args.api, args.api_key)
+            nats_url = args.nats or stack.nats_url()
+        else:
+            access = ApiAccess.of_running_stack(args.api, args.api_key)
+    except ComposeError as exc:
+        _fail(f"the composed stack: {exc}")
+    try:
+        rows = asyncio.run(play_scene(nats_url, access, Path(args.scene_dir),
                                       Path(args.campaign), Path(args.out), args.speed, args.tenant,
                                       args.timeout, args.edge))
     except AdminError as exc:
@@ -116,7 +137,7 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
     except (CampaignError, SceneError, ValueError, TimeoutError) as exc:
         _fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot reach NATS at {_nats_url(args.nats)} (is `./task up` running?): {exc}")
+        _fail(f"cannot reach NATS at {nats_url} (is the stack running?): {exc}")
     print(format_table(rows))
     return 0
 
@@ -205,6 +226,26 @@ def cmd_turns(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """The operator key, for the admin API (``Authorization: Bearer ...``)."""
+    from glyphoxa_cli.compose import ComposeError, ComposeStack
+    from glyphoxa_cli.stack import glyphoxa_home
+
+    if args.compose:
+        try:
+            key = ComposeStack().operator_key()
+        except ComposeError as exc:
+            _fail(f"the composed stack: {exc}")
+    else:
+        path = glyphoxa_home() / "keys.json"
+        if not path.exists():
+            _fail(f"no {path}: the local stack makes it on its first start (./task up); "
+                  "for the composed stack give --compose")
+        key = json.loads(path.read_text())["operator_key"]
+    print(key)
+    return 0
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
@@ -238,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="player: the player publishes audio.in itself; loopback: through "
                            "discord-edge's receive path and bridge on a local DAVE call, the "
                            "replies played by the edge (out/edge.json: what went through)")
+    play.add_argument("--stack", choices=("up", "compose"), default="up",
+                      help="up: the ./task up stack (default); compose: the composed stack "
+                           "(./task compose-up), its ports and operator key found through "
+                           "docker compose")
     play.set_defaults(func=cmd_scene_play)
 
     up = sub.add_parser("up", help="run nats-server and all services until Ctrl-C")
@@ -258,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     turns = sub.add_parser("turns", help="print a turns.jsonl as a table")
     turns.add_argument("path")
     turns.set_defaults(func=cmd_turns)
+
+    keys = sub.add_parser("keys", help="print the operator key of the admin API")
+    keys.add_argument("--compose", action="store_true",
+                      help="of the composed stack (read in session-control's container), "
+                           "not of ./task up")
+    keys.set_defaults(func=cmd_keys)
 
     sub.add_parser("secret-key", help="print a new key for SESSION_CONTROL_SECRET_KEYS "
                                       "(encrypts bot tokens and provider keys at rest)"

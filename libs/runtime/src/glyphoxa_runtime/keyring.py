@@ -89,27 +89,27 @@ def _read(directory: Path, name: str) -> str:
 
 
 def init(root: Path, pg_dsn: str | None = None) -> tuple[list[str], list[str]]:
-    """Make or complete the secrets directories under ``root``; (made, kept) variable names.
+    """Make or complete the secrets directories under ``root``; (made, kept): the names of
+    the keys made now and of those found and kept.
 
     The keys are read back from ``root/session-control`` (a key an operator put there, e.g. a
     second at-rest key for rotation, is kept as it is); the other directories are derived."""
     control = root / "session-control"
     keys = {name: _read(control, variable) for name, variable in VARIABLES.items()}
-    made = [VARIABLES[name] for name in complete(keys)]
+    added = complete(keys)
+    made = [VARIABLES[name] for name in added]
+    kept = [VARIABLES[name] for name in KEY_NAMES if name not in added]
     files: dict[str, dict[str, str]] = {d: service_keys(service, keys) for d, service in DIRS.items()}
     if pg_dsn is not None:
         password = _read(root / "postgres", PG_PASSWORD)
-        if not password:
-            password = secrets.token_urlsafe(24)
-            made.append(PG_PASSWORD)
+        (kept if password else made).append(PG_PASSWORD)
+        password = password or secrets.token_urlsafe(24)
         files["postgres"] = {PG_PASSWORD: password}
         files["session-control"]["PG_DSN"] = with_password(pg_dsn, password)
     for directory, variables in files.items():
         for variable, value in variables.items():
-            path = root / directory / variable
             if _read(root / directory, variable) != value:
-                write_private(path, value + "\n")
-    kept = sorted({v for vs in files.values() for v in vs} - set(made))
+                write_private(root / directory / variable, value + "\n")
     return made, kept
 
 
