@@ -41,6 +41,20 @@ async def read_all(js, subject: str) -> list:
     return msgs
 
 
+async def check_each_once(js, subjects: SessionSubjects, rows: list[dict]) -> int:  # type: ignore[no-untyped-def]
+    """What the streams kept of a scene after a failover: every utterance transcribed once
+    (none lost), every turn and every reply chunk published once. The number of finals."""
+    finals = [json.loads(m.data) for m in await read_all(js, subjects.stt("*"))]
+    finals = [f["utterance_id"] for f in finals if f["final"]]
+    assert len(finals) == len(set(finals)) == len(rows), "an utterance lost or transcribed twice"
+    turns = [json.loads(m.data)["turn_id"] for m in await read_all(js, subjects.ctl("turn"))]
+    assert len(turns) == len(set(turns)) == len(rows)
+    chunks = Counter((json.loads(m.data)["turn_id"], json.loads(m.data)["index"])
+                     for m in await read_all(js, subjects.reply("*")))
+    assert chunks and max(chunks.values()) == 1, "a reply chunk was published twice"
+    return len(finals)
+
+
 @pytest.fixture
 def stack(tmp_path, pg_admin_dsn):
     s = Stack(tmp_path / "stack", replicas={"stt": 2}, env={"NATS_CLAIM_LEASE_S": "3"},
@@ -72,16 +86,7 @@ async def test_stt_replica_killed_mid_scene(stack, tmp_path):
         rows = write_results(player, out)
         check_scene(rows, EXAMPLE_SCENE, out)
 
-        js = nc.jetstream()
-        subjects = SessionSubjects("failover", player.session)
-        finals = [json.loads(m.data) for m in await read_all(js, subjects.stt("*"))]
-        finals = [f["utterance_id"] for f in finals if f["final"]]
-        assert len(finals) == len(set(finals)) == len(rows)
-        turns = [json.loads(m.data)["turn_id"] for m in await read_all(js, subjects.ctl("turn"))]
-        assert len(turns) == len(set(turns)) == len(rows)
-        chunks = Counter((json.loads(m.data)["turn_id"], json.loads(m.data)["index"])
-                         for m in await read_all(js, subjects.reply("*")))
-        assert chunks and max(chunks.values()) == 1, "a reply chunk was published twice"
+        await check_each_once(nc.jetstream(), SessionSubjects("failover", player.session), rows)
     finally:
         await door.client.close()
         await nc.close()

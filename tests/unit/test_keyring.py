@@ -52,6 +52,7 @@ def test_init_again_keeps_every_key_and_completes_what_is_missing(tmp_path):
     first = files(tmp_path)
     rotated = "NEWKEY=,OLDKEY="  # an operator put a second at-rest key first, for rotation
     (tmp_path / "session-control" / "SESSION_CONTROL_SECRET_KEYS").write_text(rotated)
+    (tmp_path / "session-control" / "SESSION_CONTROL_SECRET_KEYS").chmod(0o644)
     (tmp_path / "stages" / "NATS_SECRETS_KEY").unlink()  # a lost derived file
     made, kept = keyring.init(tmp_path, DSN)
     assert made == []
@@ -59,6 +60,8 @@ def test_init_again_keeps_every_key_and_completes_what_is_missing(tmp_path):
                          "NATS_SECRETS_KEY", "NATS_EDGE_KEY", "POSTGRES_PASSWORD"}
     again = files(tmp_path)
     assert again == {**first, "session-control/SESSION_CONTROL_SECRET_KEYS": rotated}
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert modes == {0o600}
 
 
 def test_init_refuses_a_dsn_with_a_password_and_keeps_quiet_about_it(tmp_path, capsys):

@@ -108,8 +108,11 @@ def init(root: Path, pg_dsn: str | None = None) -> tuple[list[str], list[str]]:
         files["session-control"]["PG_DSN"] = with_password(pg_dsn, password)
     for directory, variables in files.items():
         for variable, value in variables.items():
+            path = root / directory / variable
             if _read(root / directory, variable) != value:
-                write_private(root / directory / variable, value + "\n")
+                write_private(path, value + "\n")
+            else:
+                path.chmod(0o600)  # a file an operator edited is readable by its owner only
     return made, kept
 
 
