@@ -26,7 +26,8 @@ RUN --mount=type=cache,id=glyphoxa-apt,target=/var/cache/apt,sharing=locked \
     install -d -o glyphoxa -g glyphoxa -m 0700 /run/glyphoxa/secrets \
         /run/glyphoxa/keyring/session-control /run/glyphoxa/keyring/stages \
         /run/glyphoxa/keyring/discord-edge /run/glyphoxa/keyring/postgres
-ENV PYTHONUNBUFFERED=1 \
+ENV LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 

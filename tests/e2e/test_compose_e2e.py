@@ -43,7 +43,8 @@ from tests.e2e.conftest import COMPOSE_TIMINGS, EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
 from tests.e2e.test_failover_e2e import check_each_once, read_all
 from tests.e2e.test_scene_e2e import check_scene, check_session_record
 
-pytestmark = pytest.mark.compose
+# the first test's setup builds every image: ~8 min with an empty build cache on 2 cores
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 
 GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
 LOCAL_BASE = "glyphoxa/base:bookworm"
