@@ -10,7 +10,8 @@ from compose.yaml, and the example scene played into it from the host.
    does): it completes, no utterance lost, no reply twice;
 4. ``stop`` (every container exits 0: SIGTERM reached each service through tini), ``down``,
    ``up``: the first session's transcript is still readable and the streams kept;
-5. the project's PostgreSQL image through testcontainers (the official image's interface).
+5. vad's process killed inside its container: ``restart: on-failure`` brings it back ready;
+6. the project's PostgreSQL image through testcontainers (the official image's interface).
 
 Skipped, saying why, where no Docker engine answers (``./task docker-here`` makes one on a
 Debian machine without a registry). Each step's duration is printed at the end.
@@ -248,6 +249,34 @@ def test_down_and_up_keeps_sessions_transcripts_and_streams(stack, timings):
     assert asyncio.run(retained(stack, subjects)) == finals  # type: ignore[arg-type]
     host, port = stack.published("session-control", API_PORT)
     assert host == "127.0.0.1" and port > 0
+
+
+def restarts_and_health(container: str) -> tuple[int, str]:
+    out = subprocess.run(["docker", "inspect", "--format",
+                          "{{.RestartCount}} {{.State.Health.Status}}", container],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), out[1]
+
+
+def test_a_crashed_service_is_restarted_and_ready_again(stack, timings):
+    """``restart: on-failure``: vad's process killed inside its container (as the OOM killer
+    would: tini, PID 1, then exits 137) comes back by itself and is ready again."""
+    [container] = stack.containers("vad")
+    restarts, health = restarts_and_health(container)
+    assert health == "healthy"
+    subprocess.run(["docker", "exec", container, "sh", "-c", "kill -KILL -1"],
+                   capture_output=True)  # every process of the service's user but PID 1
+
+    def back() -> tuple[int, str]:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            state = restarts_and_health(container)
+            if state[0] > restarts and state[1] == "healthy":
+                return state
+            time.sleep(0.5)
+        return state
+
+    assert timings.run("vad crashed, restarted, healthy again", back) == (restarts + 1, "healthy")
 
 
 async def pgvector_works(dsn: str) -> str:
