@@ -33,15 +33,12 @@ from pathlib import Path
 import pytest
 
 from glyphoxa_bus.connection import BusSettings, connect
-from glyphoxa_campaign import load_campaign_file
 from glyphoxa_cli.admin import SceneSessions, tenant_client
 from glyphoxa_cli.compose import API_PORT, ComposeError, ComposeStack
-from glyphoxa_cli.player import ScenePlayer
 from glyphoxa_cli.results import write_results, write_session_record
-from glyphoxa_cli.scenefile import load_scene
 from glyphoxa_events.subjects import SessionSubjects
 from tests.e2e.conftest import COMPOSE_TIMINGS, EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
-from tests.e2e.test_failover_e2e import check_each_once, read_all
+from tests.e2e.test_failover_e2e import check_each_once, read_all, scene_under_way
 from tests.e2e.test_scene_e2e import check_scene, check_session_record
 
 # the first test's setup builds every image: ~8 min with an empty build cache on 2 cores
@@ -161,13 +158,7 @@ async def play_and_kill(stack: ComposeStack, out: Path) -> tuple[list[dict], Ses
     client, _ = await tenant_client(stack.api_url(), stack.operator_key(), "failover")
     door = SceneSessions(client, "failover", EXAMPLE_CAMPAIGN.read_text(encoding="utf-8"))
     try:
-        player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
-                             door, timeout_s=300)
-        playing = asyncio.create_task(player.play())
-        deadline = time.monotonic() + 120
-        while not player.collected.finals and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert player.collected.finals, "no transcript before the kill"
+        player, playing = await scene_under_way(nc, door, timeout_s=300, first_final_s=120)
         subjects = SessionSubjects("failover", player.session)
         holder = await asyncio.to_thread(holder_of, stack, subjects)
         assert holder is not None, "no stt replica lists the session"
@@ -178,7 +169,8 @@ async def play_and_kill(stack: ComposeStack, out: Path) -> tuple[list[dict], Ses
         # another replica takes the claim once its lease runs out; then that one is stopped
         # the way `docker compose stop` stops a replica (SIGTERM): it hands the session on
         successor = None
-        while successor is None and not playing.done() and time.monotonic() < deadline + 60:
+        deadline = time.monotonic() + 120
+        while successor is None and not playing.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             successor = await asyncio.to_thread(holder_of, stack, subjects)
         assert successor is not None and successor != holder, "nobody took the session over"

@@ -41,6 +41,20 @@ async def read_all(js, subject: str) -> list:
     return msgs
 
 
+async def scene_under_way(nc, door, timeout_s: float, first_final_s: float  # type: ignore[no-untyped-def]
+                          ) -> tuple[ScenePlayer, asyncio.Task]:
+    """The example scene playing into a new session, once its first line is transcribed
+    (so a replica holds the session and has work in flight)."""
+    player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
+                         door, timeout_s=timeout_s)
+    playing = asyncio.create_task(player.play())
+    deadline = time.monotonic() + first_final_s
+    while not player.collected.finals and time.monotonic() < deadline and not playing.done():
+        await asyncio.sleep(0.05)
+    assert player.collected.finals, "no transcript before the kill"
+    return player, playing
+
+
 async def check_each_once(js, subjects: SessionSubjects, rows: list[dict]) -> int:  # type: ignore[no-untyped-def]
     """What the streams kept of a scene after a failover: every utterance transcribed once
     (none lost), every turn and every reply chunk published once. The number of finals."""
@@ -69,13 +83,7 @@ async def test_stt_replica_killed_mid_scene(stack, tmp_path):
     nc = await connect(BusSettings(url=stack.nats_url), name="failover-test")
     door = await scene_door(stack, "failover")
     try:
-        player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
-                             door, timeout_s=240)
-        playing = asyncio.create_task(player.play())
-        deadline = time.monotonic() + 60
-        while not player.collected.finals and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert player.collected.finals, "no transcript before the kill"
+        player, playing = await scene_under_way(nc, door, timeout_s=240, first_final_s=60)
         replicas = [p for p in stack.procs if p.service == "stt"]
         holder = next(p for p in replicas
                       if holds(p, SessionSubjects("failover", player.session)))
