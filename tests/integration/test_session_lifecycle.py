@@ -235,3 +235,29 @@ async def test_kill9_restart_loses_nothing_and_finishes_an_interrupted_start(nc,
 
 async def _usage_is(client, field: str, value: float) -> bool:  # type: ignore[no-untyped-def]
     return (await client.usage())[field] == value
+
+
+async def test_a_record_a_killed_recorder_had_fetched_is_stored_within_the_ack_wait(
+        nc, tenant, control):
+    """session-control killed between fetching a turn and acking it (the kill lands there
+    often: the recorder takes each turn as it ends): the next one stores it within the
+    recorder's ack wait, not half a minute later."""
+    from glyphoxa_session_control.recorder import ACK_WAIT_S
+
+    client = await control.new_tenant(tenant)
+    sid = (await client.start_session("forge", edge="sim"))["id"]
+    control.kill9()
+    js = nc.jetstream()
+    turn = TurnEnded(turn_id="alex-7", speaker="alex", transcript="Greta, the blade?",
+                     npc="greta", outcome="answered", latency=TurnLatency(speech_end_ns=time.time_ns()))
+    await js.publish(SessionSubjects(tenant, sid).ctl("turn"), turn.to_bytes())
+    crashed = await js.pull_subscribe_bind("session-control-ctl", stream="GLX_CTL")
+    [fetched] = await crashed.fetch(1, timeout=5)  # delivered, never acked: the crash
+    assert TurnEnded.model_validate_json(fetched.data).turn_id == "alex-7"
+    await crashed.unsubscribe()
+    control.start()
+
+    async def stored() -> bool:
+        return [t["turn_id"] for t in await client.turns(sid)] == ["alex-7"]
+    await wait_for(stored, ACK_WAIT_S + 3)  # redelivered once the ack wait ran out
+    await client.close()

@@ -32,6 +32,11 @@ from glyphoxa_session_control.metrics import RECORDED
 
 log = logging.getLogger("glyphoxa.session_control.recorder")
 
+# A batch is written in milliseconds; what a crashed session-control had fetched but not
+# acked is redelivered to the next one after this long (a slow write delivered twice is
+# stored once: every insert is idempotent).
+ACK_WAIT_S = 5.0
+
 CONSUMERS = {
     "session-control-ctl": (CONTROL, [f"{ROOT}.*.*.ctl.turn", f"{ROOT}.*.*.ctl.played"]),
     "session-control-usage": (EVENTS, [f"{ROOT}.*.*.usage.>"]),
@@ -51,7 +56,8 @@ class Recorder:
     async def _ensure(self, name: str, stream: str, subjects: list[str]) -> None:
         await self._js.add_consumer(stream, ConsumerConfig(
             durable_name=name, filter_subjects=subjects, ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_deliver=-1, max_ack_pending=1000))
+            deliver_policy=DeliverPolicy.ALL, ack_wait=ACK_WAIT_S, max_deliver=-1,
+            max_ack_pending=1000))
 
     async def _consume(self, name: str, stream: str) -> None:
         psub = await self._js.pull_subscribe_bind(name, stream=stream)
