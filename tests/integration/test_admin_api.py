@@ -241,6 +241,37 @@ async def snapshot(api: httpx.AsyncClient, auth: dict[str, str], pg_dsn: str, te
     return out
 
 
+async def test_every_body_with_a_nul_character_is_refused_as_422_naming_where(api, op):
+    """PostgreSQL cannot store U+0000: a GM's or an operator's text holding it is refused where
+    it enters, with the field, never a 500 from the database (tenant name, campaign, stop
+    reason, NPC line, secret, ...)."""
+    tenant = unique()
+    auth = await new_tenant(api, op, tenant)
+    sid = (await api.post("/v1/sessions", headers=auth, json={"campaign": "forge"})).json()["id"]
+    values = {**DUMMY, "tenant_id": tenant, "campaign_id": "forge", "session_id": sid,
+              "npc_id": "greta", "npc": "greta", "name": "gemini"}
+    checked = 0
+    for method, template, operation in await routes(api):
+        if "requestBody" not in operation:
+            continue
+        path, who = fill(template, values), op if is_operator(operation) else auth
+        if "application/yaml" in operation["requestBody"]["content"]:
+            r = await api.request(method, path, headers={**who, "Content-Type": "application/yaml"},
+                                  content="name: X\nnpcs:\n  - name: Greta\n    persona: \"a\\0b\"\n")
+        else:
+            r = await api.request(method, path, headers=who,
+                                  json={"name": "Table\u0000", "reason": "a\u0000b",
+                                        "text": "\u0000", "value": "k\u0000"})
+        assert r.status_code == 422, f"{method} {template}: {r.status_code} {r.text}"
+        assert "NUL" in r.json()["error"] or "#x0000" in r.json()["error"], r.text
+        checked += 1
+    assert checked >= 8
+    r = await api.post(f"/v1/sessions/{sid}/stop", headers=auth, json={"reason": "done\u0000"})
+    assert r.status_code == 422 and r.json()["error"].startswith("body.reason:"), r.text
+    r = await api.patch(f"/v1/tenants/{tenant}", headers=op, json={"name": "a\u0000"})
+    assert r.status_code == 422 and r.json()["error"].startswith("body.name:"), r.text
+
+
 async def test_a_tenant_can_neither_read_nor_change_another_tenants_data(api, op, pg_dsn):
     a, b = unique("ta"), unique("tb")
     a_auth = await new_tenant(api, op, a, campaign_yaml=A_CAMPAIGN, tier={"max_concurrent_sessions": 3})

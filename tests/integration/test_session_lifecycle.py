@@ -261,3 +261,37 @@ async def test_a_record_a_killed_recorder_had_fetched_is_stored_within_the_ack_w
         return [t["turn_id"] for t in await client.turns(sid)] == ["alex-7"]
     await wait_for(stored, ACK_WAIT_S + 3)  # redelivered once the ack wait ran out
     await client.close()
+
+
+async def test_events_that_can_never_be_stored_are_parked_and_the_recorder_moves_on(
+        nc, tenant, control, pg_dsn):
+    """Turns whose text PostgreSQL refuses (NUL) arrive among good ones: each bad one is parked
+    with its reason and acked, every good one is recorded, and nothing is retried forever."""
+    client = await control.new_tenant(tenant)
+    sid = (await client.start_session("forge", edge="sim"))["id"]
+    js = nc.jetstream()
+    subject = SessionSubjects(tenant, sid).ctl("turn")
+
+    def turn(n: int, text: str) -> bytes:
+        return TurnEnded(turn_id=f"alex-{n}", speaker="alex", transcript=text, npc="greta",
+                         outcome="answered",
+                         latency=TurnLatency(speech_end_ns=time.time_ns())).to_bytes()
+    for n in range(40):
+        await js.publish(subject, turn(n, f"Greta\x00 {n}" if n % 2 else f"Greta, line {n}"))
+
+    async def recorded() -> bool:
+        return len(await client.turns(sid)) == 20
+    await wait_for(recorded, 10)
+    assert sorted(t["turn_id"] for t in await client.turns(sid)) == sorted(
+        f"alex-{n}" for n in range(0, 40, 2))
+    port = control.proc.metrics_port
+    await wait_for(lambda: metric(port, "glyphoxa_session_control_recorded_events_total",
+                                  result="refused") == 20, 5)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        parked = conn.execute("SELECT subject, reason, data FROM parked_events WHERE subject = %s",
+                              (subject,)).fetchall()
+    assert len(parked) == 20 and all("DataError" in r[1] or "Character" in r[1] for r in parked)
+    assert all(b"\\u0000" in r[2] for r in parked)  # the event kept as it came
+    await asyncio.sleep(3)  # beyond the retry delay: nothing comes back
+    assert metric(port, "glyphoxa_session_control_recorded_events_total", result="retry") == 0
+    await client.close()

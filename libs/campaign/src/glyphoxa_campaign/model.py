@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from glyphoxa_campaign.text import refuse_nul
 from glyphoxa_events.tokens import slugify
 
 
@@ -61,6 +62,11 @@ class LLMSpec(BaseModel):
 class Npc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: object) -> object:
+        return refuse_nul("Npc", data)
+
     name: str = Field(min_length=1, max_length=64)
     aliases: tuple[str, ...] = ()
     persona: str = Field(min_length=1, max_length=4000)
@@ -99,6 +105,11 @@ class Campaign(BaseModel):
         description="the Discord role (name or id) whose members may run the control "
                     "commands (/session, /npc mute, /npc speak); without one, members who "
                     "may manage the server")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: object) -> object:
+        return refuse_nul("Campaign", data)
 
     @model_validator(mode="after")
     def _unique_npcs(self) -> Campaign:

@@ -19,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -146,6 +147,12 @@ def create_app(control: Control) -> FastAPI:
     @app.exception_handler(413)  # _BodyLimit: a body without Content-Length that grew too big
     async def body_too_large(request: Request, exc: Exception) -> JSONResponse:
         return too_large()
+
+    @app.exception_handler(pg_errors.DataError)
+    async def unstorable(request: Request, exc: pg_errors.DataError) -> JSONResponse:
+        # a value that slipped past the request models: the caller's input, not our fault
+        return JSONResponse({"error": f"a value the database cannot store "
+                                      f"({type(exc).__name__})"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

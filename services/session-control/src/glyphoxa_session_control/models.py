@@ -5,15 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from glyphoxa_campaign.text import refuse_nul
 from glyphoxa_events.tokens import Token
 
 GuildId = Annotated[str, Field(pattern=r"^[0-9]{1,20}$", description="a Discord snowflake")]
 
 
 class _In(BaseModel):
+    """A request body: unknown fields and NUL characters (which PostgreSQL cannot store) are
+    refused with a 422 naming the field."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: object) -> object:
+        return refuse_nul(cls.__name__, data)
 
 
 class Tier(_In):

@@ -4,7 +4,8 @@ NPC lines from ``ctl.played``, which holds only the part played before any barge
 
 Two durable consumers; each fetched batch is written in one transaction and its messages
 are acked only after the commit. Every insert is idempotent, so a redelivery or a restart of
-session-control counts nothing twice and loses nothing.
+session-control counts nothing twice and loses nothing. An event that can never be stored is
+parked in ``parked_events`` (with why) and acked, never retried forever.
 """
 
 from __future__ import annotations
@@ -73,26 +74,27 @@ class Recorder:
                 await psub.unsubscribe()
 
     async def _handle(self, msgs: list[Msg]) -> None:
-        """One transaction (one commit) per fetched batch; malformed messages are dropped
-        first, and a batch that names an unknown session is retried one by one."""
+        """One transaction (one commit) per fetched batch. A batch the database refuses is
+        written again one by one, so that one event that can never be stored (malformed, of
+        an unknown session, refused by PostgreSQL) is parked and acked alone and everything
+        else is recorded: the recorder always moves on. Only an unreachable database makes
+        it retry."""
         records: list[tuple[Msg, Record]] = []
         for msg in msgs:
             try:
                 records.append((msg, parse(msg.subject, msg.data, msg.metadata.timestamp.timestamp())))
             except (ValueError, ValidationError, InvalidToken) as exc:
-                RECORDED.labels(kind="unknown", result="malformed").inc()
-                log.warning("dropping malformed event on %s: %s", msg.subject[:120], str(exc)[:200])
-                await msg.term()
+                await self._park(msg, "malformed", f"malformed: {exc}")
         if not records:
             return
         try:
             await self._write(records)
-        except pg_errors.ForeignKeyViolation:
-            if len(records) > 1:
-                for one in records:
-                    await self._handle_one(one)
+        except (pg_errors.IntegrityError, pg_errors.DataError) as exc:
+            if len(records) == 1:
+                await self._refused(records[0][0], exc)
                 return
-            await self._unknown_session(records[0][0])
+            for one in records:
+                await self._handle_one(one)
             return
         except Exception as exc:  # noqa: BLE001 - the database is away: try again later
             await self._retry(records, exc)
@@ -104,8 +106,8 @@ class Recorder:
     async def _handle_one(self, one: tuple[Msg, Record]) -> None:
         try:
             await self._write([one])
-        except pg_errors.ForeignKeyViolation:
-            await self._unknown_session(one[0])
+        except (pg_errors.IntegrityError, pg_errors.DataError) as exc:
+            await self._refused(one[0], exc)
             return
         except Exception as exc:  # noqa: BLE001
             await self._retry([one], exc)
@@ -113,11 +115,34 @@ class Recorder:
         RECORDED.labels(kind=one[1].kind, result="stored").inc()
         await one[0].ack()
 
-    @staticmethod
-    async def _unknown_session(msg: Msg) -> None:
-        RECORDED.labels(kind="unknown", result="unknown_session").inc()
-        log.warning("dropping event of a session this deployment does not know: %s", msg.subject[:120])
-        await msg.term()
+    async def _refused(self, msg: Msg, exc: Exception) -> None:
+        if isinstance(exc, pg_errors.ForeignKeyViolation):
+            await self._park(msg, "unknown_session", "a session this deployment does not know")
+        else:
+            await self._park(msg, "refused", f"the database refused it ({type(exc).__name__})")
+
+    async def _park(self, msg: Msg, result: str, reason: str) -> None:
+        """Keep an event that can never be stored in ``parked_events`` with its reason, then
+        ack it; logged once, with its stream and sequence. If the database is away, the
+        event is retried like any other."""
+        meta = msg.metadata
+        stream, seq = meta.stream, meta.sequence.stream
+        reason = reason.replace("\x00", "\\0")[:500]
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO parked_events (stream, stream_seq, subject, reason, data)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (stream, seq, msg.subject[:300], reason, msg.data))
+        except Exception as exc:  # noqa: BLE001 - the database is away: park it later
+            log.warning("parking an event failed, retrying: %s", type(exc).__name__)
+            RECORDED.labels(kind="unknown", result="retry").inc()
+            await msg.nak(delay=2.0)
+            return
+        RECORDED.labels(kind="unknown", result=result).inc()
+        log.warning("parked an event that cannot be recorded", extra={
+            "stream": stream, "stream_seq": seq, "subject": msg.subject[:120], "reason": reason})
+        await msg.ack()
 
     @staticmethod
     async def _retry(records: list[tuple[Msg, Record]], exc: Exception) -> None:
