@@ -309,3 +309,14 @@ def test_non_utf8_file_is_a_campaign_error(tmp_path: Path) -> None:
     path.write_bytes(_npc_yaml().replace("Greta", "Gr\xe9ta").encode("latin-1"))
     with pytest.raises(CampaignError):
         load_campaign_file(path)
+
+
+def test_a_campaign_names_where_it_chooses_the_fake_doubles():
+    from glyphoxa_campaign import Campaign
+
+    c = Campaign.model_validate({"name": "X", "llm": {"provider": "fake"}, "npcs": [
+        {"name": "A", "persona": "p"},
+        {"name": "B", "persona": "p", "voice": {"provider": "fake"}, "llm": {"provider": "fake"}}]})
+    assert c.fake_providers() == ["llm.provider", "npcs.1.voice.provider", "npcs.1.llm.provider"]
+    assert Campaign.model_validate({"name": "X", "npcs": [{"name": "A", "persona": "p"}]}
+                                   ).fake_providers() == []

@@ -82,3 +82,25 @@ def test_heartbeat_round_trips_and_checks_session_refs():
     for bad in (["t1"], ["t1.s1.x"], ["T1.s1"], ["t1.>"]):
         with pytest.raises(MalformedEvent, match="sessions"):
             parse_as(Heartbeat, beat.model_copy(update={"sessions": bad}).to_bytes())
+
+
+@pytest.mark.parametrize("body", [
+    b'{"type":"npc.mute","npc":"bruno","muted":"yes"}',  # lax pydantic read this as true
+    b'{"type":"npc.mute","npc":"bruno","muted":1}',
+    b'{"type":"audio.done","turn_id":"t-1","npc":"bruno","frames":"35"}',
+    b'{"type":"audio.done","turn_id":"t-1","npc":"bruno","frames":35.0}',
+])
+def test_bus_events_are_parsed_strictly(body):
+    from glyphoxa_events.models import MalformedEvent, parse_control
+
+    with pytest.raises(MalformedEvent):
+        parse_control(body)
+
+
+def test_strict_parsing_still_reads_what_producers_write():
+    from glyphoxa_events.models import NpcMute, Outcome, TurnEnded, TurnLatency, parse_control
+
+    turn = TurnEnded(turn_id="a-1", speaker="alex", transcript="Greta?", npc="greta",
+                     outcome=Outcome.answered, latency=TurnLatency(speech_end_ns=5))
+    assert parse_control(turn.to_bytes()) == turn
+    assert parse_control(NpcMute(npc="bruno", muted=True).to_bytes()).muted is True

@@ -145,7 +145,8 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
 def _stack_env(args: argparse.Namespace) -> dict[str, str]:
     env: dict[str, str] = {}
     if getattr(args, "fake", False):
-        env.update({"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"})
+        env.update({"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake",
+                    "SESSION_CONTROL_ALLOW_FAKE_PROVIDERS": "true"})
     return env
 
 

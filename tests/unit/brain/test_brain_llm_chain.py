@@ -299,6 +299,15 @@ def test_the_npc_spec_beats_the_campaign_spec_beats_the_settings() -> None:
     assert choices_for(settings, None, local) == (LLMChoice("llama", None, 0.6),)
 
 
+def test_a_campaign_choosing_the_fake_double_gets_it_only_where_fakes_are_configured() -> None:
+    fake = LLMSpec(provider="fake", temperature=0.3)
+    production = brain_settings(llm_provider="llama", llm_fallback="")
+    assert choices_for(production, fake) == (LLMChoice("llama", None, 0.3),)
+    assert choices_for(production, None, fake) == (LLMChoice("llama", None, 0.3),)
+    testing = brain_settings(llm_provider="llama", llm_fallback="fake")
+    assert choices_for(testing, fake)[0] == LLMChoice("fake", None, 0.3)
+
+
 async def test_each_npc_answers_with_its_own_provider() -> None:
     gemini, openai, fake = Scripted("gemini"), Scripted("openai"), FakeLLM()
     pool = make_pool(fake, settings=brain_settings(

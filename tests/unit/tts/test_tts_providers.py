@@ -148,6 +148,14 @@ async def test_voice_provider_overrides_the_default():
         providers.close()
 
 
+async def test_a_voice_choosing_the_fake_double_gets_the_real_default_outside_test_stacks():
+    providers = ProviderSet(Settings(provider="espeak"))
+    try:
+        assert (await providers.for_voice(VoiceSpec(provider="fake"))).name == "espeak"
+    finally:
+        providers.close()
+
+
 async def test_vendor_errors_and_timeouts_become_provider_errors():
     broken = ScriptedProvider(fail=RuntimeError("vendor exploded"))
     with pytest.raises(ProviderError) as info:

@@ -164,7 +164,7 @@ async def read_heartbeats(js: JetStreamContext, timeout_s: float = 5.0) -> list[
             if ttl_s and entry.created and _age_s(entry.created) > ttl_s:
                 continue  # expired; the server drops it at its next age check
             try:
-                out.append(Heartbeat.model_validate_json(entry.value or b""))
+                out.append(Heartbeat.model_validate_json(entry.value or b"", strict=True))
             except ValidationError:
                 log.debug("skipping malformed heartbeat %s", entry.key)
     finally:
@@ -210,7 +210,7 @@ class HeartbeatView:
                     self._latest.pop(entry.key, None)
                     continue
                 try:
-                    beat = Heartbeat.model_validate_json(entry.value)
+                    beat = Heartbeat.model_validate_json(entry.value, strict=True)
                 except ValidationError:
                     log.debug("skipping malformed heartbeat %s", entry.key)
                     continue

@@ -35,6 +35,9 @@ class VoiceSpec(BaseModel):
         None, ge=0.7, le=1.2, description="ElevenLabs speaking speed (1.0 = the voice's own)")
 
 
+FAKE = "fake"
+"""The providers' test doubles (instant, scripted): for tests and ``glyphoxa up --fake``."""
+
 LLMProviderName = Literal["llama", "gemini", "openai", "fake"]
 
 
@@ -62,10 +65,9 @@ class LLMSpec(BaseModel):
 class Npc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: object) -> object:
-        return refuse_nul("Npc", data)
+    @model_validator(mode="after")
+    def _storable(self) -> Npc:
+        return refuse_nul(self)
 
     name: str = Field(min_length=1, max_length=64)
     aliases: tuple[str, ...] = ()
@@ -92,6 +94,11 @@ class Npc(BaseModel):
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
+    def fake_providers(self) -> list[str]:
+        """``voice.provider`` / ``llm.provider`` where this NPC chooses the ``fake`` doubles."""
+        return ([] if self.voice.provider != FAKE else ["voice.provider"]) + (
+            ["llm.provider"] if self.llm is not None and self.llm.provider == FAKE else [])
+
 
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,10 +113,9 @@ class Campaign(BaseModel):
                     "commands (/session, /npc mute, /npc speak); without one, members who "
                     "may manage the server")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: object) -> object:
-        return refuse_nul("Campaign", data)
+    @model_validator(mode="after")
+    def _storable(self) -> Campaign:
+        return refuse_nul(self)
 
     @model_validator(mode="after")
     def _unique_npcs(self) -> Campaign:
@@ -126,6 +132,14 @@ class Campaign(BaseModel):
 
     def npc(self, token: str) -> Npc | None:
         return next((n for n in self.npcs if n.token == token), None)
+
+    def fake_providers(self) -> list[str]:
+        """Where the campaign chooses the ``fake`` test doubles (e.g. ``npcs.0.voice.provider``):
+        a deployment serves them only when its operator started it with fakes."""
+        found = ["llm.provider"] if self.llm is not None and self.llm.provider == FAKE else []
+        for i, npc in enumerate(self.npcs):
+            found += [f"npcs.{i}.{where}" for where in npc.fake_providers()]
+        return found
 
     def proper_nouns(self) -> list[str]:
         """Names worth priming speech recognition with."""

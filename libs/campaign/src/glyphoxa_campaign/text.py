@@ -4,13 +4,14 @@ later as a database error."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 _NUL = PydanticCustomError(
     "nul_character", "text must not contain NUL characters (\\u0000): they cannot be stored")
+M = TypeVar("M", bound=BaseModel)
 
 
 def nul_at(value: Any, loc: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
@@ -32,11 +33,12 @@ def nul_at(value: Any, loc: tuple[str | int, ...] = ()) -> tuple[str | int, ...]
     return None
 
 
-def refuse_nul(title: str, data: Any) -> Any:
-    """``data`` unchanged, or a ValidationError at the first string holding NUL (for a
-    ``model_validator(mode="before")``)."""
-    loc = nul_at(data)
+def refuse_nul(model: M) -> M:
+    """``model`` unchanged, or a ValidationError at its first string holding NUL (for a
+    ``model_validator(mode="after")``: a before-validator would make pydantic validate the
+    fields in Python mode, which strict JSON parsing of bus events cannot take)."""
+    loc = nul_at(model.model_dump())
     if loc is not None:
-        raise ValidationError.from_exception_data(title, [
+        raise ValidationError.from_exception_data(type(model).__name__, [
             InitErrorDetails(type=_NUL, loc=loc, input="<text with NUL>")])
-    return data
+    return model

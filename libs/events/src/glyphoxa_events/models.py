@@ -271,7 +271,7 @@ def _check_size(data: bytes) -> None:
 def parse_control(data: bytes) -> Event:
     _check_size(data)
     try:
-        return _CONTROL.validate_json(data)
+        return _CONTROL.validate_json(data, strict=True)
     except ValidationError as exc:
         raise MalformedEvent(_short(exc)) from None
 
@@ -279,7 +279,7 @@ def parse_control(data: bytes) -> Event:
 def parse_vad(data: bytes) -> Event:
     _check_size(data)
     try:
-        return _VAD.validate_json(data)
+        return _VAD.validate_json(data, strict=True)
     except ValidationError as exc:
         raise MalformedEvent(_short(exc)) from None
 
@@ -287,7 +287,7 @@ def parse_vad(data: bytes) -> Event:
 def parse_as(model: type[E], data: bytes) -> E:
     _check_size(data)
     try:
-        return model.model_validate_json(data)
+        return model.model_validate_json(data, strict=True)
     except ValidationError as exc:
         raise MalformedEvent(_short(exc)) from None
 

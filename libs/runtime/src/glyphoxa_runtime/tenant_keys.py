@@ -104,7 +104,7 @@ class TenantSecrets:
         try:
             msg = await self._nc.request(SUBJECT, request.model_dump_json().encode(),
                                          timeout=self._timeout_s)
-            reply = SecretsReply.model_validate_json(msg.data)
+            reply = SecretsReply.model_validate_json(msg.data, strict=True)
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             log.warning("tenant keys unavailable (%s); using the configured keys",
                         type(exc).__name__, extra=where)

@@ -69,7 +69,7 @@ class BotDirectory:
 
         async def changed(msg: Msg) -> None:
             try:
-                edge = EdgeChanged.model_validate_json(msg.data).edge
+                edge = EdgeChanged.model_validate_json(msg.data, strict=True).edge
             except ValidationError:
                 return
             if edge == self.name:

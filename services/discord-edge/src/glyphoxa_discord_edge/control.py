@@ -78,7 +78,7 @@ async def ask(nc: Client, verb: str, body: BaseModel, reply: type[R], timeout_s:
     except (NatsTimeout, NoRespondersError):
         raise ControlUnavailable(f"session-control did not answer within {timeout_s:g} s") from None
     try:
-        return reply.model_validate_json(msg.data)
+        return reply.model_validate_json(msg.data, strict=True)
     except ValidationError:
         raise ControlUnavailable(f"session-control answered {verb} with something that is "
                                  f"not a {reply.__name__}") from None

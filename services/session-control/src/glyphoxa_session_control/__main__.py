@@ -98,7 +98,7 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
         applied = await migrate(conn, load_migrations(files("glyphoxa_session_control") / "migrations"))
     if applied:
         log.info("database migrated", extra={"versions": applied})
-    campaigns = Campaigns(pool)
+    campaigns = Campaigns(pool, settings.allow_fake_providers)
     sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(nc))
     counts = await sessions.reconcile()
     log.info("reconciled live sessions", extra=counts)

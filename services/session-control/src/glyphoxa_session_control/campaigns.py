@@ -32,8 +32,16 @@ def npc_token(npc: Npc) -> str:
 
 
 class Campaigns:
-    def __init__(self, pool: AsyncConnectionPool):
-        self._pool = pool
+    def __init__(self, pool: AsyncConnectionPool, allow_fake_providers: bool = False):
+        self._pool, self._allow_fakes = pool, allow_fake_providers
+
+    def _refuse_fakes(self, campaign: Campaign) -> None:
+        """A campaign may not put test doubles in front of players unless the operator
+        runs a test stack (``SESSION_CONTROL_ALLOW_FAKE_PROVIDERS``)."""
+        found = [] if self._allow_fakes else campaign.fake_providers()
+        if found:
+            raise Invalid(f"{found[0]}: 'fake' is a test double this deployment does not serve "
+                          "(piper/elevenlabs for voices, llama/gemini/openai for the LLM)")
 
     async def list(self, tenant: str) -> list[CampaignSummary]:
         async with self._pool.connection() as conn:
@@ -54,6 +62,7 @@ class Campaigns:
         if cid is not None and cid != derived:
             raise Invalid(f"name: {campaign.name!r} becomes the id {derived!r}, not {cid!r}")
         cid = derived
+        self._refuse_fakes(campaign)
         async with self._pool.connection() as conn, conn.transaction():
             if replace:
                 await conn.execute("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, cid))
@@ -112,7 +121,7 @@ class Campaigns:
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
-            self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role)
+            self._refuse_fakes(self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role))
             await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"
                 " (%s, %s, %s, (SELECT coalesce(max(position) + 1, 0) FROM npcs WHERE tenant_id = %s"

@@ -29,6 +29,9 @@ class Settings(ServiceSettings):
     ending_timeout_s: float = Field(10.0, gt=0, le=120,
                                     description="ending -> ended at the latest after this long")
     max_request_bytes: int = Field(1024 * 1024, ge=1024, description="largest admin API request body")
+    allow_fake_providers: bool = Field(
+        False, description="accept campaigns whose NPCs choose the `fake` (test double) LLM or "
+                           "voice; for test stacks (`glyphoxa up --fake` sets it)")
 
     @field_validator("operator_key")
     @classmethod

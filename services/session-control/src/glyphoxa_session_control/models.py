@@ -19,10 +19,9 @@ class _In(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: object) -> object:
-        return refuse_nul(cls.__name__, data)
+    @model_validator(mode="after")
+    def _storable(self) -> _In:
+        return refuse_nul(self)
 
 
 class Tier(_In):

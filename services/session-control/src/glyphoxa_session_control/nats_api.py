@@ -178,7 +178,7 @@ class NatsApi:
         if len(data) > MAX_EVENT_BYTES:
             return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
         try:
-            request = model.model_validate_json(data)
+            request = model.model_validate_json(data, strict=True)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"

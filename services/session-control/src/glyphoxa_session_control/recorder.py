@@ -173,7 +173,7 @@ def parse(subject: str, data: bytes, stored_at_s: float) -> Record:
     where = parse_subject(subject)
     stored_ns = int(stored_at_s * 1e9)
     if where.kind == "usage":
-        return Record("usage", where.tenant, where.session, Usage.model_validate_json(data), stored_ns)
+        return Record("usage", where.tenant, where.session, Usage.model_validate_json(data, strict=True), stored_ns)
     event = parse_control(data)
     if isinstance(event, TurnEnded):
         return Record("turn", where.tenant, where.session, event, stored_ns)

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from glyphoxa_campaign import LLMSpec
+from glyphoxa_campaign.model import FAKE
 from glyphoxa_npc_brain.config import LLMName, Settings
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider
 from glyphoxa_runtime.breaker import CircuitBreaker
@@ -64,13 +65,18 @@ class LLMChoice:
 def choices_for(settings: Settings, *specs: LLMSpec | None) -> tuple[LLMChoice, ...]:
     """The providers a turn tries, in order: the one ``specs`` choose (each overrides the
     ones before it: pass the campaign's, then the NPC's), then ``BRAIN_LLM_FALLBACK`` with
-    the same temperature. A model chosen for one provider does not carry over to another."""
+    the same temperature. A model chosen for one provider does not carry over to another.
+    A campaign's choice of the ``fake`` double counts only where the operator configured
+    fakes (session-control refuses such campaigns elsewhere)."""
     provider: LLMName = settings.llm_provider
     model: str | None = None
     temperature: float | None = None
+    fakes_served = FAKE in (settings.llm_provider, *settings.llm_fallback)
     for spec in specs:
         if spec is None:
             continue
+        if spec.provider == FAKE and not fakes_served:
+            spec = spec.model_copy(update={"provider": None})  # a test double: never for players
         if spec.provider is not None and spec.provider != provider:
             provider, model = spec.provider, None
         model = spec.model or model
