@@ -18,3 +18,23 @@ def test_log_records_are_json_with_context_fields_and_scrubbed_secrets():
     assert out["service"] == "stt" and out["tenant"] == "t1" and out["session"] == "s1"
     assert out["level"] == "warning" and "s3cr3t-password" not in json.dumps(out)
     assert "***" in out["msg"]
+
+
+@pytest.mark.parametrize(("url", "secrets"), [
+    ("nats://tok3n@nats:4222", ["tok3n"]),  # token authentication: the user part is the secret
+    ("nats://bot:pa55word@nats:4222", ["pa55word"]),
+    ("nats://ab%2Fcd@nats:4222", ["ab%2Fcd", "ab/cd"]),
+])
+def test_credentials_in_nats_urls_are_scrubbed_and_never_shown(url, secrets):
+    from glyphoxa_bus.connection import BusSettings
+
+    settings = BusSettings(url=f"{url},nats://other:4222")
+    assert settings.credentials() == secrets
+    assert settings.shown() == ["nats://***@nats:4222", "nats://other:4222"]
+    for value in settings.credentials():
+        register_secret(value)
+    for said in (url, secrets[-1]):
+        record = logging.makeLogRecord({"name": "nats", "levelno": logging.WARNING,
+                                        "levelname": "WARNING", "msg": f"cannot connect: {said}"})
+        line = JsonFormatter("vad").format(record)
+        assert all(secret not in line for secret in secrets), line

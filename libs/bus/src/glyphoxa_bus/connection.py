@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -69,6 +70,27 @@ class BusSettings(BaseSettings):
 
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    def credentials(self) -> list[str]:
+        """The secrets inside the URLs: a password (``nats://user:password@host``) or a
+        token (``nats://token@host``), as written and percent-decoded, for the log scrubber."""
+        found: list[str] = []
+        for url in self.servers():
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            secret = parts.password if parts.password is not None else parts.username
+            if secret:
+                found += [s for s in dict.fromkeys((secret, unquote(secret))) if s not in found]
+        return found
+
+    def shown(self) -> list[str]:
+        """The URLs as a log line may show them: credentials replaced by ``***``."""
+        out = []
+        for url in self.servers():
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            host = parts.netloc.rsplit("@", 1)[-1]
+            out.append(urlunsplit(parts._replace(netloc=f"***@{host}" if "@" in parts.netloc
+                                                 else host)))
+        return out
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(max_age_s=self.stream_max_age_s)

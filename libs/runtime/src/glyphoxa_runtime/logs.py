@@ -18,8 +18,13 @@ TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
 
+MIN_SECRET_CHARS = 4
+"""Shorter values are not scrubbed (every log line would lose its ``a``s); no key, token or
+password of ours is that short."""
+
+
 def register_secret(value: str | None) -> None:
-    if value and len(value) >= 6:
+    if value and len(value) >= MIN_SECRET_CHARS:
         _SECRETS.add(value)
 
 

@@ -15,7 +15,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
-from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from prometheus_client import Counter, Gauge
@@ -59,9 +58,8 @@ async def run_service(
 ) -> int:
     """Run until SIGTERM/SIGINT (0) or until the app fails or stops on its own (1)."""
     setup_logging(service, settings.log_level)
-    for url in settings.nats.servers():  # nats://user:password@host carries a secret
-        parsed = urlsplit(url)
-        register_secret(parsed.password)
+    for secret in settings.nats.credentials():  # nats://user:password@host, nats://token@host
+        register_secret(secret)
     register_secret(settings.nats.secrets_key.get_secret_value())
     register_secret(settings.nats.edge_key.get_secret_value())
     replica = replica_name(settings, service)
@@ -72,7 +70,7 @@ async def run_service(
                           lambda: readiness(service, replica, nc, app))
     await health.start()
     log.info("service started", extra={"replica": replica, "metrics_port": health.port,
-                                        "nats": settings.nats.servers()})
+                                        "nats": settings.nats.shown()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
