@@ -75,6 +75,7 @@ class SessionContext:
     started: SessionStarted | None = None
     stopped: SessionStopped | None = None
     metrics_rejected: object | None = None
+    rejections: int = 0
 
     @property
     def tenant(self) -> str:
@@ -87,9 +88,28 @@ class SessionContext:
     def log_extra(self, **more: object) -> dict[str, object]:
         return {"tenant": self.tenant, "session": self.session, "stage": self.stage, **more}
 
+    def reject(self, reason: str, detail: str, subject: str = "", level: int = logging.WARNING,
+               logger: logging.Logger | None = None, **more: object) -> None:
+        """A message of this session rejected: always counted
+        (``glyphoxa_<service>_rejected_messages_total{stage,reason}``), logged for the first
+        ``LOGGED_REJECTIONS`` of the session and then every 100th with the count so far, so
+        a flood of bad input cannot flood the logs. ``logger``: the stage's own."""
+        self.rejections += 1
+        counter = self.metrics_rejected
+        if counter is not None:
+            counter.labels(stage=self.stage, reason=reason).inc()  # type: ignore[attr-defined]
+        if self.rejections <= LOGGED_REJECTIONS or self.rejections % 100 == 0:
+            where = f" on {subject[:200]}" if subject else ""
+            (logger or log).log(level, "rejected message%s: %s", where, detail[:500], extra=self.log_extra(
+                reason=reason, rejected_so_far=self.rejections, **more))
+
 
 def input_consumer_name(stage: str, subjects: SessionSubjects) -> str:
     return f"{stage}-{subjects.tenant}-{subjects.session}"
+
+
+LOGGED_REJECTIONS = 20
+"""Rejections logged one by one per session and stage; after that only every 100th."""
 
 
 class AckTracker:
@@ -253,8 +273,7 @@ async def _guarded(ctx: SessionContext, call: object, subject: str) -> None:
 
 
 def _reject(ctx: SessionContext, subject: str, reason: str, exc: Exception) -> None:
-    log.warning("rejected message on %s: %s", subject, exc, extra=ctx.log_extra(reason=reason))
-    _count(ctx, reason)
+    ctx.reject(reason, str(exc), subject)
 
 
 def _count(ctx: SessionContext, reason: str) -> None:

@@ -51,6 +51,7 @@ from glyphoxa_npc_brain.turn import (
     seed_for,
     stream_reply,
 )
+from glyphoxa_runtime.recent import Recent
 
 log = logging.getLogger("glyphoxa.npc_brain")
 
@@ -92,7 +93,7 @@ class BrainHandler:
         self._gm_lines: deque[tuple[float, NpcSpeak]] = deque(maxlen=64)
         self._prime_task: asyncio.Task[None] | None = None
         self._guesses: dict[str, Guess] = {}
-        self._guessed: dict[str, int] = {}
+        self._guessed: Recent[str, int] = Recent(256)  # per utterance; a final may never come
         self._epoch = 0
         """Turns ended so far: a guess made before another turn ended has a stale prompt."""
 
@@ -166,7 +167,8 @@ class BrainHandler:
             return
         if self._guessed.get(t.utterance_id, 0) >= MAX_GUESSES:
             return
-        n = self._guessed[t.utterance_id] = self._guessed.get(t.utterance_id, 0) + 1
+        n = self._guessed.get(t.utterance_id, 0) + 1
+        self._guessed.remember(t.utterance_id, n)
         campaign = self.memory.campaign
         npc = campaign.npc(npc_token) if campaign is not None else None
         if campaign is None or npc is None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_events.models import Heartbeat
 from glyphoxa_events.subjects import STAGES
+from glyphoxa_runtime.recent import Recent
 from glyphoxa_session_control.lifecycle import LIVE, Sessions
 from glyphoxa_session_control.metrics import LIVENESS_ENDED, ORPHANS, SESSIONS, ZOMBIES
 from glyphoxa_session_control.models import ClaimHolder, Session
@@ -53,7 +54,7 @@ class Watchdog:
         self._missing: dict[tuple[str, str], float] = {}
         self._noticed: set[tuple[str, str]] = set()
         self._claiming_s = min(5.0, grace_s / 3)  # a new session's roles take their claims
-        self._zombie_told: dict[str, float] = {}
+        self._zombie_told: Recent[str, float] = Recent(4096)  # a forgotten one is told again
         self.beats: list[Heartbeat] = []
 
     async def run(self) -> None:
@@ -135,7 +136,7 @@ class Watchdog:
                 continue
             if await self._sessions.state_of(tenant, sid) != "ended":
                 continue  # unknown here (not ours) or just now starting
-            self._zombie_told[key] = now
+            self._zombie_told.remember(key, now)
             for role in held:
                 ZOMBIES.labels(role=role).inc()
             log.warning("replicas still serve an ended session; telling them to stop", extra={

@@ -427,7 +427,4 @@ class SttSession:
                      level=logging.INFO)
 
     def _reject(self, reason: str, message: str, level: int = logging.WARNING) -> None:
-        log.log(level, "rejected: %s", message, extra=self._ctx.log_extra(reason=reason))
-        counter = self._ctx.metrics_rejected
-        if counter is not None:
-            counter.labels(stage=self._ctx.stage, reason=reason).inc()  # type: ignore[attr-defined]
+        self._ctx.reject(reason, message, level=level, logger=log)

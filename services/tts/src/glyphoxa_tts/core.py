@@ -397,11 +397,7 @@ class TtsSession:
     # --- helpers ------------------------------------------------------------------------
 
     def _reject(self, reason: str, message: str, turn_id: str) -> None:
-        log.warning("rejected reply chunk: %s", message,
-                    extra=self._extra(turn_id, reason=reason))
-        counter = self._ctx.metrics_rejected
-        if counter is not None:
-            counter.labels(stage=self._ctx.stage, reason=reason).inc()  # type: ignore[attr-defined]
+        self._ctx.reject(reason, f"reply chunk: {message}", logger=log, turn=turn_id)
 
     def _extra(self, turn_id: str, **more: object) -> dict[str, object]:
         return self._ctx.log_extra(turn=turn_id, **more)

@@ -24,10 +24,6 @@ from glyphoxa_vad.segmenter import (
 
 log = logging.getLogger("glyphoxa.vad")
 
-LOGGED_REJECTIONS = 20
-"""Rejections logged one by one per session; after that only every 100th (all are counted)."""
-
-
 class BadInput(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -70,7 +66,6 @@ class VadSessionHandler:
     def __init__(self, ctx: SessionContext, vad: SessionVad):
         self._ctx, self._vad = ctx, vad
         self._engine = vad.engine.name
-        self._rejections = 0
 
     async def on_control(self, event: Event) -> None:
         """vad needs no control events: session start/stop are handled by serve_session."""
@@ -158,11 +153,4 @@ class VadSessionHandler:
         log.debug("barge-in", extra=ctx.log_extra(utterance=out.utterance_id, speaker=out.speaker))
 
     def _reject(self, rejection: Rejection, subject: str) -> None:
-        self._rejections += 1
-        counter = self._ctx.metrics_rejected
-        if counter is not None:
-            counter.labels(stage=self._ctx.stage, reason=rejection.reason).inc()  # type: ignore[attr-defined]
-        if self._rejections <= LOGGED_REJECTIONS or self._rejections % 100 == 0:
-            log.warning("rejected message on %s: %s", subject[:200], rejection.detail,
-                        extra=self._ctx.log_extra(reason=rejection.reason,
-                                                  rejected_so_far=self._rejections))
+        self._ctx.reject(rejection.reason, rejection.detail, subject, logger=log)
