@@ -11,7 +11,7 @@ from nats.js.api import DeliverPolicy
 
 from glyphoxa_bus.claims import ClaimWorker, publish_claims
 from glyphoxa_bus.publisher import Publisher
-from glyphoxa_bus.session import InputMessage, SessionContext, serve_session
+from glyphoxa_bus.session import InputMessage, SessionContext, serve_session, serve_session_durably
 from glyphoxa_bus.streams import EVENTS, MEDIA, WORK, ensure_streams, stream_configs
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import Event, SessionStarted, SessionStopped
@@ -169,3 +169,121 @@ async def test_claim_of_dead_replica_expires_to_another(nc, tenant):
     await b.shutdown()
     task_b.cancel()
     await asyncio.gather(task_a, task_b, return_exceptions=True)
+
+
+class Echo:
+    """A toy stage: publishes each input to ``out(data)`` and needs nothing afterwards."""
+
+    def __init__(self, ctx: SessionContext, out) -> None:  # type: ignore[no-untyped-def]
+        self._ctx, self._out = ctx, out
+        self.seen: list[bytes] = []
+
+    async def on_control(self, event: Event) -> None:
+        pass
+
+    async def on_message(self, msg: InputMessage) -> None:
+        self.seen.append(msg.data)
+        await self._ctx.publisher.publish(self._out(msg.data), msg.data,
+                                          msg_id=f"echo:{self._ctx.session}:{msg.stream_seq}")
+
+    async def on_tick(self) -> None:
+        pass
+
+    def retain_from(self) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+async def _acked_through(js, stage: str, subjects: SessionSubjects) -> int:  # type: ignore[no-untyped-def]
+    info = await js.consumer_info(MEDIA, f"{stage}-{subjects.tenant}-{subjects.session}")
+    return info.ack_floor.stream_seq
+
+
+async def _acked_at_least(js, stage: str, subjects: SessionSubjects, seq: int) -> bool:  # type: ignore[no-untyped-def]
+    return await _acked_through(js, stage, subjects) >= seq
+
+
+async def _stored(js, subject: str) -> list[bytes]:  # type: ignore[no-untyped-def]
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    got = []
+    try:
+        while True:
+            got.append((await sub.next_msg(0.3)).data)
+    except NatsTimeoutError:
+        pass
+    await sub.unsubscribe()
+    return got
+
+
+async def test_input_is_acked_only_once_its_output_is_stored(nc, tenant):
+    """The broker takes a publish and never acks it (it died with the message in flight:
+    here a plain subscriber, not a stream, takes the subject): the input stays unacked, the
+    shared publisher's slot is freed, and once the output can be stored the session is
+    served again from its ack floor and the output is stored exactly once."""
+    js = nc.jetstream()
+    subjects = SessionSubjects(tenant, "lost")
+    hole = await nc.subscribe(f"testout.{tenant}.>")  # takes the message, never acks
+    publisher = Publisher(nc, ack_timeout_s=0.5)
+    handlers: list[Echo] = []
+
+    def new_handler(ctx: SessionContext) -> Echo:
+        handlers.append(Echo(ctx, lambda data: f"testout.{tenant}.{data.decode()}"))
+        return handlers[-1]
+
+    await _start_session(nc, subjects)
+    task = asyncio.create_task(serve_session_durably(
+        lambda: SessionContext("vad", subjects, nc, publisher), new_handler,
+        MEDIA, [subjects.audio_in("*")]))
+    ack = await js.publish(subjects.audio_in("alex"), b"a")
+    await wait_for(lambda: len(handlers) >= 2, 10)  # lost, so served again
+    assert await _acked_through(js, "vad", subjects) < ack.seq
+    assert publisher.in_flight <= 1  # the unacknowledged publishes were given up
+
+    await hole.unsubscribe()
+    await js.add_stream(name=f"TESTOUT_{tenant}", subjects=[f"testout.{tenant}.>"])
+    await wait_for(lambda: _acked_at_least(js, "vad", subjects, ack.seq), 10)
+    assert await _stored(js, f"testout.{tenant}.a") == [b"a"]
+    served = len(handlers)
+    await js.publish(subjects.audio_in("alex"), b"b")
+    await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
+    await asyncio.wait_for(task, 10)
+    assert len(handlers) == served  # no loss after the stream came
+    assert await _stored(js, f"testout.{tenant}.b") == [b"b"]
+
+
+async def test_a_lost_publish_of_one_session_costs_another_session_nothing(nc, tenant):
+    """Two sessions share the process's publisher; one's outputs cannot be stored (no
+    stream takes them). The other's publishes neither fail nor are served again."""
+    js = nc.jetstream()
+    sick, well = SessionSubjects(tenant, "sick"), SessionSubjects(tenant, "well")
+    publisher = Publisher(nc, ack_timeout_s=1.0)
+    served: dict[str, list[Echo]] = {"sick": [], "well": []}
+
+    def new_handler(ctx: SessionContext) -> Echo:
+        out = ((lambda d: f"nostream.{tenant}.{d.decode()}") if ctx.session == "sick"
+               else (lambda d: well.stt(d.decode())))
+        served[ctx.session].append(Echo(ctx, out))
+        return served[ctx.session][-1]
+
+    tasks = []
+    for subjects in (sick, well):
+        await _start_session(nc, subjects)
+        tasks.append(asyncio.create_task(serve_session_durably(
+            lambda s=subjects: SessionContext("vad", s, nc, publisher), new_handler,
+            MEDIA, [subjects.audio_in("*")])))
+    await js.publish(sick.audio_in("alex"), b"x")
+    await wait_for(lambda: len(served["sick"]) >= 2, 10)
+    last = None
+    for i in range(20):
+        last = await js.publish(well.audio_in("alex"), f"w{i}".encode())
+        await asyncio.sleep(0.02)
+    await wait_for(lambda: _acked_at_least(js, "vad", well, last.seq), 10)
+    assert len(served["well"]) == 1  # never served again
+    assert served["well"][0].seen == [f"w{i}".encode() for i in range(20)]
+    stored = await _stored(js, well.stt("*"))
+    assert sorted(stored) == sorted(f"w{i}".encode() for i in range(20))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,11 +1,19 @@
-"""JetStream publishing with a bound on unacknowledged messages and de-duplication ids."""
+"""JetStream publishing with a bound on unacknowledged messages and de-duplication ids.
+
+A process shares one ``Publisher`` (one bound, one reply subscription); each session of a
+stage publishes through its own ``Outbox`` on top of it, so a session learns of its own
+lost publishes, never of another session's, and knows which of its publishes are stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import TooManyStalledMsgsError
 
@@ -25,59 +33,163 @@ class Publisher:
     Each message is written to the connection before ``publish`` returns (so the stream
     stores messages in call order); acks are awaited in the background (nats.py's
     ``publish_async``: one shared reply subscription, no task per message). Every message
-    carries ``Nats-Msg-Id`` so a retried or replayed publish is stored once. A failed
-    publish surfaces at the next ``publish`` or at ``flush()``.
+    carries ``Nats-Msg-Id`` so a retried or replayed publish is stored once.
+
+    ``publish`` returns the ack's future. nats.py never gives up on an ack that does not
+    come (the broker died with the message in flight): a publish unacknowledged for
+    ``ack_timeout_s`` is cancelled here, which frees its slot and counts as failed.
+    ``flush()`` raises the first failure since the last ``flush()``.
     """
 
     def __init__(self, nc: Client, max_in_flight: int = 256, ack_timeout_s: float = 5.0):
         self._js: JetStreamContext = nc.jetstream(timeout=ack_timeout_s,
                                                   publish_async_max_pending=max_in_flight)
-        self._pending: set[asyncio.Future] = set()
+        self._pending: deque[tuple[float, asyncio.Future]] = deque()  # in publish order
         self._failure: BaseException | None = None
-        self._timeout = ack_timeout_s
+        self.timeout_s = ack_timeout_s
+        self.failures = 0
 
     async def publish(
         self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self._raise_failure()
+    ) -> asyncio.Future:
+        self.expire()
         hdrs = dict(headers or {})
         hdrs[H.MSG_ID] = msg_id
         try:
             future = await self._js.publish_async(subject, data, headers=hdrs,
-                                                  wait_stall=self._timeout)
+                                                  wait_stall=self.timeout_s)
         except TooManyStalledMsgsError:
-            raise PublishError(f"{len(self._pending)} publishes unacknowledged for "
-                               f"{self._timeout:.0f} s: is JetStream down?") from None
-        self._pending.add(future)
+            raise PublishError(f"{self.in_flight} publishes unacknowledged for "
+                               f"{self.timeout_s:.0f} s: is JetStream down?") from None
+        except NatsError as exc:  # e.g. the reconnect buffer is full
+            raise PublishError(f"publish not sent: {exc!r}") from exc
         future.add_done_callback(self._on_ack)
+        self._pending.append((time.monotonic(), future))
+        return future
 
-    async def publish_event(self, subject: str, event: Event, msg_id: str) -> None:
-        await self.publish(subject, event.to_bytes(), msg_id)
+    async def publish_event(self, subject: str, event: Event, msg_id: str) -> asyncio.Future:
+        return await self.publish(subject, event.to_bytes(), msg_id)
+
+    def expire(self) -> None:
+        """Give up on publishes unacknowledged for longer than the ack timeout."""
+        deadline = time.monotonic() - self.timeout_s
+        pending = self._pending
+        while pending and (pending[0][1].done() or pending[0][0] < deadline):
+            _, future = pending.popleft()
+            future.cancel()  # no-op when done; releases nats.py's slot otherwise
 
     def _on_ack(self, future: asyncio.Future) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            log.error("publish failed: %s", exc)
-            self._failure = exc
+        failure = ack_failure(future, self.timeout_s)
+        if failure is not None:
+            self.failures += 1
+            if self.failures <= 20 or self.failures % 100 == 0:
+                log.error("publish failed: %s", failure, extra={"failed_so_far": self.failures})
+            if self._failure is None:
+                self._failure = failure
 
-    def _raise_failure(self) -> None:
+    async def flush(self) -> None:
+        """Wait until every publish so far is acknowledged; raise the first failure."""
+        waiting = {f for _, f in self._pending if not f.done()}
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.timeout_s)
+            for future in waiting:
+                future.cancel()  # still unacknowledged: failed
+            await asyncio.sleep(0)  # let the done callbacks record the failures
+        self.expire()
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise PublishError(f"an earlier publish failed: {failure}") from failure
 
-    async def flush(self) -> None:
-        """Wait until every publish so far is acknowledged; raise the first failure."""
-        if self._pending:
-            _, late = await asyncio.wait(set(self._pending), timeout=self._timeout)
-            if late:
-                raise PublishError(f"{len(late)} publishes not acknowledged within "
-                                   f"{self._timeout:.0f} s")
-        self._raise_failure()
-
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return sum(1 for _, f in self._pending if not f.done())
 
+
+def ack_failure(future: asyncio.Future, timeout_s: float) -> PublishError | None:
+    """Why a publish's ack future says the message was not stored, or None if it was."""
+    if future.cancelled():
+        return PublishError(f"not acknowledged by JetStream within {timeout_s:.0f} s")
+    exc = future.exception()
+    if exc is not None:
+        return PublishError(f"refused by JetStream: {exc!r}")
+    return None
+
+
+class Outbox:
+    """One session's publishes, through the process's shared ``Publisher``.
+
+    It counts what it published (``issued``) and knows the longest prefix of that already
+    stored by JetStream (``stored_through()``), so the session acks an input only once the
+    outputs it caused are stored. Its first failure sticks (``failure``): every later
+    publish raises it, and the session is served again from its last stored point
+    (``glyphoxa_bus.session``). Another session's failures never show here.
+    """
+
+    def __init__(self, publisher: Publisher):
+        self._publisher = publisher
+        self._pending: dict[int, tuple[float, asyncio.Future]] = {}  # publish order
+        self.issued = 0
+        self.failure: PublishError | None = None
+
+    @property
+    def timeout_s(self) -> float:
+        return self._publisher.timeout_s
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        if self.failure is not None:
+            raise PublishError(f"an earlier publish of this session failed: {self.failure}")
+        try:
+            future = await self._publisher.publish(subject, data, msg_id, headers)
+        except PublishError as exc:
+            self._fail(exc)
+            raise
+        self.issued += 1
+        number = self.issued
+        self._pending[number] = (time.monotonic(), future)
+        future.add_done_callback(lambda f: self._settled(number, f))
+
+    async def publish_event(self, subject: str, event: Event, msg_id: str) -> None:
+        await self.publish(subject, event.to_bytes(), msg_id)
+
+    def _settled(self, number: int, future: asyncio.Future) -> None:
+        self._pending.pop(number, None)
+        failure = ack_failure(future, self.timeout_s)
+        if failure is not None:
+            self._fail(failure)
+
+    def _fail(self, failure: PublishError) -> None:
+        if self.failure is None:
+            self.failure = failure
+
+    def expire(self) -> None:
+        """An ack overdue by the timeout is a failure now, not when nats.py notices."""
+        deadline = time.monotonic() - self.timeout_s
+        for _, (sent, future) in list(self._pending.items()):
+            if sent >= deadline:
+                break
+            self._fail(PublishError(f"not acknowledged by JetStream within "
+                                    f"{self.timeout_s:.0f} s"))
+            future.cancel()
+
+    def stored_through(self) -> int:
+        """The highest n such that this session's publishes 1..n are all stored."""
+        self.expire()
+        if self.failure is not None:
+            return 0  # nothing more is known for sure; the session will be served again
+        return next(iter(self._pending)) - 1 if self._pending else self.issued
+
+    def abandon(self) -> None:
+        """Stop waiting for the acks (the session is being served again)."""
+        for _, future in list(self._pending.values()):
+            future.cancel()
+
+    async def flush(self) -> None:
+        """Wait until this session's publishes are stored; raise if one was not."""
+        waiting = {f for _, f in self._pending.values()}
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.timeout_s)
+            self.expire()
+        if self.failure is not None:
+            raise PublishError(f"a publish of this session failed: {self.failure}")

@@ -6,6 +6,12 @@ message it may still need (for example the first frame of an utterance that is n
 finished), so when the replica dies the next holder recreates the consumer from the ack
 floor and replays exactly what was not finished: nothing is lost, and outputs carry
 deterministic ``Nats-Msg-Id`` values so nothing is published twice.
+
+An input counts as done only when the outputs it caused are stored by JetStream (the
+session's ``Outbox``). When one of them is not (the broker died with it in flight, or
+refused it), the session is served again from its ack floor by the same replica
+(``serve_session_durably``): the unstored outputs are made again and the stored ones are
+de-duplicated by their ids. Nothing acked is ever lost.
 """
 
 from __future__ import annotations
@@ -13,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.publisher import Outbox, Publisher, PublishError
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_bus.streams import CONTROL
 from glyphoxa_events.models import (
@@ -71,11 +80,15 @@ class SessionContext:
     stage: str
     subjects: SessionSubjects
     nc: Client
-    publisher: Publisher
+    publisher: Outbox  # a shared Publisher given here is wrapped in this session's Outbox
     started: SessionStarted | None = None
     stopped: SessionStopped | None = None
     metrics_rejected: object | None = None
     rejections: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.publisher, Publisher):
+            self.publisher = Outbox(self.publisher)
 
     @property
     def tenant(self) -> str:
@@ -113,25 +126,42 @@ LOGGED_REJECTIONS = 20
 
 
 class AckTracker:
-    """Acks (AckPolicy.ALL) the newest processed message that nothing still depends on."""
+    """Acks (AckPolicy.ALL) the newest processed message that nothing still depends on and
+    whose outputs are all stored.
 
-    def __init__(self) -> None:
+    A message the handler no longer needs (below ``retain_from``) is stamped with the
+    number of publishes the session had made by then: everything it caused is among them.
+    It is acked once the outbox says that many are stored.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
         self._processed: deque[tuple[int, Msg]] = deque()
+        self._released: deque[tuple[int, int, Msg]] = deque()  # (seq, publishes then, msg)
         self.acked_seq = 0
 
     def processed(self, seq: int, msg: Msg) -> None:
         self._processed.append((seq, msg))
 
     async def advance(self, retain_from: int | None) -> None:
-        if not self._processed:
+        if self._processed:
+            floor = self._processed[-1][0] if retain_from is None else retain_from - 1
+            issued = self._outbox.issued
+            while self._processed and self._processed[0][0] <= floor:
+                seq, msg = self._processed.popleft()
+                self._released.append((seq, issued, msg))
+        if not self._released:
             return
-        floor = self._processed[-1][0] if retain_from is None else retain_from - 1
+        stored = self._outbox.stored_through()
         target: Msg | None = None
-        while self._processed and self._processed[0][0] <= floor:
-            seq, target = self._processed.popleft()
+        while self._released and self._released[0][1] <= stored:
+            seq, _, target = self._released.popleft()
             self.acked_seq = seq
         if target is not None:
-            await target.ack()
+            try:
+                await target.ack()
+            except NatsError as exc:  # a later ack covers it (AckPolicy.ALL)
+                log.debug("ack not sent: %s", exc)
 
 
 async def open_input(
@@ -217,7 +247,7 @@ async def serve_session(
             log.error("no session.started event; giving the session up", extra=ctx.log_extra())
             return
         psub = await open_input(js, input_stream, name, filter_subjects)
-        acks = AckTracker()
+        acks = AckTracker(ctx.publisher)
         draining = False
         while True:
             msgs = await psub.next_batch(timeout=tick_s)
@@ -226,8 +256,10 @@ async def serve_session(
                 item = InputMessage(msg.subject, msg.data, dict(msg.headers or {}), seq)
                 await _guarded(ctx, handler.on_message(item), msg.subject)
                 acks.processed(seq, msg)
+                _check_stored(ctx)
             await _guarded(ctx, handler.on_tick(), "tick")
             await acks.advance(handler.retain_from())
+            _check_stored(ctx)
             if ctx.stopped is not None and not msgs and await _drained(js, input_stream, name):
                 if draining:  # a second quiet look after the server said it delivered all
                     break
@@ -235,17 +267,74 @@ async def serve_session(
             else:
                 draining = False
         await handler.close()
+        try:
+            await ctx.publisher.flush()
+        except PublishError as exc:
+            raise OutputNotStored(str(exc)) from exc
         await acks.advance(None)
-        await ctx.publisher.flush()
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(input_stream, name)
         log.info("session finished", extra=ctx.log_extra(reason=ctx.stopped.reason if ctx.stopped else ""))
+    except (OutputNotStored, NatsError, TimeoutError):  # served again by the caller
+        with contextlib.suppress(Exception):
+            await _guarded(ctx, handler.close(), "close")  # frees its tasks; it cannot publish
+        ctx.publisher.abandon()
+        raise
     finally:
         with contextlib.suppress(Exception):
             await control_sub.unsubscribe()
         if psub is not None:
             with contextlib.suppress(Exception):
                 await psub.stop()
+
+
+class OutputNotStored(PublishError):
+    """An output of the session was not stored: serve it again from its ack floor."""
+
+
+def _check_stored(ctx: SessionContext) -> None:
+    failure = ctx.publisher.failure
+    if failure is None:
+        ctx.publisher.expire()
+        failure = ctx.publisher.failure
+    if failure is not None:
+        raise OutputNotStored(str(failure))
+
+
+AGAIN_AFTER_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+"""Pauses before serving a session again after a loss: the n-th time waits the n-th."""
+
+
+async def serve_session_durably(
+    new_context: Callable[[], SessionContext],
+    new_handler: Callable[[SessionContext], SessionHandler],
+    input_stream: str,
+    filter_subjects: list[str],
+    tick_s: float = 0.05,
+) -> None:
+    """``serve_session`` until it finishes; whenever an output was not stored or the bus
+    failed under it, serve the session again from its ack floor with a fresh handler (the
+    same replica keeps the claim, so nothing waits for a lease to run out)."""
+    attempt = 0
+    while True:
+        ctx = new_context()
+        try:
+            await serve_session(ctx, new_handler(ctx), input_stream, filter_subjects, tick_s)
+            return
+        except (OutputNotStored, NatsError, TimeoutError) as exc:
+            pause = AGAIN_AFTER_S[min(attempt, len(AGAIN_AFTER_S) - 1)]
+            attempt += 1
+            log.warning("serving the session again from its last stored point: %s",
+                        str(exc) or type(exc).__name__,
+                        extra=ctx.log_extra(attempt=attempt))
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            while not ctx.nc.is_connected:  # no use trying before the broker is back
+                await asyncio.sleep(0.05)
+                if ctx.nc.is_closed:
+                    raise
+            if time.monotonic() - started > 1:
+                attempt = 0  # an outage, not a session that keeps failing
 
 
 async def _control_backlog(js: JetStreamContext, subjects: SessionSubjects) -> int:
@@ -267,6 +356,11 @@ async def _guarded(ctx: SessionContext, call: object, subject: str) -> None:
         raise
     except MalformedEvent as exc:
         _reject(ctx, subject, "malformed", exc)
+    except PublishError:
+        if ctx.publisher.failure is None:  # not this session's outbox: a handler's mistake
+            log.exception("handler failed on %s", subject, extra=ctx.log_extra())
+            _count(ctx, "handler_error")
+        # else the outbox keeps the failure and the serve loop serves the session again
     except Exception:  # noqa: BLE001
         log.exception("handler failed on %s", subject, extra=ctx.log_extra())
         _count(ctx, "handler_error")

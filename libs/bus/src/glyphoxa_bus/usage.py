@@ -7,18 +7,14 @@ window) and the same ``key`` (counted once by session-control after that).
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
 
-from glyphoxa_bus.publisher import PublishError
 from glyphoxa_events.models import Usage
 from glyphoxa_events.subjects import SessionSubjects
 
-log = logging.getLogger(__name__)
-
 
 class Sink(Protocol):
-    """What publishes (``glyphoxa_bus.publisher.Publisher``, or a test's collector)."""
+    """What publishes (a session's ``glyphoxa_bus.publisher.Outbox``, or a test's collector)."""
 
     async def publish(
         self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
@@ -33,10 +29,5 @@ async def publish_usage(sink: Sink, subjects: SessionSubjects, usage: Usage) -> 
     """Publish one usage event; nothing is published for an amount of zero."""
     if usage.amount <= 0:
         return
-    subject, msg_id = subjects.usage(usage.stage), usage_msg_id(subjects, usage)
-    try:
-        await sink.publish(subject, usage.to_bytes(), msg_id)
-    except PublishError as exc:  # an earlier publish failed; this one was not sent yet
-        log.warning("retrying usage publish after an earlier failure: %s", exc,
-                    extra={"tenant": subjects.tenant, "session": subjects.session})
-        await sink.publish(subject, usage.to_bytes(), msg_id)
+    # A failed publish is the session's outbox's to handle (the work is redone), not ours.
+    await sink.publish(subjects.usage(usage.stage), usage.to_bytes(), usage_msg_id(subjects, usage))

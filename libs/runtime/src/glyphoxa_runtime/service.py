@@ -23,7 +23,7 @@ from glyphoxa_bus.claims import ClaimWorker
 from glyphoxa_bus.connection import connect
 from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher
-from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session
+from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session_durably
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_runtime.http import HealthServer
 from glyphoxa_runtime.logs import register_secret, setup_logging
@@ -169,10 +169,12 @@ class StageApp:
         return [f"{s.tenant}.{s.session}" for s in self.worker.sessions]
 
     async def _serve(self, subjects: SessionSubjects) -> None:
-        ctx = SessionContext(self._stage, subjects, self._nc, self._publisher,
-                             metrics_rejected=self.metrics.rejected)
-        handler = self._factory(ctx)
-        await serve_session(ctx, handler, self._stream, self._filters(subjects))
+        def new_context() -> SessionContext:
+            return SessionContext(self._stage, subjects, self._nc, self._publisher,
+                                  metrics_rejected=self.metrics.rejected)
+
+        await serve_session_durably(new_context, self._factory, self._stream,
+                                    self._filters(subjects))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:

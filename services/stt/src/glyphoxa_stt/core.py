@@ -401,12 +401,8 @@ class SttSession:
     async def _publish(self, transcript: Transcript) -> None:
         subject = self._ctx.subjects.stt(transcript.speaker)
         msg_id = transcript_msg_id(self._ctx, transcript.utterance_id)
-        try:
-            await self._ctx.publisher.publish_event(subject, transcript, msg_id)
-        except PublishError as exc:  # an earlier publish failed; this one was not sent yet
-            log.warning("retrying publish after an earlier failure: %s", exc,
-                        extra=self._ctx.log_extra(utterance=transcript.utterance_id))
-            await self._ctx.publisher.publish_event(subject, transcript, msg_id)
+        # not stored: the session's outbox has the session served again from its ack floor
+        await self._ctx.publisher.publish_event(subject, transcript, msg_id)
 
     def _abandon(self, utt: OpenUtterance, why: str) -> None:
         self._open.finish(utt.utterance_id)
