@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,64 @@ def test_up_runs_until_interrupted_and_stops_every_process(home):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_up_starts_again_whatever_dies(home):
+    """kill -9 a stage, nats-server and PostgreSQL under `glyphoxa up`: each is started
+    again with a line saying so, every service is ready again, and Ctrl-C still stops
+    everything, the restarted processes included."""
+    proc = subprocess.Popen([GLYPHOXA, "up", "--fake"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "GLYPHOXA_HOME": str(home)},
+                            start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        state = _ready_stack(home)
+        tts = next(s for s in state["services"] if s["name"] == "tts-1")
+        for name, pid in (("tts-1", tts["pid"]), ("nats-server", state["nats_pid"]),
+                          ("postgres", state["postgres_pid"])):
+            os.kill(pid, signal.SIGKILL)
+            _wait(lambda n=name: any(line.startswith(f"{n} started again") for line in lines), 60,
+                  f"{name} not started again: {lines[-5:]}")
+            assert any(line.startswith(f"{name} exited with -9; starting it again in 1 s")
+                       for line in lines)
+            state = _ready_stack(home)  # every service ready again (NATS and PG reconnected)
+        assert all(_alive(s["pid"]) for s in state["services"])
+        pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
+        assert tts["pid"] not in pids
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        for pid in pids:
+            assert not _alive(pid), f"process {pid} still running after Ctrl-C"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _ready_stack(home: Path) -> dict:
+    """stack.json once it exists and every service in it answers /readyz with 200."""
+    def ready() -> bool:
+        if not (home / "stack.json").exists():
+            return False
+        for service in json.loads((home / "stack.json").read_text())["services"]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{service['metrics_port']}/readyz",
+                                            timeout=2) as r:
+                    if r.status != 200:
+                        return False
+            except OSError:
+                return False
+        return True
+    _wait(ready, 120, "the stack did not become ready")
+    return json.loads((home / "stack.json").read_text())
+
+
+def _wait(predicate, timeout_s: float, message: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:

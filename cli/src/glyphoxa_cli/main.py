@@ -163,6 +163,7 @@ def _replicas(specs: list[str]) -> dict[str, int]:
 def cmd_up(args: argparse.Namespace) -> int:
     from glyphoxa_cli.processes import preferred_port
     from glyphoxa_cli.stack import Stack, glyphoxa_home
+    from glyphoxa_cli.supervise import Supervisor
 
     stack = Stack(glyphoxa_home(), env=_stack_env(args), replicas=_replicas(args.replicas),
                   nats_url=args.nats, api_port=preferred_port(8700))
@@ -176,11 +177,9 @@ def cmd_up(args: argparse.Namespace) -> int:
               "Ctrl-C stops everything.", flush=True)
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        supervisor = Supervisor(stack, say=lambda line: print(line, flush=True))
         while not stop["now"]:
-            for proc in stack.procs:
-                if proc.proc is not None and proc.proc.poll() is not None:
-                    print(f"{proc.name} exited with {proc.proc.returncode}; see {proc.log_path}")
-                    stop["now"] = True
+            supervisor.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -79,10 +79,10 @@ class Stack:
             proc.wait_ready()
             progress(f"  {proc.name:<18} ready (metrics :{proc.metrics_port}, log {proc.log_path})"
                      f"  [{time.monotonic() - t0:.1f} s]")
-        self._write_state()
+        self.write_state()
         return self
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
         state = {"nats_url": self.nats_url, "nats_pid": self.nats.proc.pid if self.nats and self.nats.proc else None,
                  "api_url": self.api_url,
                  "postgres_pid": self.postgres.proc.pid if self.postgres and self.postgres.proc else None,
