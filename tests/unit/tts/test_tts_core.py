@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from glyphoxa_events.models import (
     Flush,
     MalformedEvent,
     SessionStarted,
+    SessionStopped,
     parse_control,
 )
 from glyphoxa_tts.config import Settings
@@ -298,3 +300,57 @@ async def test_close_ends_open_turns(harness: Harness):
     await harness.session.close()
     (done,) = harness.done_events()
     assert done.cancelled
+
+
+async def test_a_reply_that_waited_too_long_is_not_spoken():
+    """tts was paused (SIGSTOP) or overloaded: a turn whose chunks were written long ago
+    ends as stale, saying why, instead of playing into a conversation that moved on."""
+    h = await Harness(stale_after_s=8).start()
+    try:
+        long_ago = time.time_ns() - 20 * 10**9
+        await h.session.on_message(reply("alex-0", 0, "Stale words.", seq=3, published_ns=long_ago))
+        await h.session.on_message(reply("alex-0", 1, "", final=True, seq=4, published_ns=long_ago))
+        assert not h.publisher.frames()
+        (done,) = h.done_events()
+        assert done.cancelled and done.frames == 0
+        assert done.reason.startswith("stale: reply chunk 0 reached tts 20.")
+        await h.session.on_message(reply("bo-1", 0, "Fresh words.", seq=5,
+                                         published_ns=time.time_ns()))
+        assert h.publisher.frames()  # the next turn is spoken
+    finally:
+        h.close()
+
+
+async def test_a_long_reply_may_wait_as_long_as_its_audio_already_sent():
+    """The later sentences of a long reply wait behind the audio of the first: that is not
+    stale."""
+    h = await Harness(ScriptedProvider(chunks=1, chunk_s=6.0), stale_after_s=2).start()
+    try:
+        now = time.time_ns()
+        await h.session.on_message(reply("alex-0", 0, "First.", seq=3, published_ns=now))
+        sent = len(h.publisher.frames())
+        assert sent == 300
+        await h.session.on_message(reply("alex-0", 1, "Second.", seq=4,
+                                         published_ns=now - 5 * 10**9))
+        assert len(h.publisher.frames()) == 600 and not h.done_events()
+    finally:
+        h.close()
+
+
+async def test_session_stop_silences_the_turn_being_spoken_and_drops_the_rest():
+    provider = ScriptedProvider(chunks=50, chunk_s=0.1, delay_s=0.05)
+    h = await Harness(provider).start()
+    try:
+        speaking = asyncio.create_task(h.session.on_message(reply("alex-0", 0, "Long.", seq=4)))
+        await until(lambda: len(h.publisher.frames()) >= 10)
+        h.session._ctx.stopped = SessionStopped(reason="gm")  # as serve_session sets it
+        await h.session.on_control(h.session._ctx.stopped)
+        await asyncio.wait_for(speaking, timeout=1)
+        (done,) = h.done_events()
+        assert done.cancelled and done.reason == "session ended"
+        published = len(h.publisher.frames())
+        await h.session.on_message(reply("bo-1", 0, "Too late.", seq=5))
+        assert len(h.publisher.frames()) == published
+        assert [d.reason for d in h.done_events()] == ["session ended", "session ended"]
+    finally:
+        h.close()

@@ -228,6 +228,9 @@ class AudioDone(Event):
     frames: int = Field(ge=0)
     first_audio_ns: Ns = 0
     cancelled: bool = False
+    reason: str = Field("", max_length=200, description=(
+        "why the turn ended: final, or why it was cancelled (flush: ..., stale: ..., "
+        "session ended, ...)"))
 
 
 ControlEvent = Annotated[

@@ -35,6 +35,7 @@ from glyphoxa_events.models import (
     MalformedEvent,
     ReplyChunk,
     SessionStarted,
+    SessionStopped,
     Usage,
     parse_as,
 )
@@ -91,6 +92,9 @@ class TtsSession:
             # A raw ctl.bargein is not a cancel: only the edge knows whether an NPC is
             # audible, and it flushes when a player talks over one (ADR 0003).
             await self._flush(event)
+        elif isinstance(event, SessionStopped):  # nobody is listening any more
+            for turn in list(self._open.values()):
+                await self._close(turn, cancelled=True, reason="session ended")
 
     async def _flush(self, event: Flush) -> None:
         if event.turn_id is not None:
@@ -131,6 +135,11 @@ class TtsSession:
         if turn.closed:  # cancelled a moment ago; its AudioDone is on the way
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
             return
+        why_not = self._not_current(turn, chunk)
+        if why_not:
+            metrics.SENTENCES_DROPPED.labels(reason=why_not.partition(":")[0]).inc()
+            await self._close(turn, cancelled=True, reason=why_not)
+            return
         if chunk.turn_id in self._flushed:
             self._flushed.pop(chunk.turn_id, None)
             await self._close(turn, cancelled=True, reason="flushed before it started")
@@ -144,6 +153,21 @@ class TtsSession:
             await self._speak(turn, chunk, voice, held)
         if chunk.final:
             await self._close(turn, cancelled=False, reason="final")
+
+    def _not_current(self, turn: Turn, chunk: ReplyChunk) -> str:
+        """Why the chunk must not be heard any more ("" when it may): the session ended, or
+        it waited too long (this replica was paused or overloaded, or took the session over
+        late), beyond the audio of its turn already sent: the table has moved on."""
+        if self._ctx.stopped is not None:
+            return "session ended"
+        if not chunk.published_ns:
+            return ""
+        waited_s = (time.time_ns() - chunk.published_ns) / 1e9
+        allowed_s = self._settings.stale_after_s + turn.frames * 0.02
+        if waited_s > allowed_s:
+            return (f"stale: reply chunk {chunk.index} reached tts {waited_s:.1f} s after it "
+                    f"was written (TTS_STALE_AFTER_S={self._settings.stale_after_s:g})")
+        return ""
 
     def _parse(self, msg: InputMessage) -> ReplyChunk:
         chunk = parse_as(ReplyChunk, msg.data)
@@ -361,7 +385,8 @@ class TtsSession:
                 task.cancel()
             await asyncio.wait([task])
         done = AudioDone(turn_id=turn.turn_id, npc=turn.npc, frames=turn.frames,
-                         first_audio_ns=turn.first_audio_ns, cancelled=cancelled)
+                         first_audio_ns=turn.first_audio_ns, cancelled=cancelled,
+                         reason=reason[:200])
         msg_id = f"ctl:{self._ctx.tenant}.{self._ctx.session}:audio.done:{turn.turn_id}"
         try:
             await self._ctx.publisher.publish_event(
