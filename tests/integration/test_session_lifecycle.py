@@ -5,14 +5,12 @@ idempotence, and a kill -9 restart during live sessions."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import psycopg
 import pytest
 from nats.js.api import DeliverPolicy
 
-from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_events.api import ApiReply, StartSession, StopSession
 from glyphoxa_events.models import (
     SessionStarted,
@@ -23,7 +21,7 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_events.subjects import STAGES, SessionSubjects, api_subject
-from tests.support.control import ControlProcess
+from tests.support.control import ControlProcess, holders
 from tests.support.service import metric, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +29,6 @@ pytestmark = pytest.mark.integration
 FAST = {"SESSION_CONTROL_LIVENESS_GRACE_S": "3", "SESSION_CONTROL_LIVENESS_INTERVAL_S": "0.3",
         "SESSION_CONTROL_ENDING_TIMEOUT_S": "3", "NATS_HEARTBEAT_TTL_S": "1.0",
         "NATS_HEARTBEAT_INTERVAL_S": "0.3"}
-BEAT = {"interval_s": 0.3, "ttl_s": 1.0}
 
 
 @pytest.fixture
@@ -48,24 +45,6 @@ async def _call(nc, verb: str, body) -> ApiReply:  # type: ignore[no-untyped-def
 
 async def _state(client, session: str) -> str:  # type: ignore[no-untyped-def]
     return (await client.session(session))["state"]
-
-
-@contextlib.asynccontextmanager
-async def holders(nc, sessions: list[str], roles=(*STAGES, "edge"), name="r1"):  # type: ignore[no-untyped-def]
-    """Heartbeats of one replica per role, all holding ``sessions``; yields {role: task} so a
-    test can kill one (cancel without deleting its key, as a crash would)."""
-    pubs = {role: HeartbeatPublisher(nc, role, f"{role}-{name}", lambda: list(sessions), **BEAT)
-            for role in roles}
-    tasks = {role: asyncio.create_task(p.run()) for role, p in pubs.items()}
-    try:
-        yield tasks
-    finally:
-        for role, task in tasks.items():
-            if not task.done():
-                await pubs[role].stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def test_bus_api_starts_a_stored_campaign_publishes_claims_and_stops(nc, tenant, control):

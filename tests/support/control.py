@@ -3,6 +3,8 @@ per test, and admin API clients for the operator and for tenants."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,8 +14,10 @@ from typing import Any
 import nats
 import pytest
 
+from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_cli.admin import AdminClient
 from glyphoxa_cli.processes import ServiceProcess, free_port
+from glyphoxa_events.subjects import STAGES
 from glyphoxa_session_control.crypto import new_secret_key
 
 EXAMPLE_CAMPAIGN = """\
@@ -25,6 +29,10 @@ npcs:
   - name: Tobias
     persona: The innkeeper.
 """
+
+# heartbeats as fast as the liveness tests' session-control expects them
+# (NATS_HEARTBEAT_INTERVAL_S=0.3, NATS_HEARTBEAT_TTL_S=1.0)
+BEAT = {"interval_s": 0.3, "ttl_s": 1.0}
 
 
 @dataclass
@@ -103,3 +111,21 @@ def module_control(name: str, env: dict[str, str] | None = None
         await client.drain()
 
     return control, nc
+
+
+@contextlib.asynccontextmanager
+async def holders(nc, sessions: list[str], roles=(*STAGES, "edge"), name="r1"):  # type: ignore[no-untyped-def]
+    """Heartbeats of one replica per role, all holding ``sessions``; yields {role: task} so a
+    test can kill one (cancel without deleting its key, as a crash would)."""
+    pubs = {role: HeartbeatPublisher(nc, role, f"{role}-{name}", lambda: list(sessions), **BEAT)
+            for role in roles}
+    tasks = {role: asyncio.create_task(p.run()) for role, p in pubs.items()}
+    try:
+        yield tasks
+    finally:
+        for role, task in tasks.items():
+            if not task.done():
+                await pubs[role].stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

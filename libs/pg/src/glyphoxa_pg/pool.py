@@ -1,11 +1,14 @@
-"""An async connection pool that waits for the server at start-up and logs no secrets."""
+"""An async connection pool that waits for the server at start-up and logs no secrets, and
+what tells its users that PostgreSQL is away (``PgHealth``, ``unreachable``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from psycopg import InterfaceError, OperationalError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.errors import QueryCanceled
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -40,16 +43,24 @@ async def open_pool(settings: PgSettings, name: str) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
         conninfo, min_size=settings.pool_min, max_size=settings.pool_max,
         kwargs={"row_factory": dict_row, "autocommit": True}, open=False, name=name,
+        timeout=settings.pool_timeout_s,
     )
     log.info("connecting to PostgreSQL", extra={"pg": describe_dsn(dsn)})
     await pool.open(wait=True, timeout=settings.connect_timeout_s)
     return pool
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says PostgreSQL cannot be reached (down, shutting down, the connection
+    lost, no connection within the pool's timeout), not that one statement failed."""
+    return isinstance(exc, (OperationalError, InterfaceError)) and not isinstance(exc, QueryCanceled)
+
+
 class PgHealth:
     """Whether PostgreSQL answers, checked every ``interval_s`` with ``SELECT 1``: what
-    ``/readyz`` reports, so a supervisor sees an outage (the pool reconnects by itself).
-    Each change is logged once."""
+    ``/readyz`` reports, so a supervisor sees an outage (the pool reconnects by itself),
+    and what lets callers refuse work at once instead of waiting for the pool. A caller
+    that meets the outage first says so (``failed``). Each change is logged once."""
 
     def __init__(self, pool: AsyncConnectionPool, interval_s: float = 2.0,
                  timeout_s: float = 2.0):
@@ -63,16 +74,29 @@ class PgHealth:
                 await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout_s)
             problem = ""
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; reported below
-            problem = f"PostgreSQL does not answer ({type(exc).__name__})"
-        if problem != self.problem:
+            problem = _problem(exc)
+        self._report(problem)
+        return self.ok
+
+    def failed(self, exc: BaseException) -> None:
+        """A caller met ``exc`` from PostgreSQL: if it says the server is away, not ready
+        from now until the next check that succeeds."""
+        if unreachable(exc):
+            self._report(_problem(exc))
+
+    def _report(self, problem: str) -> None:
+        if bool(problem) != bool(self.problem):
             if problem:
                 log.warning("PostgreSQL unreachable", extra={"reason": problem})
             else:
                 log.info("PostgreSQL reachable again")
         self.ok, self.problem = not problem, problem
-        return self.ok
 
     async def run(self) -> None:
         while True:
             await self.check()
             await asyncio.sleep(self._interval_s)
+
+
+def _problem(exc: BaseException) -> str:
+    return f"PostgreSQL does not answer ({type(exc).__name__})"

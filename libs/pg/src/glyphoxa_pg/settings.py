@@ -17,3 +17,6 @@ class PgSettings(BaseSettings):
     pool_max: int = Field(8, ge=1, le=200, description="most connections at once")
     connect_timeout_s: float = Field(30.0, gt=0, description="start-up: how long to wait for the server")
     statement_timeout_s: float = Field(10.0, gt=0, description="longest single statement")
+    pool_timeout_s: float = Field(
+        5.0, gt=0, description="longest wait for a pooled connection; while PostgreSQL is "
+                               "down a caller fails after this long at most")

@@ -24,6 +24,7 @@ from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_session_control.api import Control, create_app
+from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.config import Settings
 from glyphoxa_session_control.crypto import SecretBox, SecretKeyError
@@ -50,7 +51,7 @@ class _ApiServer(uvicorn.Server):
 class SessionControlApp:
     def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings):
         self.control, self._nats_api, self._recorder = control, nats_api, recorder
-        self._pg = PgHealth(control.pool)
+        self._pg = control.availability.pg
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
         # TCP, and without it every keep-alive response waits ~40 ms for Nagle
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -98,13 +99,14 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
         applied = await migrate(conn, load_migrations(files("glyphoxa_session_control") / "migrations"))
     if applied:
         log.info("database migrated", extra={"versions": applied})
+    availability = Availability(PgHealth(pool), nc)
     campaigns = Campaigns(pool, settings.allow_fake_providers)
     sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(nc))
     counts = await sessions.reconcile()
     log.info("reconciled live sessions", extra=counts)
     watchdog = Watchdog(sessions, HeartbeatView(nc.jetstream(), settings.nats.heartbeat_ttl_s),
-                        settings.liveness_grace_s, settings.ending_timeout_s,
-                        settings.liveness_interval_s)
+                        availability, settings.liveness_grace_s, settings.ending_timeout_s,
+                        settings.liveness_interval_s, settings.nats.heartbeat_ttl_s)
 
     async def edge_changed(edge: str) -> None:
         """Tell that edge its bots changed (no secret in the message: it asks again)."""
@@ -114,10 +116,10 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
     tenants = Tenants(pool, box, edge_changed)
     gm = GameMaster(pool, sessions, tenants, publisher)
     control = Control(pool=pool, tenants=tenants, campaigns=campaigns, sessions=sessions, gm=gm,
-                      reports=Reports(pool, sessions), watchdog=watchdog,
+                      reports=Reports(pool, sessions), watchdog=watchdog, availability=availability,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
-    nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns,
+    nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns, availability,
                        settings.nats.secrets_key.get_secret_value(),
                        settings.nats.edge_key.get_secret_value())
     return SessionControlApp(control, nats_api, Recorder(nc, pool), settings)

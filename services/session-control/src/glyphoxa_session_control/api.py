@@ -6,6 +6,9 @@ Two kinds of bearer keys:
 - a tenant's API key manages that tenant's own campaigns, NPCs, secrets and sessions: every
   other ``/v1/...`` route. The tenant comes from the key and nowhere else, so a tenant cannot
   even name another tenant's data; someone else's campaign is simply "not found".
+
+While PostgreSQL is away every route answers 503 with the reason at once; while NATS is away
+so do the routes that publish (start, stop, mute, speak).
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from nats.errors import Error as NatsError
+from psycopg import InterfaceError, OperationalError
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from glyphoxa_bus.publisher import PublishError
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.api import NpcInfo
 from glyphoxa_events.tokens import Token
 from glyphoxa_session_control import audit
+from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.crypto import same_secret
 from glyphoxa_session_control.errors import ControlError, Invalid, Unavailable
@@ -73,6 +80,7 @@ class Control:
     gm: GameMaster
     reports: Reports
     watchdog: Watchdog
+    availability: Availability
     operator_key: str
     max_request_bytes: int
 
@@ -124,13 +132,25 @@ class _BodyLimit:
         await self.app(scope, counted if scope["type"] == "http" else receive, send)
 
 
+async def _database_up(request: Request) -> None:
+    """Every route: refused at once while PostgreSQL is away (not after the pool's timeout)."""
+    request.app.state.control.availability.require_database()
+
+
+async def _bus_up(request: Request) -> None:
+    """Routes that publish: refused at once while NATS is away (not after an ack timeout)."""
+    request.app.state.control.availability.require_bus()
+
+
 Operator = Annotated[str, Depends(_operator)]
 TenantId = Annotated[str, Depends(_tenant)]
+NEEDS_BUS = [Depends(_bus_up)]
 
 
 def create_app(control: Control) -> FastAPI:
     app = FastAPI(title="Glyphoxa session-control", version="1",
-                  description=__doc__, openapi_url="/openapi.json")
+                  description=__doc__, openapi_url="/openapi.json",
+                  dependencies=[Depends(_database_up)])
     app.add_middleware(_BodyLimit, limit=control.max_request_bytes)
 
     app.state.control = control
@@ -153,6 +173,19 @@ def create_app(control: Control) -> FastAPI:
         # a value that slipped past the request models: the caller's input, not our fault
         return JSONResponse({"error": f"a value the database cannot store "
                                       f"({type(exc).__name__})"}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PublishError)
+    @app.exception_handler(NatsError)
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL or NATS went away during the request: tell the caller what and when
+        away = control.availability.unavailable(exc)
+        if away is None:
+            log.error("request failed", exc_info=exc)
+            return await internal(request, exc)
+        log.warning("request failed in an outage: %s", away.message)
+        return JSONResponse({"error": away.message}, status_code=away.status)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
@@ -326,7 +359,7 @@ def _session_routes(app: FastAPI, control: Control) -> None:
         held = holders_by_session(control.watchdog.beats).get(f"{session.tenant}.{session.id}", {})
         return session.model_copy(update={"holders": claim_holders(held)})
 
-    @app.post("/v1/sessions", status_code=201, tags=["sessions"])
+    @app.post("/v1/sessions", status_code=201, tags=["sessions"], dependencies=NEEDS_BUS)
     async def start_session(body: SessionCreate, tenant_id: TenantId) -> Session:
         return with_holders(await sessions.start(tenant_id, body, f"tenant:{tenant_id}"))
 
@@ -339,7 +372,7 @@ def _session_routes(app: FastAPI, control: Control) -> None:
     async def get_session(session_id: Token, tenant_id: TenantId) -> Session:
         return with_holders(await sessions.get(tenant_id, session_id))
 
-    @app.post("/v1/sessions/{session_id}/stop", tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/stop", tags=["sessions"], dependencies=NEEDS_BUS)
     async def stop_session(session_id: Token, tenant_id: TenantId, body: SessionStop | None = None) -> Session:
         reason = (body or SessionStop()).reason
         return with_holders(await sessions.stop(tenant_id, session_id, reason, f"tenant:{tenant_id}"))
@@ -348,18 +381,21 @@ def _session_routes(app: FastAPI, control: Control) -> None:
     async def session_npcs(session_id: Token, tenant_id: TenantId) -> list[NpcInfo]:
         return await control.gm.npcs(tenant_id, session_id)
 
-    @app.post("/v1/sessions/{session_id}/npcs/{npc}/mute", tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/mute", tags=["sessions"],
+              dependencies=NEEDS_BUS)
     async def mute_npc(session_id: Token, npc: Token | Literal["*"], tenant_id: TenantId
                        ) -> list[NpcInfo]:
         return await control.gm.mute(tenant_id, session_id, npc, True, None, f"tenant:{tenant_id}")
 
-    @app.post("/v1/sessions/{session_id}/npcs/{npc}/unmute", tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/unmute", tags=["sessions"],
+              dependencies=NEEDS_BUS)
     async def unmute_npc(session_id: Token, npc: Token | Literal["*"], tenant_id: TenantId
                          ) -> list[NpcInfo]:
         return await control.gm.mute(tenant_id, session_id, npc, False, None,
                                      f"tenant:{tenant_id}")
 
-    @app.post("/v1/sessions/{session_id}/npcs/{npc}/speak", status_code=202, tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/npcs/{npc}/speak", status_code=202, tags=["sessions"],
+              dependencies=NEEDS_BUS)
     async def speak_npc(session_id: Token, npc: Token, body: NpcLine, tenant_id: TenantId
                         ) -> Session:
         return with_holders(await control.gm.speak(tenant_id, session_id, npc, body.text, None,

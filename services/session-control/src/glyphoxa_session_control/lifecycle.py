@@ -221,7 +221,14 @@ class Sessions:
 
     async def end(self, tenant: str, sid: str, reason: str) -> None:
         """active/pending -> ending: the stages are told to finish and release their claims."""
+        await self.announce_end(tenant, sid, reason)
+        await self.record_end(tenant, sid, reason)
+
+    async def announce_end(self, tenant: str, sid: str, reason: str) -> None:
+        """Tell the stages and the edge that the session ends (once: a fixed message id)."""
         await self.tell_stopped(tenant, sid, reason, f"ctl:{tenant}.{sid}:session.stopped")
+
+    async def record_end(self, tenant: str, sid: str, reason: str) -> None:
         await self.transition(tenant, sid, ("pending", "active"), "ending", reason)
         log.info("session ending", extra={"tenant": tenant, "session": sid, "reason": reason})
 

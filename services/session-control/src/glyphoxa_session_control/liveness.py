@@ -6,6 +6,12 @@ put). A role (stage or edge) without a live holder is noticed at once and logged
 replica takes the claim over within ``grace`` the session is ended with the reason. An
 ending session becomes ended once nobody holds it. A replica that still serves an ended
 session is told to stop again.
+
+It judges only heartbeats it could have received: while session-control's own NATS
+connection is down it pauses, and after each reconnect it watches the bucket afresh and
+every role has the whole grace again. It does not need PostgreSQL to answer: while it is
+away the watchdog goes on with the live sessions it last read, a session it ends is told
+to stop on the bus at once and its state change is stored once PostgreSQL is back.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from datetime import UTC, datetime
 from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_events.models import Heartbeat
 from glyphoxa_events.subjects import STAGES
+from glyphoxa_pg.pool import unreachable
 from glyphoxa_runtime.recent import Recent
+from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.lifecycle import LIVE, Sessions
 from glyphoxa_session_control.metrics import LIVENESS_ENDED, ORPHANS, SESSIONS, ZOMBIES
 from glyphoxa_session_control.models import ClaimHolder, Session
@@ -47,18 +55,23 @@ def claim_holders(held: dict[str, Heartbeat]) -> list[ClaimHolder]:
 
 
 class Watchdog:
-    def __init__(self, sessions: Sessions, view: HeartbeatView, grace_s: float,
-                 ending_timeout_s: float, interval_s: float):
-        self._sessions, self._view = sessions, view
+    def __init__(self, sessions: Sessions, view: HeartbeatView, availability: Availability,
+                 grace_s: float, ending_timeout_s: float, interval_s: float, ttl_s: float):
+        self._sessions, self._view, self._availability = sessions, view, availability
         self._grace, self._ending_timeout, self._interval = grace_s, ending_timeout_s, interval_s
+        self._ttl = ttl_s
         self._missing: dict[tuple[str, str], float] = {}
         self._noticed: set[tuple[str, str]] = set()
         self._claiming_s = min(5.0, grace_s / 3)  # a new session's roles take their claims
         self._zombie_told: Recent[str, float] = Recent(4096)  # a forgotten one is told again
+        self._connection: int | None = None  # the NATS connection the view watches on
+        self._watching: float | None = None  # None: paused, no heartbeat can arrive
+        self._known: dict[str, Session] = {}  # the live sessions PostgreSQL last named
+        self._unrecorded: dict[str, tuple[Session, str]] = {}  # ended while it was away
+        self._from_memory = False  # PostgreSQL is away: self._known is all there is
         self.beats: list[Heartbeat] = []
 
     async def run(self) -> None:
-        await self._view.start()
         try:
             await self._loop()
         finally:
@@ -70,29 +83,90 @@ class Watchdog:
                 await self.check()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the next round tries again
-                log.exception("liveness check failed")
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                if unreachable(exc):  # the next round goes on without PostgreSQL
+                    self._availability.pg.failed(exc)
+                else:
+                    log.exception("liveness check failed")
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:
+        now = time.monotonic()
+        watching = await self._watching_since(now)
+        if watching is None:
+            return
         self.beats = self._view.beats()
         holders = holders_by_session(self.beats)
-        live = await self._sessions.live()
+        live = await self._live_sessions()
         for state in LIVE:
-            SESSIONS.labels(state=state).set(sum(1 for s in live if s.state == state))
-        now = time.monotonic()
-        live_keys = set()
-        for session in live:
-            key = f"{session.tenant}.{session.id}"
-            live_keys.add(key)
+            SESSIONS.labels(state=state).set(sum(1 for s in live.values() if s.state == state))
+        settled = now - watching >= self._ttl  # every live holder has put since
+        db_ok = self._availability.pg.ok
+        for key, session in live.items():
             held = holders.get(key, {})
             if session.state == "active":
                 await self._check_active(session, key, held, now)
-            elif session.state == "ending":
+            elif session.state == "ending" and settled and db_ok:
                 await self._check_ending(session, held)
-        self._missing = {k: v for k, v in self._missing.items() if k[0] in live_keys}
+        self._missing = {k: v for k, v in self._missing.items() if k[0] in live}
         self._noticed &= set(self._missing)
-        await self._tell_zombies({k: v for k, v in holders.items() if k not in live_keys}, now)
+        if db_ok:
+            await self._tell_zombies({k: v for k, v in holders.items() if k not in live}, now)
+
+    async def _watching_since(self, now: float) -> float | None:
+        """Since when heartbeats can arrive, None while they cannot. After a reconnect the
+        bucket is watched afresh and every clock restarts: time in which nothing could
+        arrive counts against no one."""
+        connection = self._availability.bus_connection
+        if connection is None:
+            if self._watching is not None:
+                log.warning("liveness paused: NATS is unreachable, so no heartbeat can arrive; "
+                            "no session is judged until it is back")
+            self._watching = None
+            return None
+        if self._watching is not None and connection == self._connection:
+            return self._watching
+        resumed = self._connection is not None
+        try:
+            await self._view.stop()
+            await self._view.start()
+        except Exception as exc:  # noqa: BLE001 - still paused; the next round tries again
+            log.warning("liveness cannot watch the heartbeats yet: %s", exc)
+            return None
+        self._connection, self._watching = connection, now
+        self._missing.clear()
+        self._noticed.clear()
+        if resumed:
+            log.info("liveness resumed: every session's holders have the whole grace again",
+                     extra={"grace_s": self._grace})
+        return now
+
+    async def _live_sessions(self) -> dict[str, Session]:
+        """The live sessions from PostgreSQL, or while it is away the ones it last named
+        (ends decided meanwhile are stored first once it answers)."""
+        pg = self._availability.pg
+        if pg.ok:
+            try:
+                for key, (session, reason) in list(self._unrecorded.items()):
+                    await self._sessions.record_end(session.tenant, session.id, reason)
+                    del self._unrecorded[key]
+                self._known = {f"{s.tenant}.{s.id}": s for s in await self._sessions.live()}
+                self._remembering(False)
+                return self._known
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                pg.failed(exc)
+        self._remembering(True)
+        return self._known
+
+    def _remembering(self, now: bool) -> None:
+        if now and not self._from_memory:
+            log.warning("liveness goes on with the live sessions it knew while PostgreSQL is "
+                        "away", extra={"sessions": len(self._known)})
+        elif self._from_memory and not now:
+            log.info("liveness reads the live sessions from PostgreSQL again")
+        self._from_memory = now
 
     async def _check_active(self, session: Session, key: str, held: dict[str, Heartbeat],
                             now: float) -> None:
@@ -116,8 +190,26 @@ class Watchdog:
                 reason = (f"no live {what} for {self._grace:g} s (it stopped heartbeating and "
                           "nothing took over)")
                 LIVENESS_ENDED.labels(role=role).inc()
-                await self._sessions.end(session.tenant, session.id, reason)
+                await self._end(session, key, reason)
                 return
+
+    async def _end(self, session: Session, key: str, reason: str) -> None:
+        """Tell the stages at once; store the change now, or once PostgreSQL is back."""
+        await self._sessions.announce_end(session.tenant, session.id, reason)
+        pg = self._availability.pg
+        if pg.ok:
+            try:
+                await self._sessions.record_end(session.tenant, session.id, reason)
+                return
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                pg.failed(exc)
+        log.warning("session told to end while PostgreSQL is away; stored once it answers",
+                    extra={"tenant": session.tenant, "session": session.id, "reason": reason})
+        self._unrecorded[key] = (session, reason)
+        self._known[key] = session.model_copy(update={
+            "state": "ending", "reason": reason, "ending_at": datetime.now(UTC)})
 
     async def _check_ending(self, session: Session, held: dict[str, Heartbeat]) -> None:
         if not held:
@@ -128,7 +220,6 @@ class Watchdog:
             await self._sessions.finish(
                 session.tenant, session.id,
                 f"still held by {', '.join(sorted(held))} after {self._ending_timeout:g} s; ended anyway")
-
     async def _tell_zombies(self, holders: dict[str, dict[str, Heartbeat]], now: float) -> None:
         for key, held in holders.items():
             tenant, _, sid = key.partition(".")

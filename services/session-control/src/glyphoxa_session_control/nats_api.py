@@ -6,6 +6,7 @@ HTTP API, and the tenant and campaign must exist. A request that names its ``cal
 checked the way :mod:`glyphoxa_session_control.gm` says (guild, GM role).
 ``glxapi.secrets.get`` hands a tenant's stored provider keys to the stages, sealed with
 the bus secrets key (see ``glyphoxa_runtime.tenant_keys``); without that key it refuses.
+While PostgreSQL is away every verb is refused at once with the reason.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from glyphoxa_events.api import (
 from glyphoxa_events.models import MAX_EVENT_BYTES
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.tenant_keys import seal, sealer
+from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.errors import ControlError, Invalid, NotFound
 from glyphoxa_session_control.gm import GameMaster, gm_only
@@ -60,8 +62,10 @@ def record(session: Session) -> SessionRecord:
 
 class NatsApi:
     def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, gm: GameMaster,
-                 campaigns: Campaigns, secrets_key: str = "", edge_key: str = ""):
+                 campaigns: Campaigns, availability: Availability, secrets_key: str = "",
+                 edge_key: str = ""):
         self._nc, self._sessions, self._tenants = nc, sessions, tenants
+        self._availability = availability
         self._gm, self._campaigns = gm, campaigns
         self._sealer = sealer(secrets_key) if secrets_key else None
         self._edge_sealer = sealer(edge_key) if edge_key else None
@@ -185,10 +189,14 @@ class NatsApi:
             log.warning("rejected %s request: %s: %s", verb, where, first["msg"])
             return failed(ok=False, error=f"invalid request: {where}: {first['msg']}")
         try:
+            self._availability.require_database()
             return await action(request)
         except ControlError as exc:
             return failed(ok=False, error=exc.message)
         except Exception as exc:  # noqa: BLE001
+            if (away := self._availability.unavailable(exc)) is not None:
+                log.warning("%s failed in an outage: %s", verb, away.message)
+                return failed(ok=False, error=away.message)
             log.exception("%s failed", verb)
             return failed(ok=False, error=f"internal error: {type(exc).__name__}")
 
