@@ -183,8 +183,17 @@ async def test_vad_service_turns_opus_into_one_utterance(nc, nats_url: str, subj
         packets = discord_packets(pcm)
         for seq, (index, packet) in enumerate(packets):
             if seq == 40:  # a broken packet and a broken header in the middle of the speech
-                await edge.frame(10_000, index, b"\x0b\xff\xff")
+                broken = f"ain:{subjects.tenant}.{SESSION}:{SPEAKER}:broken"
+                await edge.frame(seq, index, b"\x0b\xff\xff", **{H.MSG_ID: broken})
                 await edge.frame(10_001, index, b"\xf8\xff\xfe", **{H.SEQ: "soon"})
+                # and forged ones: a sequence number far ahead (the speaker's later frames
+                # must not look old), a new speaker an hour ahead (the session's clock must
+                # not jump and end the utterance)
+                await edge.frame(2**62, index, packet)
+                hour_ahead = edge.base_ns + index * FRAME_NS + 3600 * 10**9
+                await js.publish(subjects.audio_in("mallory"), packet, headers={
+                    H.SEQ: str(hour_ahead // FRAME_NS), H.CAPTURE_NS: str(hour_ahead),
+                    H.CODEC: H.CODEC_OPUS})
             await edge.frame(seq, index, packet)
         await wait_for(lambda: "end" in seen.kinds())
         assert await serving(js, "vad", subjects)  # its heartbeat lists the session
@@ -202,6 +211,9 @@ async def test_vad_service_turns_opus_into_one_utterance(nc, nats_url: str, subj
         port = service.metrics_port
         assert metric(port, "glyphoxa_vad_rejected_messages_total", reason="corrupt_opus") == 1
         assert metric(port, "glyphoxa_vad_rejected_messages_total", reason="bad_header") == 1
+        assert metric(port, "glyphoxa_vad_rejected_messages_total", reason="implausible_seq") == 1
+        assert metric(port, "glyphoxa_vad_rejected_messages_total",
+                      reason="implausible_capture") == 1
         assert metric(port, "glyphoxa_vad_utterances_total", engine="silero") == 1
         assert metric(port, "glyphoxa_vad_frames_total") == len(packets)
         assert metric(port, "glyphoxa_vad_end_decision_seconds_count") == 1
@@ -216,7 +228,8 @@ async def test_vad_service_turns_opus_into_one_utterance(nc, nats_url: str, subj
     log = [json.loads(line) for line in (tmp_path / "vad.log").read_text().splitlines()
            if line.startswith("{")]
     rejected = [r for r in log if r["msg"].startswith("rejected message")]
-    assert {r["reason"] for r in rejected} == {"corrupt_opus", "bad_header"}
+    assert {r["reason"] for r in rejected} == {"corrupt_opus", "bad_header", "implausible_seq",
+                                               "implausible_capture"}
     assert all(r["tenant"] == subjects.tenant and r["session"] == SESSION for r in rejected)
     assert any(r["msg"] == "utterance ended" and r["utterance"] == utt for r in log)
 

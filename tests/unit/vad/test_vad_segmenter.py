@@ -201,16 +201,17 @@ def test_bad_packets_are_rejected_and_the_session_goes_on() -> None:
     fs = frames(("tone", 800))
     at = fs[19].capture_ns + 10 * MS  # in the middle of the burst
     bad = [
-        (AudioFrame("alex", 1000, at, 999, b"\x03"), "corrupt_opus"),
-        (AudioFrame("alex", 1001, at, 1000, b""), "corrupt_opus"),
-        (AudioFrame("alex", 1002, at, 1001, b"\xfc" * 4000), "oversized"),
+        (AudioFrame("alex", 20, at, 999, b"\x03"), "corrupt_opus"),
+        (AudioFrame("alex", 20, at, 1000, b""), "corrupt_opus"),
+        (AudioFrame("alex", 20, at, 1001, b"\xfc" * 4000), "oversized"),
         (AudioFrame("alex", 3, at, 1002, SILENCE_FRAME), "out_of_order"),
+        (AudioFrame("alex", 1020, at, 1003, SILENCE_FRAME), "implausible_seq"),
     ]
     out = run(vad, fs[:20], finish=False)
     for frame, reason in bad:
         (rejection,) = result = vad.push(frame)
         assert isinstance(rejection, Rejection) and rejection.reason == reason, result
-    late = [AudioFrame(f.speaker, f.seq + 2000, f.capture_ns, f.stream_seq + 2000, f.packet)
+    late = [AudioFrame(f.speaker, f.seq, f.capture_ns, f.stream_seq + 2000, f.packet)
             for f in fs[20:]]
     out += run(vad, late)
     (utt,) = utterances(out)

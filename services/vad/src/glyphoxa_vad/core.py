@@ -1,7 +1,9 @@
 """Every speaker of one session: opus frames in, utterances out (no NATS).
 
 ``SessionVad`` decodes each speaker's opus straight to 16 kHz mono, runs that speaker's
-``SpeakerSegmenter`` and reports bad input as ``Rejection`` outputs (the session goes on).
+``SpeakerSegmenter`` and reports bad input as ``Rejection`` outputs (the session goes on):
+a frame whose sequence number or capture time is not believable (``plausible``) is rejected
+before it can change anything.
 It also answers which input it still needs (``retain_from``) so that a replica taking over
 replays exactly the unfinished talk spurts.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from glyphoxa_audio.opus import MAX_PACKET_BYTES, OpusDecoder, OpusError
 from glyphoxa_vad import metrics
 from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine
+from glyphoxa_vad.plausible import MAX_AHEAD_NS, SpeakerTimeline
 from glyphoxa_vad.segmenter import Output, SegmenterConfig, SpeakerSegmenter
 
 MAX_COMPLETED_SPURTS = 4096
@@ -34,7 +37,7 @@ class AudioFrame:
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str  # bounded: corrupt_opus | oversized | out_of_order | too_many_speakers | ...
+    reason: str  # bounded: corrupt_opus | oversized | out_of_order | implausible_seq | ...
     detail: str
     speaker: str | None = None
 
@@ -42,8 +45,10 @@ class Rejection:
 @dataclass
 class _Speaker:
     segmenter: SpeakerSegmenter
+    timeline: SpeakerTimeline
     decoder: OpusDecoder | None = None
-    last_seq: int | None = None
+    arrived_mono: int = 0
+    """When the speaker's last frame was taken (monotonic clock)."""
 
 
 def new_decoder() -> OpusDecoder:
@@ -56,6 +61,7 @@ class SessionVad:
     engine: VadEngine
     max_speakers: int = 32
     monotonic_ns: Callable[[], int] = time.monotonic_ns
+    wall_ns: Callable[[], int] = time.time_ns
     decoder_factory: Callable[[], OpusDecoder] = new_decoder
     _speakers: dict[str, _Speaker] = field(default_factory=dict, init=False)
     _completed: deque[tuple[int, int]] = field(
@@ -73,15 +79,19 @@ class SessionVad:
             return [Rejection("corrupt_opus", "empty opus packet", frame.speaker)]
         if len(frame.packet) > MAX_PACKET_BYTES:
             return [Rejection("oversized", f"opus packet of {len(frame.packet)} bytes", frame.speaker)]
-        speaker = self._speaker(frame.speaker)
+        known = self._speakers.get(frame.speaker)
+        timeline = known.timeline if known is not None else SpeakerTimeline()
+        reference = self.reference_ns()
+        verdict = timeline.judge(frame.seq, frame.capture_ns, reference)
+        if verdict.reason is not None:
+            return [Rejection(verdict.reason, verdict.detail, frame.speaker)]
+        speaker = known or self._speaker(frame.speaker, timeline)
         if speaker is None:
             return [Rejection("too_many_speakers", f"more than {self.max_speakers} speakers",
                               frame.speaker)]
-        if speaker.last_seq is not None and frame.seq <= speaker.last_seq:
-            return [Rejection("out_of_order", f"seq {frame.seq} after {speaker.last_seq}",
-                              frame.speaker)]
         seg = speaker.segmenter
-        out: list[Output | Rejection] = [*seg.before_frame(frame.capture_ns)]
+        out: list[Output | Rejection] = [*seg.finish("gap")] if verdict.resync else []
+        out += seg.before_frame(frame.capture_ns)
         if not seg.in_spurt or speaker.decoder is None:
             speaker.decoder = self.decoder_factory()  # a spurt decodes from a fresh state
         started = time.perf_counter()
@@ -92,19 +102,26 @@ class SessionVad:
             return [*out, Rejection("corrupt_opus", str(exc), frame.speaker)]
         metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
         self._frames_counter.inc()
-        speaker.last_seq = frame.seq
-        self._advance_clock(frame.capture_ns)
+        timeline.take(frame.seq, frame.capture_ns)
+        speaker.arrived_mono = self.monotonic_ns()
+        # one frame moves the session's clock at most MAX_AHEAD_NS past where it was
+        self._advance_clock(min(frame.capture_ns, reference + MAX_AHEAD_NS))
         out += seg.push(pcm, frame.seq, frame.capture_ns, frame.stream_seq)
         self._collect(seg)
         return out
 
     def tick(self) -> list[Output]:
-        """Idle ends: a speaker who sent nothing for ``min_silence`` of the session clock."""
+        """Idle ends: a speaker who sent nothing for ``min_silence`` of the session clock.
+        A speaker whose frames are still arriving is left to them: another speaker's clock,
+        however far ahead, ends nobody who is talking."""
         now = self.capture_now()
         if now is None:
             return []
         out: list[Output] = []
+        arriving_since = self.monotonic_ns() - self.config.stall_ms * 1_000_000
         for speaker in self._speakers.values():
+            if speaker.arrived_mono > arriving_since:
+                continue
             out += speaker.segmenter.tick(now)
             self._collect(speaker.segmenter)
         return out
@@ -125,6 +142,13 @@ class SessionVad:
         if self._latest_ns is None:
             return None
         return self._latest_ns + (self.monotonic_ns() - self._latest_mono)
+
+    def reference_ns(self) -> int:
+        """What a frame's capture time is judged against: the session's capture clock, or
+        wall time if that is later (so a frame may not run far ahead of either)."""
+        now = self.capture_now()
+        wall = self.wall_ns()
+        return wall if now is None else max(now, wall)
 
     def _advance_clock(self, capture_ns: int) -> None:
         now = self.capture_now()
@@ -161,13 +185,10 @@ class SessionVad:
 
     # --- speakers --------------------------------------------------------------------------
 
-    def _speaker(self, name: str) -> _Speaker | None:
-        speaker = self._speakers.get(name)
-        if speaker is not None:
-            return speaker
+    def _speaker(self, name: str, timeline: SpeakerTimeline) -> _Speaker | None:
         if len(self._speakers) >= self.max_speakers and not self._evict_idle():
             return None
-        speaker = _Speaker(SpeakerSegmenter(name, self.config, self.engine.stream()))
+        speaker = _Speaker(SpeakerSegmenter(name, self.config, self.engine.stream()), timeline)
         self._speakers[name] = speaker
         return speaker
 
