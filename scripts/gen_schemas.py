@@ -137,7 +137,8 @@ def _control_types() -> list[tuple[str, str]]:
 
 
 def _messages() -> dict[str, dict[str, Any]]:
-    seq_speaker = _header("frame sequence per speaker, from 0", **DIGITS)
+    seq_speaker = _header("frame number per speaker, rising all session: capture time in 20 ms "
+                          "frames, or the last + 1", **DIGITS)
     opus_frame = {**BINARY, "description": "one raw opus packet: 48 kHz stereo, 20 ms"}
     turn = _header("turn id (= the utterance id the turn answers)")
     msgs: dict[str, dict[str, Any]] = {

@@ -6,11 +6,15 @@ what was heard, and ``session.stopped`` ends the bridge."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import nats.errors
 import pytest
 from nats.js.api import DeliverPolicy
 
+from glyphoxa_audio.opus import OpusEncoder
+from glyphoxa_audio.wav import to_stereo
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_discord_edge.bridge import SessionBridge
@@ -27,7 +31,10 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
+from glyphoxa_vad.segmenter import SegmenterConfig, UtteranceEnd
 from tests.support.service import wait_for
+from tests.unit.vad.vad_feed import EnergyEngine, tone
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +84,8 @@ async def test_a_session_bridged_both_ways(nats_url, tenant):
         got = [await ins.next_msg(3) for _ in range(5)]
         assert [m.subject for m in got] == [s.audio_in("alex")] * 5
         assert [m.data for m in got] == [b"opus%d" % n for n in range(5)]
-        assert [m.headers[H.SEQ] for m in got] == ["0", "1", "2", "3", "4"]
+        seqs = [int(m.headers[H.SEQ]) for m in got]  # capture time in 20 ms frames
+        assert seqs == list(range(seqs[0], seqs[0] + 5))
         assert parse_control((await ctl.next_msg(3)).data) == Speaker(speaker="alex",
                                                                       display_name="Alex")
 
@@ -127,4 +135,61 @@ async def test_a_session_bridged_both_ways(nats_url, tenant):
         await asyncio.wait_for(stopped.wait(), 3)
     finally:
         await bridge.close()
+        await nc.close()
+
+
+async def test_a_player_is_heard_after_a_rejoin_and_after_an_edge_restart(nats_url, tenant):
+    """Alex talks, leaves the call and rejoins (his client numbers its RTP packets afresh,
+    below the old numbers), then the edge restarts and a new bridge takes the session up
+    under the same speaker token. Every packet is stored on ``audio.in`` (none dropped as
+    late, none as a duplicate message id), numbered upwards, and vad takes every frame and
+    hears three utterances (issue 13, item 5)."""
+    nc = await connect(BusSettings(url=nats_url), "edge-test")
+    pub = Publisher(nc)
+    s = SessionSubjects(tenant, "s1")
+    encoder = OpusEncoder()
+    speech = tone(400)
+    packets = [encoder.encode(to_stereo(speech[n * 960:(n + 1) * 960])) for n in range(20)]
+    t0 = time.time_ns()
+
+    async def talk(bridge: SessionBridge, rtp_start: int, at_ns: int) -> None:
+        for n, packet in enumerate(packets):
+            bridge.packet(1001, (rtp_start + n) & 0xFFFF, 960 * n, packet, at_ns + n * 20_000_000)
+
+    bridge = SessionBridge(nc, pub, s, Voice(), {1001: "Alex"}.get)
+    await bridge.start()
+    restarted: SessionBridge | None = None
+    try:
+        await talk(bridge, 40_000, t0)
+        await talk(bridge, 39_000, t0 + 1_500_000_000)  # rejoined: a fresh RTP stream
+        await bridge.close()  # the edge goes away ...
+        restarted = SessionBridge(nc, pub, s, Voice(), {1001: "Alex"}.get)
+        await restarted.start()  # ... and takes the session up again
+        await talk(restarted, 0, t0 + 3_000_000_000)
+        await restarted.close()
+
+        ins = await nc.jetstream().subscribe(s.audio_in("*"), ordered_consumer=True,
+                                              deliver_policy=DeliverPolicy.ALL)
+        stored = []
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while len(stored) < 60:
+                stored.append(await ins.next_msg(2))
+        await ins.unsubscribe()
+        assert len(stored) == 60 and {m.subject for m in stored} == {s.audio_in("alex")}
+        seqs = [int(m.headers[H.SEQ]) for m in stored]
+        assert seqs == sorted(set(seqs))
+        assert bridge.inbound.counters.late == restarted.inbound.counters.late == 0
+
+        vad = SessionVad(SegmenterConfig(), EnergyEngine())
+        out = []
+        for n, m in enumerate(stored):
+            out += vad.push(AudioFrame("alex", int(m.headers[H.SEQ]),
+                                       int(m.headers[H.CAPTURE_NS]), n + 1, m.data))
+        out += vad.finish()
+        assert [o for o in out if isinstance(o, Rejection)] == []
+        assert len([o for o in out if isinstance(o, UtteranceEnd)]) == 3
+    finally:
+        await bridge.close()
+        if restarted is not None:
+            await restarted.close()
         await nc.close()

@@ -47,6 +47,7 @@ from glyphoxa_events.subjects import SessionSubjects, parse_subject
 
 log = logging.getLogger("glyphoxa.scene")
 FRAME = 960  # 20 ms at 48 kHz
+FRAME_NS = 20_000_000
 TRAILING_SILENCE_FRAMES = 5
 
 
@@ -175,7 +176,6 @@ class ScenePlayer:
     async def _send(self, subjects: SessionSubjects, outgoing: list[Outgoing]) -> None:
         publisher = Publisher(self.nc, max_in_flight=512)
         schedule = sorted((i, o.speaker, pkt) for o in outgoing for i, pkt in o.frames)
-        seqs: dict[str, int] = defaultdict(int)
         self.t0_wall_ns = time.time_ns()
         self.t0_ns = self.t0_wall_ns  # scene time zero == wall clock at speed 1
         start = time.monotonic()
@@ -185,15 +185,14 @@ class ScenePlayer:
             if delay > 0:
                 await asyncio.sleep(delay)
             if self.edge is not None:
-                self.edge.speak(speaker, packet, self.t0_ns + index * 20_000_000)
+                self.edge.speak(speaker, packet, self.t0_ns + index * FRAME_NS)
                 continue
-            seq = seqs[speaker]
-            seqs[speaker] += 1
+            capture_ns = self.t0_ns + index * FRAME_NS
+            seq = capture_ns // FRAME_NS  # as discord-edge numbers frames (docs/contract.md)
             await publisher.publish(
                 subjects.audio_in(speaker), packet,
                 msg_id=f"ain:{self.tenant}.{self.session}:{speaker}:{seq}",
-                headers={H.SEQ: str(seq), H.CAPTURE_NS: str(self.t0_ns + index * 20_000_000),
-                         H.CODEC: H.CODEC_OPUS})
+                headers={H.SEQ: str(seq), H.CAPTURE_NS: str(capture_ns), H.CODEC: H.CODEC_OPUS})
         await publisher.flush()
         tail_s = self.scene.duration_s - (schedule[-1][0] * 0.020 if schedule else 0)
         await asyncio.sleep(max(0.0, tail_s) / self.speed)

@@ -52,16 +52,51 @@ async def test_speakers_get_tokens_announced_before_their_first_packet():
         assert data.startswith(b"opus-") and "1001" not in subject and headers["Glx-Codec"] == "opus"
 
 
-async def test_sequence_counts_from_the_first_packet_across_the_16_bit_wrap_and_late_ones_drop():
+async def test_sequence_is_the_capture_time_in_frames_across_the_16_bit_wrap_and_late_ones_drop():
+    side, bus = inbound()
+    t = 1_000 * MS  # frame 50
+    for n, rtp in ((0, 65534), (1, 65535), (2, 0), (3, 1), (5, 3)):  # RTP 2 is late
+        await side.packet(1002, rtp, 960 * n, b"x", t + 20 * MS * n)
+    await side.packet(1002, 2, 960 * 4, b"late", t + 100 * MS)  # after RTP 3 went out
+    audio = bus.audio()
+    assert [h["Glx-Seq"] for *_, h in audio] == ["50", "51", "52", "53", "55"]
+    assert [m[2] for m in audio][-1] == "ain:t1.s1:bea:55"
+    assert side.counters.late == 1 and side.counters.published == 5
+
+
+async def test_a_member_who_rejoins_with_a_lower_rtp_sequence_is_heard():
+    """A client that rejoins the call numbers its packets afresh from a random start: below
+    the old numbers, they are not late packets of the old stream (issue 13, item 5)."""
     side, bus = inbound()
     t = 1_000 * MS
-    for n, rtp in enumerate((65534, 65535, 0, 1, 3)):
-        await side.packet(1002, rtp, 960 * n, b"x", t + 20 * MS * n)
-    await side.packet(1002, 2, 960 * 3, b"late", t + 100 * MS)  # after seq 3 went out
+    for n in range(10):
+        await side.packet(1002, 40_000 + n, 960 * n, b"before", t + 20 * MS * n)
+    later = t + 3_000 * MS
+    for n in range(10):
+        await side.packet(1002, 39_000 + n, 123 + 960 * n, b"after", later + 20 * MS * n)
     audio = bus.audio()
-    assert [h["Glx-Seq"] for *_, h in audio] == ["0", "1", "2", "3", "5"]
-    assert [m[2] for m in audio][-1] == "ain:t1.s1:bea:5"
-    assert side.counters.late == 1 and side.counters.published == 5
+    assert [m[1] for m in audio] == [b"before"] * 10 + [b"after"] * 10
+    seqs = [int(h["Glx-Seq"]) for *_, h in audio]
+    assert seqs == sorted(set(seqs)) and seqs[10] == later // (20 * MS)
+    assert side.counters.late == 0
+
+
+async def test_a_restarted_edge_numbers_on_above_what_the_old_one_published():
+    """After an edge restart a new bridge (a new ``Inbound``) takes the session up, under
+    the same speaker token: its sequence numbers and message ids go on, they do not start
+    again at 0 (vad would refuse the frames, JetStream drop them as duplicates)."""
+    before, old_bus = inbound()
+    t = 1_000 * MS
+    for n in range(10):
+        await before.packet(1002, 500 + n, 960 * n, b"x", t + 20 * MS * n)
+    after, new_bus = inbound()  # the restarted edge: nothing remembered
+    later = t + 1_000 * MS
+    for n in range(10):
+        await after.packet(1002, 7 + n, 960 * n, b"x", later + 20 * MS * n)
+    old, new = old_bus.audio(), new_bus.audio()
+    assert {m[0] for m in old} == {m[0] for m in new}  # the same speaker token
+    assert int(new[0][3]["Glx-Seq"]) > int(old[-1][3]["Glx-Seq"])
+    assert not {m[2] for m in old} & {m[2] for m in new}
 
 
 async def test_capture_time_follows_rtp_within_a_spurt_and_restarts_after_a_pause():

@@ -1,4 +1,14 @@
-"""NATS header names. Audio bodies are raw bytes; their metadata travels here."""
+"""NATS header names. Audio bodies are raw bytes; their metadata travels here.
+
+On ``audio.in.<speaker>`` (docs/contract.md): ``Glx-Capture-Ns`` is when the 20 ms frame was
+spoken (unix ns); ``Glx-Seq`` numbers a speaker's frames upwards for the whole session, by
+capture time: an edge publishes the capture time counted in 20 ms frames, or one more than
+its last frame's number if that is higher. So the numbers go on across a player's rejoin and
+an edge restart (the message id ``ain:T.S:<speaker>:<Glx-Seq>`` is never reused), and vad
+refuses as implausible a ``Glx-Seq`` that runs ahead of ``Glx-Capture-Ns``, a jump larger
+than the capture time skipped, and a capture time far ahead of the session's clock.
+Elsewhere ``Glx-Seq`` counts from 0 (a chunk within an utterance, a frame within a turn).
+"""
 
 MSG_ID = "Nats-Msg-Id"
 SEQ = "Glx-Seq"

@@ -5,13 +5,20 @@ session (from their display name, ``player-<n>`` when it has no letter or digit)
 once with a ``speaker`` control event (token and display name) before their first packet.
 Each packet is published with:
 
-- ``Glx-Seq``: the RTP sequence number, unwrapped, counted from the member's first packet.
-  vad refuses a packet older than the last, so one that arrives after a later one is
-  dropped here (counted as late) rather than published.
 - ``Glx-Capture-Ns``: when it was spoken. Discord sends no capture time; within a talk spurt
   it is the spurt's first arrival plus the RTP timestamp's advance (48 kHz), so network
   jitter does not bend the timeline; a packet after a pause of ``SPURT_GAP_NS`` starts a
   new spurt at its arrival.
+- ``Glx-Seq``: the capture time counted in 20 ms frames, or one more than the member's last
+  if that is higher. So it grows with time, not with what the edge remembers: a member who
+  leaves and rejoins, and a restarted edge (a new bridge, the same speaker token), go on
+  above the numbers already published, and the message id ``ain:T.S:<speaker>:<seq>`` is
+  never one JetStream has seen (docs/contract.md).
+
+The RTP sequence number only says which packets of one talk spurt came late: a packet
+older than the last one published is dropped here (counted as late; vad would refuse it).
+After a pause of ``SPURT_GAP_NS`` it means nothing: a client that reconnected, or rejoined
+the call, numbers its packets afresh from a random start.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ log = logging.getLogger("glyphoxa.discord_edge.inbound")
 
 SPURT_GAP_NS = 200_000_000
 RTP_RATE = 48_000
+FRAME_NS = 20_000_000
 MAX_TOKEN = 32
 
 
@@ -46,10 +54,10 @@ class Bus(Protocol):
 @dataclass
 class _Member:
     token: str
-    first_seq: int
-    last_seq: int = -1
-    """Unwrapped RTP sequence of the last packet published."""
+    seq: int = -1
+    """``Glx-Seq`` of the last packet published."""
     rtp_last: int = -1
+    """RTP sequence number of the last packet published in this talk spurt."""
     spurt_ns: int = 0
     spurt_ts: int = 0
     ts_unwrapped: int = 0
@@ -78,29 +86,30 @@ class Inbound:
 
     async def packet(self, user_id: int, rtp_seq: int, rtp_ts: int, opus: bytes,
                      received_ns: int) -> None:
-        member = self._members.get(user_id) or await self._join(user_id, rtp_seq)
-        seq = _unwrap(member.rtp_last, member.first_seq + member.last_seq, rtp_seq,
-                      16) - member.first_seq
-        if seq <= member.last_seq:
+        member = self._members.get(user_id) or await self._join(user_id)
+        new_spurt = (member.last_arrival_ns == 0
+                     or received_ns - member.last_arrival_ns > SPURT_GAP_NS)
+        if not new_spurt and not _rtp_after(member.rtp_last, rtp_seq):
             self.counters.late += 1
             return
-        capture_ns = self._capture(member, rtp_ts, received_ns)
-        member.rtp_last, member.last_seq = rtp_seq, seq
+        capture_ns = self._capture(member, new_spurt, rtp_ts, received_ns)
+        member.rtp_last = rtp_seq
+        member.seq = max(member.seq + 1, capture_ns // FRAME_NS)
         s = self.subjects
         await self.bus.publish(
             s.audio_in(member.token), opus,
-            f"ain:{s.tenant}.{s.session}:{member.token}:{member.last_seq}",
-            {H.SEQ: str(member.last_seq), H.CAPTURE_NS: str(capture_ns), H.CODEC: H.CODEC_OPUS})
+            f"ain:{s.tenant}.{s.session}:{member.token}:{member.seq}",
+            {H.SEQ: str(member.seq), H.CAPTURE_NS: str(capture_ns), H.CODEC: H.CODEC_OPUS})
         self.counters.published += 1
 
     def speaker_of(self, user_id: int) -> str | None:
         member = self._members.get(user_id)
         return member.token if member else None
 
-    async def _join(self, user_id: int, rtp_seq: int) -> _Member:
+    async def _join(self, user_id: int) -> _Member:
         name = self.display_name(user_id) or "player"
         token = self._token_for(name)
-        member = self._members[user_id] = _Member(token, first_seq=rtp_seq)
+        member = self._members[user_id] = _Member(token)
         self.counters.members += 1
         s = self.subjects
         await self.bus.publish_event(s.ctl("speaker"),
@@ -122,9 +131,8 @@ class Inbound:
         self._tokens.add(token)
         return token
 
-    def _capture(self, member: _Member, rtp_ts: int, received_ns: int) -> int:
-        new_spurt = (member.last_arrival_ns == 0
-                     or received_ns - member.last_arrival_ns > SPURT_GAP_NS)
+    @staticmethod
+    def _capture(member: _Member, new_spurt: bool, rtp_ts: int, received_ns: int) -> int:
         member.last_arrival_ns = received_ns
         if new_spurt:
             member.spurt_ns, member.spurt_ts, member.ts_unwrapped = received_ns, rtp_ts, rtp_ts
@@ -132,6 +140,11 @@ class Inbound:
         member.ts_unwrapped = _unwrap(member.ts_unwrapped & 0xFFFFFFFF, member.ts_unwrapped,
                                       rtp_ts, 32)
         return member.spurt_ns + (member.ts_unwrapped - member.spurt_ts) * 1_000_000_000 // RTP_RATE
+
+
+def _rtp_after(last: int, seq: int) -> bool:
+    """Whether RTP sequence number ``seq`` comes after ``last`` (16 bits, wrapping)."""
+    return _unwrap(last, 0, seq, 16) > 0
 
 
 def _unwrap(last_raw: int, last_unwrapped: int, raw: int, bits: int) -> int:
