@@ -35,6 +35,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _own_nats(tmp_path_factory)
 
 
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A nats-server of the test's own that it may kill -9, pause and start again on the same
+    port and store (``tests.support.broker.Broker``)."""
+    from tests.support.broker import Broker
+
+    server = Broker(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def module_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The same, shared by a module's tests (for a module-scoped service process)."""

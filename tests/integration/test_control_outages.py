@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import tempfile
 import time
 import urllib.error
@@ -23,9 +21,10 @@ from nats.aio.client import Client
 
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_cli.postgres import PostgresServer, create_database
-from glyphoxa_cli.processes import NatsServer, free_port
+from glyphoxa_cli.processes import free_port
 from glyphoxa_events.api import ApiReply, GetSession
 from glyphoxa_events.subjects import SessionSubjects, api_subject
+from tests.support.broker import Broker
 from tests.support.control import ControlProcess, holders
 from tests.support.service import wait_for
 
@@ -36,37 +35,6 @@ FAST = {"SESSION_CONTROL_LIVENESS_GRACE_S": str(GRACE_S), "SESSION_CONTROL_LIVEN
         "SESSION_CONTROL_ENDING_TIMEOUT_S": "3", "NATS_HEARTBEAT_TTL_S": "1.0",
         "NATS_HEARTBEAT_INTERVAL_S": "0.3", "NATS_DRAIN_TIMEOUT_S": "1"}
 AT_ONCE_S = 3.0  # the old behaviour: 5 s (a publish's ack timeout) or 30 s (the pool's timeout)
-
-
-class Broker:
-    """A nats-server that a test can kill -9 and start again on the same port and store."""
-
-    def __init__(self, store: Path):
-        self.server = NatsServer(store, port=free_port()).start()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def kill9(self) -> None:
-        assert self.server.proc is not None
-        os.kill(self.server.proc.pid, signal.SIGKILL)
-        self.server.proc.wait(timeout=5)
-
-    def restart(self) -> None:
-        self.server = NatsServer(self.server.store_dir, port=self.server.port).start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    broker = Broker(tmp_path / "nats")
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from nats.js.api import DeliverPolicy
 from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder
 from glyphoxa_audio.wav import to_stereo
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
-from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_campaign import Campaign
 from glyphoxa_cli.scenefile import Scene
 from glyphoxa_events import headers as H
@@ -174,7 +174,15 @@ class ScenePlayer:
         return self.collected
 
     async def _send(self, subjects: SessionSubjects, outgoing: list[Outgoing]) -> None:
-        publisher = Publisher(self.nc, max_in_flight=512)
+        # as an edge does: frames the broker lost in an outage go out again, in order
+        publisher = Resender(Publisher(self.nc, max_in_flight=512), self.nc)
+        try:
+            await self._send_all(subjects, outgoing, publisher)
+        finally:
+            publisher.close()
+
+    async def _send_all(self, subjects: SessionSubjects, outgoing: list[Outgoing],
+                        publisher: Resender) -> None:
         schedule = sorted((i, o.speaker, pkt) for o in outgoing for i, pkt in o.frames)
         self.t0_wall_ns = time.time_ns()
         self.t0_ns = self.t0_wall_ns  # scene time zero == wall clock at speed 1

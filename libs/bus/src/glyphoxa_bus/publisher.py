@@ -11,6 +11,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -193,3 +195,169 @@ class Outbox:
             self.expire()
         if self.failure is not None:
             raise PublishError(f"a publish of this session failed: {self.failure}")
+
+
+@dataclass
+class _Kept:
+    subject: str
+    data: bytes
+    msg_id: str
+    headers: dict[str, str] | None
+    future: asyncio.Future | None = None  # None: not sent (since the broker went away)
+    tries: int = 0
+
+
+class Resender:
+    """An edge's publishes (players' audio and its events), kept until JetStream stored them.
+
+    An edge cannot redo its input: a frame lost is a player's words lost. When the broker
+    goes away, what was sent but not yet acknowledged may be lost with it (it sat in the
+    dead server's socket), so every unacknowledged message is kept, new ones are held back
+    (not left to the client's reconnect buffer, which would send them first), and once the
+    broker answers again all of them are published again in their order with their ids
+    and original headers (capture times): JetStream stores each id once, so nothing is
+    doubled and the stream keeps the order players spoke in. At most ``limit`` messages
+    are kept (2,000 frames: 8 s of 5 players talking at once); beyond that the oldest are
+    dropped and counted (``dropped``). A message JetStream itself refuses is tried
+    ``MAX_TRIES`` times, then dropped and counted.
+    """
+
+    MAX_TRIES = 3
+
+    def __init__(self, publisher: Publisher, nc: Client, limit: int = 2000,
+                 on_drop: Callable[[int], None] | None = None):
+        self._publisher, self._nc, self._limit = publisher, nc, limit
+        self._kept: deque[_Kept] = deque()
+        self._held = False  # the broker went away: send nothing until it is back
+        self._on_drop = on_drop or (lambda n: None)
+        self.dropped = 0
+        self.resent = 0
+        previous = nc._disconnected_cb
+
+        async def on_disconnect() -> None:
+            self._recall()
+            if previous is not None:
+                await previous()
+
+        nc._disconnected_cb = on_disconnect
+        self._callbacks = (previous, on_disconnect)
+
+    def close(self) -> None:
+        """Stop watching the connection (a resender made for one scene, say)."""
+        previous, ours = self._callbacks
+        if self._nc._disconnected_cb is ours:
+            self._nc._disconnected_cb = previous
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self._settle()
+        if len(self._kept) >= self._limit:
+            self._drop(self._kept.popleft(), "more than the bound kept while the broker is away")
+        kept = _Kept(subject, data, msg_id, headers)
+        self._kept.append(kept)
+        if not self._nc.is_connected:
+            self._held = True
+        if self._held:
+            await self._resend()
+        else:
+            await self._send(kept)
+
+    async def publish_event(self, subject: str, event: Event, msg_id: str) -> None:
+        await self.publish(subject, event.to_bytes(), msg_id)
+
+    async def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait (up to ``timeout_s``) until everything kept is stored; raise if it is not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._settle()
+            if self._held or any(k.future is not None and k.future.done() for k in self._kept):
+                await self._resend()
+            if not self._kept:
+                return
+            if time.monotonic() > deadline:
+                raise PublishError(f"{len(self._kept)} messages not stored within "
+                                   f"{timeout_s:.0f} s (is JetStream down?)")
+            waiting = {k.future for k in self._kept if k.future is not None and not k.future.done()}
+            if waiting:
+                await asyncio.wait(waiting, timeout=0.2)
+            else:
+                await asyncio.sleep(0.05)
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    async def _send(self, kept: _Kept) -> None:
+        kept.tries += 1
+        try:
+            kept.future = await self._publisher.publish(kept.subject, kept.data, kept.msg_id,
+                                                        kept.headers)
+        except PublishError:  # stalled: the broker is not answering
+            kept.future = None
+            self._held = True
+
+    def _settle(self) -> None:
+        """Let go of what is stored (in order); note what was lost."""
+        self._publisher.expire()
+        while self._kept:
+            kept = self._kept[0]
+            future = kept.future
+            if future is None or not future.done():
+                break
+            if ack_failure(future, self._publisher.timeout_s) is None:
+                self._kept.popleft()
+                continue
+            if self._nc.is_connected and kept.tries >= self.MAX_TRIES:
+                self._kept.popleft()  # JetStream keeps refusing it: give up on this one
+                self._drop(kept, f"refused {kept.tries} times")
+                continue
+            self._held = True  # lost: send it and all after it again, in order
+            break
+        if not self._nc.is_connected:
+            self._held = True
+
+    async def _resend(self) -> None:
+        if not self._nc.is_connected:
+            return
+        self._held = False
+        for kept in self._kept:
+            if kept.future is not None and kept.future.done() \
+                    and ack_failure(kept.future, self._publisher.timeout_s) is None:
+                continue  # stored already
+            if kept.future is not None and not kept.future.done():
+                kept.future.cancel()  # unacknowledged since before the outage: send again
+            if kept.future is not None or kept.tries:
+                self.resent += 1
+            await self._send(kept)
+            if self._held:  # the broker went away again
+                return
+
+    def _recall(self) -> None:
+        """The connection broke: take our unsent messages back out of the client's reconnect
+        buffer (nats.py would send them first on reconnect, ahead of the ones the dead server
+        swallowed, and the stream would store players' frames out of order); they are all
+        kept here and go out again in order."""
+        self._held = True
+        ids = {f"{H.MSG_ID}: {k.msg_id}\r\n".encode() for k in self._kept}
+        pending = self._nc._pending
+        if not ids or not pending:
+            return
+        keep = [cmd for cmd in pending if not _carries(cmd, ids)]
+        self._nc._pending = keep
+        self._nc._pending_data_size = sum(len(cmd) for cmd in keep)
+
+    def _drop(self, kept: _Kept, why: str) -> None:
+        self.dropped += 1
+        self._on_drop(1)
+        if self.dropped <= 20 or self.dropped % 100 == 0:
+            log.warning("dropped a message to publish: %s", why,
+                        extra={"subject": kept.subject[:200], "dropped_so_far": self.dropped})
+
+
+def _carries(cmd: bytes, ids: set[bytes]) -> bool:
+    """Whether a client command is the publish of one of ``ids`` (an HPUB with its header)."""
+    if not cmd.startswith(b"HPUB "):
+        return False
+    head = bytes(cmd[:1024])
+    return any(i in head for i in ids)

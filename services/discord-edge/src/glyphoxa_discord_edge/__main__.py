@@ -27,7 +27,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher
-from glyphoxa_bus.publisher import Publisher
+from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_discord_edge.bot import TenantBot
 from glyphoxa_discord_edge.bots import BotDirectory, BotsUnavailable
 from glyphoxa_discord_edge.metrics import EdgeCollector
@@ -52,11 +52,17 @@ class Settings(ServiceSettings):
     retry_s: float = Field(10.0, gt=0, le=600, description="longest wait before asking "
                            "session-control for the bots again after it failed (1 s, "
                            "doubling up to this)")
+    resend_limit: int = Field(6000, ge=100, le=1_000_000, description=(
+        "players' frames (20 ms each, all sessions of this edge together) kept while the "
+        "broker has not stored them, to publish again in order when it is back; beyond this "
+        "the oldest are dropped and counted (6000: 4 s of 30 players talking at once)"))
 
 
 class EdgeApp:
     def __init__(self, settings: Settings, nc: Client, publisher: Publisher):
-        self._settings, self._nc, self._publisher = settings, nc, publisher
+        self._settings, self._nc = settings, nc
+        # players' words cannot be redone: kept until stored, sent again after an outage
+        self._publisher = Resender(publisher, nc, limit=settings.resend_limit)
         self._directory = BotDirectory(nc, settings.name,
                                        settings.nats.edge_key.get_secret_value())
         self._bots: dict[str, tuple[Bot, TenantBot, asyncio.Task[None]]] = {}
@@ -73,6 +79,8 @@ class EdgeApp:
         total = Counter(self._stopped_bots)
         for _, bot, _ in self._bots.values():
             total.update(bot.totals.counts())
+        total["bus.resent"] = self._publisher.resent
+        total["bus.dropped"] = self._publisher.dropped
         return total
 
     def _bot_states(self) -> tuple[int, int]:

@@ -39,6 +39,10 @@ FAMILIES: dict[str, tuple[str, str, dict[str, str]]] = {
          "duplicate": "playback.duplicates", "late": "playback.late",
          "skipped": "playback.skipped", "overflow": "playback.overflow",
          "sink_error": "playback.sink_errors"}),
+    "bus_messages": (
+        "messages the broker had not stored when it went away, published again once it was "
+        "back (resent), or given up beyond DISCORD_EDGE_RESEND_LIMIT (dropped)", "result",
+        {"resent": "bus.resent", "dropped": "bus.dropped"}),
     "playback_turns_stopped": (
         "NPC turns stopped before their end", "reason",
         {"bargein": "playback.bargeins", "flush": "playback.flushed",
