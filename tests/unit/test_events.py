@@ -104,3 +104,17 @@ def test_strict_parsing_still_reads_what_producers_write():
                      outcome=Outcome.answered, latency=TurnLatency(speech_end_ns=5))
     assert parse_control(turn.to_bytes()) == turn
     assert parse_control(NpcMute(npc="bruno", muted=True).to_bytes()).muted is True
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "1e400", "-Infinity", "NaN"])
+def test_usage_amount_must_be_a_finite_number(amount):
+    """JSON has no infinity, but the parser reads ``Infinity`` (and ``1e400`` overflows to it):
+    one such usage event made a tenant's monthly usage infinite (issue 13, fuzz test)."""
+    body = ('{"type": "usage", "key": "llm:alex-3:0", "metric": "llm_tokens_in", "amount": '
+            f'{amount}, "provider": "llama", "stage": "npc-brain"}}').encode()
+    with pytest.raises(MalformedEvent, match="amount"):
+        parse_as(Usage, body)
+    with pytest.raises(MalformedEvent, match="audio_seconds"):
+        parse_as(Transcript, Transcript(utterance_id="alex-3", speaker="alex", text="hi", final=True,
+                                        start_ns=1, speech_end_ns=2).to_bytes()
+                 .replace(b'"audio_seconds":0.0', f'"audio_seconds":{amount}'.encode()))

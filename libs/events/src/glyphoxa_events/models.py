@@ -22,7 +22,9 @@ Ns = Annotated[int, Field(ge=0)]
 
 
 class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or infinity in any number: JSON has none, but the parser reads ``Infinity`` (and
+    # ``1e400`` overflows to it), and one such usage amount made a tenant's usage infinite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
