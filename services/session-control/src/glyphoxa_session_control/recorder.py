@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from glyphoxa_bus.session import LOGGED_REJECTIONS
 from glyphoxa_bus.streams import CONTROL, EVENTS
 from glyphoxa_events.models import MAX_EVENT_BYTES, Played, TurnEnded, Usage, parse_control
 from glyphoxa_events.subjects import ROOT, parse_subject
@@ -47,6 +48,7 @@ CONSUMERS = {
 class Recorder:
     def __init__(self, nc: Client, pool: AsyncConnectionPool, batch: int = 64):
         self._js, self._pool, self._batch = nc.jetstream(), pool, batch
+        self._parked = 0
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -123,25 +125,30 @@ class Recorder:
 
     async def _park(self, msg: Msg, result: str, reason: str) -> None:
         """Keep an event that can never be stored in ``parked_events`` with its reason, then
-        ack it; logged once, with its stream and sequence. If the database is away, the
-        event is retried like any other."""
+        ack it. Logged with its stream and sequence, the first ``LOGGED_REJECTIONS`` and then
+        every 100th (a flood of bad events must not flood the log). If the database is away,
+        the event is retried like any other."""
         meta = msg.metadata
         stream, seq = meta.stream, meta.sequence.stream
-        reason = reason.replace("\x00", "\\0")[:500]
+        subject = _storable(msg.subject)[:300]  # a subject may hold a NUL, which text may not
+        reason = _storable(reason)[:500]
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(
                     "INSERT INTO parked_events (stream, stream_seq, subject, reason, data)"
                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (stream, seq, msg.subject[:300], reason, msg.data))
+                    (stream, seq, subject, reason, msg.data))
         except Exception as exc:  # noqa: BLE001 - the database is away: park it later
             log.warning("parking an event failed, retrying: %s", type(exc).__name__)
             RECORDED.labels(kind="unknown", result="retry").inc()
             await msg.nak(delay=2.0)
             return
         RECORDED.labels(kind="unknown", result=result).inc()
-        log.warning("parked an event that cannot be recorded", extra={
-            "stream": stream, "stream_seq": seq, "subject": msg.subject[:120], "reason": reason})
+        self._parked += 1
+        if self._parked <= LOGGED_REJECTIONS or self._parked % 100 == 0:
+            log.warning("parked an event that cannot be recorded", extra={
+                "stream": stream, "stream_seq": seq, "subject": subject[:120], "reason": reason,
+                "parked_so_far": self._parked})
         await msg.ack()
 
     @staticmethod
@@ -155,6 +162,11 @@ class Recorder:
         async with self._pool.connection() as conn, conn.transaction():
             for _, record in records:
                 await _WRITERS[record.kind](conn, record)
+
+
+def _storable(text: str) -> str:
+    """``text`` as PostgreSQL's text takes it (no NUL)."""
+    return text.replace("\x00", "\\0")
 
 
 @dataclass(frozen=True)

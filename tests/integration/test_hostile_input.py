@@ -1,0 +1,59 @@
+"""Hostile input the fuzz test (tests/e2e/test_fuzz_e2e.py) found mishandled, each on its
+own: nothing may make a reader retry forever, go deaf, or log without bound (issue 13)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from glyphoxa_events.models import TurnEnded, TurnLatency
+from glyphoxa_events.subjects import SessionSubjects
+from tests.support.control import ControlProcess
+from tests.support.service import metric, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def control(nats_url, pg_dsn, tmp_path):
+    proc = ControlProcess(nats_url, pg_dsn, tmp_path / "sc.log").start()
+    yield proc
+    proc.stop()
+
+
+def _recorded(control: ControlProcess, result: str) -> float:
+    assert control.proc is not None
+    return metric(control.proc.metrics_port, "glyphoxa_session_control_recorded_events_total",
+                  result=result)
+
+
+async def test_the_recorder_parks_a_flood_of_bad_events_once_each_and_logs_a_few(
+        nc, tenant, control, tmp_path):
+    """Turns on subjects whose tenant token holds a NUL (PostgreSQL takes no NUL in text, so
+    parking them failed too, and they were retried every 2 s forever) among malformed usage:
+    each one is parked and acked, the good turns around them are recorded, and the log shows
+    the first 20 parked and then every 100th."""
+    client = await control.new_tenant(tenant)
+    sid = (await client.start_session("forge", edge="sim"))["id"]
+    js = nc.jetstream()
+    turn = TurnEnded(turn_id="alex-1", speaker="alex", transcript="Greta?", npc="greta",
+                     outcome="answered", latency=TurnLatency(speech_end_ns=time.time_ns()))
+    for n in range(30):
+        await js.publish(f"glx.ro\x00bin{n}.s1.ctl.turn", turn.to_bytes())
+    for n in range(170):
+        await js.publish(SessionSubjects(tenant, sid).usage("stt"), json.dumps({"n": n}).encode())
+    await js.publish(SessionSubjects(tenant, sid).ctl("turn"), turn.to_bytes())
+
+    await wait_for(lambda: _recorded(control, "malformed") == 200, 20)
+    assert [t["turn_id"] for t in await client.turns(sid)] == ["alex-1"]
+    await asyncio.sleep(2.5)  # beyond the retry delay: nothing comes back
+    assert _recorded(control, "retry") == 0
+    logged = [json.loads(line) for line in (tmp_path / "sc.log").read_text().splitlines()
+              if "parked an event" in line]
+    assert len(logged) == 20 + 2  # the first 20, the 100th and the 200th
+    assert [line["parked_so_far"] for line in logged[-2:]] == [100, 200]
+    assert "ro\\0bin0" in logged[0]["subject"]
+    await client.close()
