@@ -345,3 +345,25 @@ async def test_an_edge_keeps_a_bounded_number_of_frames_and_counts_the_rest(brok
         assert edge.dropped > 0 and 250 - edge.dropped <= len(stored) < 250
     finally:
         await nc.close()
+
+
+async def test_a_replica_stalled_past_its_lease_gives_its_sessions_up(nc, tenant, caplog):
+    """SIGSTOP (here: the event loop blocked) for longer than the lease: the claim may have
+    gone to another replica meanwhile, so the replica stops serving without acking; the
+    nak hands it on, here back to the only replica, which serves it afresh."""
+    started: list[float] = []
+
+    async def run(subjects: SessionSubjects) -> None:
+        started.append(time.monotonic())
+        await asyncio.sleep(3600)
+
+    worker = ClaimWorker(nc, "tts", run, capacity=4, lease_s=1.0)
+    task = asyncio.create_task(worker.run())
+    await publish_claims(nc, tenant, "stalled", ["tts"])
+    await wait_for(lambda: len(started) == 1, 5)
+    time.sleep(1.6)  # noqa: ASYNC251 - the whole process frozen, as by SIGSTOP
+    await wait_for(lambda: len(started) == 2, 5)
+    assert "stalled for" in caplog.text and "giving up its 1 sessions" in caplog.text
+    await worker.shutdown()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

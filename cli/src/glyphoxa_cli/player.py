@@ -24,10 +24,10 @@ from typing import Protocol
 import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
 from glyphoxa_audio.opus import SILENCE_FRAME, OpusEncoder
 from glyphoxa_audio.wav import to_stereo
+from glyphoxa_bus.follow import follow
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
 from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_campaign import Campaign
@@ -201,7 +201,7 @@ class ScenePlayer:
                 subjects.audio_in(speaker), packet,
                 msg_id=f"ain:{self.tenant}.{self.session}:{speaker}:{seq}",
                 headers={H.SEQ: str(seq), H.CAPTURE_NS: str(capture_ns), H.CODEC: H.CODEC_OPUS})
-        await publisher.flush()
+        await publisher.flush(timeout_s=self.timeout_s)  # (through a broker outage)
         tail_s = self.scene.duration_s - (schedule[-1][0] * 0.020 if schedule else 0)
         await asyncio.sleep(max(0.0, tail_s) / self.speed)
 
@@ -223,8 +223,7 @@ class ScenePlayer:
             (subjects.ctl(">"), "GLX_CTL", self._on_ctl),
             (subjects.audio_out("*"), "GLX_MEDIA", self._on_audio),
         ):
-            self._subs.append(await js.subscribe(subject, stream=stream, ordered_consumer=True,
-                                                 deliver_policy=DeliverPolicy.ALL, cb=cb))
+            self._subs.append(await follow(js, subject, stream, cb))
 
     def _touch(self) -> None:
         self.collected.last_event_mono = time.monotonic()

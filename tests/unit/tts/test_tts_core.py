@@ -71,9 +71,10 @@ async def harness():
 
 async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
     first, second = "Welcome, traveller.", "What will it be?"
-    await harness.session.on_message(reply("alex-0", 0, first, seq=10, speech_end_ns=777))
-    await harness.session.on_message(reply("alex-0", 1, second, seq=11, speech_end_ns=777))
-    await harness.session.on_message(reply("alex-0", 2, "", final=True, seq=12, speech_end_ns=777))
+    end = time.time_ns()
+    await harness.session.on_message(reply("alex-0", 0, first, seq=10, speech_end_ns=end))
+    await harness.session.on_message(reply("alex-0", 1, second, seq=11, speech_end_ns=end))
+    await harness.session.on_message(reply("alex-0", 2, "", final=True, seq=12, speech_end_ns=end))
 
     frames = harness.publisher.frames()
     expected = sum(round(len(t) * SECONDS_PER_CHAR / 0.02) for t in (first, second))
@@ -83,7 +84,7 @@ async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
         assert frame.msg_id == f"aout:t1.s1:alex-0:{seq}"
         assert frame.headers["Glx-Turn"] == "alex-0"
         assert frame.headers["Glx-Seq"] == str(seq)
-        assert frame.headers["Glx-Speech-End-Ns"] == "777"
+        assert frame.headers["Glx-Speech-End-Ns"] == str(end)
         assert int(frame.headers["Glx-Published-Ns"]) > 0
     published = [int(f.headers["Glx-Published-Ns"]) for f in frames]
     assert published == sorted(published)
@@ -196,7 +197,7 @@ async def test_a_raw_bargein_does_not_cancel_only_the_edges_flush_does():
     h = await Harness(provider).start()
     try:
         speaking = asyncio.create_task(h.session.on_message(
-            reply("alex-0", 0, "Long.", speech_end_ns=5_000)))
+            reply("alex-0", 0, "Long.")))
         await until(lambda: bool(h.publisher.frames()))
         await h.session.on_control(BargeIn(speaker="bea", at_ns=6_000))  # ADR 0003
         await asyncio.sleep(0.2)
@@ -313,7 +314,8 @@ async def test_a_reply_that_waited_too_long_is_not_spoken():
         assert not h.publisher.frames()
         (done,) = h.done_events()
         assert done.cancelled and done.frames == 0
-        assert done.reason.startswith("stale: reply chunk 0 reached tts 20.")
+        assert done.reason.startswith("stale: its audio would start 20.")
+        assert "after npc-brain wrote it" in done.reason
         await h.session.on_message(reply("bo-1", 0, "Fresh words.", seq=5,
                                          published_ns=time.time_ns()))
         assert h.publisher.frames()  # the next turn is spoken
@@ -352,5 +354,36 @@ async def test_session_stop_silences_the_turn_being_spoken_and_drops_the_rest():
         await h.session.on_message(reply("bo-1", 0, "Too late.", seq=5))
         assert len(h.publisher.frames()) == published
         assert [d.reason for d in h.done_events()] == ["session ended", "session ended"]
+    finally:
+        h.close()
+
+
+async def test_a_reply_to_a_line_long_gone_is_not_spoken():
+    """The line waited out a broker outage: the reply is fresh, the line it answers is not."""
+    h = await Harness(stale_after_s=8).start()
+    try:
+        now = time.time_ns()
+        await h.session.on_message(reply("alex-0", 0, "Late words.", seq=3, published_ns=now,
+                                         speech_end_ns=now - 60 * 10**9))
+        (done,) = h.done_events()
+        assert done.cancelled and not h.publisher.frames()
+        assert "after the line it answers ended" in done.reason
+    finally:
+        h.close()
+
+
+async def test_a_tts_paused_mid_synthesis_does_not_play_on_late():
+    """SIGSTOP while synthesizing (here: a synthesis that stalls well past the bound): what
+    comes out after it is not published, and the turn ends as stale."""
+    h = await Harness(ScriptedProvider(chunks=2, chunk_s=0.1, delay_s=0.6),
+                      stale_after_s=0.5).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Paused words.", seq=3,
+                                         published_ns=time.time_ns()))
+        (done,) = h.done_events()
+        assert done.cancelled and done.reason.startswith("stale: its audio would start")
+        assert len(h.publisher.frames()) == done.frames < 10
+        await h.session.on_message(reply("alex-0", 1, "", final=True, seq=4))
+        assert len(h.done_events()) == 1
     finally:
         h.close()

@@ -86,8 +86,10 @@ def context(publisher: CollectingPublisher, rejects: CountingRejects | None = No
 
 
 def reply(turn: str, index: int, text: str, *, final: bool = False, npc: str = "grom",
-          seq: int = 1, speech_end_ns: int = 1_000, subject_npc: str | None = None,
+          seq: int = 1, speech_end_ns: int | None = None, subject_npc: str | None = None,
           hold: bool = False, claims: str | None = None, published_ns: int = 0) -> InputMessage:
+    if speech_end_ns is None:  # the player's line ended just now
+        speech_end_ns = time.time_ns()
     chunk = ReplyChunk(turn_id=turn, npc=npc, index=index, text=text, final=final,
                        speech_end_ns=speech_end_ns, hold=hold, claims=claims,
                        published_ns=published_ns)

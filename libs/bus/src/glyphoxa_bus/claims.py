@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ from glyphoxa_events.subjects import SessionSubjects, claim_subject, parse_claim
 log = logging.getLogger(__name__)
 
 SessionRunner = Callable[[SessionSubjects], Awaitable[None]]
+
+
+class ClaimLost(RuntimeError):
+    """This replica stalled (SIGSTOP, swapped out, starved) for longer than its claims' lease:
+    the session may be another replica's by now, so it stops serving it without acking."""
 
 
 @dataclass
@@ -113,6 +119,11 @@ class ClaimWorker:
             await self._runner(subjects)
         except asyncio.CancelledError:
             raise
+        except ClaimLost as exc:
+            log.warning("giving the session up: %s", exc,
+                        extra={"tenant": subjects.tenant, "session": subjects.session})
+            await self._let_go(key)
+            return
         except Exception:  # noqa: BLE001
             log.exception("session runner failed; handing the claim back",
                           extra={"tenant": subjects.tenant, "session": subjects.session})
@@ -127,10 +138,30 @@ class ClaimWorker:
             await held.msg.ack()
         self._on_change(len(self._held))
 
+    async def _let_go(self, key: str) -> None:
+        """Stop holding a claim without acking it; the nak hands it on at once if it is still
+        ours (a nak of a delivery the server already gave to another replica does nothing)."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.msg.nak()
+        self._on_change(len(self._held))
+
     async def _keep_leases(self) -> None:
         interval = max(self._lease_s / 3, 0.2)
+        last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            stalled = time.monotonic() - last
+            last = time.monotonic()
+            if stalled > self._lease_s:  # our leases ran out meanwhile: the claims may be gone
+                log.warning("this replica stalled for %.1f s, longer than its claims' lease "
+                            "(%.0f s): giving up its %d sessions (another replica may hold "
+                            "them now)", stalled, self._lease_s, len(self._held))
+                for key, held in list(self._held.items()):
+                    held.task.cancel()
+                    await self._let_go(key)
+                continue
             for held in list(self._held.values()):
                 try:
                     await held.msg.in_progress()

@@ -32,6 +32,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from glyphoxa_bus.claims import ClaimLost
+from glyphoxa_bus.follow import follow
 from glyphoxa_bus.publisher import Outbox, Publisher, PublishError
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_bus.streams import CONTROL
@@ -85,6 +87,9 @@ class SessionContext:
     stopped: SessionStopped | None = None
     metrics_rejected: object | None = None
     rejections: int = 0
+    stall_limit_s: float = 0.0
+    """The claim's lease: a serve loop that stalled longer stops (``ClaimLost``) before it
+    reads more input, which another replica may be reading by now. 0: no limit."""
 
     def __post_init__(self) -> None:
         if isinstance(self.publisher, Publisher):
@@ -230,13 +235,7 @@ async def serve_session(
         if ctx.started is not None:
             started.set()
 
-    control_sub = await js.subscribe(
-        ctx.subjects.ctl(">"),
-        stream=CONTROL,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        cb=on_control,
-    )
+    control_sub = await follow(js, ctx.subjects.ctl(">"), CONTROL, on_control)
     psub = None
     try:
         try:
@@ -250,7 +249,12 @@ async def serve_session(
         acks = AckTracker(ctx.publisher)
         draining = False
         while True:
+            waited = time.monotonic()
             msgs = await psub.next_batch(timeout=tick_s)
+            stalled = time.monotonic() - waited - tick_s
+            if ctx.stall_limit_s and stalled > ctx.stall_limit_s:  # frozen (SIGSTOP) meanwhile
+                raise ClaimLost(f"the session's loop stalled for {stalled:.1f} s, longer than "
+                                f"the claim's lease ({ctx.stall_limit_s:.0f} s)")
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 item = InputMessage(msg.subject, msg.data, dict(msg.headers or {}), seq)
@@ -275,7 +279,7 @@ async def serve_session(
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(input_stream, name)
         log.info("session finished", extra=ctx.log_extra(reason=ctx.stopped.reason if ctx.stopped else ""))
-    except (OutputNotStored, NatsError, TimeoutError):  # served again by the caller
+    except (OutputNotStored, NatsError, TimeoutError, ClaimLost):  # the caller decides
         with contextlib.suppress(Exception):
             await _guarded(ctx, handler.close(), "close")  # frees its tasks; it cannot publish
         ctx.publisher.abandon()

@@ -151,6 +151,7 @@ class StageApp:
         self._stage, self._stream = stage, input_stream
         self._filters, self._factory = input_filters, handler_factory
         self.metrics = metrics
+        self._lease_s = settings.nats.claim_lease_s
         self.worker = ClaimWorker(
             nc, stage, self._serve, capacity=capacity, lease_s=settings.nats.claim_lease_s,
             on_change=self._sessions_changed,
@@ -171,7 +172,8 @@ class StageApp:
     async def _serve(self, subjects: SessionSubjects) -> None:
         def new_context() -> SessionContext:
             return SessionContext(self._stage, subjects, self._nc, self._publisher,
-                                  metrics_rejected=self.metrics.rejected)
+                                  metrics_rejected=self.metrics.rejected,
+                                  stall_limit_s=self._lease_s)
 
         await serve_session_durably(new_context, self._factory, self._stream,
                                     self._filters(subjects))

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
+from glyphoxa_bus.follow import follow
 from glyphoxa_bus.streams import CONTROL, MEDIA
 from glyphoxa_discord_edge.inbound import Bus, Inbound
 from glyphoxa_discord_edge.playback import FrameSink, InvalidFrame, Playback, PlaybackConfig
@@ -64,10 +65,9 @@ class SessionBridge:
     async def start(self) -> None:
         js = self._nc.jetstream()
         s = self.subjects
-        self._subs.append(await js.subscribe(s.audio_out("*"), stream=MEDIA, ordered_consumer=True,
-                                             deliver_policy=DeliverPolicy.NEW, cb=self._on_frame))
-        self._subs.append(await js.subscribe(s.ctl(">"), stream=CONTROL, ordered_consumer=True,
-                                             deliver_policy=DeliverPolicy.NEW, cb=self._on_ctl))
+        self._subs.append(await follow(js, s.audio_out("*"), MEDIA, self._on_frame,
+                                       DeliverPolicy.NEW))
+        self._subs.append(await follow(js, s.ctl(">"), CONTROL, self._on_ctl, DeliverPolicy.NEW))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name=f"bridge-{s.session}"))
         self.playback.start()
         log.info("session bridged", extra={"tenant": s.tenant, "session": s.session})

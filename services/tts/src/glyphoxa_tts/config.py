@@ -38,11 +38,12 @@ class Settings(ServiceSettings):
     turn_idle_timeout_s: float = Field(
         120.0, gt=0, description="an unfinished turn with no new chunk for this long is closed")
     stale_after_s: float = Field(
-        8.0, gt=0, le=600, description="a reply chunk that reaches tts this long after npc-brain "
-                                       "published it (beyond the audio of its turn already "
-                                       "sent) is not spoken, and its turn ends as stale: a "
-                                       "paused or overloaded tts never plays a reply the table "
-                                       "has moved past")
+        10.0, gt=0, le=600, description="a reply chunk that reaches tts this long after the "
+                                        "player's line it answers ended, or after npc-brain "
+                                        "wrote it (beyond the audio of its turn already sent), "
+                                        "is not spoken and its turn ends as stale: after a "
+                                        "broker outage or a paused tts, no reply plays that "
+                                        "the table has moved past")
     held_ttl_s: float = Field(
         15.0, gt=0, le=600, description="a guessed reply's sentence synthesized ahead "
                                         "(BRAIN_SPECULATE) is dropped when no turn claims it "

@@ -135,10 +135,8 @@ class TtsSession:
         if turn.closed:  # cancelled a moment ago; its AudioDone is on the way
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
             return
-        why_not = self._not_current(turn, chunk)
-        if why_not:
-            metrics.SENTENCES_DROPPED.labels(reason=why_not.partition(":")[0]).inc()
-            await self._close(turn, cancelled=True, reason=why_not)
+        turn.written_ns = chunk.published_ns
+        if await self._ended_if_stale(turn, self._not_current(turn)):
             return
         if chunk.turn_id in self._flushed:
             self._flushed.pop(chunk.turn_id, None)
@@ -151,23 +149,36 @@ class TtsSession:
                          f"TTS_MAX_CHARS={self._settings.max_chars}; not spoken", chunk.turn_id)
         elif chunk.text.strip():
             await self._speak(turn, chunk, voice, held)
+            if await self._ended_if_stale(turn, turn.stale):  # paused mid-sentence
+                return
         if chunk.final:
             await self._close(turn, cancelled=False, reason="final")
 
-    def _not_current(self, turn: Turn, chunk: ReplyChunk) -> str:
-        """Why the chunk must not be heard any more ("" when it may): the session ended, or
-        it waited too long (this replica was paused or overloaded, or took the session over
-        late), beyond the audio of its turn already sent: the table has moved on."""
+    def _not_current(self, turn: Turn) -> str:
+        """Why the turn must not be heard any more ("" when it may): the session ended, or
+        its audio would come too long after the player's line it answers (the line waited
+        out a broker outage) or after npc-brain wrote the sentence (this replica was paused
+        or overloaded, or took the session over late), beyond the audio of the turn already
+        sent: the table has moved on. (Capture times of a fast scene replay run ahead of
+        the wall clock, which only makes the first check more lenient.)"""
         if self._ctx.stopped is not None:
             return "session ended"
-        if not chunk.published_ns:
-            return ""
-        waited_s = (time.time_ns() - chunk.published_ns) / 1e9
+        now = time.time_ns()
         allowed_s = self._settings.stale_after_s + turn.frames * 0.02
-        if waited_s > allowed_s:
-            return (f"stale: reply chunk {chunk.index} reached tts {waited_s:.1f} s after it "
-                    f"was written (TTS_STALE_AFTER_S={self._settings.stale_after_s:g})")
+        for origin_ns, what in ((turn.speech_end_ns, "the line it answers ended"),
+                                (turn.written_ns, "npc-brain wrote it")):
+            waited_s = (now - origin_ns) / 1e9 if origin_ns else 0.0
+            if waited_s > allowed_s:
+                return (f"stale: its audio would start {waited_s:.1f} s after {what} "
+                        f"(TTS_STALE_AFTER_S={self._settings.stale_after_s:g})")
         return ""
+
+    async def _ended_if_stale(self, turn: Turn, why: str) -> bool:
+        if not why:
+            return False
+        metrics.SENTENCES_DROPPED.labels(reason=why.partition(":")[0].replace(" ", "_")).inc()
+        await self._close(turn, cancelled=True, reason=why)
+        return True
 
     def _parse(self, msg: InputMessage) -> ReplyChunk:
         chunk = parse_as(ReplyChunk, msg.data)
@@ -266,6 +277,9 @@ class TtsSession:
         """Publish one frame, never interrupted half-way (so ``frames`` counts exactly what
         went out); a cancel that came meanwhile stops the sentence right after it."""
         if turn.closed:
+            raise asyncio.CancelledError
+        turn.stale = self._not_current(turn)
+        if turn.stale:  # this process was paused (SIGSTOP, swapped out) mid-sentence
             raise asyncio.CancelledError
         seq = turn.frames
         now = time.time_ns()

@@ -29,6 +29,10 @@ class Turn:
     closed: bool = False
     publishing: bool = False
     """A frame is on its way out: a cancel waits for it rather than interrupting it."""
+    written_ns: int = 0
+    """When npc-brain wrote the chunk being spoken (``ReplyChunk.published_ns``)."""
+    stale: str = ""
+    """Why the rest of the turn must not be heard any more (it came too late)."""
 
 
 @dataclass
