@@ -9,9 +9,11 @@ import time
 
 import pytest
 
+from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_events.models import TurnEnded, TurnLatency
 from glyphoxa_events.subjects import SessionSubjects
 from tests.support.control import ControlProcess
+from tests.support.rawnats import RawPublisher
 from tests.support.service import metric, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,3 +59,26 @@ async def test_the_recorder_parks_a_flood_of_bad_events_once_each_and_logs_a_few
     assert [line["parked_so_far"] for line in logged[-2:]] == [100, 200]
     assert "ro\\0bin0" in logged[0]["subject"]
     await client.close()
+
+
+async def test_a_subject_that_is_not_utf8_costs_a_connection_nothing(nats_url, tenant):
+    """Any client may publish a subject that is not UTF-8, and the server delivers it: nats.py
+    decoded it strictly in its read loop, which then ended, and the connection went deaf while
+    it still looked connected. Our connection reads it with U+FFFD for the bad bytes (a subject
+    no token matches) and goes on."""
+    nc = await connect(BusSettings(url=nats_url), name="pytest-deaf", declare=False)
+    got: list[str] = []
+
+    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        got.append(msg.subject)
+
+    await nc.subscribe(f"{tenant}.>", cb=on_msg)
+    await nc.flush()
+    async with RawPublisher(nats_url) as raw:
+        raw.publish(f"{tenant}.in.".encode() + b"\xff\xfeal", b"x")
+        raw.publish(f"{tenant}.in.alex".encode(), b"y")
+        await raw.flush()
+    await wait_for(lambda: len(got) == 2, 5)
+    assert got == [f"{tenant}.in.\ufffd\ufffdal", f"{tenant}.in.alex"]
+    await nc.flush(timeout=2)  # still reading what the server says
+    await nc.close()

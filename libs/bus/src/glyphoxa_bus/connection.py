@@ -6,7 +6,6 @@ import base64
 import logging
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import nats
 from nats.aio.client import Client
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +95,22 @@ class BusSettings(BaseSettings):
         return StreamSettings(max_age_s=self.stream_max_age_s)
 
 
+class _Client(Client):
+    """nats.py's client, reading any subject. nats.py decodes a delivered message's subject as
+    strict UTF-8 inside its read loop, so one message whose subject is not UTF-8 (the server
+    takes any bytes, from any publisher) ended that loop: the connection went deaf while it
+    still looked connected, and once pings timed out and it reconnected, a JetStream consumer
+    delivered the same message again. Here invalid bytes become U+FFFD (as nats.py already
+    does for header values), which no subject token matches: the message is rejected like any
+    other bad subject."""
+
+    def _build_message(self, sid: int, subject: bytes, reply: bytes, data: bytes,  # type: ignore[override]
+                       headers: dict[str, str] | None) -> object:
+        return self.msg_class(subject=subject.decode(errors="replace"),
+                              reply=reply.decode(errors="replace"), data=data, headers=headers,
+                              _client=self, _sid=sid)
+
+
 async def connect(settings: BusSettings, name: str, declare: bool = True) -> Client:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -110,7 +125,8 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    nc = await nats.connect(
+    nc = _Client()
+    await nc.connect(
         servers=settings.servers(),
         name=name,
         max_reconnect_attempts=-1,
