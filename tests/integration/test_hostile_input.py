@@ -8,7 +8,9 @@ import json
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
+from glyphoxa_bus.claims import LOGGED_MALFORMED, ClaimWorker, publish_claims
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_events.models import TurnEnded, TurnLatency
 from glyphoxa_events.subjects import SessionSubjects
@@ -82,3 +84,31 @@ async def test_a_subject_that_is_not_utf8_costs_a_connection_nothing(nats_url, t
     assert got == [f"{tenant}.in.\ufffd\ufffdal", f"{tenant}.in.alex"]
     await nc.flush(timeout=2)  # still reading what the server says
     await nc.close()
+
+
+async def test_malformed_claims_are_counted_and_logged_in_part(nc, tenant, caplog):
+    """A flood of claims whose subjects are not ``glxwork.<stage>.<tenant>.<session>``: each
+    is counted as the stage's rejected message (it was logged as an error and counted
+    nowhere), a few are logged, and a good claim behind them is served."""
+    rejected = Counter("glyphoxa_test_rejected_messages_total", "t", ["stage", "reason"],
+                       registry=CollectorRegistry())
+    served: list[str] = []
+
+    async def run(subjects: SessionSubjects) -> None:
+        served.append(subjects.session)
+
+    worker = ClaimWorker(nc, "vad", run, capacity=2, lease_s=2.0, rejected=rejected)
+    task = asyncio.create_task(worker.run())
+    js = nc.jetstream()
+    for n in range(210):
+        tail = (tenant, f"{tenant}.s{n}.x", f"BAD.s{n}", f"{tenant}.s\u00fc{n}")[n % 4]
+        await js.publish(f"glxwork.vad.{tail}", b"")
+    await publish_claims(nc, tenant, "good", ["vad"])
+    await wait_for(lambda: served == ["good"], 20)
+    count = rejected.labels(stage="vad", reason="malformed_claim")
+    assert count._value.get() == 210 == worker.malformed
+    logged = [r for r in caplog.records if r.getMessage().startswith("dropping malformed claim")]
+    assert len(logged) == LOGGED_MALFORMED + 2 and {r.levelname for r in logged} == {"WARNING"}
+    await worker.shutdown()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SessionRunner = Callable[[SessionSubjects], Awaitable[None]]
 
+LOGGED_MALFORMED = 20
+"""Malformed claims logged one by one; after that only every 100th (as stages log rejections)."""
+
 
 class ClaimLost(RuntimeError):
     """This replica stalled (SIGSTOP, swapped out, starved) for longer than its claims' lease:
@@ -51,7 +54,10 @@ class ClaimWorker:
         capacity: int = 8,
         lease_s: float = 10.0,
         on_change: Callable[[int], None] | None = None,
+        rejected: object | None = None,
     ):
+        """``rejected``: the stage's ``glyphoxa_<service>_rejected_messages_total`` counter
+        (labels stage, reason), which counts malformed claims as ``malformed_claim``."""
         self._nc = nc
         self._js = nc.jetstream()
         self.stage = stage
@@ -62,6 +68,8 @@ class ClaimWorker:
         self._stopping = asyncio.Event()
         self._loop_done = asyncio.Event()
         self._on_change = on_change or (lambda n: None)
+        self._rejected = rejected
+        self.malformed = 0
 
     @property
     def sessions(self) -> list[SessionSubjects]:
@@ -99,7 +107,7 @@ class ClaimWorker:
             _, tenant, session = parse_claim_subject(msg.subject)
             subjects = SessionSubjects(tenant, session)
         except ValueError as exc:
-            log.error("dropping malformed claim %s: %s", msg.subject, exc)
+            self._malformed(msg.subject, exc)
             await msg.term()
             return
         if msg.subject in self._held:  # redelivered while we still hold it
@@ -113,6 +121,16 @@ class ClaimWorker:
         task = asyncio.create_task(self._serve(msg.subject, subjects), name=f"{self.stage}-{session}")
         self._held[msg.subject] = HeldClaim(msg, subjects, task)
         self._on_change(len(self._held))
+
+    def _malformed(self, subject: str, exc: ValueError) -> None:
+        """Anyone who may publish on the work stream can send a flood of these: each is
+        counted, and only some are logged."""
+        self.malformed += 1
+        if self._rejected is not None:
+            self._rejected.labels(stage=self.stage, reason="malformed_claim").inc()  # type: ignore[attr-defined]
+        if self.malformed <= LOGGED_MALFORMED or self.malformed % 100 == 0:
+            log.warning("dropping malformed claim %s: %s", subject[:200], exc,
+                        extra={"stage": self.stage, "malformed_so_far": self.malformed})
 
     async def _serve(self, key: str, subjects: SessionSubjects) -> None:
         try:

@@ -154,7 +154,7 @@ class StageApp:
         self._lease_s = settings.nats.claim_lease_s
         self.worker = ClaimWorker(
             nc, stage, self._serve, capacity=capacity, lease_s=settings.nats.claim_lease_s,
-            on_change=self._sessions_changed,
+            on_change=self._sessions_changed, rejected=metrics.rejected,
         )
         self.heartbeat = HeartbeatPublisher(
             nc, stage, replica_name(settings, stage), self._session_refs,
