@@ -69,3 +69,29 @@ async def test_the_player_reports_what_was_heard_with_the_reply_text_in_either_o
     played = Played.model_validate_json(body)
     assert subject == "glx.t1.s1.ctl.played"
     assert played.text_heard == "One silver a night." and played.complete
+
+
+async def test_a_session_ended_under_the_player_ends_its_wait_with_the_reason():
+    """The system ended the session (say, a stage died with nobody to take over): what the
+    session still owes will not come, so the player stops waiting and says why."""
+    import time
+
+    from glyphoxa_campaign import Campaign, Npc
+    from glyphoxa_cli.player import ScenePlayer
+    from glyphoxa_cli.scenefile import Scene
+    from glyphoxa_events.models import SessionStopped, UtteranceEnded, UtteranceStarted
+
+    class Door:
+        tenant = "t1"
+
+    player = ScenePlayer(_Bus(), Scene("s", 48000, {}, []), Campaign(name="c", npcs=[Npc(
+        name="Tobias", persona="innkeeper")]), Door(), timeout_s=30)  # type: ignore[arg-type]
+    player.collected.utterances["drew-1"] = UtteranceStarted.model_construct(utterance_id="drew-1")
+    player.collected.ended["drew-1"] = UtteranceEnded.model_construct(utterance_id="drew-1")
+    await player._on_ctl(_Msg(SessionStopped(reason="no live tts stage for 15 s")))  # noqa: SLF001
+    player.collected.last_event_mono = time.monotonic() - 10
+    started = time.monotonic()
+    await player._wait_done()  # noqa: SLF001
+    assert time.monotonic() - started < 1
+    assert player.collected.pending() == ["transcript of drew-1"]
+    assert player.collected.stopped.reason == "no live tts stage for 15 s"

@@ -37,6 +37,7 @@ from glyphoxa_events.models import (
     AudioDone,
     Outcome,
     Played,
+    SessionStopped,
     Transcript,
     TurnEnded,
     UtteranceEnded,
@@ -110,6 +111,9 @@ class Collected:
     first_audio_ns: dict[str, int] = field(default_factory=dict)
     played_sent: set[str] = field(default_factory=set)
     last_event_mono: float = field(default_factory=time.monotonic)
+    stopped: SessionStopped | None = None
+    """The session was stopped (by us at the end, or by the system before: then what it
+    still owes will not come, and the reason says why)."""
 
     def pending(self) -> list[str]:
         """What the session still owes us (empty once every utterance is fully handled)."""
@@ -208,7 +212,13 @@ class ScenePlayer:
     async def _wait_done(self, quiet_s: float = 1.5) -> None:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            if not self.collected.pending() and time.monotonic() - self.collected.last_event_mono > quiet_s:
+            quiet = time.monotonic() - self.collected.last_event_mono > quiet_s
+            if not self.collected.pending() and quiet:
+                return
+            stopped = self.collected.stopped
+            if stopped is not None and quiet:  # ended under us: what it owes will not come
+                log.warning("the session was ended before the scene was done: %s",
+                            stopped.reason, extra={"owed": self.collected.pending()[:5]})
                 return
             await asyncio.sleep(0.1)
         raise TimeoutError(f"session {self.session} still owes: {self.collected.pending()[:5]}")
@@ -254,6 +264,8 @@ class ScenePlayer:
         elif isinstance(event, AudioDone):
             self.collected.audio_done[event.turn_id] = event
             await self._report_played(event)
+        elif isinstance(event, SessionStopped):
+            self.collected.stopped = event
         self._touch()
 
     async def _on_audio(self, msg: Msg) -> None:

@@ -61,7 +61,8 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
             "transcript": final.text,
             "npc": names.get(turn.npc) if turn and turn.npc else None,
             "outcome": turn.outcome.value if turn else "missing",
-            "reason": turn.reason if turn else "no turn event",
+            "reason": turn.reason if turn else (
+                f"session ended: {c.stopped.reason}" if c.stopped else "no turn event"),
             "reply": turn.reply_text if turn else "",
             "latency_ms": latency,
             "expected": None if expected is None else {
