@@ -360,7 +360,7 @@ async def test_session_stop_silences_the_turn_being_spoken_and_drops_the_rest():
 
 async def test_a_reply_to_a_line_long_gone_is_not_spoken():
     """The line waited out a broker outage: the reply is fresh, the line it answers is not."""
-    h = await Harness(stale_after_s=8).start()
+    h = await Harness(line_stale_after_s=30).start()
     try:
         now = time.time_ns()
         await h.session.on_message(reply("alex-0", 0, "Late words.", seq=3, published_ns=now,

@@ -38,12 +38,17 @@ class Settings(ServiceSettings):
     turn_idle_timeout_s: float = Field(
         120.0, gt=0, description="an unfinished turn with no new chunk for this long is closed")
     stale_after_s: float = Field(
-        10.0, gt=0, le=600, description="a reply chunk that reaches tts this long after the "
-                                        "player's line it answers ended, or after npc-brain "
-                                        "wrote it (beyond the audio of its turn already sent), "
-                                        "is not spoken and its turn ends as stale: after a "
-                                        "broker outage or a paused tts, no reply plays that "
-                                        "the table has moved past")
+        10.0, gt=0, le=600, description="a reply chunk that reaches tts this long after npc-brain "
+                                        "wrote it (beyond the audio of its turn already sent) "
+                                        "is not spoken and its turn ends as stale: a tts that "
+                                        "was paused, starved or took the session over late "
+                                        "plays nothing the table has moved past")
+    line_stale_after_s: float = Field(
+        30.0, gt=0, le=3600, description="a reply whose audio would start this long after the "
+                                         "player's line ended (beyond the audio of its turn "
+                                         "already sent) is not spoken and its turn ends as "
+                                         "stale: the line waited out a broker outage, or the "
+                                         "models are far too slow for the table")
     held_ttl_s: float = Field(
         15.0, gt=0, le=600, description="a guessed reply's sentence synthesized ahead "
                                         "(BRAIN_SPECULATE) is dropped when no turn claims it "

@@ -163,14 +163,16 @@ class TtsSession:
         the wall clock, which only makes the first check more lenient.)"""
         if self._ctx.stopped is not None:
             return "session ended"
-        now = time.time_ns()
-        allowed_s = self._settings.stale_after_s + turn.frames * 0.02
-        for origin_ns, what in ((turn.speech_end_ns, "the line it answers ended"),
-                                (turn.written_ns, "npc-brain wrote it")):
+        now, sent_s = time.time_ns(), turn.frames * 0.02
+        for origin_ns, bound_s, what, setting in (
+                (turn.speech_end_ns, self._settings.line_stale_after_s,
+                 "the line it answers ended", "TTS_LINE_STALE_AFTER_S"),
+                (turn.written_ns, self._settings.stale_after_s,
+                 "npc-brain wrote it", "TTS_STALE_AFTER_S")):
             waited_s = (now - origin_ns) / 1e9 if origin_ns else 0.0
-            if waited_s > allowed_s:
+            if waited_s > bound_s + sent_s:
                 return (f"stale: its audio would start {waited_s:.1f} s after {what} "
-                        f"(TTS_STALE_AFTER_S={self._settings.stale_after_s:g})")
+                        f"({setting}={bound_s:g})")
         return ""
 
     async def _ended_if_stale(self, turn: Turn, why: str) -> bool:
