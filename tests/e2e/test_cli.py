@@ -63,8 +63,7 @@ def test_up_runs_until_interrupted_and_stops_every_process(home):
             assert not _alive(pid), f"process {pid} still running after Ctrl-C"
         assert not (home / "stack.json").exists()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_stack(proc, home)
 
 
 def test_up_starts_again_whatever_dies(home):
@@ -96,8 +95,7 @@ def test_up_starts_again_whatever_dies(home):
         for pid in pids:
             assert not _alive(pid), f"process {pid} still running after Ctrl-C"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_stack(proc, home)
 
 
 def _ready_stack(home: Path) -> dict:
@@ -123,6 +121,18 @@ def _wait(predicate, timeout_s: float, message: str) -> None:  # type: ignore[no
     while not predicate():
         assert time.monotonic() < deadline, message
         time.sleep(0.2)
+
+
+def _kill_stack(proc: subprocess.Popen, home: Path) -> None:
+    """After a failure: `glyphoxa up` and every process of its stack (each runs in a session
+    of its own, so killing `up`'s process group would leave them running), by PID."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    if (home / "stack.json").exists():
+        state = json.loads((home / "stack.json").read_text())
+        for pid in [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]:
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
