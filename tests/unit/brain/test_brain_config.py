@@ -28,7 +28,20 @@ def test_settings_come_from_brain_variables(monkeypatch, tmp_path: Path) -> None
     )
     policy = settings.turn_policy()
     assert (policy.max_tokens, policy.followup_window_s, policy.max_sentences) == (40, 12.5, 3)
-    assert (settings.llm_threads, settings.llm_ctx, settings.turn_timeout_s) == (2, 2048, 20.0)
+    assert (settings.llm_threads, settings.llm_ctx, settings.turn_timeout_s) == (None, 2048, 20.0)
+
+
+def test_llama_threads_fit_the_cores(monkeypatch) -> None:
+    """Generation on half the cores (1 to 4), prompts on all of them (at most 8): on a 2-core
+    machine one generating thread, which never waits for a core another program holds."""
+    from glyphoxa_npc_brain import config
+
+    for cores, expected in ((1, (1, 1)), (2, (1, 2)), (4, (2, 4)), (16, (4, 8))):
+        monkeypatch.setattr(config, "usable_cores", lambda cores=cores: cores)
+        assert Settings().llm_thread_counts() == expected
+    monkeypatch.setenv("BRAIN_LLM_THREADS", "3")
+    monkeypatch.setenv("BRAIN_LLM_BATCH_THREADS", "5")
+    assert Settings().llm_thread_counts() == (3, 5)
 
 
 def test_unknown_provider_is_refused(monkeypatch) -> None:

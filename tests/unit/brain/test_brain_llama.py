@@ -17,7 +17,7 @@ import pytest
 from llama_cpp import Llama
 
 from glyphoxa_npc_brain.llm.base import ChatMessage
-from glyphoxa_npc_brain.llm.llama import LlamaLLM, LlamaOptions, engine_for
+from glyphoxa_npc_brain.llm.llama import PRIME_STEP, LlamaLLM, LlamaOptions, engine_for
 from glyphoxa_npc_brain.models import ensure_default_model
 from glyphoxa_npc_brain.prompt import persona_prompt
 from tests.unit.brain.brain_fakes import campaign
@@ -104,6 +104,36 @@ async def test_the_persona_prompt_is_served_from_the_prompt_cache(llm: LlamaLLM)
         f"first token {first:.2f} s"
     )
     assert stats.cached_prompt_tokens >= persona_tokens
+
+
+async def test_priming_gives_way_to_a_turn_and_resumes(llm: LlamaLLM, monkeypatch) -> None:
+    """A turn that comes while a persona is being primed waits for one step of it at most;
+    the next priming goes on from what was evaluated."""
+    engine = engine_for(llm.options)
+    system = persona_prompt(ALDRIC, CAMPAIGN) + " He is saving for a new anvil."  # not cached
+    steps: list[int] = []
+    evaluate = engine.llm.eval
+
+    def step(tokens):  # type: ignore[no-untyped-def]
+        steps.append(len(tokens))
+        evaluate(tokens)
+        if len(steps) == 1:
+            engine.turn_queued(+1)  # a turn arrives during the first step
+
+    tokens = engine.llm.tokenize(
+        engine._prefix(messages=[{"role": "system", "content": system}]).prompt.encode(),
+        add_bos=False, special=True)
+    in_context = Llama.longest_token_prefix(
+        engine.llm.input_ids[: engine.llm.n_tokens].tolist(), tokens)  # the chat template's start
+    monkeypatch.setattr(engine.llm, "eval", step)
+    try:
+        assert engine.prime(system) is False
+    finally:
+        engine.turn_queued(-1)
+    assert steps == [PRIME_STEP]
+    assert engine.prime(system) is True
+    assert sum(steps) == len(tokens) - in_context  # the second priming evaluated only the rest
+    assert engine.prime(system) is False  # cached now
 
 
 async def test_cancel_really_stops_the_generation(llm: LlamaLLM) -> None:

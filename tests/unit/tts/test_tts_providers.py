@@ -126,6 +126,17 @@ async def test_piper_synthesis_leaves_the_event_loop_responsive():
     assert max(gaps) < 0.1, max(gaps)
 
 
+def test_piper_threads_sleep_when_idle_unless_told_to_spin():
+    """onnxruntime's threads spin by default: on a busy machine that takes a core from the
+    stage or program that needs it (issue 13, item 12)."""
+    for settings, spinning in ((Settings(provider="piper"), "0"),
+                               (Settings(provider="piper", piper_threads=1, piper_spin=True), "1")):
+        p = build_provider("piper", settings)
+        options = p._voice.session.get_session_options()  # type: ignore[attr-defined]
+        assert options.intra_op_num_threads == settings.piper_threads
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+
+
 async def test_piper_that_cannot_load_falls_back_to_espeak(tmp_path, caplog):
     settings = Settings(provider="piper", piper_model_path=str(tmp_path / "missing.onnx"))
     with caplog.at_level(logging.WARNING):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,6 +28,14 @@ class TurnPolicy:
     prime_personas: bool = True
     speculate: bool = True
     speculate_audio: bool = True
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: taskset, a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 LLMName = Literal["llama", "gemini", "openai", "fake"]
@@ -59,7 +68,18 @@ class Settings(ServiceSettings):
         validation_alias=AliasChoices("GLYPHOXA_HOME", "BRAIN_HOME"),
         description="where models are kept (GLYPHOXA_HOME)",
     )
-    llm_threads: int = Field(2, ge=1, le=64, description="CPU threads for llama.cpp")
+    llm_threads: int | None = Field(
+        None, ge=1, le=64, description="CPU threads that generate the reply token by token; "
+        "default: half the cores this process may use, 1 to 4 (1 on a 2-core machine, where a "
+        "second thread mostly waits for a core another program holds)")
+    llm_batch_threads: int | None = Field(
+        None, ge=1, le=64, description="CPU threads that evaluate a prompt (persona, history, "
+        "the player's line); default: every core this process may use, at most 8")
+    llm_spin: bool = Field(
+        False, description="llama.cpp's threads spin a while when they wait for each other, "
+        "as OpenMP does by default, instead of sleeping at once (OMP_WAIT_POLICY=PASSIVE): a "
+        "little faster on an idle machine, several times slower when another program "
+        "(Discord, a browser) holds a core")
     llm_ctx: int = Field(2048, ge=256, le=32768, description="context window in tokens")
     llm_batch: int = Field(128, ge=8, le=4096, description="prompt evaluation batch size")
     llm_cache_mb: int = Field(256, ge=0, le=65536, description="RAM for cached prompt prefixes")
@@ -167,6 +187,14 @@ class Settings(ServiceSettings):
     def secrets(self) -> list[str]:
         """The values no log line may show."""
         return [self.gemini_api_key.get_secret_value(), self.openai_api_key.get_secret_value()]
+
+    def llm_thread_counts(self) -> tuple[int, int]:
+        """(generation threads, prompt evaluation threads), the defaults sized to the cores
+        this process may use."""
+        cores = usable_cores()
+        generate = self.llm_threads or max(1, min(4, cores // 2))
+        evaluate = self.llm_batch_threads or max(1, min(8, cores))
+        return generate, evaluate
 
     def turn_policy(self) -> TurnPolicy:
         return TurnPolicy(

@@ -27,6 +27,13 @@ class Settings(ServiceSettings):
         30.0, gt=0, le=3600, description="how long an open breaker refuses before one trial call")
     piper_model_path: str = Field(
         "", description="piper .onnx voice (its .onnx.json beside it); default en_US-joe-medium")
+    piper_threads: int = Field(
+        2, ge=1, le=64, description="onnxruntime threads of one piper synthesis")
+    piper_spin: bool = Field(
+        False, description="piper's onnxruntime threads spin while they wait for work "
+                           "(onnxruntime's default) instead of sleeping: at most a few ms a "
+                           "sentence faster on an idle machine, slower when another program "
+                           "or stage needs the core")
     synth_timeout_s: float = Field(
         20.0, gt=0, description="longest wait for the next chunk of audio from a provider")
     max_parallel_synth: int = Field(

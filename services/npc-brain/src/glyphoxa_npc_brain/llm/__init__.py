@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from urllib.parse import urlparse
 
 from glyphoxa_npc_brain.config import Settings
@@ -52,6 +54,7 @@ async def build_provider(
         return FakeLLM(**common)  # type: ignore[arg-type]
     if choice.provider in ("gemini", "openai"):
         return _cloud_llm(settings, choice, api_key, common)
+    openmp_wait_policy(settings.llm_spin)
     from glyphoxa_npc_brain.llm.llama import LlamaLLM, LlamaOptions  # heavy import only when used
 
     path = settings.llm_model_path
@@ -59,17 +62,28 @@ async def build_provider(
         from glyphoxa_npc_brain.models import ensure_default_model
 
         path = await asyncio.to_thread(ensure_default_model, settings.home, _LogProgress())
+    threads, batch_threads = settings.llm_thread_counts()
     return LlamaLLM(
         LlamaOptions(
             model_path=path,
             n_ctx=settings.llm_ctx,
-            n_threads=settings.llm_threads,
+            n_threads=threads,
+            n_threads_batch=batch_threads,
             n_batch=settings.llm_batch,
             cache_bytes=settings.llm_cache_mb * 1024 * 1024,
             temperature=choice.temperature,
         ),
         **common,  # type: ignore[arg-type]
     )
+
+
+def openmp_wait_policy(spin: bool) -> None:
+    """How llama.cpp's threads wait for each other: asleep at once (``OMP_WAIT_POLICY=PASSIVE``),
+    or with ``spin`` as the OpenMP runtime does by default, spinning on their core a while
+    before they sleep. The runtime reads the variable once, when llama_cpp first loads it, so
+    it is set before that import; later calls change nothing."""
+    if not spin and "llama_cpp" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def _cloud_llm(

@@ -33,7 +33,8 @@ def build_provider(name: str, settings: Settings, api_key: str | None = None) ->
     if name == "piper":
         from glyphoxa_tts.providers.piper import PiperProvider
 
-        return PiperProvider(settings.piper_model_path or None, timeout, parallel)
+        return PiperProvider(settings.piper_model_path or None, timeout, parallel,
+                             threads=settings.piper_threads, spin=settings.piper_spin)
     if name == "espeak":
         from glyphoxa_tts.providers.espeak import EspeakProvider
 
