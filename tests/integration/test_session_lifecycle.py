@@ -266,9 +266,13 @@ async def test_events_that_can_never_be_stored_are_parked_and_the_recorder_moves
     port = control.proc.metrics_port
     await wait_for(lambda: metric(port, "glyphoxa_session_control_recorded_events_total",
                                   result="refused") == 20, 5)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        parked = conn.execute("SELECT subject, reason, data FROM parked_events WHERE subject = %s",
-                              (subject,)).fetchall()
+    def parked_rows() -> list:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            return conn.execute("SELECT subject, reason, data FROM parked_events "
+                                "WHERE subject = %s", (subject,)).fetchall()
+    # (the counter may run ahead of the rows' commit on a loaded machine)
+    await wait_for(lambda: len(parked_rows()) == 20, 10)
+    parked = parked_rows()
     assert len(parked) == 20 and all("DataError" in r[1] or "Character" in r[1] for r in parked)
     assert all(b"\\u0000" in r[2] for r in parked)  # the event kept as it came
     await asyncio.sleep(3)  # beyond the retry delay: nothing comes back
