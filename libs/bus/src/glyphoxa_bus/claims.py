@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from glyphoxa_bus.counted import LOGGED_FIRST, worth_logging
 from glyphoxa_bus.streams import WORK, claims_consumer_name, ensure_claims_consumer
 from glyphoxa_events.subjects import SessionSubjects, claim_subject, parse_claim_subject
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SessionRunner = Callable[[SessionSubjects], Awaitable[None]]
 
-LOGGED_MALFORMED = 20
+LOGGED_MALFORMED = LOGGED_FIRST
 """Malformed claims logged one by one; after that only every 100th (as stages log rejections)."""
 
 
@@ -128,7 +129,7 @@ class ClaimWorker:
         self.malformed += 1
         if self._rejected is not None:
             self._rejected.labels(stage=self.stage, reason="malformed_claim").inc()  # type: ignore[attr-defined]
-        if self.malformed <= LOGGED_MALFORMED or self.malformed % 100 == 0:
+        if worth_logging(self.malformed):
             log.warning("dropping malformed claim %s: %s", subject[:200], exc,
                         extra={"stage": self.stage, "malformed_so_far": self.malformed})
 

@@ -19,6 +19,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import TooManyStalledMsgsError
 
+from glyphoxa_bus.counted import worth_logging
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import Event
 
@@ -84,7 +85,7 @@ class Publisher:
         failure = ack_failure(future, self.timeout_s)
         if failure is not None:
             self.failures += 1
-            if self.failures <= 20 or self.failures % 100 == 0:
+            if worth_logging(self.failures):
                 log.error("publish failed: %s", failure, extra={"failed_so_far": self.failures})
             if self._failure is None:
                 self._failure = failure
@@ -129,7 +130,7 @@ class Outbox:
 
     def __init__(self, publisher: Publisher):
         self._publisher = publisher
-        self._pending: dict[int, tuple[float, asyncio.Future]] = {}  # publish order
+        self._pending: dict[int, asyncio.Future] = {}  # publish order
         self.issued = 0
         self.failure: PublishError | None = None
 
@@ -149,7 +150,7 @@ class Outbox:
             raise
         self.issued += 1
         number = self.issued
-        self._pending[number] = (time.monotonic(), future)
+        self._pending[number] = future
         future.add_done_callback(lambda f: self._settled(number, f))
 
     async def publish_event(self, subject: str, event: Event, msg_id: str) -> None:
@@ -166,14 +167,10 @@ class Outbox:
             self.failure = failure
 
     def expire(self) -> None:
-        """An ack overdue by the timeout is a failure now, not when nats.py notices."""
-        deadline = time.monotonic() - self.timeout_s
-        for _, (sent, future) in list(self._pending.items()):
-            if sent >= deadline:
-                break
-            self._fail(PublishError(f"not acknowledged by JetStream within "
-                                    f"{self.timeout_s:.0f} s"))
-            future.cancel()
+        """Give up on overdue acks (the shared ``Publisher`` cancels them; the cancellation
+        reaches ``_settled`` as this session's failure, and until then the cancelled
+        publish is still pending, so nothing after it counts as stored)."""
+        self._publisher.expire()
 
     def stored_through(self) -> int:
         """The highest n such that this session's publishes 1..n are all stored."""
@@ -184,12 +181,12 @@ class Outbox:
 
     def abandon(self) -> None:
         """Stop waiting for the acks (the session is being served again)."""
-        for _, future in list(self._pending.values()):
+        for future in list(self._pending.values()):
             future.cancel()
 
     async def flush(self) -> None:
         """Wait until this session's publishes are stored; raise if one was not."""
-        waiting = {f for _, f in self._pending.values()}
+        waiting = set(self._pending.values())
         if waiting:
             await asyncio.wait(waiting, timeout=self.timeout_s)
             self.expire()
@@ -350,7 +347,7 @@ class Resender:
     def _drop(self, kept: _Kept, why: str) -> None:
         self.dropped += 1
         self._on_drop(1)
-        if self.dropped <= 20 or self.dropped % 100 == 0:
+        if worth_logging(self.dropped):
             log.warning("dropped a message to publish: %s", why,
                         extra={"subject": kept.subject[:200], "dropped_so_far": self.dropped})
 

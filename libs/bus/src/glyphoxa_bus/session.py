@@ -33,6 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from glyphoxa_bus.claims import ClaimLost
+from glyphoxa_bus.counted import LOGGED_FIRST, worth_logging
 from glyphoxa_bus.follow import follow
 from glyphoxa_bus.publisher import Outbox, Publisher, PublishError
 from glyphoxa_bus.pull import ContinuousPull
@@ -116,7 +117,7 @@ class SessionContext:
         counter = self.metrics_rejected
         if counter is not None:
             counter.labels(stage=self.stage, reason=reason).inc()  # type: ignore[attr-defined]
-        if self.rejections <= LOGGED_REJECTIONS or self.rejections % 100 == 0:
+        if worth_logging(self.rejections):
             where = f" on {subject[:200]}" if subject else ""
             (logger or log).log(level, "rejected message%s: %s", where, detail[:500], extra=self.log_extra(
                 reason=reason, rejected_so_far=self.rejections, **more))
@@ -126,7 +127,7 @@ def input_consumer_name(stage: str, subjects: SessionSubjects) -> str:
     return f"{stage}-{subjects.tenant}-{subjects.session}"
 
 
-LOGGED_REJECTIONS = 20
+LOGGED_REJECTIONS = LOGGED_FIRST
 """Rejections logged one by one per session and stage; after that only every 100th."""
 
 

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from glyphoxa_bus.session import LOGGED_REJECTIONS
+from glyphoxa_bus.counted import worth_logging
 from glyphoxa_bus.streams import CONTROL, EVENTS
 from glyphoxa_events.models import MAX_EVENT_BYTES, Played, TurnEnded, Usage, parse_control
 from glyphoxa_events.subjects import ROOT, parse_subject
@@ -125,7 +125,7 @@ class Recorder:
 
     async def _park(self, msg: Msg, result: str, reason: str) -> None:
         """Keep an event that can never be stored in ``parked_events`` with its reason, then
-        ack it. Logged with its stream and sequence, the first ``LOGGED_REJECTIONS`` and then
+        ack it. Logged with its stream and sequence, the first ``LOGGED_FIRST`` and then
         every 100th (a flood of bad events must not flood the log). If the database is away,
         the event is retried like any other."""
         meta = msg.metadata
@@ -145,7 +145,7 @@ class Recorder:
             return
         RECORDED.labels(kind="unknown", result=result).inc()
         self._parked += 1
-        if self._parked <= LOGGED_REJECTIONS or self._parked % 100 == 0:
+        if worth_logging(self._parked):
             log.warning("parked an event that cannot be recorded", extra={
                 "stream": stream, "stream_seq": seq, "subject": subject[:120], "reason": reason,
                 "parked_so_far": self._parked})
