@@ -23,9 +23,9 @@ RUN --mount=type=cache,id=glyphoxa-apt,target=/var/cache/apt,sharing=locked \
     update-ca-certificates >/dev/null; \
     useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin glyphoxa; \
-    install -d -o glyphoxa -g glyphoxa -m 0700 /run/glyphoxa/secrets \
-        /run/glyphoxa/keyring/session-control /run/glyphoxa/keyring/stages \
-        /run/glyphoxa/keyring/discord-edge /run/glyphoxa/keyring/postgres
+    install -d -o glyphoxa -g glyphoxa -m 0700 /run/glyphoxa/secrets; \
+    for d in session-control vad stt npc-brain tts discord-edge operator nats postgres; do \
+        install -d -o glyphoxa -g glyphoxa -m 0700 /run/glyphoxa/keyring/$d; done
 ENV LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

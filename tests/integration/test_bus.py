@@ -8,12 +8,13 @@ import time
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from glyphoxa_bus.claims import ClaimWorker, publish_claims
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_bus.session import InputMessage, SessionContext, serve_session, serve_session_durably
-from glyphoxa_bus.streams import EVENTS, MEDIA, WORK, ensure_streams, stream_configs
+from glyphoxa_bus.streams import CONTROL, EVENTS, MEDIA, WORK, ensure_streams, stream_configs
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.models import Event, SessionStarted, SessionStopped
 from glyphoxa_events.subjects import SessionSubjects
@@ -198,8 +199,15 @@ class Echo:
 
 
 async def _acked_through(js, stage: str, subjects: SessionSubjects) -> int:  # type: ignore[no-untyped-def]
-    info = await js.consumer_info(MEDIA, f"{stage}-{subjects.tenant}-{subjects.session}")
-    return info.ack_floor.stream_seq
+    """The consumer's ack floor. Serving a session again deletes and re-adds its consumer
+    (at the same floor), so a look that falls in between asks again."""
+    for _ in range(50):
+        try:
+            info = await js.consumer_info(MEDIA, f"{stage}-{subjects.tenant}-{subjects.session}")
+            return info.ack_floor.stream_seq
+        except NotFoundError:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the session's input consumer stayed away for 1 s")
 
 
 async def _acked_at_least(js, stage: str, subjects: SessionSubjects, seq: int) -> bool:  # type: ignore[no-untyped-def]
@@ -237,21 +245,25 @@ async def test_input_is_acked_only_once_its_output_is_stored(nc, tenant):
     task = asyncio.create_task(serve_session_durably(
         lambda: SessionContext("vad", subjects, nc, publisher), new_handler,
         MEDIA, [subjects.audio_in("*")]))
-    ack = await js.publish(subjects.audio_in("alex"), b"a")
-    await wait_for(lambda: len(handlers) >= 2, 10)  # lost, so served again
-    assert await _acked_through(js, "vad", subjects) < ack.seq
-    assert publisher.in_flight <= 1  # the unacknowledged publishes were given up
+    try:
+        ack = await js.publish(subjects.audio_in("alex"), b"a")
+        await wait_for(lambda: len(handlers) >= 2, 10)  # lost, so served again
+        assert await _acked_through(js, "vad", subjects) < ack.seq
+        assert publisher.in_flight <= 1  # the unacknowledged publishes were given up
 
-    await hole.unsubscribe()
-    await js.add_stream(name=f"TESTOUT_{tenant}", subjects=[f"testout.{tenant}.>"])
-    await wait_for(lambda: _acked_at_least(js, "vad", subjects, ack.seq), 10)
-    assert await _stored(js, f"testout.{tenant}.a") == [b"a"]
-    served = len(handlers)
-    await js.publish(subjects.audio_in("alex"), b"b")
-    await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
-    await asyncio.wait_for(task, 10)
-    assert len(handlers) == served  # no loss after the stream came
-    assert await _stored(js, f"testout.{tenant}.b") == [b"b"]
+        await hole.unsubscribe()
+        await js.add_stream(name=f"TESTOUT_{tenant}", subjects=[f"testout.{tenant}.>"])
+        await wait_for(lambda: _acked_at_least(js, "vad", subjects, ack.seq), 10)
+        assert await _stored(js, f"testout.{tenant}.a") == [b"a"]
+        served = len(handlers)
+        await js.publish(subjects.audio_in("alex"), b"b")
+        await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
+        await asyncio.wait_for(task, 10)
+        assert len(handlers) == served  # no loss after the stream came
+        assert await _stored(js, f"testout.{tenant}.b") == [b"b"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_lost_publish_of_one_session_costs_another_session_nothing(nc, tenant):
@@ -367,3 +379,31 @@ async def test_a_replica_stalled_past_its_lease_gives_its_sessions_up(nc, tenant
     await worker.shutdown()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_follower_restarted_under_a_new_name_reads_on(nc, tenant):
+    """A follower's consumer is named (its create names the filter, docs/adr/0006); when
+    nats.py restarts it (here: the server lost it), the new one has a name of its own and
+    delivery goes on in order from where it was."""
+    from glyphoxa_bus.follow import follow
+
+    js = nc.jetstream()
+    subjects = SessionSubjects(tenant, "followed")
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        await got.put(msg.data)
+
+    sub = await follow(js, subjects.ctl(">"), CONTROL, on_msg)
+    try:
+        first = sub._consumer  # noqa: SLF001
+        assert first.startswith("follow-")
+        await js.publish(subjects.ctl("x"), b"1")
+        assert await asyncio.wait_for(got.get(), 5) == b"1"
+        await js.delete_consumer(CONTROL, first)
+        await js.publish(subjects.ctl("x"), b"2")
+        assert await asyncio.wait_for(got.get(), 10) == b"2"
+        await wait_for(lambda: sub._consumer != first, 5)  # noqa: SLF001
+        assert sub._consumer.startswith("follow-")  # noqa: SLF001
+    finally:
+        await sub.unsubscribe()

@@ -12,7 +12,8 @@ import nats
 import pytest
 
 from glyphoxa_cli.processes import NatsServer
-from glyphoxa_runtime.tenant_keys import SUBJECT, TenantSecrets
+from glyphoxa_events.subjects import api_subject
+from glyphoxa_runtime.tenant_keys import VERB, TenantSecrets
 from glyphoxa_session_control.crypto import new_secret_key
 from tests.support.control import ControlProcess, module_control
 
@@ -89,10 +90,10 @@ async def test_unknown_and_disabled_tenants_and_bad_requests_are_refused(control
     assert await TenantSecrets(nc, BUS_KEY, "stt").get(tenant, "gemini") is None
     assert "is disabled" in caplog.text
 
-    reply = await nc.request(SUBJECT, b'{"tenant": "a.b", "names": ["gemini"], "stage": "x"}',
+    reply = await nc.request(api_subject(VERB, "stt"), b'{"tenant": "a.b", "names": ["gemini"], "stage": "x"}',
                              timeout=5)
     assert b"invalid request: tenant" in reply.data
-    reply = await nc.request(SUBJECT, b"not json", timeout=5)
+    reply = await nc.request(api_subject(VERB, "stt"), b"not json", timeout=5)
     assert b'"ok":false' in reply.data
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
 
 
 class RawPublisher:
@@ -13,16 +15,19 @@ class RawPublisher:
     ``reply``: where JetStream sends its ack."""
 
     def __init__(self, url: str):
-        address = url.split("://", 1)[-1].rsplit("@", 1)[-1]
-        self._host, port = address.rsplit(":", 1)
-        self._port = int(port)
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 4222
+        self._login = ({"user": unquote(parts.username), "pass": unquote(parts.password)}
+                       if parts.username and parts.password is not None else {})
         self._pongs: asyncio.Queue[None] = asyncio.Queue()
         self.errors: list[bytes] = []
 
     async def __aenter__(self) -> RawPublisher:
         self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         await self._reader.readline()  # INFO
-        self._writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')
+        options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1,
+                   **self._login}
+        self._writer.write(b"CONNECT " + json.dumps(options).encode() + b"\r\n")
         self._task = asyncio.create_task(self._read(), name="raw-nats-read")
         await self.flush()
         return self

@@ -89,8 +89,11 @@ def test_no_secret_is_in_compose_yaml_and_each_process_mounts_only_its_own(compo
     assert mounts["session-control"] == ["control-secrets"]
     assert mounts["discord-edge"] == ["edge-secrets"]
     for stage in STAGES:
-        assert mounts[stage] == ["stage-secrets"]
+        assert mounts[stage] == [f"{stage}-secrets"]  # its own NATS login too (ADR 0006)
+    assert mounts["nats"] == ["nats-data", "nats-secrets"]  # auth.conf, no login of anyone's
     assert "postgres-secrets" in mounts["postgres"] and "control-secrets" not in mounts["postgres"]
+    # the operator's login is mounted by the one-shot keys service alone
+    assert [n for n, m in mounts.items() if "operator-secrets" in m] == ["keys"]
     for name, service in compose["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"KEY|TOKEN|PASSWORD|SECRET", key) and not key.endswith("_FILE"):

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from glyphoxa_bus.auth import tenant_edge_key
 from glyphoxa_runtime import keyring, probe
 from glyphoxa_runtime.http import HealthServer
 from glyphoxa_runtime.settings import SecretsDirError, load_settings, read_secrets_dir
@@ -27,13 +28,26 @@ def files(root) -> dict[str, str]:  # type: ignore[no-untyped-def]
 def test_init_makes_one_directory_per_kind_of_process_with_only_its_keys(tmp_path, capsys):
     assert keyring.main(["init", str(tmp_path), "--pg-dsn", DSN]) == 0
     out = files(tmp_path)
+    login = {"NATS_USER", "NATS_PASSWORD"}
     control = {k.split("/")[1]: v for k, v in out.items() if k.startswith("session-control/")}
     assert set(control) == {"SESSION_CONTROL_OPERATOR_KEY", "SESSION_CONTROL_SECRET_KEYS",
-                            "NATS_SECRETS_KEY", "NATS_EDGE_KEY", "PG_DSN"}
-    assert out["stages/NATS_SECRETS_KEY"] == control["NATS_SECRETS_KEY"]
-    assert [k for k in out if k.startswith("stages/")] == ["stages/NATS_SECRETS_KEY"]
-    assert [k for k in out if k.startswith("discord-edge/")] == ["discord-edge/NATS_EDGE_KEY"]
+                            "NATS_SECRETS_KEY", "NATS_EDGE_KEY", "PG_DSN", *login}
+    for stage in ("vad", "stt", "npc-brain", "tts"):
+        assert out[f"{stage}/NATS_SECRETS_KEY"] == control["NATS_SECRETS_KEY"]
+        assert {k.split("/")[1] for k in out if k.startswith(f"{stage}/")} == {
+            "NATS_SECRETS_KEY", *login}
+        assert out[f"{stage}/NATS_USER"] == stage
+    assert {k.split("/")[1] for k in out if k.startswith("discord-edge/")} == {
+        "NATS_EDGE_KEY", *login}
     assert out["discord-edge/NATS_EDGE_KEY"] == control["NATS_EDGE_KEY"]
+    assert {k for k in out if k.startswith("operator/")} == {"operator/NATS_USER",
+                                                            "operator/NATS_PASSWORD"}
+    passwords = [v for k, v in out.items() if k.endswith("/NATS_PASSWORD")]
+    assert len(passwords) == len(set(passwords)) == 7  # six services and the operator
+    # nats-server's users: every login there, hashed, none in the clear
+    conf = out["nats/auth.conf"]
+    assert all(f'"user": "{user}"' in conf for user in (*keyring.DIRS, "operator"))
+    assert "$2a$" in conf and not [p for p in passwords if p in conf]
     password = out["postgres/POSTGRES_PASSWORD"]
     assert control["PG_DSN"] == f"postgresql://glyphoxa:{password}@postgres:5432/glyphoxa"
     assert control["SESSION_CONTROL_OPERATOR_KEY"].startswith("op_")
@@ -44,7 +58,8 @@ def test_init_makes_one_directory_per_kind_of_process_with_only_its_keys(tmp_pat
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
     printed = capsys.readouterr().out
-    assert "made " in printed and all(v not in printed for v in out.values())
+    secrets = [v for k, v in out.items() if not k.endswith("/NATS_USER")]  # users are names
+    assert "made " in printed and all(v not in printed for v in secrets)
 
 
 def test_init_again_keeps_every_key_and_completes_what_is_missing(tmp_path):
@@ -53,12 +68,15 @@ def test_init_again_keeps_every_key_and_completes_what_is_missing(tmp_path):
     rotated = "NEWKEY=,OLDKEY="  # an operator put a second at-rest key first, for rotation
     (tmp_path / "session-control" / "SESSION_CONTROL_SECRET_KEYS").write_text(rotated)
     (tmp_path / "session-control" / "SESSION_CONTROL_SECRET_KEYS").chmod(0o644)
-    (tmp_path / "stages" / "NATS_SECRETS_KEY").unlink()  # a lost derived file
+    (tmp_path / "stt" / "NATS_SECRETS_KEY").unlink()  # a lost derived file
     made, kept = keyring.init(tmp_path, DSN)
     assert made == []
-    assert set(kept) == {"SESSION_CONTROL_OPERATOR_KEY", "SESSION_CONTROL_SECRET_KEYS",
-                         "NATS_SECRETS_KEY", "NATS_EDGE_KEY", "POSTGRES_PASSWORD"}
+    assert {k for k in kept if not k.startswith("NATS_PASSWORD")} == {
+        "SESSION_CONTROL_OPERATOR_KEY", "SESSION_CONTROL_SECRET_KEYS", "NATS_SECRETS_KEY",
+        "NATS_EDGE_KEY", "POSTGRES_PASSWORD"}
+    assert len([k for k in kept if k.startswith("NATS_PASSWORD")]) == 7
     again = files(tmp_path)
+    first.pop("nats/auth.conf"), again.pop("nats/auth.conf")  # hashed anew (a new salt)
     assert again == {**first, "session-control/SESSION_CONTROL_SECRET_KEYS": rotated}
     modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
     assert modes == {0o600}
@@ -132,3 +150,21 @@ async def test_the_probe_passes_on_200_and_fails_otherwise(monkeypatch, capsys):
         await server.stop()
     assert await run("healthz") == 1
     assert "nothing answers" in capsys.readouterr().out
+
+
+def test_a_tenants_own_edge_gets_a_login_limited_to_its_tenant(tmp_path):
+    keyring.init(tmp_path, tenant_edges=("acme",))
+    assert (tmp_path / "edge-acme" / "NATS_USER").read_text().strip() == "edge-acme"
+    password = (tmp_path / "edge-acme" / "NATS_PASSWORD").read_text().strip()
+    conf = (tmp_path / "nats" / "auth.conf").read_text()
+    assert '"user": "edge-acme"' in conf and "glx.acme.*.audio.in.*" in conf
+    assert password not in conf
+    # its bot key is derived for it: the shared edge key (every tenant's bot token) stays home
+    shared = (tmp_path / "discord-edge" / "NATS_EDGE_KEY").read_text().strip()
+    own = (tmp_path / "edge-acme" / "NATS_EDGE_KEY").read_text().strip()
+    assert own == tenant_edge_key(shared, "edge-acme") and own != shared
+    keyring.init(tmp_path)  # later runs keep it without being asked again
+    assert (tmp_path / "edge-acme" / "NATS_PASSWORD").read_text().strip() == password
+    assert '"user": "edge-acme"' in (tmp_path / "nats" / "auth.conf").read_text()
+    with pytest.raises(ValueError):
+        keyring.init(tmp_path, tenant_edges=("not a tenant",))

@@ -32,6 +32,12 @@ LOGGED_MALFORMED = LOGGED_FIRST
 """Malformed claims logged one by one; after that only every 100th (as stages log rejections)."""
 
 
+CLAIM_RESULTS = ("taken", "done", "failed", "lost", "handed_back")
+"""What becomes of a claim: taken (this replica serves the session), done (the session ended,
+acked), failed (the runner failed; handed back after 1 s), lost (a stall longer than the
+lease; given up unacked), handed_back (SIGTERM)."""
+
+
 class ClaimLost(RuntimeError):
     """This replica stalled (SIGSTOP, swapped out, starved) for longer than its claims' lease:
     the session may be another replica's by now, so it stops serving it without acking."""
@@ -56,9 +62,11 @@ class ClaimWorker:
         lease_s: float = 10.0,
         on_change: Callable[[int], None] | None = None,
         rejected: object | None = None,
+        on_claim: Callable[[str], None] | None = None,
     ):
         """``rejected``: the stage's ``glyphoxa_<service>_rejected_messages_total`` counter
-        (labels stage, reason), which counts malformed claims as ``malformed_claim``."""
+        (labels stage, reason), which counts malformed claims as ``malformed_claim``.
+        ``on_claim(result)`` is told what became of each claim (:data:`CLAIM_RESULTS`)."""
         self._nc = nc
         self._js = nc.jetstream()
         self.stage = stage
@@ -70,6 +78,7 @@ class ClaimWorker:
         self._loop_done = asyncio.Event()
         self._on_change = on_change or (lambda n: None)
         self._rejected = rejected
+        self._on_claim = on_claim or (lambda result: None)
         self.malformed = 0
 
     @property
@@ -121,6 +130,7 @@ class ClaimWorker:
         )
         task = asyncio.create_task(self._serve(msg.subject, subjects), name=f"{self.stage}-{session}")
         self._held[msg.subject] = HeldClaim(msg, subjects, task)
+        self._on_claim("taken")
         self._on_change(len(self._held))
 
     def _malformed(self, subject: str, exc: ValueError) -> None:
@@ -148,6 +158,7 @@ class ClaimWorker:
                           extra={"tenant": subjects.tenant, "session": subjects.session})
             held = self._held.pop(key, None)
             if held:
+                self._on_claim("failed")
                 with contextlib.suppress(Exception):
                     await held.msg.nak(delay=1.0)
             self._on_change(len(self._held))
@@ -155,6 +166,7 @@ class ClaimWorker:
         held = self._held.pop(key, None)
         if held:
             await held.msg.ack()
+            self._on_claim("done")
         self._on_change(len(self._held))
 
     async def _let_go(self, key: str) -> None:
@@ -162,6 +174,7 @@ class ClaimWorker:
         ours (a nak of a delivery the server already gave to another replica does nothing)."""
         held = self._held.pop(key, None)
         if held is not None:
+            self._on_claim("lost")
             with contextlib.suppress(Exception):
                 await held.msg.nak()
         self._on_change(len(self._held))
@@ -193,6 +206,7 @@ class ClaimWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._loop_done.wait(), timeout=1.0)
         for held in list(self._held.values()):
+            self._on_claim("handed_back")
             with contextlib.suppress(Exception):
                 await held.msg.nak()
             held.task.cancel()

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
+from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from nats.aio.client import Client
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from glyphoxa_bus.auth import DECLARERS, OPERATOR, SERVICES, inbox_prefix
 from glyphoxa_bus.streams import (
+    DEFAULT_MAX_BYTES,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_TTL_S,
     StreamSettings,
+    await_streams,
+    ensure_heartbeat_bucket,
     ensure_streams,
 )
+from glyphoxa_events.subjects import ANONYMOUS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,15 @@ class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NATS_", extra="ignore")
 
     url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
-    stream_max_age_s: float = Field(24 * 3600, gt=0, description="how long sessions stay replayable")
+    stream_max_age_s: float = Field(
+        24 * 3600, gt=0, description="how long sessions stay replayable and exportable: the "
+        "streams' max age; they keep less once NATS_STREAM_MAX_BYTES is reached (docs/"
+        "operations.md, Retention and replay). session-control sets it on the streams")
+    stream_max_bytes: int = Field(
+        DEFAULT_MAX_BYTES, ge=1024**2, description="most bytes each of the media, events and "
+        "control streams keeps (the oldest go first). JetStream reserves the three against "
+        "its file store limit (by default 75% of the free disk) when they are declared; "
+        "about 130 MiB per session-hour are written (docs/benchmarks.md part 7). 8 GiB in k8s/")
     max_in_flight: int = Field(256, ge=1, le=65536, description="unacknowledged publishes per process")
     claim_lease_s: float = Field(10.0, gt=0.5, description="claim ack wait: failover detection time")
     drain_timeout_s: float = Field(5.0, gt=0, description="SIGTERM: longest wait for in-flight work")
@@ -43,6 +58,17 @@ class BusSettings(BaseSettings):
     heartbeat_ttl_s: float = Field(
         HEARTBEAT_TTL_S, gt=0, description="a heartbeat not renewed for this long expires "
                                            "(replica presumed dead); must exceed the interval")
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="copies of every stream and of the heartbeat bucket kept by "
+        "a JetStream cluster (3 in k8s/); 1 for a single nats-server")
+    user: str = Field(
+        "", description="NATS user this process logs in as (docs/adr/0006: one per service, "
+        "`edge-<tenant>` for a tenant's own edge); empty: no login")
+    password: SecretStr = Field(SecretStr(""), description="that user's password")
+    tls_ca: str = Field(
+        "", description="PEM file of the CA that signed the NATS servers' certificates "
+        "(tls:// URLs, k8s/): servers are verified against it alone; empty: the system's "
+        "trust store")
 
     @model_validator(mode="after")
     def _keys_are_fernet(self) -> BusSettings:
@@ -61,11 +87,36 @@ class BusSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _tls_ca_is_a_file(self) -> BusSettings:
+        if self.tls_ca and not Path(self.tls_ca).is_file():
+            raise ValueError(f"NATS_TLS_CA: {self.tls_ca} is not a file")
+        return self
+
+    @model_validator(mode="after")
     def _ttl_exceeds_interval(self) -> BusSettings:
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ValueError(f"NATS_HEARTBEAT_TTL_S ({self.heartbeat_ttl_s:g}) must exceed "
                              f"NATS_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g})")
         return self
+
+    def login(self) -> dict[str, object]:
+        """nats.py's connect arguments for the user, with replies to the user's own inbox
+        prefix (the only one its permissions let it read)."""
+        if not self.user:
+            return {}
+        return {"user": self.user, "password": self.password.get_secret_value(),
+                "inbox_prefix": inbox_prefix(self.user)}
+
+    def login_user(self) -> str:
+        """The user it logs in as: ``NATS_USER``, else one in the URL (``nats://user:pw@``;
+        a URL with a token has no user)."""
+        if self.user:
+            return self.user
+        for url in self.servers():
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            if parts.username and parts.password is not None:
+                return unquote(parts.username)
+        return ""
 
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]
@@ -92,7 +143,13 @@ class BusSettings(BaseSettings):
         return out
 
     def stream_settings(self) -> StreamSettings:
-        return StreamSettings(max_age_s=self.stream_max_age_s)
+        return StreamSettings(max_age_s=self.stream_max_age_s, max_bytes=self.stream_max_bytes,
+                              replicas=self.stream_replicas)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """With ``NATS_TLS_CA``: a client context that trusts that CA only and checks host
+        names; without it nats.py uses the system's trust store for ``tls://`` URLs."""
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else None
 
 
 class _Client(Client):
@@ -104,11 +161,23 @@ class _Client(Client):
     does for header values), which no subject token matches: the message is rejected like any
     other bad subject."""
 
+    user: str = ""  # the NATS user it logged in as (BusSettings.user)
+
+    @property
+    def principal(self) -> str:
+        """Who it is on session-control's API (``glxapi.<verb>.<principal>``)."""
+        return self.user or ANONYMOUS
+
     def _build_message(self, sid: int, subject: bytes, reply: bytes, data: bytes,  # type: ignore[override]
                        headers: dict[str, str] | None) -> object:
         return self.msg_class(subject=subject.decode(errors="replace"),
                               reply=reply.decode(errors="replace"), data=data, headers=headers,
                               _client=self, _sid=sid)
+
+
+def principal(nc: Client) -> str:
+    """Who ``nc`` is on session-control's API: its NATS user, ``anonymous`` without one."""
+    return getattr(nc, "principal", ANONYMOUS)
 
 
 async def connect(settings: BusSettings, name: str, declare: bool = True) -> Client:
@@ -126,6 +195,7 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
         log.info("nats reconnected")
 
     nc = _Client()
+    nc.user = settings.login_user()
     await nc.connect(
         servers=settings.servers(),
         name=name,
@@ -136,8 +206,19 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         pending_size=8 * 1024 * 1024,
+        tls=settings.tls_context(),
+        **settings.login(),
     )
     client.append(nc)
-    if declare:
-        await ensure_streams(nc.jetstream(), settings.stream_settings())
+    if declare and nc.user and nc.user not in DECLARERS:
+        # its permissions do not let it declare (ADR 0006): session-control does that; a
+        # tenant's own edge may not even look at the streams, and relies on them
+        if nc.user in SERVICES:
+            await await_streams(nc.jetstream(), settings.stream_settings())
+    elif declare:  # the operator's tools never change a deployment's retention
+        await ensure_streams(nc.jetstream(), settings.stream_settings(),
+                             update=nc.user != OPERATOR)
+        if settings.stream_replicas > 1:  # before any heartbeat makes it with one copy
+            await ensure_heartbeat_bucket(nc.jetstream(), settings.heartbeat_ttl_s,
+                                          replicas=settings.stream_replicas)
     return nc

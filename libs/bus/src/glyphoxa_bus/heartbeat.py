@@ -1,7 +1,10 @@
 """Liveness: stage replicas and edges keep a heartbeat in a JetStream KV bucket.
 
 Bucket ``glx_heartbeats`` (``streams.HEARTBEAT_BUCKET``), key ``<role>.<replica>`` (role: a
-stage name or ``edge``; both reduced to ``[-_a-zA-Z0-9]``), value a ``Heartbeat`` JSON. A
+stage name or ``edge``; both reduced to ``[-_a-zA-Z0-9]``), value a ``Heartbeat`` JSON; a
+tenant's own edge (NATS user ``edge-<tenant>``) puts under ``edge-<tenant>.<replica>``, the
+only keys its user may put (docs/adr/0006), and a reader believes such a heartbeat only
+for that tenant's sessions (:func:`untrusted`). A
 replica puts its heartbeat at once, then every ``interval_s`` and whenever its sessions
 change (``poke``). A replica that dies stops putting and its key expires after the
 bucket's TTL; one that stops gracefully deletes its key, so session-control can tell a
@@ -24,6 +27,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from glyphoxa_bus.auth import TENANT_EDGE_PREFIX
 from glyphoxa_bus.streams import (
     HEARTBEAT_BUCKET,
     HEARTBEAT_INTERVAL_S,
@@ -38,9 +42,28 @@ EDGE_ROLE = "edge"
 _NOT_IN_KEY = re.compile(r"[^-_a-zA-Z0-9]")
 
 
-def heartbeat_key(role: str, replica: str) -> str:
-    """``<role>.<replica>`` with every character a KV key may not hold replaced by ``_``."""
-    return f"{_key_part(role)}.{_key_part(replica)}"
+def heartbeat_key(role: str, replica: str, owner: str | None = None) -> str:
+    """``<role>.<replica>`` (``<owner>.<replica>`` for a tenant's own edge, ``owner`` its
+    NATS user ``edge-<tenant>``) with every character a KV key may not hold replaced by ``_``."""
+    return f"{_key_part(owner or role)}.{_key_part(replica)}"
+
+
+def untrusted(key: str, beat: Heartbeat) -> str | None:
+    """Why the heartbeat under ``key`` is not believed, or None. Each user may put only
+    under its own first token (docs/adr/0006), so the key says who wrote it: a service's
+    heartbeat names its own role, and a tenant's edge (``edge-<tenant>.*``) may speak only
+    as an edge, for its tenant's sessions; otherwise it could keep another tenant's dead
+    session looking alive."""
+    owner = key.split(".", 1)[0]
+    if owner == _key_part(beat.role):
+        return None
+    if owner.startswith(TENANT_EDGE_PREFIX) and beat.role == EDGE_ROLE:
+        tenant = owner.removeprefix(TENANT_EDGE_PREFIX)
+        others = [s for s in beat.sessions if s.split(".", 1)[0] != tenant]
+        if not others:
+            return None
+        return f"{owner} claims sessions of other tenants ({', '.join(sorted(others)[:3])})"
+    return f"the key's owner {owner!r} is not the heartbeat's role {beat.role!r}"
 
 
 def _key_part(name: str) -> str:
@@ -61,11 +84,12 @@ class HeartbeatPublisher:
         ttl_s: float = HEARTBEAT_TTL_S,
         capacity: int = 0,
         clock: Callable[[], int] = time.time_ns,
+        owner: str | None = None,
     ):
         if ttl_s <= interval_s:
             raise ValueError(f"heartbeat ttl {ttl_s:g} s must exceed the interval {interval_s:g} s")
         self._js = nc.jetstream(timeout=max(interval_s, 1.0))
-        self.role, self.replica, self.key = role, replica, heartbeat_key(role, replica)
+        self.role, self.replica, self.key = role, replica, heartbeat_key(role, replica, owner)
         self._sessions, self._capacity, self._clock = sessions, capacity, clock
         self._interval_s, self._ttl_s = interval_s, ttl_s
         self._started_ns = clock()
@@ -164,9 +188,14 @@ async def read_heartbeats(js: JetStreamContext, timeout_s: float = 5.0) -> list[
             if ttl_s and entry.created and _age_s(entry.created) > ttl_s:
                 continue  # expired; the server drops it at its next age check
             try:
-                out.append(Heartbeat.model_validate_json(entry.value or b"", strict=True))
+                beat = Heartbeat.model_validate_json(entry.value or b"", strict=True)
             except ValidationError:
                 log.debug("skipping malformed heartbeat %s", entry.key)
+                continue
+            if (why := untrusted(entry.key, beat)) is not None:
+                log.warning("heartbeat not believed: %s", why, extra={"key": entry.key})
+                continue
+            out.append(beat)
     finally:
         await watcher.stop()
     return out
@@ -188,6 +217,7 @@ class HeartbeatView:
     def __init__(self, js: JetStreamContext, ttl_s: float = HEARTBEAT_TTL_S):
         self._js, self._ttl_s = js, ttl_s
         self._latest: dict[str, tuple[Heartbeat, datetime]] = {}
+        self._refused: set[str] = set()  # keys whose heartbeats were not believed (logged once)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> HeartbeatView:
@@ -213,6 +243,12 @@ class HeartbeatView:
                     beat = Heartbeat.model_validate_json(entry.value, strict=True)
                 except ValidationError:
                     log.debug("skipping malformed heartbeat %s", entry.key)
+                    continue
+                if (why := untrusted(entry.key, beat)) is not None:
+                    if entry.key not in self._refused:
+                        log.warning("heartbeat not believed: %s", why, extra={"key": entry.key})
+                    self._refused.add(entry.key)
+                    self._latest.pop(entry.key, None)
                     continue
                 self._latest[entry.key] = (beat, entry.created or datetime.now(UTC))
         finally:

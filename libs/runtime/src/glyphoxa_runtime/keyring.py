@@ -4,6 +4,8 @@
 - ``secret_key``: Fernet key encrypting bot tokens and provider keys at rest (session-control).
 - ``bus_key``: seals tenants' provider keys on their way to the stages (session-control, stages).
 - ``edge_key``: seals bot tokens on their way to discord-edge (session-control, discord-edge).
+- a NATS login per service and one for the operator's tools (``NATS_USER``/``NATS_PASSWORD``),
+  and nats-server's ``nats/auth.conf`` with their hashes and permissions (docs/adr/0006).
 
 ``glyphoxa up`` keeps them in ``<home>/keys.json``. In containers ``python -m
 glyphoxa_runtime.keyring init ROOT`` writes one directory per kind of process under ROOT,
@@ -22,6 +24,8 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from glyphoxa_bus import auth
+
 KEY_NAMES = ("operator_key", "secret_key", "bus_key", "edge_key")
 
 # the variable each key is handed to a service as
@@ -29,9 +33,11 @@ VARIABLES = {"operator_key": "SESSION_CONTROL_OPERATOR_KEY",
              "secret_key": "SESSION_CONTROL_SECRET_KEYS",
              "bus_key": "NATS_SECRETS_KEY", "edge_key": "NATS_EDGE_KEY"}
 
-# ``init``'s directories: session-control, every stage (vad, stt, npc-brain, tts), the edge,
-# and PostgreSQL's own password
-DIRS = {"session-control": "session-control", "stages": "vad", "discord-edge": "discord-edge"}
+# ``init``'s directories: one per service (each holds its keys and its NATS login), the
+# operator's NATS login, nats-server's authorization (``nats/auth.conf``), and PostgreSQL's
+# own password
+DIRS = {service: service for service in auth.SERVICES}
+OPERATOR_DIR, NATS_DIR, NATS_AUTH = auth.OPERATOR, "nats", "auth.conf"
 PG_PASSWORD = "POSTGRES_PASSWORD"
 
 
@@ -88,7 +94,8 @@ def _read(directory: Path, name: str) -> str:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
 
 
-def init(root: Path, pg_dsn: str | None = None) -> tuple[list[str], list[str]]:
+def init(root: Path, pg_dsn: str | None = None, tenant_edges: tuple[str, ...] = ()
+         ) -> tuple[list[str], list[str]]:
     """Make or complete the secrets directories under ``root``; (made, kept): the names of
     the keys made now and of those found and kept.
 
@@ -100,6 +107,22 @@ def init(root: Path, pg_dsn: str | None = None) -> tuple[list[str], list[str]]:
     made = [VARIABLES[name] for name in added]
     kept = [VARIABLES[name] for name in KEY_NAMES if name not in added]
     files: dict[str, dict[str, str]] = {d: service_keys(service, keys) for d, service in DIRS.items()}
+    # each service's NATS login and the operator's, kept where found (ADR 0006)
+    logins = {**{service: d for d, service in DIRS.items()}, auth.OPERATOR: OPERATOR_DIR}
+    # a tenant's own edge (edge-<tenant>: its tenant's subjects only), asked for now or before
+    earlier = [p.name for p in root.glob(f"{auth.TENANT_EDGE_PREFIX}*") if p.is_dir()]
+    for user in sorted({*earlier, *(auth.tenant_edge_user(t) for t in tenant_edges)}):
+        logins[user] = user
+    passwords = {user: _read(root / d, "NATS_PASSWORD") for user, d in logins.items()}
+    for user in logins:
+        if not passwords[user]:
+            passwords[user] = auth.new_password()
+            made.append(f"NATS_PASSWORD ({user})")
+    kept += [f"NATS_PASSWORD ({user})" for user in logins if f"NATS_PASSWORD ({user})" not in made]
+    for user, d in logins.items():
+        files.setdefault(d, {}).update({"NATS_USER": user, "NATS_PASSWORD": passwords[user]})
+        if user.startswith(auth.TENANT_EDGE_PREFIX):  # its bot's key, not the shared edge key
+            files[d]["NATS_EDGE_KEY"] = auth.tenant_edge_key(keys["edge_key"], user)
     if pg_dsn is not None:
         password = _read(root / "postgres", PG_PASSWORD)
         (kept if password else made).append(PG_PASSWORD)
@@ -113,6 +136,8 @@ def init(root: Path, pg_dsn: str | None = None) -> tuple[list[str], list[str]]:
                 write_private(path, value + "\n")
             else:
                 path.chmod(0o600)  # a file an operator edited is readable by its owner only
+    # nats-server's users, hashed: written anew each time (a new salt), from the logins above
+    write_private(root / NATS_DIR / NATS_AUTH, auth.server_config_for(passwords))
     return made, kept
 
 
@@ -122,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     init_cmd = sub.add_parser("init", help="make or complete the secrets directories under ROOT")
     init_cmd.add_argument("root", type=Path)
+    init_cmd.add_argument("--tenant-edge", action="append", default=[], metavar="TENANT",
+                          help="also a NATS login for TENANT's own edge (edge-TENANT, in "
+                          "ROOT/edge-TENANT), limited to that tenant's subjects; repeatable, "
+                          "kept on later runs")
     init_cmd.add_argument("--pg-dsn", help="session-control's PostgreSQL URL without a "
                           "password (postgresql://user@host:port/db): a password is made for "
                           "it, kept in ROOT/postgres/POSTGRES_PASSWORD and put into PG_DSN")
     args = parser.parse_args(argv)
     try:
-        made, kept = init(args.root, args.pg_dsn)
+        made, kept = init(args.root, args.pg_dsn, tuple(args.tenant_edge))
     except (OSError, ValueError) as exc:
         print(f"keyring: {exc}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from glyphoxa_bus.connection import principal
 from glyphoxa_events.api import GetSecrets, SecretsReply
 from glyphoxa_events.subjects import api_subject
 from glyphoxa_runtime.logs import register_secret
@@ -37,7 +38,7 @@ log = logging.getLogger("glyphoxa.secrets")
 
 P = TypeVar("P")
 
-SUBJECT = api_subject("secrets.get")
+VERB = "secrets.get"
 PROVIDER_SECRETS = ("deepgram", "gemini", "openai", "elevenlabs")
 """The secret names stages look for: one per cloud vendor."""
 SEALED_TTL_S = 60
@@ -102,7 +103,8 @@ class TenantSecrets:
         request = GetSecrets(tenant=tenant, names=PROVIDER_SECRETS, stage=self._stage)
         where = {"tenant": tenant, "stage": self._stage}
         try:
-            msg = await self._nc.request(SUBJECT, request.model_dump_json().encode(),
+            msg = await self._nc.request(api_subject(VERB, principal(self._nc)),
+                                         request.model_dump_json().encode(),
                                          timeout=self._timeout_s)
             reply = SecretsReply.model_validate_json(msg.data, strict=True)
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:

@@ -26,6 +26,8 @@ from prometheus_client import REGISTRY
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from glyphoxa_bus.auth import TENANT_EDGE_PREFIX
+from glyphoxa_bus.connection import principal
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_discord_edge.bot import TenantBot
@@ -66,8 +68,10 @@ class EdgeApp:
         self._directory = BotDirectory(nc, settings.name,
                                        settings.nats.edge_key.get_secret_value())
         self._bots: dict[str, tuple[Bot, TenantBot, asyncio.Task[None]]] = {}
-        self._heartbeat = HeartbeatPublisher(nc, EDGE_ROLE, f"discord-{settings.name}-"
-                                             f"{os.getpid()}", self._sessions)
+        who = principal(nc)  # a tenant's own edge may put its heartbeat under its name only
+        self._heartbeat = HeartbeatPublisher(
+            nc, EDGE_ROLE, f"discord-{settings.name}-{os.getpid()}", self._sessions,
+            owner=who if who.startswith(TENANT_EDGE_PREFIX) else None)
         self._problem = ""
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()

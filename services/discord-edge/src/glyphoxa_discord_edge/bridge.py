@@ -31,6 +31,7 @@ from glyphoxa_events import headers as H
 from glyphoxa_events.models import Event, MalformedEvent, SessionStopped, parse_control
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_runtime import tracing
 
 log = logging.getLogger("glyphoxa.discord_edge.bridge")
 
@@ -98,7 +99,8 @@ class SessionBridge:
         try:
             npc = parse_subject(msg.subject).leaf
             self.playback.feed_frame(npc, hdrs.get(H.TURN, ""), int(hdrs.get(H.SEQ, "-1")),
-                                     msg.data, int(hdrs.get(H.PUBLISHED_NS, "0") or 0))
+                                     msg.data, int(hdrs.get(H.PUBLISHED_NS, "0") or 0),
+                                     tracing.carried(hdrs))
         except (InvalidFrame, InvalidToken, ValueError) as exc:
             self.counters.bad_frames += 1
             log.warning("audio.out frame dropped: %s", exc, extra=self._extra())

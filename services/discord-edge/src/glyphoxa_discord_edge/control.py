@@ -15,6 +15,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
+from glyphoxa_bus.connection import principal
 from glyphoxa_events.api import (
     ApiReply,
     Caller,
@@ -73,7 +74,7 @@ async def ask(nc: Client, verb: str, body: BaseModel, reply: type[R], timeout_s:
     """session-control's answer to ``body`` on ``glxapi.<verb>``, read as ``reply``;
     ControlUnavailable when it does not answer in time or answers something else."""
     try:
-        msg = await nc.request(api_subject(verb), body.model_dump_json().encode(),
+        msg = await nc.request(api_subject(verb, principal(nc)), body.model_dump_json().encode(),
                                timeout=timeout_s)
     except (NatsTimeout, NoRespondersError):
         raise ControlUnavailable(f"session-control did not answer within {timeout_s:g} s") from None

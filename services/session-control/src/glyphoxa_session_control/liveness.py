@@ -29,7 +29,14 @@ from glyphoxa_pg.pool import unreachable
 from glyphoxa_runtime.recent import Recent
 from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.lifecycle import LIVE, Sessions
-from glyphoxa_session_control.metrics import LIVENESS_ENDED, ORPHANS, SESSIONS, ZOMBIES
+from glyphoxa_session_control.metrics import (
+    LIVENESS_ENDED,
+    ORPHANS,
+    REPLICA_CAPACITY,
+    REPLICAS,
+    SESSIONS,
+    ZOMBIES,
+)
 from glyphoxa_session_control.models import ClaimHolder, Session
 
 log = logging.getLogger("glyphoxa.session_control.liveness")
@@ -45,6 +52,19 @@ def holders_by_session(beats: Iterable[Heartbeat]) -> dict[str, dict[str, Heartb
             if beat.role not in held or held[beat.role].at_ns < beat.at_ns:
                 held[beat.role] = beat
     return out
+
+
+def count_replicas(beats: Iterable[Heartbeat]) -> None:
+    """``glyphoxa_session_control_replicas{role}`` and their capacity, from live heartbeats."""
+    replicas = {role: 0 for role in ROLES}
+    capacity = {role: 0 for role in ROLES}
+    for beat in beats:
+        if beat.role in replicas:
+            replicas[beat.role] += 1
+            capacity[beat.role] += beat.capacity
+    for role in ROLES:
+        REPLICAS.labels(role=role).set(replicas[role])
+        REPLICA_CAPACITY.labels(role=role).set(capacity[role])
 
 
 def claim_holders(held: dict[str, Heartbeat]) -> list[ClaimHolder]:
@@ -96,6 +116,7 @@ class Watchdog:
         if watching is None:
             return
         self.beats = self._view.beats()
+        count_replicas(self.beats)
         holders = holders_by_session(self.beats)
         live = await self._live_sessions()
         for state in LIVE:

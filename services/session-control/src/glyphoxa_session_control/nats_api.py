@@ -7,6 +7,13 @@ checked the way :mod:`glyphoxa_session_control.gm` says (guild, GM role).
 ``glxapi.secrets.get`` hands a tenant's stored provider keys to the stages, sealed with
 the bus secrets key (see ``glyphoxa_runtime.tenant_keys``); without that key it refuses.
 While PostgreSQL is away every verb is refused at once with the reason.
+
+A request's subject ends in its principal, the NATS user that published it
+(``glxapi.<verb>.<principal>``); nats-server lets each user publish only under its own name
+(docs/adr/0006), so :func:`authorize` decides from it what the requester may do, and a
+``caller`` in the body narrows that to one Discord member but never widens it. Without NATS
+authorization (session-control logged in as nobody) the principal proves nothing and every
+request is served as before.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
+from glyphoxa_bus import auth
+from glyphoxa_bus.auth import OPERATOR, TENANT_EDGE_PREFIX, tenant_edge_key
+from glyphoxa_bus.counted import worth_logging
 from glyphoxa_events.api import (
     ApiReply,
     Bot,
@@ -38,11 +48,12 @@ from glyphoxa_events.api import (
     StopSession,
 )
 from glyphoxa_events.models import MAX_EVENT_BYTES
-from glyphoxa_events.subjects import api_subject
+from glyphoxa_events.subjects import ANONYMOUS, STAGES, api_principal, api_subject
+from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_runtime.tenant_keys import seal, sealer
 from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.campaigns import Campaigns
-from glyphoxa_session_control.errors import ControlError, Invalid, NotFound
+from glyphoxa_session_control.errors import ControlError, Forbidden, Invalid, NotFound
 from glyphoxa_session_control.gm import GameMaster, gm_only
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.metrics import REQUESTS
@@ -50,6 +61,30 @@ from glyphoxa_session_control.models import Session, SessionCreate
 from glyphoxa_session_control.tenants import Tenants
 
 Reply = ApiReply | SecretsReply | NpcsReply | BotsReply
+
+STAGE_VERBS = frozenset({"secrets.get"})
+EDGE_VERBS = frozenset(auth.EDGE_VERBS)
+TRUSTED = frozenset({OPERATOR, "session-control"})
+
+
+def authorize(principal: str, verb: str, tenant: str | None, trust_anonymous: bool) -> None:
+    """Whether ``principal`` may ``verb`` for ``tenant`` (None: a verb without one); raises
+    :class:`Forbidden` saying why not. Stages may only fetch tenants' keys; the shared
+    discord-edge may use the edge verbs for any tenant (session-control assigns tenants to
+    edges); a tenant's own edge (``edge-<tenant>``) only for its tenant; the operator's
+    tools and session-control itself, anything."""
+    if principal in TRUSTED or (principal == ANONYMOUS and trust_anonymous):
+        return
+    if principal in STAGES and verb in STAGE_VERBS:
+        return
+    if principal == "discord-edge" and verb in EDGE_VERBS:
+        return
+    own = principal.removeprefix(TENANT_EDGE_PREFIX) if principal.startswith(
+        TENANT_EDGE_PREFIX) else None
+    if own is not None and verb in EDGE_VERBS and tenant in (own, None):
+        return
+    whom = f" for tenant {tenant!r}" if tenant else ""
+    raise Forbidden(f"{principal!r} may not use {verb}{whom}")
 
 log = logging.getLogger("glyphoxa.session_control.nats_api")
 
@@ -63,11 +98,14 @@ def record(session: Session) -> SessionRecord:
 class NatsApi:
     def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, gm: GameMaster,
                  campaigns: Campaigns, availability: Availability, secrets_key: str = "",
-                 edge_key: str = ""):
+                 edge_key: str = "", trust_anonymous: bool = True):
         self._nc, self._sessions, self._tenants = nc, sessions, tenants
+        self._trust_anonymous = trust_anonymous
+        self._refused = 0
         self._availability = availability
         self._gm, self._campaigns = gm, campaigns
         self._sealer = sealer(secrets_key) if secrets_key else None
+        self._edge_key = edge_key
         self._edge_sealer = sealer(edge_key) if edge_key else None
         self._subs: list = []
 
@@ -86,7 +124,7 @@ class NatsApi:
         }
         for verb, (model, reply, action) in routes.items():
             self._subs.append(await self._nc.subscribe(
-                api_subject(verb), queue="session-control",
+                api_subject(verb, "*"), queue="session-control",
                 cb=self._handler(verb, model, reply, action)))
 
     async def stop(self) -> None:
@@ -159,37 +197,56 @@ class NatsApi:
             "stored": sorted(name for name, value in values.items() if value)})
         return SecretsReply(ok=True, sealed=seal(self._sealer, values))
 
-    async def _bots(self, req: GetBots) -> BotsReply:
+    async def _bots(self, req: GetBots, principal: str = ANONYMOUS) -> BotsReply:
         if self._edge_sealer is None:
             return BotsReply(ok=False, error="bot delivery is off: set NATS_EDGE_KEY for "
                                              "session-control and discord-edge")
+        own = (principal.removeprefix(TENANT_EDGE_PREFIX)
+               if principal.startswith(TENANT_EDGE_PREFIX) else None)
         bots = [Bot(tenant=t, token=token, allowed_guild_ids=tuple(guilds))
-                for t, token, guilds in await self._tenants.bots(req.edge)]
+                for t, token, guilds in await self._tenants.bots(req.edge)
+                if own is None or t == own]  # a tenant's own edge gets its tenant's bot only
         log.info("bots delivered", extra={"edge": req.edge, "tenants": [b.tenant for b in bots]})
-        sealed = self._edge_sealer.encrypt(BotList(bots=tuple(bots)).model_dump_json().encode())
+        # a tenant's own edge holds only its derived key (glyphoxa_bus.auth.tenant_edge_key)
+        edge_sealer = (self._edge_sealer if own is None
+                       else sealer(tenant_edge_key(self._edge_key, principal)))
+        sealed = edge_sealer.encrypt(BotList(bots=tuple(bots)).model_dump_json().encode())
         return BotsReply(ok=True, sealed=sealed.decode())
 
     def _handler(self, verb: str, model: type[BaseModel], failed: type[Reply], action):  # type: ignore[no-untyped-def]
         async def handle(msg: Msg) -> None:
-            reply = await self._serve(verb, model, failed, action, msg.data)
+            reply = await self._serve(verb, model, failed, action, msg.data, msg.subject)
             REQUESTS.labels(api="nats", verb=verb, result="ok" if reply.ok else "error").inc()
             if msg.reply:
                 await msg.respond(reply.model_dump_json(exclude_none=True).encode())
         return handle
 
     async def _serve(self, verb: str, model: type[BaseModel], failed: type[Reply], action,  # type: ignore[no-untyped-def]
-                     data: bytes) -> Reply:
+                     data: bytes, subject: str) -> Reply:
         if len(data) > MAX_EVENT_BYTES:
             return failed(ok=False, error=f"request larger than {MAX_EVENT_BYTES} bytes")
         try:
+            principal = api_principal(subject)
             request = model.model_validate_json(data, strict=True)
+        except InvalidToken as exc:
+            return failed(ok=False, error=f"invalid request subject: {exc}")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             log.warning("rejected %s request: %s: %s", verb, where, first["msg"])
             return failed(ok=False, error=f"invalid request: {where}: {first['msg']}")
         try:
+            authorize(principal, verb, getattr(request, "tenant", None), self._trust_anonymous)
+        except Forbidden as exc:
+            self._refused += 1
+            if worth_logging(self._refused):
+                log.warning("refused %s request: %s", verb, exc.message,
+                            extra={"principal": principal, "refused": self._refused})
+            return failed(ok=False, error=exc.message)
+        try:
             self._availability.require_database()
+            if verb == "edge.bots":
+                return await self._bots(request, principal)  # type: ignore[arg-type]
             return await action(request)
         except ControlError as exc:
             return failed(ok=False, error=exc.message)
