@@ -20,52 +20,30 @@ Debian machine without a registry). Each step's duration is printed at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_cli.admin import SceneSessions, tenant_client
-from glyphoxa_cli.compose import API_PORT, ComposeError, ComposeStack
+from glyphoxa_cli.compose import API_PORT, ComposeStack
 from glyphoxa_cli.results import write_results, write_session_record
 from glyphoxa_events.subjects import SessionSubjects
 from tests.e2e.conftest import COMPOSE_TIMINGS, EXAMPLE_CAMPAIGN, EXAMPLE_SCENE
 from tests.e2e.test_failover_e2e import check_each_once, read_all, scene_under_way
 from tests.e2e.test_scene_e2e import check_scene, check_session_record
+from tests.support.compose import TAG, holder_of, project
 
 # the first test's setup builds every image: ~8 min with an empty build cache on 2 cores
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 
 GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
-LOCAL_BASE = "glyphoxa/base:bookworm"
-TAG = "e2e"
 SERVICES = ("session-control", "vad", "stt", "npc-brain", "tts", "discord-edge")
-
-
-def docker_problem() -> str | None:
-    """Why the compose test cannot run here, or None."""
-    if shutil.which("docker") is None:
-        return "no docker CLI"
-    try:
-        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                              capture_output=True, text=True, timeout=15)
-        compose = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                 text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return "the Docker engine does not answer within 15 s"
-    if info.returncode != 0:
-        return "no Docker engine answers (./task docker-here starts one on Debian)"
-    if compose.returncode != 0:
-        return "docker compose v2 is not installed"
-    return None
 
 
 class Timings:
@@ -98,35 +76,19 @@ def timings(request):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def stack(request, timings, tmp_path_factory):  # type: ignore[no-untyped-def]
-    problem = docker_problem()
-    if problem:
-        pytest.skip(f"compose e2e skipped: {problem}")
-    env = {"GLYPHOXA_PROJECT": f"glyphoxa-e2e-{uuid.uuid4().hex[:8]}", "GLYPHOXA_TAG": TAG,
-           "GLYPHOXA_API_PORT": "0", "GLYPHOXA_NATS_PORT": "0", "GLYPHOXA_NATS_MONITOR_PORT": "0"}
-    if subprocess.run(["docker", "image", "inspect", LOCAL_BASE], capture_output=True).returncode == 0:
-        env["GLYPHOXA_BASE_IMAGE"] = LOCAL_BASE  # no registry here: ./task docker-here made it
-    compose = ComposeStack(env=env)
-    os.environ.update(env)  # the CLI, run as a user would, finds this project through it
-    failed_before = request.session.testsfailed
-    try:
-        timings.run("build the images (docker compose build)", compose.run, "build",
-                    timeout_s=3600)
-        timings.run("up -d --wait (stt=3), to all healthy", compose.run, "up", "-d", "--wait",
-                    "--scale", "stt=3", timeout_s=900)
-        yield compose
-    finally:
-        if request.session.testsfailed > failed_before:
-            logs = subprocess.run(compose.command("logs", "--no-color", "--tail", "60"),
-                                  capture_output=True, text=True, env={**os.environ, **env})
-            path = tmp_path_factory.mktemp("compose-logs") / "compose.log"
-            path.write_text(logs.stdout + logs.stderr)
-            print(f"compose logs: {path}\n{logs.stdout[-6000:]}")
-        with contextlib.suppress(ComposeError):
-            timings.run("down --volumes", compose.run, "down", "--volumes", "--remove-orphans",
-                        timeout_s=300)
-        for key in env:
-            os.environ.pop(key, None)
+def stack(compose_images, timings, request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    timings.steps.append(("build the images (docker compose build, once a run)",
+                          compose_images.build_s))
+    logs = tmp_path_factory.mktemp("compose-logs") / "compose.log"
+    with project(compose_images, "e2e", request, logs) as compose:
+        os.environ.update(compose.env)  # the CLI, run as a user would, finds this project
+        try:
+            timings.run("up -d --wait (stt=3), to all healthy", compose.run, "up", "-d",
+                        "--wait", "--scale", "stt=3", timeout_s=900)
+            yield compose
+        finally:
+            for key in compose.env:
+                os.environ.pop(key, None)
 
 
 def test_the_example_scene_through_the_composed_stack(stack, timings, tmp_path):
@@ -143,14 +105,29 @@ def test_the_example_scene_through_the_composed_stack(stack, timings, tmp_path):
     STATE["record"] = json.loads((out / "session.json").read_text())
 
 
-def holder_of(stack: ComposeStack, subjects: SessionSubjects) -> str | None:
-    """The stt container whose replica holds the session (its /readyz lists it)."""
-    for container in stack.containers("stt"):
-        probe = subprocess.run(["docker", "exec", container, "python", "-m",
-                                "glyphoxa_runtime.probe", "readyz"], capture_output=True, text=True)
-        if probe.returncode == 0 and f"{subjects.tenant}/{subjects.session}" in probe.stdout:
-            return container
-    return None
+async def nobody_gets_in(url: str) -> None:
+    import nats
+
+    host = url.rsplit("@", 1)[-1]
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await nats.connect(f"nats://{host}", allow_reconnect=False, max_reconnect_attempts=0)
+    nc = await connect(BusSettings(url=url), name="compose-operator-test", declare=False)
+    await nc.close()
+
+
+def test_nats_wants_a_login_and_the_cli_hands_the_operator_its_own(stack):
+    """NATS in the composed stack refuses a client that does not log in (docs/adr/0006);
+    ``glyphoxa keys --compose [--nats]`` reads the operator's admin key and NATS login."""
+    def keys(*args: str) -> str:
+        done = subprocess.run([GLYPHOXA, "keys", "--compose", *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert keys() == stack.operator_key()
+    url = keys("--nats")
+    assert url.startswith("nats://operator:") and url == stack.nats_url()
+    asyncio.run(nobody_gets_in(url))
 
 
 async def play_and_kill(stack: ComposeStack, out: Path) -> tuple[list[dict], SessionSubjects, int]:
@@ -160,7 +137,7 @@ async def play_and_kill(stack: ComposeStack, out: Path) -> tuple[list[dict], Ses
     try:
         player, playing = await scene_under_way(nc, door, timeout_s=300, first_final_s=120)
         subjects = SessionSubjects("failover", player.session)
-        holder = await asyncio.to_thread(holder_of, stack, subjects)
+        holder = await asyncio.to_thread(holder_of, stack, "stt", subjects)
         assert holder is not None, "no stt replica lists the session"
         killed = subprocess.run(["docker", "kill", "--signal", "KILL", holder],
                                 capture_output=True, text=True)
@@ -172,7 +149,7 @@ async def play_and_kill(stack: ComposeStack, out: Path) -> tuple[list[dict], Ses
         deadline = time.monotonic() + 120
         while successor is None and not playing.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            successor = await asyncio.to_thread(holder_of, stack, subjects)
+            successor = await asyncio.to_thread(holder_of, stack, "stt", subjects)
         assert successor is not None and successor != holder, "nobody took the session over"
         stopped = await asyncio.to_thread(subprocess.run, ["docker", "stop", successor],
                                           capture_output=True, text=True)

@@ -2,6 +2,8 @@
 published NATS and admin API ports, and the operator key read from session-control's
 secrets directory (never written anywhere by us).
 
+The operator's NATS login (docs/adr/0006) is read in the one-shot ``keys`` service's volume.
+
 The project is compose.yaml's (``GLYPHOXA_PROJECT``, default ``glyphoxa``); ``.env`` beside
 compose.yaml is read by docker compose itself.
 """
@@ -13,10 +15,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
+
+from glyphoxa_bus.auth import OPERATOR
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "compose.yaml"
 SECRETS_DIR = "/run/glyphoxa/secrets"
+KEYRING_DIR = "/run/glyphoxa/keyring"  # the keys service's view of every secrets volume
 NATS_PORT, API_PORT = 4222, 8700
 
 
@@ -29,14 +35,17 @@ class ComposeStack:
     project: str | None = None  # compose.yaml's name (GLYPHOXA_PROJECT) when None
     env: dict[str, str] = field(default_factory=dict)  # added to docker compose's environment
     file: Path = COMPOSE_FILE
+    overrides: tuple[Path, ...] = ()  # more compose files merged over it, in order (-f)
+    _nats_password: str | None = field(default=None, repr=False)
 
     def command(self, *args: str) -> list[str]:
         docker = shutil.which("docker")
         if docker is None:
             raise ComposeError("docker is not installed (docs/deploy.md, requirements)")
         project = ["-p", self.project] if self.project else []
-        return [docker, "compose", "-f", str(self.file), "--project-directory",
-                str(self.file.parent), *project, *args]
+        files = [arg for f in (self.file, *self.overrides) for arg in ("-f", str(f))]
+        return [docker, "compose", *files, "--project-directory", str(self.file.parent),
+                *project, *args]
 
     def run(self, *args: str, timeout_s: float | None = None, capture: bool = True
             ) -> subprocess.CompletedProcess[str]:
@@ -65,8 +74,21 @@ class ComposeStack:
                 int(published))
 
     def nats_url(self) -> str:
+        """The published NATS port, logged in as the operator (docs/adr/0006)."""
         host, port = self.published("nats", NATS_PORT)
-        return f"nats://{host}:{port}"
+        return f"nats://{OPERATOR}:{quote(self.nats_password(), safe='')}@{host}:{port}"
+
+    def nats_password(self) -> str:
+        """The operator's NATS password, read in the one-shot ``keys`` service's volume
+        (no running service mounts it)."""
+        if self._nats_password is None:
+            value = self.run("run", "--rm", "--no-deps", "-T", "--entrypoint", "cat", "keys",
+                             f"{KEYRING_DIR}/{OPERATOR}/NATS_PASSWORD").stdout.strip()
+            if not value:
+                raise ComposeError("the keys volume has no operator NATS password: has the "
+                                   "stack been started (./task compose-up)?")
+            self._nats_password = value
+        return self._nats_password
 
     def api_url(self) -> str:
         host, port = self.published("session-control", API_PORT)
