@@ -42,6 +42,7 @@ def render() -> str:
     from glyphoxa_bus.connection import BusSettings
     from glyphoxa_pg.settings import PgSettings
     from glyphoxa_runtime.settings import MetricsSettings, ServiceSettings
+    from glyphoxa_runtime.tracing import TracingSettings
 
     parts = ["# Configuration", "",
              "Every setting is an environment variable, parsed once per process at start "
@@ -55,6 +56,7 @@ def render() -> str:
     head = ["| variable | default | meaning |", "|---|---|---|"]
     for title, cls, prefix in (("Every service: NATS", BusSettings, "NATS_"),
                                ("Every service: metrics and health", MetricsSettings, "METRICS_"),
+                               ("Every service: tracing (docs/tracing.md)", TracingSettings, "OTEL_"),
                                ("Every service", ServiceSettings, ""),
                                ("PostgreSQL (session-control)", PgSettings, "PG_")):
         parts += [f"## {title}", "", *head, *rows(cls, prefix), ""]

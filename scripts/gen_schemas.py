@@ -85,6 +85,10 @@ PARAMETERS = {
     "speaker": "The player who speaks (edge's speaker token). " + TOKEN_DESC,
     "npc": "The NPC (slug of its name, e.g. `captain-voss`). " + TOKEN_DESC,
     "stage": "The stage that serves the session.",
+    "principal": "Who asks: the NATS user the requester logged in as (a service's name, "
+                 "`edge-<tenant>` for a tenant's own edge, `operator`); the server lets each "
+                 "user publish only under its own name (docs/adr/0006), and session-control "
+                 "decides from it what the request may do.",
 }
 
 BINARY = {"type": "string", "format": "binary"}
@@ -97,10 +101,23 @@ def _header(description: str, **schema: Any) -> dict[str, Any]:
 DIGITS = {"pattern": "^[0-9]+$"}
 
 
-def _headers(msg_id: str, **fields: dict[str, Any]) -> dict[str, Any]:
+TRACE_CONTEXT = {
+    H.TRACEPARENT: _header(
+        "W3C trace context of the span that made the message, only when tracing is on "
+        "(docs/tracing.md): the next stage continues the turn's trace",
+        pattern="^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
+    H.TRACESTATE: _header("W3C trace state, with traceparent, when there is one"),
+}
+"""Optional headers of the messages a turn causes (vad's end, finals, reply chunks, frames)."""
+
+
+def _headers(msg_id: str, optional: dict[str, Any] | None = None,
+             **fields: dict[str, Any]) -> dict[str, Any]:
     props = {H.MSG_ID: _header(f"JetStream de-duplication id: `{msg_id}`")}
     props.update(fields)
-    return {"type": "object", "required": sorted(props), "properties": props}
+    required = sorted(props)
+    props.update(optional or {})
+    return {"type": "object", "required": required, "properties": props}
 
 
 def _json_message(model: str, summary: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -180,7 +197,7 @@ def _messages() -> dict[str, dict[str, Any]]:
         "UtteranceEnded": _json_message(
             "UtteranceEnded", "vad: the utterance is over (end of turn)",
             _headers(
-                "vad:<tenant>.<session>:<utterance>:end",
+                "vad:<tenant>.<session>:<utterance>:end", TRACE_CONTEXT,
                 **{
                     H.KIND: _header("part of the utterance", const="end"),
                     H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
@@ -190,16 +207,17 @@ def _messages() -> dict[str, dict[str, Any]]:
         ),
         "Transcript": _json_message(
             "Transcript", "stt: partial (`final: false`) or final transcript of an utterance",
-            _headers("stt:<tenant>.<session>:<utterance>:final | stt:<tenant>.<session>:<utterance>:p<n>"),
+            _headers("stt:<tenant>.<session>:<utterance>:final | stt:<tenant>.<session>:<utterance>:p<n>",
+                     TRACE_CONTEXT),
         ),
         "ReplyChunk": _json_message(
             "ReplyChunk", "npc-brain: one sentence of an NPC's reply; the last has `final: true`",
-            _headers("reply:<tenant>.<session>:<turn>:<index>", **{H.TURN: turn}),
+            _headers("reply:<tenant>.<session>:<turn>:<index>", TRACE_CONTEXT, **{H.TURN: turn}),
         ),
         "AudioOutFrame": _binary_message(
             "AudioOutFrame", "tts: 20 ms of an NPC's voice",
             _headers(
-                "aout:<tenant>.<session>:<turn>:<seq>",
+                "aout:<tenant>.<session>:<turn>:<seq>", TRACE_CONTEXT,
                 **{
                     H.TURN: turn,
                     H.SEQ: _header("frame sequence per turn, from 0", **DIGITS),
@@ -324,26 +342,26 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
     for verb, request in (("start", "StartSession"), ("stop", "StopSession"), ("get", "GetSession"),
                           ("find", "FindSession")):
         table.append((f"api{verb.capitalize()}", _channel(
-            f"{API_ROOT}.session.{verb}",
+            f"{API_ROOT}.session.{verb}.{{principal}}",
             f"Core NATS request/reply (no stream): `{request}` -> `ApiReply`.",
             [request], None),
             [(f"session{verb.capitalize()}", "receive", "session-control")]))
     for verb, request, reply in (("list", "ListNpcs", "NpcsReply"), ("mute", "MuteNpc", "NpcsReply"),
                                  ("speak", "SpeakNpc", "ApiReply")):
         table.append((f"apiNpc{verb.capitalize()}", _channel(
-            f"{API_ROOT}.npc.{verb}",
+            f"{API_ROOT}.npc.{verb}.{{principal}}",
             f"Core NATS request/reply (no stream), for the edges' slash commands: `{request}` -> "
             f"`{reply}`.",
             [request], None),
             [(f"npc{verb.capitalize()}", "receive", "session-control")]))
     table.append(("apiSecretsGet", _channel(
-        f"{API_ROOT}.secrets.get",
+        f"{API_ROOT}.secrets.get.{{principal}}",
         "Core NATS request/reply (no stream): a stage asks for a tenant's stored provider "
         "keys, `GetSecrets` -> `SecretsReply` (values sealed with NATS_SECRETS_KEY).",
         ["GetSecrets"], None),
         [("secretsGet", "receive", "session-control")]))
     table.append(("apiEdgeBots", _channel(
-        f"{API_ROOT}.edge.bots",
+        f"{API_ROOT}.edge.bots.{{principal}}",
         "Core NATS request/reply (no stream): a discord-edge asks for the bots it runs, "
         "`GetBots` -> `BotsReply` (a `BotList` sealed with NATS_EDGE_KEY).",
         ["GetBots"], None),

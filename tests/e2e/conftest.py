@@ -34,3 +34,12 @@ async def scene_door(stack, tenant: str, campaign: Path = EXAMPLE_CAMPAIGN):  # 
 
     client, _ = await tenant_client(stack.api_url, stack.keys()["operator_key"], tenant)
     return SceneSessions(client, tenant, campaign.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def compose_images():  # type: ignore[no-untyped-def]
+    """compose.yaml's images, built once for the run (both compose modules start from them);
+    skips, saying why, where no Docker engine answers."""
+    from tests.support.compose import build_images
+
+    return build_images()

@@ -134,21 +134,34 @@ async def play_through(supervised: Supervised, tenant: str, chaos: Chaos, out: P
     nc = await connect(BusSettings(url=stack.nats_url), name=f"chaos-{tenant}")
     door = await scene_door(stack, tenant)
     try:
-        player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
-                             door, speed=SPEED, timeout_s=400)
-        playing = asyncio.create_task(player.play())
+        return await play_scene(nc, door, lambda player: chaos(supervised, player), out,
+                                under_way_turns)
+    finally:
+        await door.client.close()
+        await nc.close()
+
+
+async def play_scene(nc, door, chaos: Callable[[ScenePlayer], Awaitable[None]], out: Path,  # type: ignore[no-untyped-def]
+                     under_way_turns: int = 2) -> tuple[ScenePlayer, list[dict]]:
+    """The example scene through ``door`` (into a stack of processes or a compose project)
+    with ``chaos`` let loose once ``under_way_turns`` turns are done; then ``check_chaos``."""
+    player = ScenePlayer(nc, load_scene(EXAMPLE_SCENE), load_campaign_file(EXAMPLE_CAMPAIGN),
+                         door, speed=SPEED, timeout_s=400)
+    playing = asyncio.create_task(player.play())
+    try:
         deadline = time.monotonic() + 90
         while len(player.collected.turns) < under_way_turns and not playing.done():
             assert time.monotonic() < deadline, "the scene did not get under way"
             await asyncio.sleep(0.05)
-        await chaos(supervised, player)
+        await chaos(player)
         await playing
-        rows = write_results(player, out)
-        await check_chaos(nc, door, player, rows)
-        return player, rows
     finally:
-        await door.client.close()
-        await nc.close()
+        if not playing.done():  # the chaos itself failed: the scene is not left playing
+            playing.cancel()
+            await asyncio.gather(playing, return_exceptions=True)
+    rows = write_results(player, out)
+    await check_chaos(nc, door, player, rows)
+    return player, rows
 
 
 async def check_chaos(nc, door, player: ScenePlayer, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
@@ -200,18 +213,31 @@ async def _next_answer(player: ScenePlayer, since: float, seen: int, timeout_s: 
     return time.monotonic() - since
 
 
+async def outage(player: ScenePlayer, outage_s: float, kill: Callable[[], None],
+                 start: Callable[[], None]) -> float:
+    """Kill the broker, start it again ``outage_s`` later on the same store, and measure
+    how soon after it is back the session's next transcript or turn comes (printed)."""
+    await asyncio.to_thread(kill)
+    await asyncio.sleep(outage_s)
+    seen = _answers(player)
+    await asyncio.to_thread(start)
+    back_s = await _next_answer(player, time.monotonic(), seen, BACK_WITHIN_S)
+    print(f"broker down {outage_s:.0f} s: the session's next transcript or turn came "
+          f"{back_s:.2f} s after it was back", flush=True)
+    return back_s
+
+
 def broker_outage(outage_s: float) -> Chaos:
     async def chaos(supervised: Supervised, player: ScenePlayer) -> None:
         nats = supervised.stack.nats
         assert nats is not None and nats.proc is not None
-        os.kill(nats.proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(nats.proc.wait, 5)
-        await asyncio.sleep(outage_s)
-        seen = _answers(player)
-        await asyncio.to_thread(nats.start)
-        back_s = await _next_answer(player, time.monotonic(), seen, BACK_WITHIN_S)
-        print(f"broker down {outage_s:.0f} s: the session's next transcript or turn came "
-              f"{back_s:.2f} s after it was back", flush=True)
+
+        def kill() -> None:
+            assert nats.proc is not None
+            os.kill(nats.proc.pid, signal.SIGKILL)
+            nats.proc.wait(5)
+
+        await outage(player, outage_s, kill, nats.start)
     return chaos
 
 

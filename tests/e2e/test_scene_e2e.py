@@ -62,6 +62,10 @@ def check_scene(rows: list[dict], scene_dir: Path, out: Path,
     for row in rows:
         expected = row["expected"]["addressed"] if row["expected"] else None
         where = f"{row['player']}: {row['transcript']!r} (scripted {row['expected']})"
+        routing = row["routing"]  # every turn explains itself (docs/contract.md, Turns)
+        assert routing and routing["why"], f"no routing explanation: {where}"
+        if row["outcome"] == "answered":
+            assert routing["npc"] == slugify(row["npc"]), f"explained as {routing}: {where}"
         if expected is None:
             assert row["outcome"] == "not_addressed" and not row["reply"], f"table talk answered: {where}"
             continue
@@ -102,6 +106,11 @@ def check_session_record(rows: list[dict], out: Path, heard: dict | None = None)
             line = npc_lines[row["utterance"]]
             assert line["speaker"] == slugify(row["npc"]) and line["text"].strip(), line
     assert len(record["turns"]) == len(rows)
+    recorded = {t["turn_id"]: t for t in record["turns"]}
+    for row in rows:  # stored and returned as the turn event said it
+        stored = recorded[row["utterance"]]["routing"]
+        assert {k: v for k, v in stored.items() if v is not None} == row["routing"], row
+        assert (recorded[row["utterance"]]["failure"] is None) == (row["failure"] is None), row
     usage = record["usage"]
     assert usage["session_seconds"] > 0 and usage["stt_audio_seconds"] > 0
     assert usage["llm_tokens_in"] > 0 and usage["llm_tokens_out"] > 0 and usage["tts_characters"] > 0

@@ -216,6 +216,8 @@ ISOLATION: dict[tuple[str, str], tuple[int, object]] = {
     ("POST", "/v1/sessions/{session_id}/stop"): (404, {"reason": "tenant B says stop"}),
     ("GET", "/v1/sessions/{session_id}/transcript"): (404, None),
     ("GET", "/v1/sessions/{session_id}/turns"): (404, None),
+    ("GET", "/v1/sessions/{session_id}/timeline"): (404, None),
+    ("GET", "/v1/sessions/{session_id}/campaign"): (404, None),
     ("GET", "/v1/sessions/{session_id}/npcs"): (404, None),
     ("POST", "/v1/sessions/{session_id}/npcs/{npc}/mute"): (404, None),
     ("POST", "/v1/sessions/{session_id}/npcs/{npc}/unmute"): (404, None),
@@ -733,6 +735,129 @@ async def test_session_start_get_list_stop(api, op, pg_dsn):
 
     audit = (await api.get("/v1/audit", headers=op, params={"tenant_id": tenant})).json()
     assert {"session.start", "session.stop"} <= {e["action"] for e in audit}
+
+
+async def test_session_timeline_campaign_snapshot_and_replay(api, op, control, pg_dsn):
+    """A session's turns on one time axis from what the streams keep, for its own tenant
+    only; its campaign snapshot as YAML; a replay session starts with that snapshot even
+    after the stored campaign changed, and cannot name another tenant's session."""
+    import nats
+
+    from glyphoxa_events import headers as H
+    from glyphoxa_events.models import (
+        AudioDone,
+        Outcome,
+        Played,
+        RouteKind,
+        RoutingExplained,
+        Transcript,
+        TurnEnded,
+        TurnFailure,
+        TurnLatency,
+        UtteranceEnded,
+        UtteranceStarted,
+    )
+    from glyphoxa_events.subjects import SessionSubjects
+
+    tenant, other = unique(), unique()
+    auth = await new_tenant(api, op, tenant, tier={"max_concurrent_sessions": 3})
+    other_auth = await new_tenant(api, op, other)
+    r = await api.post("/v1/sessions", headers=auth, json={"campaign": "forge"})
+    sid = r.json()["id"]
+    t0 = int(datetime.fromisoformat(r.json()["started_at"]).timestamp() * 1e9)
+    ms = 1_000_000
+    s = SessionSubjects(tenant, sid)
+    nc = await nats.connect(control.nats_url)
+    try:
+        js = nc.jetstream()
+        await js.publish(s.vad("alice"), UtteranceStarted(
+            utterance_id="alice-1", speaker="alice", start_ns=t0 + 1000 * ms).to_bytes(),
+            headers={H.KIND: "start"})
+        await js.publish(s.vad("alice"), UtteranceEnded(
+            utterance_id="alice-1", speaker="alice", start_ns=t0 + 1000 * ms,
+            speech_end_ns=t0 + 2000 * ms, chunks=3, audio_ms=1000,
+            vad_end_ns=t0 + 2300 * ms).to_bytes(), headers={H.KIND: "end"})
+        await js.publish(s.stt("alice"), Transcript(
+            utterance_id="alice-1", speaker="alice", text="Greta, a sword?", final=True,
+            start_ns=t0 + 1000 * ms, speech_end_ns=t0 + 2000 * ms,
+            stt_final_ns=t0 + 2500 * ms, provider="fake").to_bytes())
+        routing = RoutingExplained(kind=RouteKind.name_start, npc="greta", name="Greta",
+                                   why="'Greta' at the start of the line")
+        await js.publish(s.ctl("turn"), TurnEnded(
+            turn_id="alice-1", speaker="alice", transcript="Greta, a sword?", npc="greta",
+            outcome=Outcome.answered, reply_text="Aye.", routing=routing,
+            latency=TurnLatency(speech_end_ns=t0 + 2000 * ms, vad_end_ns=t0 + 2300 * ms,
+                                stt_final_ns=t0 + 2500 * ms, first_token_ns=t0 + 2700 * ms,
+                                first_sentence_ns=t0 + 2900 * ms)).to_bytes())
+        await js.publish(s.ctl("audio.done"), AudioDone(
+            turn_id="alice-1", npc="greta", frames=40, first_audio_ns=t0 + 3100 * ms,
+            reason="final").to_bytes())
+        await js.publish(s.ctl("played"), Played(
+            turn_id="alice-1", npc="greta", text_heard="Aye.", complete=True,
+            first_played_ns=t0 + 3200 * ms).to_bytes())
+        await js.publish(s.ctl("turn"), TurnEnded(
+            turn_id="bob-1", speaker="bob", transcript="Tobias?", npc="tobias",
+            outcome=Outcome.failed, reason="llm failed",
+            failure=TurnFailure(stage="llm", provider="gemini", error="quota", retryable=False),
+            latency=TurnLatency(speech_end_ns=t0 + 5000 * ms)).to_bytes())
+    finally:
+        await nc.close()
+
+    r = await api.get(f"/v1/sessions/{sid}/timeline", headers=auth)
+    assert r.status_code == 200, r.text
+    timeline = r.json()
+    assert timeline["source"] == "stream" and timeline["session"] == sid
+    alice, bob = timeline["turns"]
+    # (audio_done is when it was stored: now, not on the made-up clock of the rest)
+    assert [m["kind"] for m in alice["marks"] if m["kind"] != "audio_done"] == [
+        "speech_start", "speech_end", "vad_end", "stt_final", "routed", "first_token",
+        "first_sentence", "first_audio_published", "first_audio_played"]
+    assert "audio_done" in {m["kind"] for m in alice["marks"]}
+    at = {m["kind"]: m["at_ms"] for m in alice["marks"]}
+    # counted from the session's start (its session.started event, a moment after started_at)
+    assert at["speech_start"] == round((t0 + 1000 * ms - timeline["origin_ns"]) / 1e6, 1)
+    assert at["first_token"] - at["speech_start"] == pytest.approx(1700.0, abs=0.2)
+    assert at["first_audio_played"] - at["speech_start"] == pytest.approx(2200.0, abs=0.2)
+    assert alice["routing"]["kind"] == "name_start" and alice["npc"] == "greta"
+    assert alice["npc_name"] == "Greta"  # as the session's campaign spells it
+    assert "'Greta' at the start" in next(m["detail"] for m in alice["marks"] if m["kind"] == "routed")
+    assert bob["outcome"] == "failed" and bob["failure"]["provider"] == "gemini"
+    assert "quota" in next(m["detail"] for m in bob["marks"] if m["kind"] == "failed")
+    assert (await api.get(f"/v1/sessions/{sid}/timeline", headers=other_auth)).status_code == 404
+    assert (await api.get("/v1/sessions/nope/timeline", headers=auth)).status_code == 404
+
+    # a session the streams no longer keep: its timeline from the turn table
+    r = await api.post("/v1/sessions", headers=auth, json={"campaign": "forge"})
+    dropped = r.json()["id"]
+    await db(pg_dsn, "INSERT INTO turns (tenant_id, session_id, turn_id, speaker, npc, outcome,"
+             " transcript, latency) VALUES (%s, %s, 'carol-1', 'carol', 'tobias', 'answered',"
+             " 'Tobias, ale!', %s)", tenant, dropped,
+             Jsonb({"speech_end_ns": t0 + 7000 * ms, "stt_final_ns": t0 + 7400 * ms,
+                    "first_token_ns": t0 + 7600 * ms}))
+    r = await api.get(f"/v1/sessions/{dropped}/timeline", headers=auth)
+    assert r.status_code == 200 and r.json()["source"] == "record", r.text
+    [carol] = r.json()["turns"]
+    assert [m["kind"] for m in carol["marks"]] == ["speech_end", "stt_final", "first_token"]
+    assert carol["npc"] == "tobias" and carol["transcript"] == "Tobias, ale!"
+    await api.post(f"/v1/sessions/{dropped}/stop", headers=auth)
+
+    # the snapshot, as YAML; the stored campaign changes, the snapshot does not
+    r = await api.get(f"/v1/sessions/{sid}/campaign", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/yaml")
+    snapshot = yaml.safe_load(r.text)
+    assert [n["name"] for n in snapshot["npcs"]] == ["Greta", "Tobias"]
+    assert (await api.get(f"/v1/sessions/{sid}/campaign", headers=other_auth)).status_code == 404
+    renamed = EXAMPLE_CAMPAIGN.replace("Greta", "Gerda")
+    assert (await import_yaml(api, auth, renamed, replace=True)).status_code == 201
+    r = await api.post("/v1/sessions", headers=auth, json={"campaign": "forge", "replay_of": sid})
+    assert r.status_code == 201, r.text
+    replay = r.json()["id"]
+    r = await api.get(f"/v1/sessions/{replay}/campaign", headers=auth)
+    assert [n["name"] for n in yaml.safe_load(r.text)["npcs"]] == ["Greta", "Tobias"]
+    r = await api.post("/v1/sessions", headers=other_auth, json={"campaign": "forge", "replay_of": sid})
+    assert r.status_code == 404 and sid in r.json()["error"]
+    for session in (sid, replay):
+        await api.post(f"/v1/sessions/{session}/stop", headers=auth)
 
 
 async def test_session_limits_guilds_and_quota(api, op):

@@ -20,13 +20,18 @@ from glyphoxa_cli.processes import ServiceProcess
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import (
     Event,
+    FailureStage,
+    NameMatch,
     NpcSpeak,
     Outcome,
     ReplyChunk,
+    RouteKind,
+    RoutingExplained,
     SessionStarted,
     SessionStopped,
     Transcript,
     TurnEnded,
+    TurnFailure,
     control_subject_suffix,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
@@ -208,12 +213,30 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         )
         voss = session.turn("jordan-1")
         assert (voss.outcome, voss.npc) == (Outcome.answered, "captain-voss")
+        # every turn event says why it went where it went
+        assert greta.routing == RoutingExplained(
+            kind=RouteKind.name_start, npc="greta", name="Greta", name_kind="name",
+            matched="Greta", word=0, start=0, end=5, match=NameMatch.exact, score=100.0,
+            why="named at the start: 'Greta'")
+        assert follow.routing is not None and (
+            follow.routing.kind, follow.routing.last_npc, follow.routing.since_last_ms) == (
+            RouteKind.followup, "greta", 5000)
+        assert table.routing is not None and (table.routing.kind, table.routing.cue) == (
+            RouteKind.table_talk, "mechanics")
+        assert voss.routing is not None and (
+            voss.routing.name, voss.routing.matched, voss.routing.match) == (
+            "Captain Voss", "Captain Boss", NameMatch.fuzzy)
+        assert all(t.failure is None for t in session.turns)
         assert {t.turn_id for t in session.turns} == {"alex-0", "sam-0", "jordan-0", "jordan-1"}
 
         port = brain.metrics_port
         assert metric(port, "glyphoxa_npc_brain_rejected_messages_total", reason="malformed") == 1
         assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="answered") == 3
         assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="not_addressed") == 1
+        assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="answered",
+                      reason="name_start_fuzzy") == 1
+        assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="not_addressed",
+                      reason="table_talk_cue") == 1
         assert metric(port, "glyphoxa_npc_brain_routing_decisions_total", kind="followup") == 1
         assert metric(port, "glyphoxa_npc_brain_first_sentence_seconds_count") == 3
         assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", direction="out") > 0
@@ -387,6 +410,63 @@ async def test_brain_falls_back_from_a_failing_gemini_to_openai_and_stops_callin
     log = (tmp_path / "brain.log").read_text()
     assert "circuit breaker open" in log and "trying openai/gpt-4o-mini" in log
     assert GEMINI_KEY not in log and OPENAI_KEY not in log
+
+
+async def test_failed_turns_say_which_stage_and_provider_failed_and_whether_to_retry(
+    nats_url: str, nc, tenant: str, tmp_path: Path
+) -> None:
+    """A turn whose LLM answers 503 fails naming gemini and retryable; a line stt could not
+    hear fails in stt; a mention of an NPC is table talk that names the NPC and why it did
+    not count. All as the service publishes them, with the reason label on its counter."""
+    with FakeGemini(default=Reply(status=503)).in_thread() as down:
+        service = ServiceProcess(
+            "npc-brain",
+            env={
+                "NATS_URL": nats_url,
+                "NATS_CLAIM_LEASE_S": "2",
+                "BRAIN_LLM_PROVIDER": "gemini",
+                "BRAIN_GEMINI_API_KEY": GEMINI_KEY,
+                "BRAIN_GEMINI_BASE_URL": down.url,
+            },
+            log_path=tmp_path / "brain.log",
+        ).start()
+        session = Session(nc, tenant)
+        try:
+            service.wait_ready()
+            await session.start()
+            await session.say("alex", "alex-0", "How much for the longsword, Greta?", end_s=10)
+            unheard = Transcript(utterance_id="sam-0", speaker="sam", text="", final=True,
+                                 start_ns=11 * 10**9, speech_end_ns=12 * 10**9,
+                                 provider="whisper", error="speech recognition failed")
+            await session.raw("sam", unheard.to_bytes(), "sam-0:final")
+            await session.say("jordan", "jordan-0", "We should ask Aldric about the mine.",
+                              end_s=14)
+            await wait_for(lambda: len(session.turns) >= 3)
+            failed = session.turn("alex-0")
+            assert (failed.outcome, failed.npc) == (Outcome.failed, "greta")
+            assert failed.failure is not None
+            assert (failed.failure.stage, failed.failure.provider, failed.failure.retryable) == (
+                FailureStage.llm, "gemini", True)
+            assert failed.failure.error.startswith("gemini: ") and "503" in failed.failure.error
+            assert failed.routing is not None and failed.routing.kind == RouteKind.name_end
+            assert session.turn("sam-0").failure == TurnFailure(
+                stage=FailureStage.stt, provider="whisper", error="speech recognition failed")
+            mention = session.turn("jordan-0")
+            assert mention.outcome == Outcome.not_addressed and mention.routing is not None
+            assert (mention.routing.kind, mention.routing.mentioned, mention.routing.why) == (
+                RouteKind.table_talk, "aldric",
+                "talks about Aldric, not to: 'Aldric' is named in the middle of the line, "
+                "neither at its start nor its end")
+            assert mention.routing.last_npc == "greta"  # overrides the follow-up
+            port = service.metrics_port
+            assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="failed",
+                          reason="name_end_exact") == 1
+            assert metric(port, "glyphoxa_npc_brain_turns_total", outcome="not_addressed",
+                          reason="table_talk_mention") == 1
+        finally:
+            await session.close()
+            service.stop()
+    assert GEMINI_KEY not in (tmp_path / "brain.log").read_text()
 
 
 @pytest.mark.models

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from glyphoxa_bus.connection import BusSettings, connect
+from glyphoxa_bus.connection import BusSettings, connect, principal
 from glyphoxa_cli.postgres import PostgresServer, create_database
 from glyphoxa_cli.processes import free_port
 from glyphoxa_events.api import ApiReply, GetSession
@@ -113,7 +113,9 @@ async def test_a_broker_outage_longer_than_the_grace_ends_no_held_session(
         assert session["state"] == "active", session["transitions"]
         assert all(h["replica"] for h in session["holders"]), session["holders"]  # seen again
         assert stopped == 0
-        assert "liveness paused" in control.log_path.read_text()
+        # it saw the new connection and gave every holder the grace afresh ("paused" is
+        # logged too only where a round ran during the outage: a loaded machine may not)
+        assert "liveness resumed" in control.log_path.read_text()
         await client.close()
     finally:
         control.stop()
@@ -182,7 +184,7 @@ async def test_while_postgres_is_down_the_api_answers_503_at_once(database, nats
                     assert "PostgreSQL" in response.json()["error"]
                     assert took < AT_ONCE_S, (path, took)
             began = time.monotonic()
-            msg = await nc.request(api_subject("session.get"),
+            msg = await nc.request(api_subject("session.get", principal(nc)),
                                    GetSession(tenant=tenant, session=sid).model_dump_json().encode(),
                                    timeout=10)
             reply = ApiReply.model_validate_json(msg.data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from nats.js.api import DeliverPolicy
 
+from glyphoxa_bus.connection import principal
 from glyphoxa_events.api import (
     ApiReply,
     Caller,
@@ -36,7 +37,7 @@ control, nc = module_control("gm")
 
 
 async def call(nc, verb: str, body, reply=ApiReply):  # type: ignore[no-untyped-def]
-    msg = await nc.request(api_subject(verb), body.model_dump_json().encode(), timeout=5)
+    msg = await nc.request(api_subject(verb, principal(nc)), body.model_dump_json().encode(), timeout=5)
     return reply.model_validate_json(msg.data)
 
 

@@ -11,11 +11,17 @@ import psycopg
 import pytest
 from nats.js.api import DeliverPolicy
 
+from glyphoxa_bus.connection import principal
 from glyphoxa_events.api import ApiReply, StartSession, StopSession
 from glyphoxa_events.models import (
+    FailureStage,
+    NameMatch,
+    RouteKind,
+    RoutingExplained,
     SessionStarted,
     SessionStopped,
     TurnEnded,
+    TurnFailure,
     TurnLatency,
     Usage,
     parse_control,
@@ -39,7 +45,7 @@ async def control(nats_url, pg_dsn, tmp_path):
 
 
 async def _call(nc, verb: str, body) -> ApiReply:  # type: ignore[no-untyped-def]
-    msg = await nc.request(api_subject(verb), body.model_dump_json().encode(), timeout=5)
+    msg = await nc.request(api_subject(verb, principal(nc)), body.model_dump_json().encode(), timeout=5)
     return ApiReply.model_validate_json(msg.data)
 
 
@@ -67,7 +73,7 @@ async def test_bus_api_starts_a_stored_campaign_publishes_claims_and_stops(nc, t
     assert not unknown.ok and "no campaign 'nope'" in unknown.error
     stranger = await _call(nc, "session.start", StartSession(tenant="t-unknown", campaign="forge"))
     assert not stranger.ok and stranger.error == "no tenant 't-unknown'"
-    bad = await nc.request(api_subject("session.start"), b'{"tenant": "Bad Tenant!"}', timeout=5)
+    bad = await nc.request(api_subject("session.start", principal(nc)), b'{"tenant": "Bad Tenant!"}', timeout=5)
     assert "invalid request: tenant" in ApiReply.model_validate_json(bad.data).error
 
     stop = await _call(nc, "session.stop", StopSession(tenant=tenant, session=sid, reason="gm went home"))
@@ -174,6 +180,49 @@ async def test_usage_and_turns_are_recorded_once_and_bad_events_are_dropped(nc, 
                                   result="malformed") == 2, 5)
     await wait_for(lambda: metric(port, "glyphoxa_session_control_recorded_events_total",
                                   result="unknown_session") == 1, 5)
+    await client.close()
+
+
+async def test_each_turns_routing_and_failure_are_recorded_and_returned(nc, tenant, control):
+    """The recorder stores TurnEnded.routing and .failure (migration 0007); the turns and
+    transcript views return them; a turn event from before them is stored without."""
+    client = await control.new_tenant(tenant)
+    sid = (await client.start_session("forge", edge="sim"))["id"]
+    js, subjects, now = nc.jetstream(), SessionSubjects(tenant, sid), time.time_ns()
+    routing = RoutingExplained(kind=RouteKind.name_end, npc="greta", name="Greta",
+                               name_kind="name", matched="Gretta", word=4, start=22, end=28,
+                               match=NameMatch.fuzzy, score=90.9,
+                               why="named at the end: 'Gretta' (fuzzy 91 for 'Greta')")
+    failure = TurnFailure(stage=FailureStage.llm, provider="gemini",
+                          error="gemini: no answer within 8.0 s", retryable=True)
+    failed = TurnEnded(turn_id="alex-1", speaker="alex", transcript="How much for it, Gretta?",
+                       npc="greta", outcome="timed_out", reason=failure.error, routing=routing,
+                       failure=failure, latency=TurnLatency(speech_end_ns=now))
+    mention = RoutingExplained(kind=RouteKind.table_talk, mentioned="greta", name="Greta",
+                               matched="Greta", word=0, start=0, end=5, match=NameMatch.exact,
+                               score=100, last_npc="greta", since_last_ms=4000, window_ms=30000,
+                               why="talks about Greta, not to: 'Greta' is followed by 'said'")
+    table = TurnEnded(turn_id="sam-2", speaker="sam", transcript="Greta said it was cursed.",
+                      outcome="not_addressed", reason=mention.why, routing=mention,
+                      latency=TurnLatency(speech_end_ns=now + 4_000_000_000))
+    old = (b'{"type":"turn","turn_id":"jo-3","speaker":"jo","transcript":"Hmm.",'
+           b'"outcome":"not_addressed","latency":{"speech_end_ns":%d}}' % (now + 8_000_000_000))
+    for body in (failed.to_bytes(), table.to_bytes(), old):
+        await js.publish(subjects.ctl("turn"), body)
+
+    async def recorded() -> bool:
+        return len(await client.turns(sid)) == 3
+    await wait_for(recorded, 10)
+    rows = {t["turn_id"]: t for t in await client.turns(sid)}
+    assert RoutingExplained.model_validate(rows["alex-1"]["routing"]) == routing
+    assert TurnFailure.model_validate(rows["alex-1"]["failure"]) == failure
+    assert RoutingExplained.model_validate(rows["sam-2"]["routing"]) == mention
+    assert rows["sam-2"]["failure"] is None
+    assert (rows["jo-3"]["routing"], rows["jo-3"]["failure"]) == (None, None)
+    lines = {line["turn_id"]: line for line in await client.transcript(sid)}
+    assert (lines["alex-1"]["npc"], lines["alex-1"]["outcome"]) == ("greta", "timed_out")
+    assert RoutingExplained.model_validate(lines["alex-1"]["routing"]) == routing
+    assert lines["sam-2"]["routing"]["mentioned"] == "greta" and lines["jo-3"]["routing"] is None
     await client.close()
 
 

@@ -118,3 +118,43 @@ def test_usage_amount_must_be_a_finite_number(amount):
         parse_as(Transcript, Transcript(utterance_id="alex-3", speaker="alex", text="hi", final=True,
                                         start_ns=1, speech_end_ns=2).to_bytes()
                  .replace(b'"audio_seconds":0.0', f'"audio_seconds":{amount}'.encode()))
+
+
+def test_turn_explains_its_routing_and_failure_and_old_turns_still_parse():
+    from glyphoxa_events.models import (
+        ROUTING_LABELS,
+        FailureStage,
+        NameMatch,
+        RouteKind,
+        RoutingExplained,
+        TurnFailure,
+    )
+
+    routing = RoutingExplained(kind=RouteKind.name_end, npc="voss", name="Captain Voss",
+                               name_kind="name", matched="Captain Boss", word=3, start=17,
+                               end=29, match=NameMatch.phonetic, score=85.0, why="named at the end")
+    turn = TurnEnded(turn_id="a-1", speaker="alex", transcript="Where to now, Captain Boss?",
+                     npc="voss", outcome=Outcome.timed_out, routing=routing,
+                     failure=TurnFailure(stage=FailureStage.llm, provider="gemini",
+                                         error="gemini: no answer within 8.0 s", retryable=True))
+    assert parse_control(turn.to_bytes()) == turn
+    assert routing.label == "name_end_phonetic" and routing.label in ROUTING_LABELS
+    old = parse_control(b'{"type":"turn","turn_id":"a-1","speaker":"alex","transcript":"hi",'
+                        b'"outcome":"not_addressed"}')
+    assert isinstance(old, TurnEnded) and old.routing is None and old.failure is None
+    whole_score = turn.to_bytes().replace(b'"score":85.0', b'"score":85')
+    assert parse_control(whole_score).routing.score == 85.0
+
+
+@pytest.mark.parametrize("routing, fragment", [
+    ({"kind": "guess"}, "kind"),
+    ({"kind": "none", "score": 101}, "score"),
+    ({"kind": "none", "why": "w" * 301}, "why"),
+    ({"kind": "none", "mentioned": "Greta.>"}, "mentioned"),
+    ({"kind": "none", "extra": 1}, "extra"),
+])
+def test_malformed_routing_explanations_are_rejected(routing, fragment):
+    body = {"type": "turn", "turn_id": "a-1", "speaker": "alex", "transcript": "hi",
+            "outcome": "not_addressed", "routing": routing}
+    with pytest.raises(MalformedEvent, match=fragment):
+        parse_control(json.dumps(body).encode())

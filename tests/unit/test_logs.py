@@ -38,3 +38,14 @@ def test_credentials_in_nats_urls_are_scrubbed_and_never_shown(url, secrets):
                                         "levelname": "WARNING", "msg": f"cannot connect: {said}"})
         line = JsonFormatter("vad").format(record)
         assert all(secret not in line for secret in secrets), line
+
+
+def test_the_user_a_connection_logs_in_as_names_its_principal_but_a_token_never_does():
+    from glyphoxa_bus.connection import BusSettings
+
+    assert BusSettings(url="nats://n:4222", user="vad").login_user() == "vad"
+    assert BusSettings(url="nats://operator:pw@n:4222").login_user() == "operator"
+    assert BusSettings(url="nats://tok3n@n:4222").login_user() == ""  # a token is no name
+    assert BusSettings(url="nats://n:4222").login_user() == ""
+    assert BusSettings(url="nats://n:4222", user="vad", password="pw").login()["inbox_prefix"] \
+        == "_INBOX_vad"

@@ -95,3 +95,73 @@ async def test_a_session_ended_under_the_player_ends_its_wait_with_the_reason():
     assert time.monotonic() - started < 1
     assert player.collected.pending() == ["transcript of drew-1"]
     assert player.collected.stopped.reason == "no live tts stage for 15 s"
+
+
+def test_turns_jsonl_and_the_turns_table_say_why_each_turn_went_where_it_went():
+    """Each row of turns.jsonl carries the turn's routing and failure; `glyphoxa turns`
+    prints them as its reason column, and still reads rows written before them."""
+    from glyphoxa_campaign import Campaign, Npc
+    from glyphoxa_cli.player import ScenePlayer
+    from glyphoxa_cli.results import format_table, reason_text, turn_rows
+    from glyphoxa_cli.scenefile import Scene
+    from glyphoxa_events.models import (
+        FailureStage,
+        NameMatch,
+        Outcome,
+        RouteKind,
+        RoutingExplained,
+        Transcript,
+        TurnEnded,
+        TurnFailure,
+    )
+
+    class Door:
+        tenant = "t1"
+
+    player = ScenePlayer(_Bus(), Scene("s", 48000, {}, []), Campaign(name="c", npcs=[Npc(
+        name="Tobias", persona="innkeeper")]), Door())  # type: ignore[arg-type]
+    named = RoutingExplained(kind=RouteKind.name_start, npc="tobias", name="Tobias",
+                             name_kind="name", matched="Tobyas", word=0, start=0, end=6,
+                             match=NameMatch.fuzzy, score=83.3, why="named at the start")
+    mention = RoutingExplained(kind=RouteKind.table_talk, mentioned="tobias", name="Tobias",
+                               matched="Tobias", match=NameMatch.exact, score=100,
+                               why="talks about Tobias, not to: 'Tobias' comes after 'ask'")
+    timeout = TurnFailure(stage=FailureStage.llm, provider="gemini",
+                          error="gemini: no answer within 8.0 s", retryable=True)
+    for n, (text, outcome, routing, failure) in enumerate([
+            ("Tobyas, a room?", Outcome.answered, named, None),
+            ("We should ask Tobias.", Outcome.not_addressed, mention, None),
+            ("Tobias, and supper?", Outcome.timed_out, named, timeout)]):
+        utt = f"drew-{n}"
+        player.collected.finals[utt] = Transcript(utterance_id=utt, speaker="drew", text=text,
+                                                  final=True, start_ns=n, speech_end_ns=n + 1)
+        player.collected.turns[utt] = TurnEnded(
+            turn_id=utt, speaker="drew", transcript=text, npc=routing.npc, outcome=outcome,
+            reason=routing.why, routing=routing, failure=failure)
+    rows = turn_rows(player)
+    assert RoutingExplained.model_validate(rows[0]["routing"]) == named
+    assert rows[0]["failure"] is None
+    assert TurnFailure.model_validate(rows[2]["failure"]) == timeout
+    assert [reason_text(r) for r in rows] == [
+        "named at start 'Tobyas'~Tobias fuzzy 83",
+        "table talk: Tobias, not to: 'Tobias' comes after 'ask'",
+        "llm/gemini: no answer within 8.0 s (retryable)",
+    ]
+    old = {k: v for k, v in rows[1].items() if k not in ("routing", "failure")}
+    assert reason_text(old) == mention.why
+    table = format_table([*rows, old])
+    assert "reason" in table.splitlines()[0]
+    assert "named at start 'Tobyas'~Tobias fuzzy 83" in table
+    assert "llm/gemini: no answer within 8.0 s (retryable)" in table
+    assert "talks about Tobias, not to: 'Tobias' comes afte\u2026" in table  # cut to its column
+
+
+def test_a_line_too_late_for_a_follow_up_says_how_late_in_the_table():
+    from glyphoxa_cli.results import reason_text
+
+    row = {"reason": "x", "routing": {
+        "kind": "none", "last_npc": "tobias", "since_last_ms": 40_000, "window_ms": 30_000,
+        "why": "no NPC named, and Tobias was addressed 40.0 s before, past the 30 s follow-up "
+               "window"}}
+    assert reason_text(row) == "no name; tobias 40.0 s ago, past the 30 s window"
+    assert reason_text({"reason": "x", "routing": {"kind": "only_npc"}}) == "the only NPC"

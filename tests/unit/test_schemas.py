@@ -217,9 +217,9 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
         for op in doc["operations"].values() if "reply" in op
     }
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
-    assert addresses == {"glxapi.session.start", "glxapi.session.stop", "glxapi.session.get",
-                         "glxapi.session.find", "glxapi.secrets.get", "glxapi.npc.list",
-                         "glxapi.npc.mute", "glxapi.npc.speak", "glxapi.edge.bots"}
+    assert addresses == {f"glxapi.{verb}.{{principal}}" for verb in (
+        "session.start", "session.stop", "session.get", "session.find", "secrets.get",
+        "npc.list", "npc.mute", "npc.speak", "edge.bots")}
     replies = {"apiSecretsGet": "/secretsReply", "apiNpcList": "/npcsReply",
                "apiNpcMute": "/npcsReply", "apiEdgeBots": "/botsReply"}
     for op in api_ops.values():

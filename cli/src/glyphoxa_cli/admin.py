@@ -79,6 +79,16 @@ class AdminClient:
     async def turns(self, session: str) -> list[dict]:
         return await self.call("GET", f"/v1/sessions/{session}/turns")
 
+    async def sessions(self, limit: int = 100) -> list[dict]:
+        return await self.call("GET", "/v1/sessions", params={"limit": limit})
+
+    async def timeline(self, session: str) -> dict:
+        return await self.call("GET", f"/v1/sessions/{session}/timeline")
+
+    async def session_campaign(self, session: str) -> str:
+        """The campaign snapshot the session started with, as campaign.yaml text."""
+        return await self.call("GET", f"/v1/sessions/{session}/campaign")
+
     async def usage(self, month: str | None = None) -> dict:
         return await self.call("GET", "/v1/usage", params={"month": month} if month else None)
 

@@ -22,7 +22,7 @@ import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from glyphoxa_bus.connection import BusSettings, connect
+from glyphoxa_bus.connection import BusSettings, connect, principal
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_cli.admin import AdminClient
@@ -46,7 +46,7 @@ LIVE: set[str] = set()  # the sessions this edge plays, for its heartbeat
 
 async def api_call(nc: Client, verb: str, body: StartSession | StopSession) -> ApiReply:
     """session-control's bus API, the door an edge uses."""
-    msg = await nc.request(api_subject(verb), body.model_dump_json().encode(), timeout=10)
+    msg = await nc.request(api_subject(verb, principal(nc)), body.model_dump_json().encode(), timeout=10)
     reply = ApiReply.model_validate_json(msg.data)
     if not reply.ok:
         raise RuntimeError(f"{verb}: {reply.error}")

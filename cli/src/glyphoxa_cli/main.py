@@ -33,6 +33,18 @@ def _nats_url(arg: str | None) -> str:
     return arg or os.environ.get("NATS_URL") or running_nats_url() or "nats://127.0.0.1:4222"
 
 
+def stack_access(args: argparse.Namespace) -> tuple[str, ApiAccess]:
+    """The NATS URL and the admin API access of the stack ``--stack`` names (``--nats``,
+    ``--api``, ``--api-key`` override); raises ``ComposeError`` when the composed stack
+    cannot be read."""
+    from glyphoxa_cli.compose import ComposeStack
+
+    if args.stack == "compose":
+        stack = ComposeStack()
+        return args.nats or stack.nats_url(), ApiAccess.of_compose(stack, args.api, args.api_key)
+    return _nats_url(args.nats), ApiAccess.of_running_stack(args.api, args.api_key)
+
+
 @dataclass
 class ApiAccess:
     """Where session-control's admin API is and how to get a tenant key for it."""
@@ -86,13 +98,17 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
     else:
         _fail("no API key: give --api-key (a tenant key) or run against ./task up")
     nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player")
+    traces = None
     try:
         door = SceneSessions(client, tenant, campaign_path.read_text(encoding="utf-8"))
         loopback = None
         if edge == "loopback":
             from glyphoxa_bus.publisher import Publisher
             from glyphoxa_discord_edge.loopback import LoopbackEdge
+            from glyphoxa_runtime import tracing
 
+            # the edge's playback spans end each turn's trace (OTEL_EXPORTER_OTLP_ENDPOINT)
+            traces = tracing.setup("scene-player", tracing.TracingSettings())
             loopback = LoopbackEdge(nc, Publisher(nc, max_in_flight=512), list(scene.tracks))
         player = ScenePlayer(nc, scene, campaign, door, speed=speed, timeout_s=timeout_s,
                              edge=loopback)
@@ -109,23 +125,19 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
     finally:
         await client.close()
         await nc.drain()
+        if traces is not None:
+            await traces.shutdown()
 
 
 def cmd_scene_play(args: argparse.Namespace) -> int:
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
-    from glyphoxa_cli.compose import ComposeError, ComposeStack
+    from glyphoxa_cli.compose import ComposeError
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.scenefile import SceneError
 
-    nats_url = _nats_url(args.nats)
     try:
-        if args.stack == "compose":
-            stack = ComposeStack()
-            access = ApiAccess.of_compose(stack, args.api, args.api_key)
-            nats_url = args.nats or stack.nats_url()
-        else:
-            access = ApiAccess.of_running_stack(args.api, args.api_key)
+        nats_url, access = stack_access(args)
     except ComposeError as exc:
         _fail(f"the composed stack: {exc}")
     try:
@@ -227,15 +239,19 @@ def cmd_turns(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """The operator key, for the admin API (``Authorization: Bearer ...``)."""
+    """The operator key, for the admin API (``Authorization: Bearer ...``), or with
+    ``--nats`` the operator's NATS URL with its login (docs/adr/0006)."""
     from glyphoxa_cli.compose import ComposeError, ComposeStack
-    from glyphoxa_cli.stack import glyphoxa_home
+    from glyphoxa_cli.stack import glyphoxa_home, running_nats_url
 
     if args.compose:
+        stack = ComposeStack()
         try:
-            key = ComposeStack().operator_key()
+            key = stack.nats_url() if args.nats else stack.operator_key()
         except ComposeError as exc:
             _fail(f"the composed stack: {exc}")
+    elif args.nats:
+        key = running_nats_url() or _fail("no stack is running here (./task up)")
     else:
         path = glyphoxa_home() / "keys.json"
         if not path.exists():
@@ -300,11 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="local models").add_subparsers(dest="models_cmd", required=True)
     models.add_parser("prepare", help="assemble and verify the bundled models").set_defaults(func=cmd_models_prepare)
 
+    from glyphoxa_cli.session_cli import add_parser as add_session_parser
+
+    add_session_parser(sub)
+
     turns = sub.add_parser("turns", help="print a turns.jsonl as a table")
     turns.add_argument("path")
     turns.set_defaults(func=cmd_turns)
 
     keys = sub.add_parser("keys", help="print the operator key of the admin API")
+    keys.add_argument("--nats", action="store_true",
+                      help="the operator's NATS URL with its login (for nats CLI tools) "
+                           "instead of the admin API's key")
     keys.add_argument("--compose", action="store_true",
                       help="of the composed stack (read in session-control's container), "
                            "not of ./task up")

@@ -127,12 +127,14 @@ class Collected:
 
 class ScenePlayer:
     def __init__(self, nc: Client, scene: Scene, campaign: Campaign, door: SessionDoor,
-                 speed: float = 1.0, timeout_s: float = 180.0, edge: Edge | None = None):
+                 speed: float = 1.0, timeout_s: float = 180.0, edge: Edge | None = None,
+                 outgoing: list[Outgoing] | None = None):
         if speed < 1.0:
             raise ValueError("--speed must be at least 1 (a slower replay would stretch silences)")
         self.nc, self.scene, self.campaign, self.door = nc, scene, campaign, door
         self.tenant, self.speed, self.timeout_s = door.tenant, speed, timeout_s
         self.edge = edge
+        self.outgoing = outgoing  # frames to send as they are (a replay), else the scene's encoded
         self._live = False
         self.collected = Collected()
         self.session = ""
@@ -153,7 +155,8 @@ class ScenePlayer:
         return [f"{self.tenant}.{self.session}"] if self.session and self._live else []
 
     async def _play(self) -> Collected:
-        outgoing = [encode_track(s, pcm) for s, pcm in self.scene.tracks.items()]
+        outgoing = (self.outgoing if self.outgoing is not None
+                    else [encode_track(s, pcm) for s, pcm in self.scene.tracks.items()])
         self.session = await self.door.start()
         self._live = True
         self._heartbeat.poke()

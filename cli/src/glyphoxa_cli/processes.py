@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 
 def free_port() -> int:
@@ -65,20 +66,36 @@ class NatsServer:
     port: int = 0
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    config: Path | None = None  # a configuration file (-c), e.g. with accounts and users
+    monitor: bool = False  # the HTTP monitoring port too (/jsz, as KEDA reads it)
+    monitor_port: int = 0
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitoring_endpoint(self) -> str:
+        return f"127.0.0.1:{self.monitor_port}"
+
+    def url_for(self, user: str, password: str) -> str:
+        """The URL with a login in it (for tools; services get NATS_USER/NATS_PASSWORD)."""
+        return f"nats://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.log_path = self.store_dir / "nats-server.log"
         cmd = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-               "-sd", str(self.store_dir)]
+               "-sd", str(self.store_dir), *(["-c", str(self.config)] if self.config else [])]
+        if self.monitor:
+            self.monitor_port = self.monitor_port or free_port()
+            cmd += ["-m", str(self.monitor_port)]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.port, proc=self.proc)
+        if self.monitor:
+            wait_port(self.monitor_port, proc=self.proc)
         return self
 
     def stop(self) -> None:

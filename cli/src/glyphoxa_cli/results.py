@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from glyphoxa_audio.jitter import PlaybackBuffer
 from glyphoxa_audio.opus import OpusDecoder, OpusError
@@ -64,11 +65,55 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
             "reason": turn.reason if turn else (
                 f"session ended: {c.stopped.reason}" if c.stopped else "no turn event"),
             "reply": turn.reply_text if turn else "",
+            "routing": _dumped(turn.routing) if turn else None,
+            "failure": _dumped(turn.failure) if turn else None,
             "latency_ms": latency,
             "expected": None if expected is None else {
                 "text": expected.text, "addressed": expected.addressed, "kind": expected.kind},
         })
     return rows
+
+
+def _dumped(part: BaseModel | None) -> dict | None:
+    return None if part is None else part.model_dump(mode="json", exclude_none=True)
+
+
+def reason_text(row: dict) -> str:
+    """A turn's reason in a few words, from its routing and failure where the row has them
+    (turns.jsonl written before them has only ``reason``)."""
+    failure = row.get("failure")
+    if failure:
+        provider = failure.get("provider")
+        where = "/".join(p for p in (failure["stage"], provider) if p)
+        error = failure.get("error", "")
+        if provider:
+            error = error.removeprefix(f"{provider}: ")
+        retry = {True: " (retryable)", False: " (permanent)"}.get(failure.get("retryable"), "")
+        return f"{where}: {error}{retry}"
+    routing = row.get("routing")
+    return _routing_text(routing) if routing else row.get("reason", "")
+
+
+def _routing_text(r: dict) -> str:
+    kind = r["kind"]
+    if kind in ("name_start", "name_end"):
+        heard = repr(r.get("matched", ""))
+        how = r.get("match", "exact")
+        if how != "exact":
+            heard += f"~{r.get('name', '')} {how} {r.get('score', 0):.0f}"
+        return f"named at {kind.removeprefix('name_')} {heard}"
+    if kind == "followup":
+        return f"follow-up {r.get('since_last_ms', 0) / 1000:.1f} s after"
+    if kind == "only_npc":
+        return "the only NPC"
+    if kind == "table_talk" and r.get("mentioned"):
+        return f"table talk: {r.get('why', '').removeprefix('talks about ')}"
+    if kind == "table_talk":
+        return f"table talk, {r.get('why', '')}"
+    if kind == "none" and r.get("last_npc") and "window" in r.get("why", ""):
+        return (f"no name; {r['last_npc']} {r.get('since_last_ms', 0) / 1000:.1f} s ago, past "
+                f"the {r.get('window_ms', 0) / 1000:g} s window")
+    return r.get("why", "")
 
 
 def npc_audio(player: ScenePlayer) -> dict[str, list[tuple[str, float, np.ndarray]]]:
@@ -133,15 +178,24 @@ def _cell(ms: float | None) -> str:
     return f"{ms:>6.0f}" if ms is not None else f"{'-':>6}"
 
 
+REASON_WIDTH = 48
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
 def format_table(rows: list[dict]) -> str:
-    head = f"{'player':<8} {'npc':<13} {'outcome':<13} {'stt':>6} {'token':>6} {'sent':>6} {'audio':>6}  transcript -> reply"
+    head = (f"{'player':<8} {'npc':<13} {'outcome':<13} {'reason':<{REASON_WIDTH}} {'stt':>6} "
+            f"{'token':>6} {'sent':>6} {'audio':>6}  transcript -> reply")
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(_cell(r["latency_ms"].get(key))
                          for key in ("stt_final", "first_token", "first_sentence", "first_audio"))
         reply = f" -> {r['reply']}" if r["reply"] else ""
-        lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} {cells}  "
-                     f"{r['transcript']!r}{reply}")
+        reason = _fit(reason_text(r), REASON_WIDTH)
+        lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} "
+                     f"{reason:<{REASON_WIDTH}} {cells}  {r['transcript']!r}{reply}")
     lines.append("latency columns: ms from speech end (stt final, first LLM token, first sentence, first audio)")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glyphoxa_bus.auth import OPERATOR, complete_passwords, server_config_for
 from glyphoxa_cli.postgres import PostgresServer, create_database
 from glyphoxa_cli.processes import SERVICES, NatsServer, ServiceProcess, free_port
 from glyphoxa_runtime.keyring import complete, service_keys, write_private
@@ -54,10 +55,17 @@ class Stack:
 
     def _start(self, progress) -> Stack:  # type: ignore[no-untyped-def]
         self.home.mkdir(parents=True, exist_ok=True)
+        logins: dict[str, str] = {}  # service -> password, where the stack's nats-server logs in
         if self.nats_url is None:
-            self.nats = NatsServer(self.home / "nats").start()
-            self.nats_url = self.nats.url
-            progress(f"nats-server with JetStream on {self.nats_url}")
+            logins = nats_passwords(self.home)
+            auth = self.home / "nats" / "auth.conf"
+            write_private(auth, server_config_for(logins))
+            self.nats = NatsServer(self.home / "nats", config=auth).start()
+            progress(f"nats-server with JetStream on {self.nats.url} (a user per service)")
+            self.nats_url = self.nats.url_for(OPERATOR, logins[OPERATOR])
+            # the streams exist before any service logs in: a stage may not declare them,
+            # and a stack need not run session-control (benchmarks)
+            declare_streams(self.nats_url, self.env)
         if self.pg_dsn is None:
             self.postgres = PostgresServer(self.home / "postgres").start()
             create_database(self.postgres.dsn(), "glyphoxa")
@@ -65,10 +73,12 @@ class Stack:
             progress(f"PostgreSQL 18 on 127.0.0.1:{self.postgres.port} (data {self.postgres.data_dir})")
         self.api_port = self.api_port or free_port()
         keys = self.keys()
-        env = {"NATS_URL": self.nats_url, "GLYPHOXA_HOME": str(self.home), "PG_DSN": self.pg_dsn,
+        env = {"NATS_URL": self.nats.url if self.nats else self.nats_url,
+               "GLYPHOXA_HOME": str(self.home), "PG_DSN": self.pg_dsn,
                "SESSION_CONTROL_API_PORT": str(self.api_port)}
         for service in self.services:
-            service_env = {**env, **service_keys(service, keys), **self.env}
+            login = ({"NATS_USER": service, "NATS_PASSWORD": logins[service]} if logins else {})
+            service_env = {**env, **service_keys(service, keys), **login, **self.env}
             for i in range(self.replicas.get(service, 1)):
                 name = f"{service}-{i + 1}"
                 proc = ServiceProcess(service, {**service_env, "SERVICE_REPLICA": name},
@@ -88,7 +98,8 @@ class Stack:
                  "postgres_pid": self.postgres.proc.pid if self.postgres and self.postgres.proc else None,
                  "services": [{"name": p.name, "pid": p.proc.pid if p.proc else None,
                                "metrics_port": p.metrics_port, "log": str(p.log_path)} for p in self.procs]}
-        (self.home / "stack.json").write_text(json.dumps(state, indent=2))
+        # the operator's NATS login is in nats_url: the file is its owner's only
+        write_private(self.home / "stack.json", json.dumps(state, indent=2))
 
     def by_name(self, name: str) -> ServiceProcess:
         return next(p for p in self.procs if p.name == name)
@@ -115,6 +126,53 @@ def stack_keys(home: Path) -> dict[str, str]:
     if complete(keys):  # a new home, or a keys.json from before a key was needed
         _write_keys(home, keys)
     return keys
+
+
+def declare_streams(nats_url: str, env: dict[str, str]) -> None:
+    """Declare the streams and the heartbeat bucket (with the TTL the services are given in
+    ``env``) as the operator, in a thread of its own: the caller may be in an event loop."""
+    import asyncio
+    import threading
+
+    from glyphoxa_bus.connection import BusSettings, connect
+    from glyphoxa_bus.streams import ensure_heartbeat_bucket
+
+    settings = BusSettings.model_validate({
+        "url": nats_url, **{name: env[f"NATS_{name.upper()}"] for name in
+                            ("heartbeat_ttl_s", "stream_replicas", "stream_max_bytes",
+                             "stream_max_age_s")
+                            if f"NATS_{name.upper()}" in env}})
+
+    async def declare() -> None:
+        nc = await connect(settings, name="glyphoxa-up")
+        try:
+            await ensure_heartbeat_bucket(nc.jetstream(), settings.heartbeat_ttl_s,
+                                          replicas=settings.stream_replicas)
+        finally:
+            await nc.close()
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(declare())
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="declare-streams")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def nats_passwords(home: Path) -> dict[str, str]:
+    """The passwords of the stack's NATS users (ADR 0006), made once, kept in keys.json."""
+    keys = stack_keys(home)
+    passwords = keys.setdefault("nats", {})
+    if complete_passwords(passwords):
+        _write_keys(home, keys)
+    return dict(passwords)
 
 
 def save_tenant_key(home: Path, tenant: str, key: str) -> None:

@@ -191,4 +191,10 @@ def raw_msg(data: bytes | str, speaker: str = "alex") -> InputMessage:
 
 
 def metric(metrics: BrainMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

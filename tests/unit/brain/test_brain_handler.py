@@ -11,6 +11,7 @@ from glyphoxa_events import headers as H
 from glyphoxa_events.models import (
     AudioDone,
     BargeIn,
+    FailureStage,
     Flush,
     MalformedEvent,
     NpcMute,
@@ -20,6 +21,7 @@ from glyphoxa_events.models import (
     Speaker,
     Transcript,
     TurnEnded,
+    TurnFailure,
     TurnLatency,
 )
 from glyphoxa_npc_brain.config import TurnPolicy
@@ -107,6 +109,14 @@ async def test_every_final_transcript_is_exactly_one_turn_and_partials_none() ->
     assert "mechanics" in sink.turn("sam-2").reason
     assert sink.turn("sam-2").npc is None and sink.chunks("sam-2") == []
     assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="not_addressed") == 2
+    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="not_addressed",
+                  reason="table_talk_cue") == 1
+    assert metric(metrics, "glyphoxa_npc_brain_turns_total", reason="name_start_exact") == 1
+    explained = sink.turn("sam-2").routing
+    assert explained is not None and (explained.kind, explained.cue) == ("table_talk", "mechanics")
+    late = sink.turn("jordan-3").routing
+    assert late is not None and (late.kind, late.last_npc, late.since_last_ms) == (
+        "none", "greta", 80_000)
     assert metric(metrics, "glyphoxa_npc_brain_routing_decisions_total", kind="table_talk") == 1
     assert metric(metrics, "glyphoxa_npc_brain_routing_decisions_total", kind="none") == 1
 
@@ -124,6 +134,11 @@ async def test_follow_up_from_another_player_goes_to_the_same_npc() -> None:
         "aldric",
         "follow-up to Aldric",
     )
+    assert turn.routing is not None and (turn.routing.npc, turn.routing.since_last_ms) == (
+        "aldric", 10_000)
+    assert turn.failure is None
+    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="answered",
+                  reason="followup") == 1
     assert metric(metrics, "glyphoxa_npc_brain_routing_decisions_total", kind="followup") == 1
 
 
@@ -149,8 +164,10 @@ async def test_a_line_stt_could_not_hear_is_a_failed_turn_not_table_talk() -> No
     await handler.on_message(InputMessage(msg.subject, data, msg.headers, msg.stream_seq))
     [turn] = sink.turns()
     assert turn.outcome == Outcome.failed and turn.reason == "stt: speech recognition failed"
+    assert turn.failure == TurnFailure(stage=FailureStage.stt, provider=None,
+                                       error="speech recognition failed", retryable=None)
     assert sink.chunks("alex-1") == []
-    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed") == 1
+    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed", reason="none") == 1
 
 
 async def test_muted_npcs_do_not_answer() -> None:
@@ -197,6 +214,9 @@ async def test_edge_flush_on_barge_in_cancels_the_turn_and_stops_the_llm() -> No
 
     turn = sink.turn("alex-1")
     assert turn.outcome == Outcome.cancelled and "bargein" in turn.reason
+    assert turn.failure == TurnFailure(stage=FailureStage.llm, provider="fake",
+                                       error="flush: bargein", retryable=False)
+    assert turn.routing is not None and turn.routing.label == "name_start_exact"
     assert llm.last_stats.completion_tokens < len(LONG_REPLY.split()) // 2  # it really stopped
     chunks = sink.chunks("alex-1")
     assert chunks[-1].final and chunks[-1].text == ""  # tts learns the reply is over
@@ -297,6 +317,8 @@ async def test_a_turn_that_takes_too_long_times_out() -> None:
     await handler.on_message(transcript_msg("Greta, well?", utt="alex-1"))
     turn = sink.turn("alex-1")
     assert turn.outcome == Outcome.timed_out
+    assert turn.failure == TurnFailure(stage=FailureStage.llm, provider="fake",
+                                       error="no complete reply within 0.2 s", retryable=True)
     assert [(c.text, c.final) for c in sink.chunks("alex-1")] == [("Aye.", False), ("", True)]
     assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="timed_out") == 1
 
@@ -308,8 +330,11 @@ async def test_provider_errors_fail_the_turn_with_a_reason() -> None:
     await handler.on_message(transcript_msg("Greta, well?", utt="alex-1"))
     turn = sink.turn("alex-1")
     assert (turn.outcome, turn.reason) == (Outcome.failed, "fake: model exploded")
+    assert turn.failure == TurnFailure(stage=FailureStage.llm, provider="fake",
+                                       error="fake: model exploded", retryable=False)
     assert sink.chunks("alex-1") == [] and llm.attempts == 1
-    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed") == 1
+    assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed",
+                  reason="name_start_exact") == 1
 
 
 async def test_retryable_errors_are_retried_once_then_fail() -> None:
@@ -502,6 +527,8 @@ async def test_an_unexpected_error_still_ends_the_turn_with_an_event() -> None:
     await handler.on_message(transcript_msg("Greta, hello!", utt="alex-1"))
     turn = sink.turn("alex-1")
     assert (turn.outcome, turn.reason) == (Outcome.failed, "internal error: RuntimeError")
+    assert turn.failure == TurnFailure(stage=FailureStage.npc_brain, error="internal error: "
+                                       "RuntimeError", retryable=False)
     assert metric(metrics, "glyphoxa_npc_brain_turns_total", outcome="failed") == 1
 
 

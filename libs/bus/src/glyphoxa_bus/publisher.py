@@ -111,7 +111,7 @@ class Publisher:
 def ack_failure(future: asyncio.Future, timeout_s: float) -> PublishError | None:
     """Why a publish's ack future says the message was not stored, or None if it was."""
     if future.cancelled():
-        return PublishError(f"not acknowledged by JetStream within {timeout_s:.0f} s")
+        return PublishError(f"not acknowledged by JetStream within {timeout_s:g} s")
     exc = future.exception()
     if exc is not None:
         return PublishError(f"refused by JetStream: {exc!r}")

@@ -8,6 +8,11 @@ an edge restart (the message id ``ain:T.S:<speaker>:<Glx-Seq>`` is never reused)
 refuses as implausible a ``Glx-Seq`` that runs ahead of ``Glx-Capture-Ns``, a jump larger
 than the capture time skipped, and a capture time far ahead of the session's clock.
 Elsewhere ``Glx-Seq`` counts from 0 (a chunk within an utterance, a frame within a turn).
+
+``traceparent`` (and ``tracestate``) are W3C trace context: when tracing is on
+(docs/tracing.md) a message caused by a turn carries the context of the span that made it
+(vad's ``end``, stt's final, the reply chunks, the ``audio.out`` frames), so the next stage
+continues the turn's trace. Absent when tracing is off; never required.
 """
 
 MSG_ID = "Nats-Msg-Id"
@@ -20,6 +25,8 @@ TURN = "Glx-Turn"
 SPEECH_END_NS = "Glx-Speech-End-Ns"
 PUBLISHED_NS = "Glx-Published-Ns"
 SAMPLE_RATE = "Glx-Sample-Rate"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 CODEC_OPUS = "opus"
 CODEC_PCM16 = "pcm16"

@@ -203,6 +203,104 @@ class TurnLatency(BaseModel):
     first_sentence_ns: Ns = 0
 
 
+class RouteKind(StrEnum):
+    """How npc-brain decided who a line was for (docs/debugging.md)."""
+
+    name_start = "name_start"  # an NPC named at the start of the line ("Greta, ...")
+    name_end = "name_end"  # an NPC named at the end ("..., Captain Voss?")
+    followup = "followup"  # no name: the NPC addressed last, recently enough
+    only_npc = "only_npc"  # no name: the campaign's only NPC
+    table_talk = "table_talk"  # meant for the table: a name in the third person, dice, ...
+    none = "none"  # nobody named and no conversation going on
+
+
+class NameMatch(StrEnum):
+    """How the heard words matched a name: as spelt, close in spelling, or close in sound."""
+
+    exact = "exact"
+    fuzzy = "fuzzy"
+    phonetic = "phonetic"
+
+
+NameKind = Literal["name", "alias", "part"]
+"""Which of an NPC's names matched: its name, one of its aliases, or one word of either
+("Voss" of "Captain Voss")."""
+
+TableTalkCueKind = Literal["aside", "mechanics", "out_of_game", "narration", "asks_table"]
+
+
+class RoutingExplained(BaseModel):
+    """Why a turn went to the NPC it went to (or to nobody), in fields a tool can read.
+
+    A name (addressed, or for table talk mentioned) is given as the campaign spells it
+    (``name``), as it was heard (``matched``, the transcript's ``start``:``end`` characters,
+    beginning at word ``word``), and how it matched (``match``, ``score`` 0..100). A
+    follow-up gives how long after the last addressed line (speech end to speech end) this
+    one came; ``why`` says the same in words."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind: RouteKind
+    npc: Token | None = Field(None, description="the addressed NPC, if any")
+    name: str | None = Field(None, max_length=200, description=(
+        "the NPC's name or alias as the campaign spells it that matched (addressed or "
+        "mentioned)"))
+    name_kind: NameKind | None = None
+    matched: str | None = Field(None, max_length=200,
+                                description="the words of the transcript that matched")
+    word: int | None = Field(None, ge=0, description="index of the first matched word")
+    start: int | None = Field(None, ge=0, description="character offset of the match")
+    end: int | None = Field(None, ge=0, description="character offset after the match")
+    match: NameMatch | None = None
+    score: float | None = Field(None, ge=0, le=100)
+    mentioned: Token | None = Field(None, description=(
+        "table talk: the NPC named in the line in a way that does not address it"))
+    cue: TableTalkCueKind | None = Field(None, description="table talk: the kind of sign")
+    last_npc: Token | None = Field(None, description="the NPC addressed last, if any")
+    since_last_ms: int | None = Field(None, ge=0, description=(
+        "between the last addressed line's speech end and this one's"))
+    window_ms: int | None = Field(None, ge=0, description="the follow-up window")
+    why: str = Field("", max_length=300, description="the same, in words")
+
+    @property
+    def label(self) -> str:
+        """A bounded metric label: the route kind, with how a name matched or what made the
+        line table talk (``name_start_fuzzy``, ``table_talk_mention``, ``followup``)."""
+        if self.kind in (RouteKind.name_start, RouteKind.name_end) and self.match is not None:
+            return f"{self.kind.value}_{self.match.value}"
+        if self.kind is RouteKind.table_talk:
+            return "table_talk_mention" if self.mentioned is not None else "table_talk_cue"
+        return self.kind.value
+
+
+ROUTING_LABELS: tuple[str, ...] = (
+    *(f"{k}_{m.value}" for k in ("name_start", "name_end") for m in NameMatch),
+    "followup", "only_npc", "table_talk_mention", "table_talk_cue", "none",
+)
+"""Every value ``RoutingExplained.label`` takes."""
+
+
+class FailureStage(StrEnum):
+    stt = "stt"  # the line could not be transcribed
+    llm = "llm"  # the reply's generation failed, timed out or was cancelled
+    npc_brain = "npc-brain"  # npc-brain itself broke
+    tts = "tts"
+
+
+class TurnFailure(BaseModel):
+    """Where a failed, timed-out or cancelled turn stopped and why (no secrets: the error is
+    our own provider error's message, never a vendor's payload)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: FailureStage
+    provider: str | None = Field(None, max_length=64, description=(
+        "the provider that failed (`llm` when every provider of the chain did)"))
+    error: str = Field("", max_length=300)
+    retryable: bool | None = Field(None, description=(
+        "whether the same call could succeed if tried again; absent when not known"))
+
+
 class TurnEnded(Event):
     """Every utterance ends as exactly one turn with an outcome, answered or not."""
 
@@ -219,6 +317,10 @@ class TurnEnded(Event):
         None, max_length=64,
         description="the LLM provider that spoke the reply (a fallback when the NPC's own "
         "failed before speaking); absent when no LLM spoke")
+    routing: RoutingExplained | None = Field(
+        None, description="why the turn went to this NPC or to nobody (absent in old events)")
+    failure: TurnFailure | None = Field(
+        None, description="failed, timed out or cancelled: where and why")
 
 
 class AudioDone(Event):

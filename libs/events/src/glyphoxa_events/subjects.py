@@ -104,6 +104,20 @@ def parse_claim_subject(subject: str) -> tuple[str, str, str]:
     return parts[1], validate_token(parts[2], "tenant"), validate_token(parts[3], "session")
 
 
-def api_subject(verb: str) -> str:
-    """Request/reply subjects served by session-control (``glxapi.session.start`` ...)."""
-    return f"{API_ROOT}.{verb}"
+ANONYMOUS = "anonymous"  # the principal of a client that logged in as nobody (no NATS auth)
+
+
+def api_subject(verb: str, principal: str | None = None) -> str:
+    """Subjects of session-control's bus API: a request is published on
+    ``glxapi.<verb>.<principal>``, the principal being the NATS user the requester logged in
+    as; the server lets each user publish only under its own name (docs/adr/0006), so
+    session-control knows who asks. ``*`` for session-control's subscription. Without a
+    principal: a broadcast (``glxapi.edge.changed``)."""
+    if principal is None:
+        return f"{API_ROOT}.{verb}"
+    return f"{API_ROOT}.{verb}.{principal if principal == '*' else validate_token(principal, 'principal')}"
+
+
+def api_principal(subject: str) -> str:
+    """The principal of a request's subject (its last token)."""
+    return validate_token(subject.rsplit(".", 1)[-1], "principal")

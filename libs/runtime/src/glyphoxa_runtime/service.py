@@ -19,12 +19,14 @@ from typing import NoReturn, Protocol
 from nats.aio.client import Client
 from prometheus_client import Counter, Gauge
 
-from glyphoxa_bus.claims import ClaimWorker
+from glyphoxa_bus.claims import CLAIM_RESULTS, ClaimWorker
 from glyphoxa_bus.connection import connect
 from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session_durably
 from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_runtime import tracing
+from glyphoxa_runtime.health_metrics import export_readiness
 from glyphoxa_runtime.http import HealthServer
 from glyphoxa_runtime.logs import register_secret, setup_logging
 from glyphoxa_runtime.settings import ServiceSettings
@@ -60,14 +62,17 @@ async def run_service(
     setup_logging(service, settings.log_level)
     for secret in settings.nats.credentials():  # nats://user:password@host, nats://token@host
         register_secret(secret)
+    register_secret(settings.nats.password.get_secret_value())
     register_secret(settings.nats.secrets_key.get_secret_value())
     register_secret(settings.nats.edge_key.get_secret_value())
     replica = replica_name(settings, service)
+    traces = tracing.setup(service, settings.tracing, instance=replica)
     nc = await connect(settings.nats, name=replica)
     publisher = Publisher(nc, settings.nats.max_in_flight)
     app = await build(nc, publisher)
-    health = HealthServer(settings.metrics.host, settings.metrics.port,
-                          lambda: readiness(service, replica, nc, app))
+    state = lambda: readiness(service, replica, nc, app)  # noqa: E731
+    health = HealthServer(settings.metrics.host, settings.metrics.port, state)
+    unexport = export_readiness(service, state)
     await health.start()
     log.info("service started", extra={"replica": replica, "metrics_port": health.port,
                                         "nats": settings.nats.shown()})
@@ -97,6 +102,9 @@ async def run_service(
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.drain(), timeout=settings.nats.drain_timeout_s)
     await health.stop()
+    unexport()
+    with contextlib.suppress(Exception):  # the spans of the last turns
+        await traces.shutdown(timeout_s=settings.nats.drain_timeout_s)
     log.info("stopped", extra={"status": status})
     return status
 
@@ -117,6 +125,8 @@ class StageMetrics:
     service: str
     sessions: Gauge = field(init=False)
     rejected: Counter = field(init=False)
+    claims: Counter = field(init=False)
+    capacity: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         svc = self.service.replace("-", "_")
@@ -126,6 +136,15 @@ class StageMetrics:
             "messages rejected (malformed, oversized, invalid token, bad audio)",
             ["stage", "reason"],
         )
+        self.claims = Counter(
+            f"glyphoxa_{svc}_claims_total",
+            "session claims by what became of them: taken, done (session ended), failed "
+            "(handed back after a runner error), lost (stalled past the lease), handed_back "
+            "(SIGTERM)", ["result"])
+        for result in CLAIM_RESULTS:
+            self.claims.labels(result=result)
+        self.capacity = Gauge(f"glyphoxa_{svc}_capacity",
+                              "sessions this replica takes at most (<STAGE>_CAPACITY)")
 
 
 HandlerFactory = Callable[[SessionContext], SessionHandler]
@@ -155,7 +174,9 @@ class StageApp:
         self.worker = ClaimWorker(
             nc, stage, self._serve, capacity=capacity, lease_s=settings.nats.claim_lease_s,
             on_change=self._sessions_changed, rejected=metrics.rejected,
+            on_claim=lambda result: metrics.claims.labels(result=result).inc(),
         )
+        metrics.capacity.set(capacity)
         self.heartbeat = HeartbeatPublisher(
             nc, stage, replica_name(settings, stage), self._session_refs,
             interval_s=settings.nats.heartbeat_interval_s, ttl_s=settings.nats.heartbeat_ttl_s,

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from glyphoxa_bus.connection import BusSettings
+from glyphoxa_runtime.tracing import TracingSettings
 
 _S = TypeVar("_S", bound=BaseSettings)
 
@@ -35,6 +36,7 @@ class ServiceSettings(BaseSettings):
 
     nats: BusSettings = Field(default_factory=BusSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     log_level: str = Field("info", pattern=r"^(?i:trace|debug|info|warning|error)$",
                            validation_alias=AliasChoices("LOG_LEVEL"),
                            description="trace (per-frame), debug, info, warning or error")

@@ -61,6 +61,7 @@ from glyphoxa_events.models import (
     TurnEnded,
 )
 from glyphoxa_events.tokens import InvalidToken, validate_token
+from glyphoxa_runtime import tracing
 from glyphoxa_runtime.recent import Recent
 
 log = logging.getLogger("glyphoxa.discord_edge.playback")
@@ -130,6 +131,7 @@ class _Turn:
     sent: int = 0
     first_played_ns: int = 0
     missing_since: int | None = None  # monotonic ns: waiting for frame next_seq since
+    trace: Mapping[str, str] = field(default_factory=dict)  # of its first frame (tts)
 
 
 @dataclass(slots=True)
@@ -182,14 +184,17 @@ class Playback:
     # --- input --------------------------------------------------------------------------
 
     def feed_frame(self, npc: str, turn_id: str, seq: int, opus: bytes,
-                   published_ns: int = 0) -> None:
-        """One ``audio.out`` frame, in any order, possibly again; raises InvalidFrame."""
+                   published_ns: int = 0, trace: Mapping[str, str] | None = None) -> None:
+        """One ``audio.out`` frame, in any order, possibly again; raises InvalidFrame.
+        ``trace``: its trace headers, continued by the turn's playback span."""
         if self._closed:
             return
         if seq < 0 or not opus:
             raise InvalidFrame(f"frame {seq} of {turn_id[:130]!r}: negative seq or no bytes")
         turn = self._turns.get(turn_id) or self._new_turn(npc, turn_id, published_ns)
         if turn is not None:
+            if trace and (seq == 0 or not turn.trace):
+                turn.trace = trace
             self._store(turn, seq, opus)
             self._wake.set()
 
@@ -420,6 +425,11 @@ class Playback:
         self._finished.remember(turn.turn_id, None)
         if turn.sent:
             self._after_turn = True
+        if turn.sent and turn.trace:
+            tracing.record("edge: playback", turn.trace, turn.first_played_ns, self._wall(),
+                           tenant=self._log_extra.get("tenant"),
+                           session=self._log_extra.get("session"), turn=turn.turn_id,
+                           npc=turn.npc, frames=turn.sent, complete=complete, reason=reason)
         deadline = now + int(self._config.played_wait_s * 1e9)
         self._pending.append(_Ending(turn, complete, deadline))
         log.debug("turn %s after %d frames", reason, turn.sent, extra=self._extra(turn))

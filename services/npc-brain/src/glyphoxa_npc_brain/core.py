@@ -14,13 +14,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_bus.usage import publish_usage
 from glyphoxa_events.models import (
     Event,
+    FailureStage,
     Flush,
     MalformedEvent,
     NpcSpeak,
@@ -28,6 +29,7 @@ from glyphoxa_events.models import (
     SessionStarted,
     Transcript,
     TurnEnded,
+    TurnFailure,
     TurnLatency,
     Usage,
     parse_as,
@@ -40,9 +42,10 @@ from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
-from glyphoxa_npc_brain.routing import Router
+from glyphoxa_npc_brain.routing import Router, RoutingDecision
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.speculation import Guess, HeldSentence, same_words
+from glyphoxa_npc_brain.traces import TurnTrace
 from glyphoxa_npc_brain.turn import (
     ReplyWriter,
     Sink,
@@ -95,6 +98,7 @@ class BrainHandler:
         self._guesses: dict[str, Guess] = {}
         self._guessed: Recent[str, int] = Recent(256)  # per utterance; a final may never come
         self._epoch = 0
+        self._trace: TurnTrace | None = None
         """Turns ended so far: a guess made before another turn ended has a stale prompt."""
 
     def _log(self, **more: object) -> dict[str, object]:
@@ -145,7 +149,7 @@ class BrainHandler:
             return
         if self._router is None:
             raise MalformedEvent("transcript before session.started")
-        await self._take_turn(transcript, msg.stream_seq)
+        await self._take_turn(transcript, msg.stream_seq, msg.headers)
 
     # --- replies started on interim transcripts (BRAIN_SPECULATE) -------------------------
 
@@ -214,10 +218,12 @@ class BrainHandler:
 
     # --- turns ---------------------------------------------------------------------------
 
-    async def _take_turn(self, t: Transcript, seq: int) -> None:
+    async def _take_turn(self, t: Transcript, seq: int, headers: Mapping[str, str]) -> None:
         taken_ns = self._clock()
         assert self._router is not None
+        self._trace = trace = TurnTrace(self.subjects, t, headers, taken_ns)
         decision = self._router.route(t.text, t.speech_end_ns, self.memory.last_address)
+        trace.routed(decision, self._clock())
         muted = decision.npc is not None and self.memory.is_muted(decision.npc)
         guess = await self._adoptable(t, None if (t.error or muted) else decision.npc)
         self._guessed.pop(t.utterance_id, None)
@@ -226,28 +232,37 @@ class BrainHandler:
             speech_end_ns=t.speech_end_ns, vad_end_ns=t.vad_end_ns, stt_final_ns=t.stt_final_ns
         )
         if t.error:  # stt could not hear the line: the turn failed, it was not table talk
-            await self._end(t, None, TurnResult(Outcome.failed, f"stt: {t.error}"), "", latency)
+            failure = TurnFailure(stage=FailureStage.stt, provider=t.provider[:64] or None,
+                                  error=t.error[:300])
+            await self._end(t, None, TurnResult(Outcome.failed, f"stt: {t.error}",
+                                                failure=failure), "", latency, decision)
             return
         if decision.npc is None:
-            await self._end(
-                t, None, TurnResult(Outcome.not_addressed, decision.reason), "", latency
-            )
+            await self._end(t, None, TurnResult(Outcome.not_addressed, decision.reason), "",
+                            latency, decision)
             return
         if self.memory.is_muted(decision.npc):
-            await self._end(t, decision.npc, TurnResult(Outcome.muted, "NPC is muted"), "", latency)
+            await self._end(t, decision.npc, TurnResult(Outcome.muted, "NPC is muted"), "",
+                            latency, decision)
             return
         self._active = _ActiveTurn(t.utterance_id, decision.npc, t.speech_end_ns, seq, TurnCancel())
         writer = self._writer(t, decision.npc)
+        writer.trace = trace.headers
         if guess is not None:
             writer.claim = guess.claim
         calls: list[CallStats] = []
+        llm_started_ns = self._clock()
+        result = TurnResult(Outcome.failed, "")
         try:
             result = await self._answer(t, writer, self._active.cancel, calls, guess)
         except Exception as exc:  # the turn still ends with an event, whatever broke
             log.exception("turn failed", extra=self._log(turn=t.utterance_id))
-            result = TurnResult(Outcome.failed, f"internal error: {type(exc).__name__}")
+            error = f"internal error: {type(exc).__name__}"
+            result = TurnResult(Outcome.failed, error, failure=TurnFailure(
+                stage=FailureStage.npc_brain, error=error, retryable=False))
         finally:
             self._active = None
+            trace.answered(writer, llm_started_ns, self._clock(), result.llm_provider)
             if guess is not None and guess.held is not None:
                 await guess.held.discard()  # unless the turn claimed it
         await self._publish_usage(t.utterance_id, calls)  # before the turn event ends the turn
@@ -259,7 +274,7 @@ class BrainHandler:
         )
         self._observe(writer, taken_ns)
         result = replace(result, reason=result.reason or decision.reason)
-        await self._end(t, decision.npc, result, writer.text, latency)
+        await self._end(t, decision.npc, result, writer.text, latency, decision)
 
     def _writer(self, t: Transcript, npc_token: str, turn_id: str | None = None) -> ReplyWriter:
         campaign = self.memory.campaign
@@ -314,7 +329,11 @@ class BrainHandler:
             retry_messages=[ChatMessage("user", t.text.strip())],
             calls=calls,
         )
-        return replace(result, llm_provider=chain.served_by)
+        failure = result.failure
+        if failure is not None and failure.provider is None:  # timed out or cancelled
+            provider = chain.served_by or (chain.choices[0].provider if chain.choices else None)
+            failure = failure.model_copy(update={"provider": provider})
+        return replace(result, llm_provider=chain.served_by, failure=failure)
 
     async def _publish_usage(self, turn_id: str, calls: list[CallStats]) -> None:
         """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``),
@@ -334,7 +353,8 @@ class BrainHandler:
             self._metrics.first_sentence.observe(max(writer.first_sentence_ns - taken_ns, 0) / 1e9)
 
     async def _end(
-        self, t: Transcript, npc: str | None, result: TurnResult, reply: str, latency: TurnLatency
+        self, t: Transcript, npc: str | None, result: TurnResult, reply: str, latency: TurnLatency,
+        decision: RoutingDecision,
     ) -> None:
         event = TurnEnded(
             turn_id=t.utterance_id,
@@ -346,14 +366,19 @@ class BrainHandler:
             reply_text=reply[:4000],
             latency=latency,
             llm_provider=result.llm_provider,
+            routing=decision.explained,
+            failure=result.failure,
         )
         s = self.subjects
         await self._sink.publish(
             s.ctl("turn"), event.to_bytes(), f"ctl:{s.tenant}.{s.session}:turn:{t.utterance_id}"
         )
+        if self._trace is not None:
+            self._trace.ended(event, self._clock())
         self.memory.apply(event)
         self._epoch += 1
-        self._metrics.turns.labels(outcome=result.outcome.value).inc()
+        self._metrics.turns.labels(outcome=result.outcome.value,
+                                   reason=decision.explained.label).inc()
         log.info(
             "turn ended",
             extra=self._log(
@@ -361,7 +386,9 @@ class BrainHandler:
                 npc=npc,
                 outcome=result.outcome.value,
                 reason=result.reason[:200],
+                route=decision.explained.label,
                 llm_provider=result.llm_provider,
+                failed_stage=result.failure.stage.value if result.failure else None,
             ),
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from glyphoxa_events.models import Outcome
+from glyphoxa_events.models import ROUTING_LABELS, Outcome
 from glyphoxa_npc_brain.llm.base import CallStats
 from glyphoxa_npc_brain.routing import Route
 
@@ -16,8 +16,11 @@ class BrainMetrics:
         self.registry = registry
         self.turns = Counter(
             "glyphoxa_npc_brain_turns_total",
-            "turns by outcome (every utterance is one turn)",
-            ["outcome"],
+            "turns by outcome (every utterance is one turn) and by reason: how it was routed, "
+            "the route kind with how a name matched (name_start_exact, name_end_fuzzy, "
+            "name_start_phonetic, ...), followup, only_npc, table_talk_mention, table_talk_cue "
+            "or none",
+            ["outcome", "reason"],
             registry=registry,
         )
         self.routing = Counter(
@@ -66,7 +69,8 @@ class BrainMetrics:
             registry=registry,
         )
         for outcome in Outcome:
-            self.turns.labels(outcome=outcome.value)
+            for reason in ROUTING_LABELS:
+                self.turns.labels(outcome=outcome.value, reason=reason)
         for kind in Route:
             self.routing.labels(kind=kind.value)
 

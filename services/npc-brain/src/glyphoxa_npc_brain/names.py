@@ -17,6 +17,7 @@ import jellyfish
 from rapidfuzz import fuzz
 
 from glyphoxa_campaign import Npc
+from glyphoxa_events.models import NameKind, NameMatch
 from glyphoxa_npc_brain.wordlist import COMMON_WORDS
 
 TITLES = frozenset(
@@ -36,6 +37,8 @@ class Word:
 
     text: str  # lower case, possessive "'s" kept
     before: str  # the characters between the previous word and this one
+    start: int = 0  # where the word is in the original line (character offsets)
+    end: int = 0
 
     @property
     def bare(self) -> str:
@@ -47,22 +50,43 @@ class Word:
 
 
 def words_of(text: str) -> list[Word]:
-    lowered = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    lowered, origin = _lowered(text)
     out: list[Word] = []
     last = 0
     for m in _WORD_RE.finditer(lowered):
-        out.append(Word(m.group(), lowered[last : m.start()]))
+        out.append(Word(m.group(), lowered[last : m.start()], origin[m.start()],
+                        origin[m.end() - 1] + 1))
         last = m.end()
     return out
 
 
+def _lowered(text: str) -> tuple[str, list[int]]:
+    """``text`` in lower case with curly quotes straightened, and for each of its characters
+    the offset in ``text`` it came from (lower-casing may lengthen a character: "İ")."""
+    if text.isascii():
+        return text.lower(), list(range(len(text)))
+    chars: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text.replace("\u2019", "'").replace("\u2018", "'")):
+        low = ch.lower()
+        chars.append(low)
+        origin.extend([i] * len(low))
+    return "".join(chars), origin
+
+
 @dataclass(frozen=True)
 class NameForm:
-    """One way of calling an NPC: its full name, an alias, or the bare surname."""
+    """One way of calling an NPC: its full name, an alias, or one word of either."""
 
     npc: str  # NPC token
     words: tuple[str, ...]
-    full: bool  # the whole name or an alias, not a bare part of it
+    kind: NameKind  # name, alias, or part (a bare word of a longer name)
+    written: str  # as the campaign spells it ("Captain Voss"; "Voss" for its part)
+
+    @property
+    def full(self) -> bool:
+        """The whole name or an alias, not a bare part of it."""
+        return self.kind != "part"
 
     @property
     def text(self) -> str:
@@ -73,18 +97,19 @@ def name_forms(npc: Npc) -> list[NameForm]:
     forms: list[NameForm] = []
     seen: set[tuple[str, ...]] = set()
 
-    def add(words: tuple[str, ...], full: bool) -> None:
+    def add(words: tuple[str, ...], kind: NameKind, written: str) -> None:
         if words and words not in seen:
             seen.add(words)
-            forms.append(NameForm(npc.token, words, full))
+            forms.append(NameForm(npc.token, words, kind, written))
 
-    for name in npc.names:
-        words = tuple(w.text for w in words_of(name))
-        add(words, True)
+    for n, name in enumerate(npc.names):
+        spoken = words_of(name)
+        words = tuple(w.text for w in spoken)
+        add(words, "name" if n == 0 else "alias", name)
         if len(words) > 1:
-            for part in (words[0], words[-1]):
-                if part not in TITLES and len(part) >= 3:
-                    add((part,), False)
+            for part in (spoken[0], spoken[-1]):
+                if part.text not in TITLES and len(part.text) >= 3:
+                    add((part.text,), "part", name[part.start : part.end])
     return forms
 
 
@@ -94,32 +119,46 @@ class NameHit:
     start: int  # index of the first word of the hit
     end: int  # one past the last word
     score: float
+    match: NameMatch = NameMatch.exact
 
 
 def similarity(heard: str, name: str) -> float:
     """0..100: how plausibly ``heard`` is a misrecognition of ``name`` (both lower case)."""
+    return name_match(heard, name)[0]
+
+
+def name_match(heard: str, name: str) -> tuple[float, NameMatch]:
+    """``similarity`` and how it was found: the same spelling, a close spelling (the score
+    is rapidfuzz's ratio), or a word that needed its sound to match (the score is 85)."""
     if heard == name:
-        return 100.0
+        return 100.0, NameMatch.exact
     return _fuzzy(heard, name)
 
 
+_NO_MATCH = (0.0, NameMatch.fuzzy)
+
+
 @lru_cache(maxsize=4096)
-def _fuzzy(heard: str, name: str) -> float:
+def _fuzzy(heard: str, name: str) -> tuple[float, NameMatch]:
     heard_words, name_words = heard.split(), name.split()
     if len(heard.replace(" ", "")) < 3 or len(name.replace(" ", "")) < 4:
-        return 0.0
+        return _NO_MATCH
     if len(heard_words) == 1 and heard in COMMON_WORDS:
-        return 0.0
+        return _NO_MATCH
     ratio = fuzz.ratio(heard, name)
     threshold = 85.0 if len(name) <= 4 else 80.0
     if ratio >= threshold:
-        return ratio
-    if ratio >= 60 and all(
-        h == n or fuzz.ratio(h, n) >= 80 or _sounds_alike(h, n)
-        for h, n in zip(heard_words, name_words, strict=False)
-    ):
-        return 85.0
-    return 0.0
+        return ratio, NameMatch.fuzzy
+    if ratio < 60:
+        return _NO_MATCH
+    by_sound = False
+    for h, n in zip(heard_words, name_words, strict=False):
+        if h == n or fuzz.ratio(h, n) >= 80:
+            continue
+        if not _sounds_alike(h, n):
+            return _NO_MATCH
+        by_sound = True
+    return 85.0, NameMatch.phonetic if by_sound else NameMatch.fuzzy
 
 
 def _sounds_alike(heard: str, name: str) -> bool:
@@ -139,9 +178,9 @@ def best_name_at(words: list[Word], start: int, forms: list[NameForm]) -> NameHi
         if end > len(words):
             continue
         heard = _heard(words, start, end)
-        score = similarity(heard, form.text)
+        score, how = name_match(heard, form.text)
         if score >= MATCH_THRESHOLD and _better(score, form, best):
-            best = NameHit(form, start, end, score)
+            best = NameHit(form, start, end, score, how)
     return best
 
 
@@ -153,9 +192,9 @@ def best_name_ending_at(words: list[Word], end: int, forms: list[NameForm]) -> N
         if start < 0:
             continue
         heard = _heard(words, start, end)
-        score = similarity(heard, form.text)
+        score, how = name_match(heard, form.text)
         if score >= MATCH_THRESHOLD and _better(score, form, best):
-            best = NameHit(form, start, end, score)
+            best = NameHit(form, start, end, score, how)
     return best
 
 

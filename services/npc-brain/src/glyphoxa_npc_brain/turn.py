@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,7 +22,7 @@ from typing import Protocol
 from rapidfuzz import fuzz
 
 from glyphoxa_events import headers as H
-from glyphoxa_events.models import Outcome, ReplyChunk
+from glyphoxa_events.models import FailureStage, Outcome, ReplyChunk, TurnFailure
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.cleaning import clean_for_voice
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, ReplySource
@@ -80,6 +80,8 @@ class ReplyWriter:
     claim: Callable[[str], Awaitable[str | None]] | None = None
     """Asked with the first sentence: the held turn whose audio already says it (tts plays
     that instead of synthesizing), if any (``BRAIN_SPECULATE``)."""
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The turn span's context (``traceparent``), carried by every chunk."""
     sentences: list[str] = field(default_factory=list)
     first_token_ns: int = 0
     first_sentence_ns: int = 0
@@ -147,7 +149,7 @@ class ReplyWriter:
             s.reply(chunk.npc),
             chunk.to_bytes(),
             f"reply:{s.tenant}.{s.session}:{chunk.turn_id}:{chunk.index}",
-            {H.TURN: chunk.turn_id},
+            {H.TURN: chunk.turn_id, **self.trace},
         )
 
 
@@ -179,6 +181,15 @@ class TurnResult:
     reason: str
     llm_provider: str | None = None
     """The LLM provider that spoke the reply, if one did."""
+    failure: TurnFailure | None = None
+    """Where and why a failed, timed-out or cancelled turn stopped."""
+
+
+def llm_failure(error: str, *, provider: str | None = None,
+                retryable: bool | None = None) -> TurnFailure:
+    """The failure of a turn's reply generation (``TurnEnded.failure``)."""
+    return TurnFailure(stage=FailureStage.llm, provider=provider and provider[:64],
+                       error=error[:300], retryable=retryable)
 
 
 async def stream_reply(
@@ -203,7 +214,8 @@ async def stream_reply(
                 done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel,
                                    attempt, calls)
                 if not done and cancel.cancelled:
-                    return await _stopped(writer, Outcome.cancelled, cancel.reason)
+                    return await _stopped(writer, Outcome.cancelled, cancel.reason,
+                                          llm_failure(cancel.reason, retryable=False))
                 if done:
                     break
                 rest = splitter.flush()
@@ -216,19 +228,23 @@ async def stream_reply(
                 messages = [*messages[:-1], ChatMessage(
                     messages[-1].role, f"{messages[-1].content}\n(Answer in character.)")]
             if not writer.sentences:
-                return TurnResult(Outcome.failed, "the model gave no usable reply")
+                reason = "the model gave no usable reply"
+                return TurnResult(Outcome.failed, reason,
+                                  failure=llm_failure(reason, retryable=False))
             return TurnResult(Outcome.answered, "")
     except TimeoutError:
-        return await _stopped(
-            writer, Outcome.timed_out, f"no complete reply within {timeout_s:.1f} s"
-        )
+        reason = f"no complete reply within {timeout_s:.1f} s"
+        return await _stopped(writer, Outcome.timed_out, reason,
+                              llm_failure(reason, retryable=True))
     except ProviderTimeout as exc:
-        return await _stopped(writer, Outcome.timed_out, str(exc))
+        return await _stopped(writer, Outcome.timed_out, str(exc), llm_failure(
+            str(exc), provider=exc.provider, retryable=exc.retryable))
     except ProviderError as exc:
         log.warning(
             "llm failed: %s", exc, extra={"turn": writer.turn_id, "retryable": exc.retryable}
         )
-        return await _stopped(writer, Outcome.failed, str(exc))
+        return await _stopped(writer, Outcome.failed, str(exc), llm_failure(
+            str(exc), provider=exc.provider, retryable=exc.retryable))
 
 
 async def _pump(
@@ -255,7 +271,9 @@ async def _pump(
     return False
 
 
-async def _stopped(writer: ReplyWriter, outcome: Outcome, reason: str) -> TurnResult:
+async def _stopped(
+    writer: ReplyWriter, outcome: Outcome, reason: str, failure: TurnFailure
+) -> TurnResult:
     if writer.sentences and not writer.finished:
         await writer.close()
-    return TurnResult(outcome, reason)
+    return TurnResult(outcome, reason, failure=failure)

@@ -35,7 +35,9 @@ from glyphoxa_session_control.nats_api import NatsApi
 from glyphoxa_session_control.recorder import Recorder
 from glyphoxa_session_control.registry import LiveRegistry
 from glyphoxa_session_control.reports import Reports
+from glyphoxa_session_control.streamwatch import StreamWatch
 from glyphoxa_session_control.tenants import Tenants
+from glyphoxa_session_control.timeline import Timelines
 
 log = logging.getLogger("glyphoxa.session_control")
 
@@ -49,8 +51,10 @@ class _ApiServer(uvicorn.Server):
 
 
 class SessionControlApp:
-    def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings):
+    def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings,
+                 streams: StreamWatch):
         self.control, self._nats_api, self._recorder = control, nats_api, recorder
+        self._streams = streams
         self._pg = control.availability.pg
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
         # TCP, and without it every keep-alive response waits ~40 ms for Nagle
@@ -72,6 +76,7 @@ class SessionControlApp:
                 group.create_task(self.control.watchdog.run(), name="liveness"),
                 group.create_task(self._recorder.run(), name="recorder"),
                 group.create_task(self._pg.run(), name="pg-health"),
+                group.create_task(self._streams.run(), name="stream-watch"),
             ]
 
     async def shutdown(self) -> None:
@@ -101,7 +106,8 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
         log.info("database migrated", extra={"versions": applied})
     availability = Availability(PgHealth(pool), nc)
     campaigns = Campaigns(pool, settings.allow_fake_providers)
-    sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(nc))
+    sessions = Sessions(pool, nc, publisher, campaigns, await LiveRegistry.open(
+        nc, settings.nats.stream_replicas))
     counts = await sessions.reconcile()
     log.info("reconciled live sessions", extra=counts)
     watchdog = Watchdog(sessions, HeartbeatView(nc.jetstream(), settings.nats.heartbeat_ttl_s),
@@ -115,14 +121,17 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
 
     tenants = Tenants(pool, box, edge_changed)
     gm = GameMaster(pool, sessions, tenants, publisher)
+    reports = Reports(pool, sessions)
     control = Control(pool=pool, tenants=tenants, campaigns=campaigns, sessions=sessions, gm=gm,
-                      reports=Reports(pool, sessions), watchdog=watchdog, availability=availability,
+                      reports=reports, timelines=Timelines(nc.jetstream(), sessions, reports),
+                      watchdog=watchdog, availability=availability,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns, availability,
                        settings.nats.secrets_key.get_secret_value(),
-                       settings.nats.edge_key.get_secret_value())
-    return SessionControlApp(control, nats_api, Recorder(nc, pool), settings)
+                       settings.nats.edge_key.get_secret_value(),
+                       trust_anonymous=not settings.nats.user)
+    return SessionControlApp(control, nats_api, Recorder(nc, pool), settings, StreamWatch(nc))
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from glyphoxa_events.api import NpcInfo
 from glyphoxa_events.tokens import Token
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.availability import Availability
-from glyphoxa_session_control.campaigns import Campaigns
+from glyphoxa_session_control.campaigns import Campaigns, campaign_yaml
 from glyphoxa_session_control.crypto import same_secret
 from glyphoxa_session_control.errors import ControlError, Invalid, Unavailable
 from glyphoxa_session_control.gm import GameMaster
@@ -63,6 +63,7 @@ from glyphoxa_session_control.models import (
 )
 from glyphoxa_session_control.reports import Reports
 from glyphoxa_session_control.tenants import Tenants
+from glyphoxa_session_control.timeline import Timeline, Timelines
 
 log = logging.getLogger("glyphoxa.session_control.api")
 
@@ -79,6 +80,7 @@ class Control:
     sessions: Sessions
     gm: GameMaster
     reports: Reports
+    timelines: Timelines
     watchdog: Watchdog
     availability: Availability
     operator_key: str
@@ -408,3 +410,17 @@ def _session_routes(app: FastAPI, control: Control) -> None:
     @app.get("/v1/sessions/{session_id}/turns", tags=["sessions"])
     async def turns(session_id: Token, tenant_id: TenantId) -> list[TurnRow]:
         return await control.reports.turns(tenant_id, session_id)
+
+    @app.get("/v1/sessions/{session_id}/timeline", tags=["sessions"])
+    async def timeline(session_id: Token, tenant_id: TenantId) -> Timeline:
+        """Every turn on one time axis (speech, vad end, stt final, routing, first token,
+        first sentence, first audio published and played, cancellations and failures) with
+        the session's barge-ins and flushes; from the streams while they keep the session."""
+        return await control.timelines.of(tenant_id, session_id)
+
+    @app.get("/v1/sessions/{session_id}/campaign", tags=["sessions"],
+             response_class=PlainTextResponse)
+    async def session_campaign(session_id: Token, tenant_id: TenantId) -> PlainTextResponse:
+        """The campaign as the session was started with it (its snapshot), as YAML."""
+        campaign = await sessions.campaign_of(tenant_id, session_id)
+        return PlainTextResponse(campaign_yaml(campaign), media_type="application/yaml")

@@ -24,6 +24,12 @@ def campaign_id(campaign: Campaign) -> str:
         raise Invalid(f"name: {campaign.name!r} cannot become an id: it has no letter or digit") from None
 
 
+def campaign_yaml(campaign: Campaign) -> str:
+    """The campaign as a campaign.yaml that imports as the same campaign."""
+    data = campaign.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
 def npc_token(npc: Npc) -> str:
     try:
         return npc.token
@@ -89,9 +95,7 @@ class Campaigns:
         return await self.create(tenant, campaign, actor, replace=replace)
 
     async def export_yaml(self, tenant: str, cid: str) -> str:
-        campaign = await self.get(tenant, cid)
-        data = campaign.model_dump(mode="json", exclude_defaults=True)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        return campaign_yaml(await self.get(tenant, cid))
 
     async def delete(self, tenant: str, cid: str, actor: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():

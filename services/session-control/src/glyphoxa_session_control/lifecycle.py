@@ -111,7 +111,10 @@ class Sessions:
             if body.session and await self._exists(conn, tenant, sid):
                 raise Conflict(f"session {sid!r} already exists")
             limits = await self._lock_tenant(conn, tenant, body)
-            campaign = await self._campaigns.get(tenant, body.campaign)
+            if body.replay_of:  # the campaign exactly as the replayed session had it
+                campaign = await self.campaign_of(tenant, body.replay_of)
+            else:
+                campaign = await self._campaigns.get(tenant, body.campaign)
             await self._check_limits(conn, tenant, limits)
             try:
                 await conn.execute(
@@ -123,7 +126,8 @@ class Sessions:
                 raise Conflict(f"session {sid!r} already exists") from None
             await self._record(conn, tenant, sid, None, "pending", f"requested by {actor}")
             await audit.record(conn, actor, tenant, "session.start", sid, campaign=body.campaign,
-                               edge=body.edge, guild_id=body.guild_id, channel_id=body.channel_id)
+                               edge=body.edge, guild_id=body.guild_id, channel_id=body.channel_id,
+                               **({"replay_of": body.replay_of} if body.replay_of else {}))
         await self._registry.put(tenant, sid, "pending", body.edge, body.campaign)
         try:
             await self._announce(tenant, sid, campaign, body.edge)

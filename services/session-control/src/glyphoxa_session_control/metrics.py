@@ -13,3 +13,23 @@ ZOMBIES = Counter("glyphoxa_session_control_zombie_holders_total",
                   "replicas still serving a session that has ended (told to stop again)", ["role"])
 RECORDED = Counter("glyphoxa_session_control_recorded_events_total",
                    "events stored (usage, turns, what was played)", ["kind", "result"])
+REPLICAS = Gauge("glyphoxa_session_control_replicas",
+                 "live replicas by role (stage or edge), from their heartbeats", ["role"])
+REPLICA_CAPACITY = Gauge("glyphoxa_session_control_replica_capacity_sessions",
+                         "sessions the live replicas of a role take at most, together", ["role"])
+# streamwatch: JetStream's numbers (KEDA's lag, retention)
+CLAIMS_PENDING = Gauge("glyphoxa_session_control_claims_pending",
+                       "sessions whose claim waits for a replica of the stage with room "
+                       "(claims-<stage> num_pending)", ["stage"])
+CLAIMS_HELD = Gauge("glyphoxa_session_control_claims_held",
+                    "sessions a replica of the stage holds (claims-<stage> num_ack_pending); "
+                    "pending + held is the lag KEDA scales the stage on", ["stage"])
+STREAM_BYTES = Gauge("glyphoxa_session_control_stream_bytes",
+                     "bytes a replayable stream keeps now", ["stream"])
+STREAM_LIMIT_BYTES = Gauge("glyphoxa_session_control_stream_limit_bytes",
+                           "a replayable stream's max_bytes (NATS_STREAM_MAX_BYTES)", ["stream"])
+STREAM_MAX_AGE = Gauge("glyphoxa_session_control_stream_max_age_seconds",
+                       "a replayable stream's max_age (NATS_STREAM_MAX_AGE_S)", ["stream"])
+STREAM_OLDEST_AGE = Gauge("glyphoxa_session_control_stream_oldest_age_seconds",
+                          "age of a replayable stream's oldest message: how far back sessions "
+                          "can be replayed", ["stream"])

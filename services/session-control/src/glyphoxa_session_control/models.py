@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from glyphoxa_campaign.text import refuse_nul
+from glyphoxa_events.models import RoutingExplained, TurnFailure
 from glyphoxa_events.tokens import Token
 
 GuildId = Annotated[str, Field(pattern=r"^[0-9]{1,20}$", description="a Discord snowflake")]
@@ -99,6 +100,9 @@ class SessionCreate(_In):
     edge: Literal["discord", "scene", "sim"] = "scene"
     guild_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$", description="Discord guild (edge discord)")
     channel_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$", description="Discord voice channel")
+    replay_of: Token | None = Field(None, description=(
+        "a session of the same tenant to replay: the new session starts with that session's "
+        "campaign snapshot instead of the stored campaign (``glyphoxa session replay``)"))
 
 
 class SessionStop(_In):
@@ -146,6 +150,10 @@ class TranscriptLine(BaseModel):
     text: str
     complete: bool
     spoken_ns: int
+    npc: str | None = Field(None, description="a player's line: the NPC it was addressed to")
+    outcome: str | None = Field(None, description="a player's line: how its turn ended")
+    routing: RoutingExplained | None = Field(
+        None, description="a player's line: why it went to that NPC or to nobody")
 
 
 class TurnRow(BaseModel):
@@ -158,6 +166,10 @@ class TurnRow(BaseModel):
     latency: dict[str, int | float | None]
     speech_end_ns: int
     llm_provider: str | None = Field(None, description="the LLM provider that spoke the reply")
+    routing: RoutingExplained | None = Field(
+        None, description="why the turn went to its NPC or to nobody (absent for old turns)")
+    failure: TurnFailure | None = Field(
+        None, description="a failed, timed-out or cancelled turn: the stage, provider and error")
 
 
 class Usage(BaseModel):

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from glyphoxa_bus.counted import worth_logging
 from glyphoxa_bus.streams import CONTROL, EVENTS
@@ -208,14 +208,18 @@ async def _turn(conn: AsyncConnection, r: Record) -> None:
     assert isinstance(turn, TurnEnded)
     await conn.execute(
         "INSERT INTO turns (tenant_id, session_id, turn_id, speaker, npc, outcome, reason,"
-        " transcript, latency, speech_end_ns, llm_provider)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        " transcript, latency, speech_end_ns, llm_provider, routing, failure)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
         (r.tenant, r.session, turn.turn_id, turn.speaker, turn.npc, str(turn.outcome), turn.reason,
          turn.transcript, Jsonb(turn.latency.model_dump()), turn.latency.speech_end_ns,
-         turn.llm_provider))
+         turn.llm_provider, _jsonb(turn.routing), _jsonb(turn.failure)))
     if turn.transcript.strip():
         await _line(conn, r, turn.turn_id, "player", turn.speaker, turn.transcript, True,
                     turn.latency.speech_end_ns or r.stored_ns)
+
+
+def _jsonb(part: BaseModel | None) -> Jsonb | None:
+    return None if part is None else Jsonb(part.model_dump(mode="json", exclude_none=True))
 
 
 async def _played(conn: AsyncConnection, r: Record) -> None:

@@ -22,10 +22,11 @@ class LiveRegistry:
         self._kv = kv
 
     @classmethod
-    async def open(cls, nc: Client) -> LiveRegistry:
+    async def open(cls, nc: Client, replicas: int = 1) -> LiveRegistry:
+        """The bucket, made with ``replicas`` copies (NATS_STREAM_REPLICAS) if it is new."""
         kv = await nc.jetstream().create_key_value(KeyValueConfig(
             bucket=BUCKET, description="live sessions (<tenant>.<session> -> state, edge, campaign)",
-            history=1, storage=StorageType.FILE))
+            history=1, storage=StorageType.FILE, replicas=replicas))
         return cls(kv)
 
     async def put(self, tenant: str, sid: str, state: str, edge: str, campaign: str) -> None:

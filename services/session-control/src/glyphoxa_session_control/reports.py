@@ -34,8 +34,11 @@ class Reports:
         await self._exists(tenant, sid)
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT turn_id, role, speaker, text, complete, spoken_ns FROM transcript_lines"
-                " WHERE tenant_id = %s AND session_id = %s ORDER BY spoken_ns, role DESC",
+                "SELECT l.turn_id, l.role, l.speaker, l.text, l.complete, l.spoken_ns, t.npc,"
+                " t.outcome, t.routing FROM transcript_lines l LEFT JOIN turns t ON l.role = 'player'"
+                " AND t.tenant_id = l.tenant_id AND t.session_id = l.session_id"
+                " AND t.turn_id = l.turn_id WHERE l.tenant_id = %s AND l.session_id = %s"
+                " ORDER BY l.spoken_ns, l.role DESC",
                 (tenant, sid))
             return [TranscriptLine(**row) for row in await cur.fetchall()]
 
@@ -44,7 +47,8 @@ class Reports:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT turn_id, speaker, npc, outcome, reason, transcript, latency, speech_end_ns,"
-                " llm_provider FROM turns WHERE tenant_id = %s AND session_id = %s ORDER BY speech_end_ns, turn_id",
+                " llm_provider, routing, failure FROM turns WHERE tenant_id = %s AND session_id = %s"
+                " ORDER BY speech_end_ns, turn_id",
                 (tenant, sid))
             return [TurnRow(**row) for row in await cur.fetchall()]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from glyphoxa_bus.publisher import PublishError
@@ -34,6 +34,7 @@ from glyphoxa_events.models import (
     UtteranceEnded,
     UtteranceStarted,
 )
+from glyphoxa_runtime import tracing
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_stt import metrics
 from glyphoxa_stt.chain import SttChain
@@ -166,7 +167,7 @@ class SttSession:
         elif isinstance(item, Audio):
             await self._audio(item)
         else:
-            await self._end(item)
+            await self._end(item, msg.headers)
 
     async def on_tick(self) -> None:
         for utt in self._open.idle(self._clock(), self._limits.utterance_idle_s):
@@ -223,7 +224,9 @@ class SttSession:
                 speech_end_ns=max(started.start_ns, now - int(self._limits.endpoint_lag_s * 1e9)),
                 stt_final_ns=now, audio_seconds=round(utt.size / BYTES_PER_SECOND, 3),
                 provider=live.provider.name)
-            await self._publish(transcript)
+            # before vad's end: this final starts the turn's trace itself
+            span = self._span(transcript, None, transcript.speech_end_ns, "text", early=True)
+            await self._publish(transcript, span)
             metrics.EARLY_FINALS.inc()
             log.info("final transcript on the provider's endpoint, before vad's end",
                      extra=self._ctx.log_extra(utterance=started.utterance_id,
@@ -275,7 +278,8 @@ class SttSession:
         if added and live is not None:
             live.send(item.pcm)
 
-    async def _end(self, item: End) -> None:
+    async def _end(self, item: End, headers: Mapping[str, str]) -> None:
+        received_ns = time.time_ns()
         ended = item.event
         utt = self._open.get(ended.utterance_id)
         if utt is None:
@@ -285,11 +289,11 @@ class SttSession:
             raise MalformedEvent(f"end of {utt.utterance_id} on speaker {ended.speaker!r}")
         live = self._live.get(ended.utterance_id)
         if live is not None and live.early_text is not None:
-            await self._end_after_early_final(utt, ended, live)
+            await self._end_after_early_final(utt, ended, live, headers, received_ns)
             return
         result, outcome = await self._result(utt, ended)
         transcript = final_transcript(ended, result, outcome)
-        await self._publish(transcript)
+        await self._publish(transcript, self._span(transcript, headers, received_ns, outcome))
         if outcome != "rejected":  # a rejected utterance never reached the recognizer
             await publish_usage(self._ctx.publisher, self._ctx.subjects,
                                 utterance_usage(transcript.utterance_id, transcript.audio_seconds,
@@ -298,7 +302,8 @@ class SttSession:
         self._record(transcript, result, outcome)
 
     async def _end_after_early_final(self, utt: OpenUtterance, ended: UtteranceEnded,
-                                     live: LiveRecognition) -> None:
+                                     live: LiveRecognition, headers: Mapping[str, str],
+                                     received_ns: int) -> None:
         """The final went out at the provider's endpoint. If the player spoke on after it
         (a pause shorter than vad's silence), the rest is published as a continuation line
         (utterance ``<id>.2``); the utterance's audio is counted once."""
@@ -309,11 +314,12 @@ class SttSession:
         rest = remainder(early, result.text if result is not None else early)
         audio_s = round(utt.size / BYTES_PER_SECOND, 3)
         if rest:
-            await self._publish(Transcript(
+            continued = Transcript(
                 utterance_id=f"{ended.utterance_id}.2", speaker=ended.speaker,
                 text=rest[:MAX_TEXT], final=True, start_ns=ended.start_ns,
                 speech_end_ns=ended.speech_end_ns, vad_end_ns=ended.vad_end_ns,
-                stt_final_ns=time.time_ns(), audio_seconds=audio_s, provider=live.provider.name))
+                stt_final_ns=time.time_ns(), audio_seconds=audio_s, provider=live.provider.name)
+            await self._publish(continued, self._span(continued, headers, received_ns, "text"))
         await publish_usage(self._ctx.publisher, self._ctx.subjects, utterance_usage(
             ended.utterance_id, audio_s, live.provider.name, self._ctx.stage))
         self._open.finish(ended.utterance_id)
@@ -398,11 +404,21 @@ class SttSession:
                   "transcript", extra={**where, "tried": tried or "none (every breaker open)"})
         return SttResult("", len(audio) / SAMPLE_RATE, self._provider.name), "failed"
 
-    async def _publish(self, transcript: Transcript) -> None:
+    def _span(self, transcript: Transcript, parent: Mapping[str, str] | None, start_ns: int,
+              outcome: str, early: bool = False) -> tracing.Span | None:
+        """The final's span, continuing vad's (``parent``: the end message's headers)."""
+        return tracing.record(
+            "stt: final", parent, start_ns, transcript.stt_final_ns, tenant=self._ctx.tenant,
+            session=self._ctx.session, turn=transcript.utterance_id, speaker=transcript.speaker,
+            provider=transcript.provider, outcome=outcome, chars=len(transcript.text),
+            audio_s=transcript.audio_seconds, early=early or None)
+
+    async def _publish(self, transcript: Transcript, span: tracing.Span | None = None) -> None:
         subject = self._ctx.subjects.stt(transcript.speaker)
         msg_id = transcript_msg_id(self._ctx, transcript.utterance_id)
         # not stored: the session's outbox has the session served again from its ack floor
-        await self._ctx.publisher.publish_event(subject, transcript, msg_id)
+        await self._ctx.publisher.publish(subject, transcript.to_bytes(), msg_id,
+                                          dict(tracing.context_headers(span)) or None)
 
     def _abandon(self, utt: OpenUtterance, why: str) -> None:
         self._open.finish(utt.utterance_id)

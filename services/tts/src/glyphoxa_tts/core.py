@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
@@ -41,6 +41,7 @@ from glyphoxa_events.models import (
 )
 from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_runtime import tracing
 from glyphoxa_runtime.logs import TRACE
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_runtime.recent import Recent
@@ -131,6 +132,7 @@ class TtsSession:
             log.debug("chunk of a finished turn dropped", extra=self._extra(chunk.turn_id))
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
             return
+        received_ns = time.time_ns()
         turn = self._open.get(chunk.turn_id) or await self._open_turn(chunk, msg.stream_seq)
         if turn.closed:  # cancelled a moment ago; its AudioDone is on the way
             metrics.SENTENCES_DROPPED.labels(reason="turn_done").inc()
@@ -148,7 +150,7 @@ class TtsSession:
             self._reject("oversized", f"reply chunk of {len(chunk.text)} characters exceeds "
                          f"TTS_MAX_CHARS={self._settings.max_chars}; not spoken", chunk.turn_id)
         elif chunk.text.strip():
-            await self._speak(turn, chunk, voice, held)
+            await self._traced_speak(turn, chunk, voice, held, msg.headers, received_ns)
             if await self._ended_if_stale(turn, turn.stale):  # paused mid-sentence
                 return
         if chunk.final:
@@ -210,6 +212,22 @@ class TtsSession:
         return turn
 
     # --- speaking -----------------------------------------------------------------------
+
+    async def _traced_speak(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec,
+                            held: Held | None, parent: Mapping[str, str],
+                            received_ns: int) -> None:
+        """``_speak`` in a span continuing the reply chunk's trace; its frames carry it."""
+        turn.span = tracing.start(
+            "tts: sentence", parent, received_ns, tenant=self._ctx.tenant,
+            session=self._ctx.session, turn=chunk.turn_id, npc=chunk.npc, index=chunk.index,
+            chars=len(chunk.text), held=held is not None or None)
+        turn.trace = tracing.context_headers(turn.span)
+        frames_before = turn.frames
+        try:
+            await self._speak(turn, chunk, voice, held)
+        finally:
+            tracing.end(turn.span, frames=turn.frames - frames_before)
+            turn.span, turn.trace = None, tracing.NO_HEADERS
 
     async def _speak(self, turn: Turn, chunk: ReplyChunk, voice: VoiceSpec,
                      held: Held | None = None) -> None:
@@ -290,6 +308,7 @@ class TtsSession:
             H.SEQ: str(seq),
             H.PUBLISHED_NS: str(now),
             H.SPEECH_END_NS: str(turn.speech_end_ns),
+            **turn.trace,
         }
         msg_id = f"aout:{self._ctx.tenant}.{self._ctx.session}:{turn.turn_id}:{seq}"
         turn.publishing = True
@@ -302,8 +321,12 @@ class TtsSession:
         metrics.FRAMES.inc()
         if seq == 0:
             turn.first_audio_ns = now
+            tracing.event(turn.span, "first audio", now)
             turn.first_audio_s = time.monotonic() - turn.arrived
             metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_s)
+            if turn.speech_end_ns:  # 0: a GM's puppeted line, no player spoke
+                metrics.SPEECH_TO_FIRST_AUDIO_SECONDS.observe(
+                    max(0.0, (now - turn.speech_end_ns) / 1e9))
         if log.isEnabledFor(TRACE):
             log.log(TRACE, "frame published", extra=self._extra(turn.turn_id, seq=seq))
         if turn.closed:

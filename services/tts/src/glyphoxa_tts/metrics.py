@@ -22,6 +22,12 @@ FIRST_AUDIO_SECONDS = Histogram(
     "from the arrival of a turn's first reply chunk to its first audio frame published",
     buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0),
 )
+SPEECH_TO_FIRST_AUDIO_SECONDS = Histogram(
+    "glyphoxa_tts_speech_to_first_audio_seconds",
+    "from the end of the player's line (capture time) to its reply's first audio frame "
+    "published: the whole pipeline's latency, as docs/benchmarks.md measures it",
+    buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0),
+)
 FRAMES = Counter("glyphoxa_tts_frames_total", "20 ms opus frames published to audio.out")
 CHARACTERS = Counter(
     "glyphoxa_tts_characters_total", "characters of text synthesized", ["provider"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from glyphoxa_runtime.growing import Growing
 from glyphoxa_tts.frames import FrameEncoder
@@ -33,6 +35,10 @@ class Turn:
     """When npc-brain wrote the chunk being spoken (``ReplyChunk.published_ns``)."""
     stale: str = ""
     """Why the rest of the turn must not be heard any more (it came too late)."""
+    span: Any = None
+    """The span of the sentence being spoken (``glyphoxa_runtime.tracing``; None when off)."""
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """Its context, carried by the sentence's frames (a ``traceparent`` header)."""
 
 
 @dataclass

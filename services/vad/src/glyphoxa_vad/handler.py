@@ -11,6 +11,7 @@ from glyphoxa_events import headers as H
 from glyphoxa_events.models import BargeIn, Event, UtteranceEnded, UtteranceStarted
 from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_runtime import tracing
 from glyphoxa_runtime.logs import TRACE
 from glyphoxa_vad import metrics
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
@@ -131,10 +132,15 @@ class VadSessionHandler:
             utterance_id=out.utterance_id, speaker=out.speaker, start_ns=out.start_ns,
             speech_end_ns=out.speech_end_ns, chunks=out.chunks, audio_ms=out.audio_ms,
             vad_end_ns=vad_end_ns)
+        # the turn's trace starts here: from the end of speech to vad's decision
+        span = tracing.record("vad: end of utterance", None, out.speech_end_ns, vad_end_ns,
+                              tenant=self._ctx.tenant, session=self._ctx.session,
+                              turn=out.utterance_id, speaker=out.speaker, reason=out.reason,
+                              audio_ms=out.audio_ms)
         await self._ctx.publisher.publish(
             self._ctx.subjects.vad(out.speaker), event.to_bytes(),
             self._msg_id(out.utterance_id, "end"),
-            {H.KIND: "end", H.UTTERANCE: out.utterance_id})
+            {H.KIND: "end", H.UTTERANCE: out.utterance_id, **tracing.context_headers(span)})
         metrics.UTTERANCES.labels(engine=self._engine, reason=out.reason).inc()
         decision_s = (vad_end_ns - out.speech_end_ns) / 1e9
         if 0 <= decision_s < 60:  # a replay of old input is not a latency
