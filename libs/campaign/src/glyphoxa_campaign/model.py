@@ -76,6 +76,13 @@ class Npc(BaseModel):
     address_only: bool = Field(False, description="answer only when named, never as a follow-up")
     llm: LLMSpec | None = Field(
         None, description="the LLM this NPC answers with; overrides the campaign's llm")
+    knowledge: str = Field(
+        "", max_length=4000,
+        description="what this NPC knows from the start (facts, secrets, opinions); in its prompt only")
+    scene: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="where the NPC is (e.g. smithy); with the campaign's overhear, NPCs of one "
+                    "scene remember what was said to each other")
 
     @field_validator("aliases")
     @classmethod
@@ -107,6 +114,12 @@ class Campaign(BaseModel):
     npcs: tuple[Npc, ...] = Field(min_length=1, max_length=64)
     llm: LLMSpec | None = Field(
         None, description="the LLM every NPC answers with unless it names its own")
+    lore: str = Field(
+        "", max_length=8000,
+        description="what every NPC of the campaign knows (the world, the town, its history)")
+    overhear: bool = Field(
+        False, description="NPCs with the same scene hear (and remember) what is said to each "
+                           "other; otherwise an NPC remembers only what was said to it")
     gm_role: str | None = Field(
         None, min_length=1, max_length=100,
         description="the Discord role (name or id) whose members may run the control "
@@ -132,6 +145,19 @@ class Campaign(BaseModel):
 
     def npc(self, token: str) -> Npc | None:
         return next((n for n in self.npcs if n.token == token), None)
+
+    def present_with(self, token: str) -> tuple[str, ...]:
+        """The NPCs in the scene of NPC ``token`` (itself first): those with the same
+        ``scene``; an NPC without a scene is alone, as is one the campaign does not know."""
+        npc = self.npc(token)
+        if npc is None or npc.scene is None:
+            return (token,)
+        return (token, *(n.token for n in self.npcs if n.scene == npc.scene and n.token != token))
+
+    def witnesses(self, token: str) -> tuple[str, ...]:
+        """Who may remember a line said to NPC ``token`` and its reply (docs/adr/0007): that
+        NPC, and with ``overhear`` every NPC of its scene. Nobody else, ever."""
+        return self.present_with(token) if self.overhear else (token,)
 
     def fake_providers(self) -> list[str]:
         """Where the campaign chooses the ``fake`` test doubles (e.g. ``npcs.0.voice.provider``):
