@@ -32,6 +32,7 @@ from glyphoxa_bus.streams import (
     WORK,
     claims_consumer_name,
 )
+from glyphoxa_events.recaps import RECAP_SUBJECT
 from glyphoxa_events.subjects import API_ROOT, CLAIM_ROOT, ROOT, STAGES
 from glyphoxa_events.tokens import validate_token
 
@@ -61,6 +62,10 @@ STAGE_OUTPUT = {
     "tts": ("audio.out.*", "ctl.audio.done", "usage.tts"),
 }
 EDGE_OUTPUT = ("audio.in.*", "ctl.speaker", "ctl.played", "ctl.bargein")
+# the bus API verbs each stage may ask session-control for: its tenants' provider keys, and
+# npc-brain an NPC's memories (docs/adr/0007)
+STAGE_VERBS = {"vad": ("secrets.get",), "stt": ("secrets.get",),
+               "npc-brain": ("secrets.get", "memory.recall"), "tts": ("secrets.get",)}
 EDGE_VERBS = ("session.start", "session.stop", "session.get", "session.find", "npc.list",
               "npc.mute", "npc.speak", "edge.bots")
 
@@ -136,7 +141,9 @@ def service_permissions(service: str) -> Permissions:
                 # its per-session consumers, <stage>-<tenant>-<session>: a consumer name is one
                 # token, so "any consumer on its input stream" is as narrow as NATS can say
                 *_durable(STAGE_INPUT[service], "*"), *_ordered(CONTROL),
-                *_session(STAGE_OUTPUT[service]), *_asking(service, "secrets.get"))
+                *_session(STAGE_OUTPUT[service]), *_asking(service, *STAGE_VERBS[service]))
+        if service == "npc-brain":  # it makes recaps for session-control (glxrecap.make)
+            return Permissions(pub, (*sub, RECAP_SUBJECT), responds=True)
         return Permissions(pub, sub)
     if service == "discord-edge":
         pub += (*_ordered(MEDIA), *_ordered(CONTROL), *_session(EDGE_OUTPUT),
@@ -148,7 +155,7 @@ def service_permissions(service: str) -> Permissions:
         # API; still no account or server administration
         return Permissions(
             publish=(*pub, f"{JS}.>", f"{ROOT}.>", f"{CLAIM_ROOT}.>", "$KV.>",
-                     f"{API_ROOT}.edge.changed", *_consuming("*")),
+                     f"{API_ROOT}.edge.changed", RECAP_SUBJECT, *_consuming("*")),
             subscribe=(*sub, f"{API_ROOT}.>"), deny_publish=no_admin, responds=True)
     if service == OPERATOR:
         # the operator's own tools (scene player, replay, benchmarks): everything in the

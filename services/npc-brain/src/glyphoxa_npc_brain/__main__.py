@@ -1,4 +1,5 @@
-"""npc-brain: claims sessions, reads ``stt.*`` finals, publishes ``reply.<npc>`` + ``ctl.turn``."""
+"""npc-brain: claims sessions, reads ``stt.*`` finals, publishes ``reply.<npc>`` + ``ctl.turn``;
+makes recaps of ended sessions when session-control asks (``glxrecap.make``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from glyphoxa_npc_brain.config import Settings
 from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm.pool import KeyResolver, LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
+from glyphoxa_npc_brain.recaps import RecapMaker
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, StageMetrics, serve
 from glyphoxa_runtime.settings import load_settings
@@ -23,16 +25,19 @@ def input_filters(subjects: SessionSubjects) -> list[str]:
 
 
 class BrainApp:
-    """The stage replica plus the LLM providers it shares between its sessions."""
+    """The stage replica plus the LLM providers it shares between its sessions, and the
+    recaps it makes with them between turns."""
 
-    def __init__(self, stage: StageApp, llms: LLMPool):
-        self.stage, self.llms = stage, llms
+    def __init__(self, stage: StageApp, llms: LLMPool, recaps: RecapMaker):
+        self.stage, self.llms, self.recaps = stage, llms, recaps
 
     async def run(self) -> None:
+        await self.recaps.start()
         await self.stage.run()
 
     async def shutdown(self) -> None:
         try:
+            await self.recaps.close()
             await self.stage.shutdown()
         finally:
             await self.llms.close()
@@ -70,7 +75,9 @@ async def build_app(
         StageMetrics(STAGE),
         capacity=settings.capacity,
     )
-    return BrainApp(stage, llms)
+    recaps = RecapMaker(nc, llms, metrics, quiet_s=settings.recap_quiet_s,
+                        timeout_s=settings.recap_timeout_s, max_tokens=settings.recap_max_tokens)
+    return BrainApp(stage, llms, recaps)
 
 
 def main() -> None:

@@ -135,6 +135,19 @@ class Settings(ServiceSettings):
         "sentence ahead, held until the final confirms the guess: first audio comes right "
         "after the final; a discarded guess costs its sentence's characters too")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at once")
+    recall: bool = Field(
+        True, description="ask session-control for the addressed NPC's memories of earlier "
+        "sessions on every turn (docs/memory.md)")
+    recall_timeout_ms: int = Field(
+        150, ge=10, le=5000, description="how long a turn waits for its memories; a later or "
+        "failed recall lets the turn go on without them (counted)")
+    recall_k: int = Field(5, ge=1, le=20, description="memories asked for per turn")
+    recap_quiet_s: float = Field(
+        10.0, ge=0.0, le=3600.0, description="a recap on the local model waits until no turn has "
+        "started on this replica for this long (it answers busy and is asked again later)")
+    recap_timeout_s: float = Field(
+        240.0, ge=5.0, le=3600.0, description="longest a recap may take")
+    recap_max_tokens: int = Field(220, ge=32, le=2048, description="longest recap in tokens")
 
     @field_validator("llm_fallback", mode="before")
     @classmethod

@@ -47,6 +47,26 @@ class BrainMetrics:
             ["provider", "direction"],
             registry=registry,
         )
+        self.recaps = Counter(
+            "glyphoxa_npc_brain_recaps_total",
+            "recap requests served, by result: ok, busy (a turn came first; asked again "
+            "later), error",
+            ["result"],
+            registry=registry,
+        )
+        self.recall = Counter(
+            "glyphoxa_npc_brain_recall_total",
+            "memory recalls of addressed turns, by result: ok, empty (nothing remembered), "
+            "late (past BRAIN_RECALL_TIMEOUT_MS: the turn went on without), error, off",
+            ["result"],
+            registry=registry,
+        )
+        self.recall_seconds = Histogram(
+            "glyphoxa_npc_brain_recall_seconds",
+            "from asking session-control for an NPC's memories to having them",
+            buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.3, 1.0),
+            registry=registry,
+        )
         self.llm_breakers = Gauge(
             "glyphoxa_npc_brain_llm_breakers",
             "LLM provider instances (one per provider, model, temperature and key) by the state "

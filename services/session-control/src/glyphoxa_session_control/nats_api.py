@@ -62,20 +62,21 @@ from glyphoxa_session_control.tenants import Tenants
 
 Reply = ApiReply | SecretsReply | NpcsReply | BotsReply
 
-STAGE_VERBS = frozenset({"secrets.get"})
+STAGE_VERBS = {stage: frozenset(verbs) for stage, verbs in auth.STAGE_VERBS.items()}
 EDGE_VERBS = frozenset(auth.EDGE_VERBS)
 TRUSTED = frozenset({OPERATOR, "session-control"})
 
 
 def authorize(principal: str, verb: str, tenant: str | None, trust_anonymous: bool) -> None:
     """Whether ``principal`` may ``verb`` for ``tenant`` (None: a verb without one); raises
-    :class:`Forbidden` saying why not. Stages may only fetch tenants' keys; the shared
+    :class:`Forbidden` saying why not. Stages may only fetch tenants' keys (and npc-brain
+    recall NPCs' memories); the shared
     discord-edge may use the edge verbs for any tenant (session-control assigns tenants to
     edges); a tenant's own edge (``edge-<tenant>``) only for its tenant; the operator's
     tools and session-control itself, anything."""
     if principal in TRUSTED or (principal == ANONYMOUS and trust_anonymous):
         return
-    if principal in STAGES and verb in STAGE_VERBS:
+    if principal in STAGES and verb in STAGE_VERBS[principal]:
         return
     if principal == "discord-edge" and verb in EDGE_VERBS:
         return

@@ -85,6 +85,9 @@ class LLMPool:
         self._making: dict[_Ident, asyncio.Task[_Instance]] = {}
         self._unavailable: dict[_Ident, tuple[float, str]] = {}  # until when, and why
         self.primary: LLMProvider | None = None
+        self._turn_watchers: set[asyncio.Event] = set()
+        self.last_turn_at: float | None = None
+        """When a turn (or a speculative reply) last asked for its providers."""
 
     async def start(self) -> LLMProvider:
         """Make and start the configured provider (loads the local model if that is it)."""
@@ -98,9 +101,28 @@ class LLMPool:
     ) -> ProviderChain:
         """The providers a turn answering as ``npc`` tries: the NPC's choice, else the
         campaign's, else the settings', then the fallbacks."""
+        self.last_turn_at = self._clock()
+        for watcher in self._turn_watchers:  # background work on the same model gives way
+            watcher.set()
+        return self.background_chain(tenant, campaign, npc, log_extra)
+
+    def background_chain(
+        self, tenant: str, campaign: Campaign, npc: Npc | None,
+        log_extra: Mapping[str, object] | None = None,
+    ) -> ProviderChain:
+        """:meth:`chain_for` for work off a turn's path (recaps): it tells no watcher."""
         choices = choices_for(self._settings, campaign.llm, npc.llm if npc else None)
         return ProviderChain(choices, partial(self.link, tenant), on_skip=self._count_skip,
                              log_extra={"tenant": tenant, **(log_extra or {})})
+
+    def watch_turns(self) -> asyncio.Event:
+        """An event set when the next turn asks for its providers; :meth:`unwatch` it."""
+        event = asyncio.Event()
+        self._turn_watchers.add(event)
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._turn_watchers.discard(event)
 
     async def prime(self, campaign: Campaign, npc: Npc, system: str) -> None:
         """Evaluate a persona ahead of the NPC's first turn if its provider is loaded and

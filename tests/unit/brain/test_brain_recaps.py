@@ -1,0 +1,85 @@
+"""npc-brain's recaps (glyphoxa_npc_brain.recaps): made with the campaign's LLM, never in a
+turn's way on the local model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from glyphoxa_events.recaps import RecapReply, RecapRequest
+from glyphoxa_npc_brain.llm.fake import FakeLLM
+from glyphoxa_npc_brain.metrics import BrainMetrics
+from glyphoxa_npc_brain.recaps import RecapMaker
+from tests.unit.brain.brain_fakes import campaign, make_pool, metric
+
+pytestmark = pytest.mark.unit
+
+CAMPAIGN = campaign("Greta", "Aldric")
+EXCHANGES = ("Sam to Greta: We will hunt the red dragon of Mount Ash.",
+             "Greta: Then take my best spear, and pay me when you come back.")
+
+
+def request(**more: object) -> RecapRequest:
+    return RecapRequest(tenant="acme", session="s1", campaign=CAMPAIGN, npc="greta",
+                        exchanges=EXCHANGES, **more)  # type: ignore[arg-type]
+
+
+def maker(llm: FakeLLM, now: list[float], quiet_s: float = 10.0) -> tuple[RecapMaker, object]:
+    metrics = BrainMetrics(registry=CollectorRegistry())
+    pool = make_pool(llm, metrics)
+    pool._clock = lambda: now[0]  # the pool stamps turns with the same clock
+    return RecapMaker(None, pool, metrics, quiet_s=quiet_s, timeout_s=5, max_tokens=100,  # type: ignore[arg-type]
+                      clock=lambda: now[0]), pool
+
+
+async def test_a_recap_is_written_in_the_first_person_from_what_the_npc_went_through():
+    llm = FakeLLM("**Greta:** Sam swore to hunt the red dragon of Mount Ash; I lent a spear.")
+    recaps, _ = maker(llm, [100.0])
+    reply = await recaps.make(request(previous="Sam owes me ten gold."))
+    assert reply.ok and not reply.busy and reply.provider == "fake"
+    assert reply.text == "Sam swore to hunt the red dragon of Mount Ash; I lent a spear."
+    system, messages, _, _ = llm.calls[0]
+    assert "Greta" in system and "first person" in system
+    prompt = messages[-1].content
+    assert all(line in prompt for line in EXCHANGES) and "Sam owes me ten gold." in prompt
+
+
+async def test_on_the_local_model_a_recap_waits_until_no_turn_started_for_a_while():
+    now = [100.0]
+    recaps, pool = maker(FakeLLM("I remember."), now, quiet_s=10)
+    pool.chain_for("acme", CAMPAIGN, CAMPAIGN.npc("greta"))  # a turn asks for its providers
+    now[0] += 3
+    assert (await recaps.make(request())) == RecapReply(ok=True, busy=True)
+    now[0] += 10
+    assert (await recaps.make(request())).text == "I remember."
+
+
+async def test_a_turn_that_starts_mid_recap_takes_the_model_and_the_recap_gives_way():
+    llm = FakeLLM(" ".join(["word"] * 200), token_delay_s=0.01)
+    recaps, pool = maker(llm, [100.0])
+    making = asyncio.create_task(recaps.make(request()))
+    await asyncio.sleep(0.1)
+    pool.chain_for("acme", CAMPAIGN, CAMPAIGN.npc("aldric"))
+    reply = await asyncio.wait_for(making, 2)
+    assert reply.busy and reply.text == ""
+    assert not pool._turn_watchers  # nothing left behind
+
+
+class Msg:
+    def __init__(self, data: bytes):
+        self.data, self.reply, self.sent = data, "_INBOX.x", []
+
+    async def respond(self, data: bytes) -> None:
+        self.sent.append(json.loads(data))
+
+
+async def test_a_malformed_request_gets_a_final_error_and_is_counted():
+    recaps, _ = maker(FakeLLM(), [100.0])
+    msg = Msg(b'{"tenant": "acme", "npc": "greta"}')
+    await recaps._on_request(msg)  # type: ignore[arg-type]
+    [sent] = msg.sent
+    assert sent["ok"] is False and sent["retryable"] is False and "invalid recap" in sent["error"]
+    assert metric(recaps._metrics, "glyphoxa_npc_brain_recaps_total", result="error") == 1
