@@ -9,13 +9,27 @@ with ``candidates[0].content.parts[].text`` and ``usageMetadata``; the last chun
 "status"}}``): 403 for a missing key, 400 ``API_KEY_INVALID`` for a wrong one, and
 whatever status a scripted ``Reply`` asks for. See ``llm_stream`` for scripting.
 
+Embeddings: ``POST /{version}/models/{model}:batchEmbedContents`` (what the SDK's
+``embed_content`` sends with an API key; at most 100 ``requests``, each naming the same
+model) and ``:embedContent`` (one ``content``) answer ``{"embeddings": [{"values"}]}`` /
+``{"embedding": {"values"}}``. A vector is the sum of one fixed pseudo-random direction per
+lower-cased word of the text, 3072 dimensions normalised as Gemini's are, then cut to the
+request's ``outputDimensionality`` (so no longer of unit length, like Gemini's): the same
+text always gets the same vector, and texts sharing words point alike. A scripted
+``Reply`` sets the status and ``first_chunk_delay_s`` the latency; models whose name does
+not start with ``gemini-embedding`` or ``text-embedding`` are 404.
+
     python -m tests.support.fakes.gemini --port 0 --chunk-delay 0.05   # prints its URL
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import re
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from tests.support.fakes.llm_stream import (
@@ -58,6 +72,8 @@ class FakeGemini(FakeLLMServer):
         self.requests.append(seen)
         try:
             reply = self.next_reply()
+            if method in ("embedContent", "batchEmbedContents"):
+                return await _embed(seen, key, method, reply)
             error = self._refusal(key, seen, method, reply)
             if error is not None:
                 seen.status = error.status
@@ -137,6 +153,64 @@ def _events(reply: Reply, model: str) -> list[bytes]:
         events.append(sse({"candidates": [candidate], "usageMetadata": usage,
                            "modelVersion": model, "responseId": f"fake-{id(reply):x}"}))
     return events
+
+
+EMBED_FULL_DIMS = 3072
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def embedding(text: str, dims: int | None = None) -> list[float]:
+    """The fake's vector for ``text``: per-word directions summed, normalised at 3072
+    dimensions, cut to ``dims``."""
+    total = np.zeros(EMBED_FULL_DIMS)
+    for word in _WORD.findall(text.lower()) or [text]:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+        total += np.random.default_rng(seed).standard_normal(EMBED_FULL_DIMS)
+    total /= np.linalg.norm(total)
+    return [round(float(v), 7) for v in total[:dims or EMBED_FULL_DIMS]]
+
+
+async def _embed(seen: Request, key: str | None, method: str, reply: Reply) -> web.Response:
+    if key is None:
+        return _failed(seen, error(403))
+    if not seen.key_ok:
+        return _failed(seen, error(400, "API key not valid. Please pass a valid API key.",
+                                   reason="API_KEY_INVALID"))
+    if not seen.model.startswith(("gemini-embedding", "text-embedding")):
+        return _failed(seen, error(404, f"models/{seen.model} is not found for API version "
+                                        "v1beta, or is not supported for embedContent."))
+    requests = seen.body.get("requests") if method == "batchEmbedContents" else [seen.body]
+    problem = _embed_problem(seen.model, requests)
+    if problem:
+        return _failed(seen, error(400, problem))
+    if reply.first_chunk_delay_s:
+        await asyncio.sleep(reply.first_chunk_delay_s)
+    if reply.status != 200:
+        return _failed(seen, error(reply.status))
+    vectors = [{"values": embedding(_text(r["content"]), r.get("outputDimensionality"))}
+               for r in requests]  # type: ignore[union-attr]
+    seen.finished = True
+    if method == "embedContent":
+        return web.json_response({"embedding": vectors[0]})
+    return web.json_response({"embeddings": vectors})
+
+
+def _embed_problem(model: str, requests: Any) -> str | None:
+    if not isinstance(requests, list) or not requests:
+        return "* BatchEmbedContentsRequest.requests: requests is not specified"
+    if len(requests) > 100:
+        return "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"
+    for n, r in enumerate(requests):
+        if r.get("model", f"models/{model}") != f"models/{model}":
+            return f"* BatchEmbedContentsRequest.requests[{n}].model: model names should match"
+        if not isinstance(r.get("content"), dict) or not _text(r["content"]).strip():
+            return f"* BatchEmbedContentsRequest.requests[{n}].content: contents is not specified"
+    return None
+
+
+def _failed(seen: Request, response: web.Response) -> web.Response:
+    seen.status = response.status
+    return response
 
 
 def main() -> None:
