@@ -40,6 +40,7 @@ def rows(settings: type[BaseSettings], prefix: str) -> list[str]:
 
 def render() -> str:
     from glyphoxa_bus.connection import BusSettings
+    from glyphoxa_memory.settings import MemorySettings
     from glyphoxa_pg.settings import PgSettings
     from glyphoxa_runtime.settings import MetricsSettings, ServiceSettings
     from glyphoxa_runtime.tracing import TracingSettings
@@ -58,7 +59,9 @@ def render() -> str:
                                ("Every service: metrics and health", MetricsSettings, "METRICS_"),
                                ("Every service: tracing (docs/tracing.md)", TracingSettings, "OTEL_"),
                                ("Every service", ServiceSettings, ""),
-                               ("PostgreSQL (session-control)", PgSettings, "PG_")):
+                               ("PostgreSQL (session-control)", PgSettings, "PG_"),
+                               ("Campaign memory: embedders (session-control, docs/adr/0007)",
+                                MemorySettings, "MEMORY_")):
         parts += [f"## {title}", "", *head, *rows(cls, prefix), ""]
     for service, module in SERVICES.items():
         settings = importlib.import_module(module).Settings

