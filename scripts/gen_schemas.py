@@ -47,7 +47,8 @@ API_MODELS: dict[str, type[BaseModel]] = {
     for m in (api.StartSession, api.StopSession, api.GetSession, api.SessionRecord, api.ApiReply,
               api.GetSecrets, api.SecretsReply, api.Caller, api.FindSession, api.ListNpcs,
               api.MuteNpc, api.SpeakNpc, api.NpcInfo, api.NpcsReply, api.GetBots, api.Bot,
-              api.BotList, api.BotsReply, api.EdgeChanged)
+              api.BotList, api.BotsReply, api.EdgeChanged, api.RecallRequest,
+              api.RecalledMemory, api.RecallReply)
 }
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
@@ -277,12 +278,13 @@ CONTROL_PUBLISHERS = {
     "audio.done": "tts",
     "npc.mute": "session-control",
     "npc.speak": "session-control",
+    "npc.taught": "session-control",
 }
 
 
 USAGE_PUBLISHERS = ("stt", "npc-brain", "tts")
 REPLIES = {"apiSecretsGet": "secretsReply", "apiNpcList": "npcsReply", "apiNpcMute": "npcsReply",
-           "apiEdgeBots": "botsReply"}
+           "apiEdgeBots": "botsReply", "apiMemoryRecall": "recallReply"}
 """API channels whose reply is not an ``ApiReply``."""
 
 
@@ -366,6 +368,13 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
         "`GetBots` -> `BotsReply` (a `BotList` sealed with NATS_EDGE_KEY).",
         ["GetBots"], None),
         [("edgeBots", "receive", "session-control")]))
+    table.append(("apiMemoryRecall", _channel(
+        f"{API_ROOT}.memory.recall.{{principal}}",
+        "Core NATS request/reply (no stream), npc-brain's only: `RecallRequest` (the line an "
+        "NPC is about to answer) -> `RecallReply`, at most `k` `RecalledMemory` that NPC "
+        "witnessed or was taught, best first (docs/adr/0007).",
+        ["RecallRequest"], None),
+        [("memoryRecall", "receive", "session-control")]))
     table.append(("edgeChanged", _channel(
         f"{API_ROOT}.edge.changed",
         "Core NATS (no stream, no secrets): an edge's bots changed; that edge asks again.",
@@ -405,7 +414,8 @@ def asyncapi() -> dict[str, Any]:
         "messages": {"apiReply": {"$ref": "#/components/messages/ApiReply"},
                      "secretsReply": {"$ref": "#/components/messages/SecretsReply"},
                      "npcsReply": {"$ref": "#/components/messages/NpcsReply"},
-                     "botsReply": {"$ref": "#/components/messages/BotsReply"}},
+                     "botsReply": {"$ref": "#/components/messages/BotsReply"},
+                     "recallReply": {"$ref": "#/components/messages/RecallReply"}},
     }
     params: dict[str, Any] = {}
     for name, desc in PARAMETERS.items():

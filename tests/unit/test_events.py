@@ -158,3 +158,83 @@ def test_malformed_routing_explanations_are_rejected(routing, fragment):
             "outcome": "not_addressed", "routing": routing}
     with pytest.raises(MalformedEvent, match=fragment):
         parse_control(json.dumps(body).encode())
+
+
+# --- campaign memory (issue 16) ---------------------------------------------------------------
+
+SEED = {"recaps": {"greta": "Alex swore to hunt the dragon."},
+        "facts": {"greta": ["the key is under the mill", "the mayor lies"]}}
+
+
+def test_session_started_carries_the_memory_seed_and_round_trips():
+    from glyphoxa_events.models import SessionMemorySeed
+
+    event = SessionStarted(campaign=CAMPAIGN, started_ns=1, memory=SEED)
+    parsed = parse_control(event.to_bytes())
+    assert parsed == event
+    assert parsed.memory.facts["greta"] == ["the key is under the mill", "the mayor lies"]
+    assert parsed.memory.recaps["greta"] == "Alex swore to hunt the dragon."
+    bare = SessionStarted(campaign=CAMPAIGN, started_ns=1)
+    assert bare.memory == SessionMemorySeed() and bare.memory.empty
+    assert b"memory" not in bare.to_bytes()  # as before: a reader of before still parses it
+    assert parse_control(bare.to_bytes()) == bare
+
+
+def _started(memory: object) -> bytes:
+    body = json.loads(SessionStarted(campaign=CAMPAIGN, started_ns=1).to_bytes())
+    return json.dumps({**body, "memory": memory}).encode()
+
+
+@pytest.mark.parametrize("memory, fragment", [
+    ({"recaps": {"Greta.>": "x"}}, "invalid token"),
+    ({"recaps": {"greta": "x" * 2001}}, "at most 2000"),
+    ({"recaps": {"greta": "a\u0000b"}}, "NUL"),
+    ({"facts": {"greta": ["a\u0000b"]}}, "NUL"),
+    ({"facts": {"greta": ["  "]}}, "pattern"),
+    ({"facts": {"greta": [""]}}, "at least 1"),
+    ({"facts": {"greta": ["x" * 301]}}, "at most 300"),
+    ({"facts": {"greta": ["x"] * 21}}, "at most 20"),
+    ({"facts": {"greta": "the key"}}, "valid array"),
+    ({"facts": {}, "secrets": {}}, "secrets"),
+])
+def test_a_bad_memory_seed_is_refused(memory, fragment):
+    with pytest.raises(MalformedEvent, match=fragment):
+        parse_control(_started(memory))
+
+
+def test_npc_taught_is_a_control_event():
+    from glyphoxa_events.models import NpcTaught, control_subject_suffix
+
+    taught = NpcTaught(npc="greta", fact_id="1842", text="The bridge is out.")
+    assert parse_control(taught.to_bytes()) == taught
+    assert control_subject_suffix(taught) == "npc.taught"
+    for body in (b'{"type": "npc.taught", "npc": "greta", "fact_id": "1", "text": "a\\u0000"}',
+                 b'{"type": "npc.taught", "npc": "greta", "fact_id": "1", "text": " "}',
+                 b'{"type": "npc.taught", "npc": "greta", "fact_id": "a b", "text": "x"}',
+                 b'{"type": "npc.taught", "npc": "*", "fact_id": "1", "text": "x"}',
+                 b'{"type": "npc.taught", "npc": "greta", "text": "x"}'):
+        with pytest.raises(MalformedEvent):
+            parse_control(body)
+
+
+def test_recall_request_and_reply_round_trip_strictly():
+    from glyphoxa_events.api import RecalledMemory, RecallReply, RecallRequest
+
+    request = RecallRequest(tenant="acme", session="s2", npc="greta", text="Greta, the dragon?")
+    assert request.k == 5 and parse_as(RecallRequest, request.model_dump_json().encode()) == request
+    reply = RecallReply(ok=True, took_ms=4.2, embed_model="minilm-l6-int8", memories=[
+        RecalledMemory(id="17", kind="exchange", text='Alex said to Greta: "The dragon!"',
+                       session="s1", turn_id="alex-1200", spoken_ns=5, score=0.71),
+        RecalledMemory(id="18", kind="fact", text="The key is under the mill.")])
+    assert parse_as(RecallReply, reply.model_dump_json().encode()) == reply
+    body = reply.model_dump_json().encode()
+    for bad in (body.replace(b"0.71", b"NaN"), body.replace(b'"fact"', b'"rumour"'),
+                body.replace(b"The key", b"The\\u0000key"), body.replace(b"4.2", b"-1")):
+        with pytest.raises(MalformedEvent):
+            parse_as(RecallReply, bad)
+    request_body = request.model_dump_json().encode()
+    for bad in (request_body.replace(b'"k":5', b'"k":21'), request_body.replace(b'"k":5', b'"k":0'),
+                request_body.replace(b"Greta, the", b"Greta,\\u0000the"),
+                request_body.replace(b'"npc":"greta"', b'"npc":"gr.*"')):
+        with pytest.raises(MalformedEvent):
+            parse_as(RecallRequest, bad)

@@ -219,9 +219,10 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
     assert addresses == {f"glxapi.{verb}.{{principal}}" for verb in (
         "session.start", "session.stop", "session.get", "session.find", "secrets.get",
-        "npc.list", "npc.mute", "npc.speak", "edge.bots")}
+        "npc.list", "npc.mute", "npc.speak", "edge.bots", "memory.recall")}
     replies = {"apiSecretsGet": "/secretsReply", "apiNpcList": "/npcsReply",
-               "apiNpcMute": "/npcsReply", "apiEdgeBots": "/botsReply"}
+               "apiNpcMute": "/npcsReply", "apiEdgeBots": "/botsReply",
+               "apiMemoryRecall": "/recallReply"}
     for op in api_ops.values():
         assert op["action"] == "receive"
         cid = op["channel"]["$ref"].rsplit("/", 1)[1]

@@ -32,8 +32,16 @@ PERSONAS = {
 }
 
 
-def campaign(*names: str, address_only: tuple[str, ...] = ()) -> Campaign:
+def campaign(
+    *names: str,
+    address_only: tuple[str, ...] = (),
+    scenes: dict[str, str] | None = None,
+    overhear: bool = False,
+) -> Campaign:
+    """The test campaign; ``scenes`` puts NPCs (by name) in a scene, ``overhear`` lets NPCs
+    of one scene hear each other."""
     names = names or tuple(PERSONAS)
+    scenes = scenes or {}
     return Campaign(
         name="The Silver Hunt",
         npcs=[
@@ -41,9 +49,11 @@ def campaign(*names: str, address_only: tuple[str, ...] = ()) -> Campaign:
                 "name": n,
                 "persona": PERSONAS.get(n, f"{n}, a townsperson of Oakridge."),
                 "address_only": n in address_only,
+                **({"scene": scenes[n]} if n in scenes else {}),
             }
             for n in names
         ],
+        overhear=overhear,
     )
 
 

@@ -382,8 +382,10 @@ async def test_state_is_rebuilt_from_replayed_control_events() -> None:
     """A replica taking over mid-session continues the conversation where it was."""
     llm = FakeLLM()
     handler, sink, _ = make_handler(llm)
+    # Greta and Aldric overhear each other: Greta witnessed what was said to Aldric
+    market = campaign(scenes={"Greta": "market", "Aldric": "market"}, overhear=True)
     for event in [
-        started(),
+        started(market),
         Speaker(speaker="alex", display_name="Alex the Bold"),
         _ended("alex-1", "greta", "Greta, how much for the sword?", "Fifteen gold.", 10),
         Played(turn_id="alex-1", npc="greta", text_heard="Fifteen gold.", complete=True),

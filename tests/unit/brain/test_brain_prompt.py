@@ -15,9 +15,9 @@ pytestmark = pytest.mark.unit
 CAMPAIGN = campaign()
 
 
-def memory_with(*exchanges: tuple[str, str, str, str]) -> SessionMemory:
+def memory_with(*exchanges: tuple[str, str, str, str], c: Campaign = CAMPAIGN) -> SessionMemory:
     memory = SessionMemory()
-    memory.apply(started(CAMPAIGN))
+    memory.apply(started(c))
     for n, (npc, speaker, line, reply) in enumerate(exchanges):
         memory.apply(
             TurnEnded(
@@ -44,13 +44,16 @@ def test_persona_comes_first_and_is_not_repeated() -> None:
 
 
 def test_the_system_prompt_never_changes_so_its_evaluation_can_be_cached() -> None:
-    greta = CAMPAIGN.npc("greta")
-    before, _ = build_prompt(greta, CAMPAIGN, memory_with(), "Hi", history=6, context=4)
+    # Greta overhears Aldric (one scene, overhear): what was said to him is new to her
+    market = campaign(scenes={"Greta": "market", "Aldric": "market"}, overhear=True)
+    greta = market.npc("greta")
+    before, _ = build_prompt(greta, market, memory_with(c=market), "Hi", history=6, context=4)
     memory = memory_with(
-        ("greta", "alex", "Greta, hi", "Hmph."), ("aldric", "sam", "Aldric, a room?", "Upstairs.")
+        ("greta", "alex", "Greta, hi", "Hmph."), ("aldric", "sam", "Aldric, a room?", "Upstairs."),
+        c=market,
     )
-    after, messages = build_prompt(greta, CAMPAIGN, memory, "Greta, again?", history=6, context=4)
-    assert before == after == persona_prompt(greta, CAMPAIGN)
+    after, messages = build_prompt(greta, market, memory, "Greta, again?", history=6, context=4)
+    assert before == after == persona_prompt(greta, market)
     assert [(m.role, m.content) for m in messages] == [
         ("user", "Greta, hi"),
         ("assistant", "Hmph."),
@@ -62,13 +65,26 @@ def test_the_system_prompt_never_changes_so_its_evaluation_can_be_cached() -> No
     ]
 
 
-def test_what_happened_elsewhere_is_only_what_is_new_to_the_npc() -> None:
+def test_an_npc_hears_nothing_said_to_another_unless_it_overhears_it() -> None:
+    """Until issue 16 every exchange with another NPC was in the prompt; now only those the
+    NPC witnessed (``Campaign.witnesses``): without overhear, none."""
     memory = memory_with(
-        ("aldric", "sam", "Aldric, a room?", "Upstairs."), ("greta", "alex", "Greta, hi", "Hmph.")
+        ("greta", "alex", "Greta, hi", "Hmph."), ("aldric", "sam", "Aldric, a room?", "Upstairs.")
     )
     _, messages = build_prompt(
-        CAMPAIGN.npc("greta"), CAMPAIGN, memory, "And?", history=6, context=4
+        CAMPAIGN.npc("greta"), CAMPAIGN, memory, "Greta, again?", history=6, context=4
     )
+    assert messages[-1].content == "Greta, again?"
+    assert "Aldric" not in str(messages)
+
+
+def test_what_happened_elsewhere_is_only_what_is_new_to_the_npc() -> None:
+    market = campaign(scenes={"Greta": "market", "Aldric": "market"}, overhear=True)
+    memory = memory_with(
+        ("aldric", "sam", "Aldric, a room?", "Upstairs."), ("greta", "alex", "Greta, hi", "Hmph."),
+        c=market,
+    )
+    _, messages = build_prompt(market.npc("greta"), market, memory, "And?", history=6, context=4)
     assert messages[-1].content == "And?"
 
 

@@ -1,4 +1,5 @@
-"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``, ``glxapi.npc.*``).
+"""Request/reply bodies of session-control's NATS API (``glxapi.session.*``, ``glxapi.npc.*``,
+``glxapi.memory.recall``).
 
 This is the bus-internal door, used by edges (e.g. discord-edge's slash commands): the
 tenant and campaign must already exist in session-control's database. People and tools
@@ -10,8 +11,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from glyphoxa_campaign.text import refuse_nul
 from glyphoxa_events.tokens import Token
 
 
@@ -175,3 +177,60 @@ class EdgeChanged(_Body):
     allowed guilds, a tenant disabled or moved. The edge asks for its bots again."""
 
     edge: Token
+
+
+# --- campaign memory (docs/adr/0007) ---------------------------------------------------------
+
+MemoryId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,127}$")]
+MAX_RECALL_K = 20
+MAX_MEMORY_CHARS = 2000
+
+
+class RecallRequest(_Body):
+    """npc-brain asks for what NPC ``npc`` remembers that bears on ``text``, the line it is
+    about to answer (``glxapi.memory.recall``; only npc-brain may ask). session-control
+    resolves the session's campaign for the tenant and answers with at most ``k`` memories
+    that NPC witnessed (``Campaign.witnesses``) or was taught, best first."""
+
+    tenant: Token
+    session: Token
+    npc: Token
+    text: str = Field(min_length=1, max_length=4000, description="the player's line")
+    k: int = Field(5, ge=1, le=MAX_RECALL_K, description="memories at most")
+
+    @model_validator(mode="after")
+    def _storable(self) -> RecallRequest:
+        return refuse_nul(self)
+
+
+class RecalledMemory(_Body):
+    """One memory of an NPC as recall returns it. ``text`` is written to be read by the NPC
+    itself: an exchange as "<speaker> said to <npc>: "..." <npc> answered: "..."", a fact as
+    the GM taught it."""
+
+    id: MemoryId = Field(description="the memory's id in session-control's store")
+    kind: Literal["exchange", "fact"]
+    text: str = Field(min_length=1, max_length=MAX_MEMORY_CHARS)
+    session: Token | None = Field(
+        None, description="the session it comes from (none for a fact taught between sessions)")
+    turn_id: MemoryId | None = Field(
+        None, description="the turn of an exchange (npc-brain leaves out what its session "
+        "history already holds)")
+    spoken_ns: int = Field(0, ge=0, description="when it was said or taught (unix ns)")
+    score: float = Field(0.0, ge=-1.0, le=1.0, allow_inf_nan=False,
+                         description="0.85 * cosine similarity + 0.15 * recency")
+
+    @model_validator(mode="after")
+    def _storable(self) -> RecalledMemory:
+        return refuse_nul(self)
+
+
+class RecallReply(_Body):
+    ok: bool
+    error: str = ""
+    memories: tuple[RecalledMemory, ...] = Field((), max_length=MAX_RECALL_K,
+                                                 description="best first")
+    took_ms: float = Field(0.0, ge=0, allow_inf_nan=False,
+                           description="session-control's time for the request")
+    embed_model: str = Field("", max_length=100,
+                             description="the embedder that compared the line with the memories")

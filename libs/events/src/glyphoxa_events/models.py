@@ -9,9 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from glyphoxa_campaign import Campaign
+from glyphoxa_campaign.text import refuse_nul
 from glyphoxa_events.tokens import TOKEN_PATTERN, Token
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -132,11 +133,57 @@ class Outcome(StrEnum):
     muted = "muted"
 
 
+MAX_SEED_RECAP_CHARS = 2000
+"""Longest recap of one NPC a ``session.started`` carries (npc-brain puts less in a prompt)."""
+MAX_FACT_CHARS = 300
+"""Longest fact a GM teaches an NPC (``/npc teach``, the admin API)."""
+MAX_SEED_FACTS = 20
+"""Facts of one NPC a ``session.started`` carries at most (the newest)."""
+MAX_SEED_NPCS = 64
+"""As many NPCs as a campaign has at most."""
+
+Recap = Annotated[str, Field(max_length=MAX_SEED_RECAP_CHARS)]
+Fact = Annotated[str, Field(min_length=1, max_length=MAX_FACT_CHARS, pattern=r"\S")]
+
+
+class SessionMemorySeed(BaseModel):
+    """What each NPC remembers of earlier sessions when a session starts (docs/adr/0007):
+    npc-brain puts it into the NPC's system prompt. Keyed by NPC token; an NPC the campaign
+    does not have is ignored. The publisher keeps the whole ``session.started`` under
+    ``MAX_EVENT_BYTES`` (64 KiB, campaign included): it leaves out the oldest facts and
+    shortens recaps first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _storable(self) -> SessionMemorySeed:
+        return refuse_nul(self)
+
+    recaps: dict[Token, Recap] = Field(
+        default_factory=dict, max_length=MAX_SEED_NPCS,
+        description="the NPC's latest recap (of the sessions it took part in, newest first)")
+    facts: dict[Token, Annotated[list[Fact], Field(max_length=MAX_SEED_FACTS)]] = Field(
+        default_factory=dict, max_length=MAX_SEED_NPCS,
+        description="facts the GM taught the NPC, oldest first")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.recaps or self.facts)
+
+
 class SessionStarted(Event):
     type: Literal["session.started"] = "session.started"
     campaign: Campaign
     edge: str = Field("scene", max_length=64)
     started_ns: Ns
+    memory: SessionMemorySeed = Field(
+        default_factory=SessionMemorySeed,
+        description="the NPCs' recaps and taught facts as they were when the session started")
+
+    def to_bytes(self) -> bytes:
+        # without memory, the event is as it was before it had any (a reader of before parses it)
+        return self.model_dump_json(
+            exclude_none=True, exclude={"memory"} if self.memory.empty else None).encode()
 
 
 class SessionStopped(Event):
@@ -191,6 +238,21 @@ class NpcSpeak(Event):
     npc: Token
     text: str = Field(min_length=1, max_length=1000)
     request_id: Id
+
+
+class NpcTaught(Event):
+    """The GM taught an NPC a fact during the session (``/npc teach``, the admin API): from
+    now on it is in that NPC's system prompt, and only in that NPC's. The same ``fact_id``
+    twice is one fact."""
+
+    type: Literal["npc.taught"] = "npc.taught"
+    npc: Token
+    fact_id: Id = Field(description="the fact's id in session-control's store")
+    text: Fact
+
+    @model_validator(mode="after")
+    def _storable(self) -> NpcTaught:
+        return refuse_nul(self)
 
 
 class TurnLatency(BaseModel):
@@ -338,7 +400,8 @@ class AudioDone(Event):
 
 
 ControlEvent = Annotated[
-    SessionStarted | SessionStopped | Speaker | BargeIn | Flush | Played | NpcMute | NpcSpeak | TurnEnded | AudioDone,
+    SessionStarted | SessionStopped | Speaker | BargeIn | Flush | Played | NpcMute | NpcSpeak
+    | NpcTaught | TurnEnded | AudioDone,
     Field(discriminator="type"),
 ]
 
@@ -410,7 +473,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (
         UtteranceStarted, UtteranceEnded, Transcript, ReplyChunk, SessionStarted,
-        SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, TurnEnded, AudioDone,
-        Usage,
+        SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, NpcTaught, TurnEnded,
+        AudioDone, Usage,
     )
 }

@@ -25,6 +25,7 @@ from glyphoxa_events.models import (
     Flush,
     MalformedEvent,
     NpcSpeak,
+    NpcTaught,
     Outcome,
     SessionStarted,
     Transcript,
@@ -41,7 +42,7 @@ from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
 from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
-from glyphoxa_npc_brain.prompt import build_prompt, persona_prompt
+from glyphoxa_npc_brain.prompt import build_prompt, system_prompt
 from glyphoxa_npc_brain.routing import Router, RoutingDecision
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.speculation import Guess, HeldSentence, same_words
@@ -123,6 +124,8 @@ class BrainHandler:
         elif isinstance(event, NpcSpeak):
             self._gm_lines.append((self._monotonic(), event))
             self._epoch += 1  # a GM line changes what a guessed reply should have known
+        elif isinstance(event, NpcTaught):
+            self._epoch += 1  # so does a taught fact: the NPC's system prompt changed
 
     def _start_priming(self) -> None:
         if not self.policy.prime_personas:
@@ -131,8 +134,10 @@ class BrainHandler:
         assert campaign is not None
 
         async def prime() -> None:
+            # the system prompt a turn starts with (persona and what the NPC knows as the
+            # session started): a fact taught later changes its end, evaluated on the next turn
             for npc in campaign.npcs:
-                await self._llms.prime(campaign, npc, persona_prompt(npc, campaign))
+                await self._llms.prime(campaign, npc, system_prompt(npc, campaign, self.memory))
 
         self._prime_task = asyncio.create_task(prime(), name=f"prime-{self.subjects.session}")
 

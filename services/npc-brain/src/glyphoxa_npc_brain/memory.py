@@ -6,6 +6,8 @@ speaker names, muted NPCs, the NPC addressed last and when, and the conversation
 exchange enters memory from its ``turn`` event; a ``played`` event replaces the NPC's
 words with what the players actually heard. A cancelled turn, or a line the GM had an
 NPC speak, enters memory only once a ``played`` event says something of it was heard.
+What each NPC remembers of earlier sessions comes with ``session.started`` (its recap and
+the facts the GM taught it), and ``npc.taught`` adds a fact mid-session.
 
 Applying the same event twice changes nothing (a replica also receives its own events).
 """
@@ -21,13 +23,18 @@ from glyphoxa_events.models import (
     Event,
     NpcMute,
     NpcSpeak,
+    NpcTaught,
     Outcome,
     Played,
+    SessionMemorySeed,
     SessionStarted,
     Speaker,
     TurnEnded,
 )
 from glyphoxa_npc_brain.routing import LastAddress
+
+MAX_TAUGHT = 64
+"""Facts taught mid-session kept per NPC (the prompt shows fewer, the newest)."""
 
 _ADDRESSED = (Outcome.answered, Outcome.muted, Outcome.cancelled, Outcome.failed, Outcome.timed_out)
 
@@ -64,12 +71,18 @@ class SessionMemory:
         self._heard = _Bounded(max_turns)  # turn id -> text_heard
         self._ended = _Bounded(max_turns)  # turn ids with a turn event
         self._voiced = _Bounded(max_turns)  # turn ids tts or the edge reported audio for
+        self.seed = SessionMemorySeed()
+        self._taught: dict[str, _Bounded] = {}  # npc -> fact id -> text, taught mid-session
 
     # --- applying events --------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             self.campaign = event.campaign
+            self.seed = event.memory
+        elif isinstance(event, NpcTaught):
+            self._taught.setdefault(event.npc, _Bounded(MAX_TAUGHT)).remember(
+                event.fact_id, event.text)
         elif isinstance(event, Speaker):
             self.speakers[event.speaker] = event.display_name
         elif isinstance(event, NpcMute):
@@ -167,9 +180,11 @@ class SessionMemory:
         start = -(-overflow // step) * step if overflow > 0 else 0
         return mine[start:]
 
-    def elsewhere(self, npc: str, limit: int, exclude: str = "") -> list[Exchange]:
-        """Up to ``limit`` exchanges with other NPCs since ``npc`` last spoke, oldest first."""
-        if limit <= 0:
+    def witnessed(self, npc: str, limit: int, exclude: str = "") -> list[Exchange]:
+        """Up to ``limit`` exchanges with other NPCs since ``npc`` last spoke that ``npc``
+        witnessed (``Campaign.witnesses``: with ``overhear``, said in its scene; otherwise
+        none), oldest first. A line the GM had an NPC say follows the same rule."""
+        if limit <= 0 or self.campaign is None:
             return []
         since: list[Exchange] = []
         for exchange in self._exchanges.values():
@@ -177,6 +192,21 @@ class SessionMemory:
                 continue
             if exchange.npc == npc:
                 since.clear()
-            else:
+            elif npc in self.campaign.witnesses(exchange.npc):
                 since.append(exchange)
         return since[-limit:]
+
+    def recap(self, npc: str) -> str:
+        """What ``npc`` went through in earlier sessions (its latest recap), or ""."""
+        return self.seed.recaps.get(npc, "").strip()
+
+    def facts(self, npc: str) -> list[str]:
+        """The facts the GM taught ``npc``, oldest first: those it knew when the session
+        started, then those taught since (a fact taught twice is there once)."""
+        facts: list[str] = []
+        taught = self._taught.get(npc)
+        for fact in (*self.seed.facts.get(npc, ()), *(taught.values() if taught else ())):
+            fact = str(fact).strip()
+            if fact and fact not in facts:
+                facts.append(fact)
+        return facts

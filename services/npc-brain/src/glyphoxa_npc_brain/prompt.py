@@ -1,9 +1,14 @@
-"""The LLM prompt of a turn: the persona as the system prompt, the conversation with the
-NPC, and the line to answer with what happened elsewhere in the session."""
+"""The LLM prompt of a turn: the persona and what the NPC knows as the system prompt, the
+conversation with the NPC, and the line to answer with what the NPC remembers and what it
+witnessed elsewhere in the session."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from glyphoxa_campaign import Campaign, Npc
+from glyphoxa_events.api import RecalledMemory
 from glyphoxa_npc_brain.llm.base import ChatMessage
 from glyphoxa_npc_brain.memory import Exchange, SessionMemory
 
@@ -13,6 +18,23 @@ SPEAKING_RULES = (
     "emojis, no stage directions. This is a fantasy role-playing game: stay in character and "
     "play along with what the players ask. Never say that you are an AI."
 )
+
+# How much of what an NPC knows goes into a prompt (characters; the local model has 2048
+# tokens for all of it, the conversation and the reply). Longer parts are cut at a sentence.
+MAX_LORE_CHARS = 600
+MAX_KNOWLEDGE_CHARS = 600
+MAX_RECAP_CHARS = 600
+MAX_FACTS = 6
+"""The newest taught facts (a later fact is often the GM's correction of an earlier one)."""
+MAX_FACTS_CHARS = 600
+MAX_RECALLED = 5
+"""Recalled memories in one turn's prompt at most, best first (docs/adr/0007)."""
+MAX_RECALLED_CHARS = 600
+"""Characters of recalled memories in one turn's prompt at most."""
+MAX_RECALLED_MEMORY_CHARS = 300
+"""Characters of one recalled memory at most (the best one does not crowd out the rest)."""
+MIN_CLIPPED_CHARS = 80
+"""A memory is cut to fit only if this much of it fits; otherwise it is left out."""
 
 
 def persona_prompt(npc: Npc, campaign: Campaign) -> str:
@@ -32,6 +54,33 @@ def persona_prompt(npc: Npc, campaign: Campaign) -> str:
     )
 
 
+def system_prompt(npc: Npc, campaign: Campaign, memory: SessionMemory) -> str:
+    """The persona, then what the NPC knows: the campaign's lore, its own knowledge, its
+    recap of earlier sessions and the facts the GM taught it, each bounded, empty parts
+    left out (without any, the persona prompt alone). The same for every turn of a session
+    until the GM teaches the NPC a fact (which comes last, so only the end changes); what
+    npc-brain primes when a session starts."""
+    known = known_section(npc, campaign, memory)
+    persona = persona_prompt(npc, campaign)
+    return f"{persona}\n\n{known}" if known else persona
+
+
+def known_section(npc: Npc, campaign: Campaign, memory: SessionMemory) -> str:
+    """"What you know:" and its lines, or "" when the NPC knows nothing beyond its persona."""
+    lines = [
+        _clip(campaign.lore, MAX_LORE_CHARS),
+        _clip(npc.knowledge, MAX_KNOWLEDGE_CHARS),
+    ]
+    recap = _clip(memory.recap(npc.token), MAX_RECAP_CHARS)
+    if recap:
+        lines.append(f"Last time: {recap}")
+    facts = _newest(memory.facts(npc.token), MAX_FACTS, MAX_FACTS_CHARS)
+    if facts:
+        lines.append(f"You were told: {' '.join(facts)}")
+    lines = [line for line in lines if line]
+    return "What you know:\n" + "\n".join(lines) if lines else ""
+
+
 def build_prompt(
     npc: Npc,
     campaign: Campaign,
@@ -41,30 +90,107 @@ def build_prompt(
     history: int,
     context: int,
     exclude: str = "",
+    recalled: Sequence[RecalledMemory] = (),
 ) -> tuple[str, list[ChatMessage]]:
     """The system prompt and the messages of one turn.
 
-    Order matters for the prompt cache: the persona (never changes), then the conversation
-    with this NPC (only grows), then the line to answer, prefaced by what happened with
-    other NPCs since this one last spoke ("the campaign so far"). Only the last part is new
-    on most turns, so only it has to be evaluated.
+    Order matters for the prompt cache: the system prompt (persona and what the NPC knows:
+    the same all session), then the conversation with this NPC (only grows), then the line
+    to answer, prefaced by what the NPC remembers of it from earlier (``recalled``, best
+    first: at most ``MAX_RECALLED`` and ``MAX_RECALLED_CHARS``, leaving out what the prompt
+    already holds) and by what it witnessed with other NPCs since it last spoke. Only the
+    last part is new on most turns, so only it has to be evaluated.
 
     The players' lines go in as said, without "Alex:" in front: small models copy such a
     prefix into their reply.
     """
     messages: list[ChatMessage] = []
-    for exchange in memory.history(npc.token, history, exclude=exclude):
+    shown = memory.history(npc.token, history, exclude=exclude)
+    for exchange in shown:
         if exchange.speaker is not None:
             messages.append(ChatMessage("user", exchange.player_text.strip()))
         if exchange.npc_text:
             messages.append(ChatMessage("assistant", exchange.npc_text))
-    recent = memory.elsewhere(npc.token, context, exclude=exclude)
-    line = text.strip()
+    recent = memory.witnessed(npc.token, context, exclude=exclude)
+    in_prompt = {exclude, *(e.turn_id for e in shown), *(e.turn_id for e in recent)}
+    remembered = recalled_texts(recalled, in_prompt, known=memory.facts(npc.token))
+    parts: list[str] = []
+    if remembered:
+        parts.append(f"(You remember: {' '.join(remembered)})")
     if recent:
         summary = " ".join(_summary(e, memory, campaign) for e in recent)
-        line = f"(Meanwhile at the table: {summary})\n\n{line}"
-    messages.append(ChatMessage("user", line))
-    return persona_prompt(npc, campaign), messages
+        parts.append(f"(Meanwhile at the table: {summary})")
+    parts.append(text.strip())
+    messages.append(ChatMessage("user", "\n\n".join(parts)))
+    return system_prompt(npc, campaign, memory), messages
+
+
+def recalled_texts(
+    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = ()
+) -> list[str]:
+    """The memories that go into a turn's prompt, best first, as sentences: none whose turn
+    the prompt already holds (``in_prompt``), no fact the system prompt already has
+    (``known``), no text twice; at most ``MAX_RECALLED`` of them, each cut to
+    ``MAX_RECALLED_MEMORY_CHARS`` and all together to ``MAX_RECALLED_CHARS`` (a memory that
+    does not fit is cut at a sentence if ``MIN_CLIPPED_CHARS`` of it fit, else left out)."""
+    seen = {_sentence(fact) for fact in known}
+    picked: list[str] = []
+    used = 0
+    for memory in recalled:
+        if len(picked) >= MAX_RECALLED:
+            break
+        if memory.turn_id is not None and memory.turn_id in in_prompt:
+            continue
+        text = _sentence(memory.text)
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        room = min(MAX_RECALLED_CHARS - used - (1 if picked else 0), MAX_RECALLED_MEMORY_CHARS)
+        if len(text) > room:
+            if room < MIN_CLIPPED_CHARS:
+                continue
+            text = _clip(text, room)
+        picked.append(text)
+        used += len(text) + (1 if len(picked) > 1 else 0)
+    return picked
+
+
+def _newest(facts: Sequence[str], count: int, chars: int) -> list[str]:
+    """The newest facts that fit ``count`` and ``chars`` (joined by spaces), oldest first."""
+    kept: list[str] = []
+    used = 0
+    for fact in reversed(facts):
+        sentence = _sentence(fact)
+        if len(kept) >= count or used + len(sentence) + len(kept) > chars:
+            break
+        kept.append(sentence)
+        used += len(sentence)
+    return kept[::-1]
+
+
+def _sentence(text: str) -> str:
+    """``text`` on one line, beginning with a capital and ending like a sentence."""
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?\"')" else f"{text}."
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line, cut to at most ``limit`` characters: after its last whole
+    sentence that fits, else after a word, with "..."."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    end = max((m.end() for m in re.finditer(r"[.!?](?=\s)", head)), default=0)
+    if end >= limit // 2:
+        return head[:end]
+    cut = text[: limit - 3]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "..."
 
 
 def _summary(exchange: Exchange, memory: SessionMemory, campaign: Campaign) -> str:
