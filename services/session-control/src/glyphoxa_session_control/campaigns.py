@@ -70,15 +70,21 @@ class Campaigns:
         cid = derived
         self._refuse_fakes(campaign)
         async with self._pool.connection() as conn, conn.transaction():
+            # a replace updates the row in place: deleting it would cascade to the campaign's
+            # memories and recaps (migration 0008), which outlive a change of its YAML
             if replace:
-                await conn.execute("DELETE FROM campaigns WHERE tenant_id = %s AND id = %s", (tenant, cid))
+                await conn.execute("DELETE FROM npcs WHERE tenant_id = %s AND campaign_id = %s",
+                                   (tenant, cid))
             try:
                 await conn.execute(
-                    "INSERT INTO campaigns (tenant_id, id, name, llm, gm_role)"
-                    " VALUES (%s, %s, %s, %s, %s)",
+                    "INSERT INTO campaigns (tenant_id, id, name, llm, gm_role, lore, overhear)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    + (" ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name,"
+                       " llm = excluded.llm, gm_role = excluded.gm_role, lore = excluded.lore,"
+                       " overhear = excluded.overhear, updated_at = now()" if replace else ""),
                     (tenant, cid, campaign.name,
                      Jsonb(campaign.llm.model_dump(mode="json")) if campaign.llm else None,
-                     campaign.gm_role))
+                     campaign.gm_role, campaign.lore, campaign.overhear))
             except UniqueViolation:
                 raise Conflict(f"campaign {cid!r} already exists (PUT replaces it)") from None
             for position, npc in enumerate(campaign.npcs):
@@ -125,7 +131,8 @@ class Campaigns:
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
-            self._refuse_fakes(self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role))
+            self._refuse_fakes(self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role,
+                                              campaign.lore, campaign.overhear))
             await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"
                 " (%s, %s, %s, (SELECT coalesce(max(position) + 1, 0) FROM npcs WHERE tenant_id = %s"
@@ -153,7 +160,7 @@ class Campaigns:
 
     async def _load(self, conn: AsyncConnection, tenant: str, cid: str, lock: bool = False) -> Campaign:
         cur = await conn.execute(
-            "SELECT name, llm, gm_role FROM campaigns WHERE tenant_id = %s AND id = %s"
+            "SELECT name, llm, gm_role, lore, overhear FROM campaigns WHERE tenant_id = %s AND id = %s"
             + (" FOR UPDATE" if lock else ""),
             (tenant, cid))
         row = await cur.fetchone()
@@ -165,13 +172,15 @@ class Campaigns:
         npcs = [Npc.model_validate(r["definition"]) for r in await cur.fetchall()]
         llm = LLMSpec.model_validate(row["llm"]) if row["llm"] else None
         return Campaign.model_construct(name=row["name"], npcs=tuple(npcs), llm=llm,
-                                        gm_role=row["gm_role"])
+                                        gm_role=row["gm_role"], lore=row["lore"],
+                                        overhear=row["overhear"])
 
     @staticmethod
     def _validate(name: str, npcs: list[Npc], llm: LLMSpec | None = None,
-                  gm_role: str | None = None) -> Campaign:
+                  gm_role: str | None = None, lore: str = "", overhear: bool = False) -> Campaign:
         try:
-            return Campaign(name=name, npcs=tuple(npcs), llm=llm, gm_role=gm_role)
+            return Campaign(name=name, npcs=tuple(npcs), llm=llm, gm_role=gm_role, lore=lore,
+                            overhear=overhear)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -33,3 +33,9 @@ STREAM_MAX_AGE = Gauge("glyphoxa_session_control_stream_max_age_seconds",
 STREAM_OLDEST_AGE = Gauge("glyphoxa_session_control_stream_oldest_age_seconds",
                           "age of a replayable stream's oldest message: how far back sessions "
                           "can be replayed", ["stream"])
+# campaign memory (memory.py)
+MEMORIES_EMBEDDED = Counter("glyphoxa_session_control_memories_embedded_total",
+                            "memories the indexer embedded (stored), or batches it could not "
+                            "(db_error, embed_error: it backs off and tries again)", ["result"])
+MEMORY_INDEXER_BACKLOG = Gauge("glyphoxa_session_control_memory_indexer_batch",
+                               "rows in the indexer's last batch (a full batch: it is behind)")

@@ -1,6 +1,8 @@
 """What happened in a session, recorded from the streams into PostgreSQL: usage events,
-turns, and the transcript of what players actually heard (player lines from ``ctl.turn``,
-NPC lines from ``ctl.played``, which holds only the part played before any barge-in).
+turns, the transcript of what players actually heard (player lines from ``ctl.turn``,
+NPC lines from ``ctl.played``, which holds only the part played before any barge-in), and
+the campaign memory of each heard exchange (``memory.record_exchange``: the player's line and
+the NPC's reply as far as it was heard, with the NPCs that witnessed it).
 
 Two durable consumers; each fetched batch is written in one transaction and its messages
 are acked only after the commit. Every insert is idempotent, so a redelivery or a restart of
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -27,9 +30,10 @@ from pydantic import BaseModel, ValidationError
 
 from glyphoxa_bus.counted import worth_logging
 from glyphoxa_bus.streams import CONTROL, EVENTS
-from glyphoxa_events.models import MAX_EVENT_BYTES, Played, TurnEnded, Usage, parse_control
+from glyphoxa_events.models import MAX_EVENT_BYTES, Outcome, Played, TurnEnded, Usage, parse_control
 from glyphoxa_events.subjects import ROOT, parse_subject
 from glyphoxa_events.tokens import InvalidToken
+from glyphoxa_session_control.memory import SessionCampaigns, record_exchange
 from glyphoxa_session_control.metrics import RECORDED
 
 log = logging.getLogger("glyphoxa.session_control.recorder")
@@ -49,6 +53,7 @@ class Recorder:
     def __init__(self, nc: Client, pool: AsyncConnectionPool, batch: int = 64):
         self._js, self._pool, self._batch = nc.jetstream(), pool, batch
         self._parked = 0
+        self._campaigns = SessionCampaigns()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -161,7 +166,7 @@ class Recorder:
     async def _write(self, records: list[tuple[Msg, Record]]) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             for _, record in records:
-                await _WRITERS[record.kind](conn, record)
+                await _WRITERS[record.kind](conn, record, self._campaigns)
 
 
 def _storable(text: str) -> str:
@@ -194,7 +199,7 @@ def parse(subject: str, data: bytes, stored_at_s: float) -> Record:
     raise ValueError(f"unexpected event type {event.type!r}")
 
 
-async def _usage(conn: AsyncConnection, r: Record) -> None:
+async def _usage(conn: AsyncConnection, r: Record, campaigns: SessionCampaigns) -> None:
     usage = r.event
     assert isinstance(usage, Usage)
     await conn.execute(
@@ -203,7 +208,7 @@ async def _usage(conn: AsyncConnection, r: Record) -> None:
         (r.tenant, r.session, usage.metric, usage.key, usage.amount, usage.provider, usage.stage))
 
 
-async def _turn(conn: AsyncConnection, r: Record) -> None:
+async def _turn(conn: AsyncConnection, r: Record, campaigns: SessionCampaigns) -> None:
     turn = r.event
     assert isinstance(turn, TurnEnded)
     await conn.execute(
@@ -216,18 +221,64 @@ async def _turn(conn: AsyncConnection, r: Record) -> None:
     if turn.transcript.strip():
         await _line(conn, r, turn.turn_id, "player", turn.speaker, turn.transcript, True,
                     turn.latency.speech_end_ns or r.stored_ns)
+    await _remember_turn(conn, r, turn, campaigns)
 
 
 def _jsonb(part: BaseModel | None) -> Jsonb | None:
     return None if part is None else Jsonb(part.model_dump(mode="json", exclude_none=True))
 
 
-async def _played(conn: AsyncConnection, r: Record) -> None:
+async def _played(conn: AsyncConnection, r: Record, campaigns: SessionCampaigns) -> None:
     played = r.event
     assert isinstance(played, Played)
     if played.text_heard.strip():  # else cut off before a word was heard
         await _line(conn, r, played.turn_id, "npc", played.npc, played.text_heard, played.complete,
                     played.first_played_ns or r.stored_ns)
+    await _remember_played(conn, r, played, campaigns)
+
+
+# A turn addressed to an NPC; of these an answered one is remembered at once (its reply as
+# generated, until ctl.played says how much was heard), the others once something was heard.
+_ADDRESSED = frozenset({Outcome.answered, Outcome.cancelled, Outcome.failed, Outcome.timed_out})
+
+
+async def _remember_turn(conn: AsyncConnection, r: Record, turn: TurnEnded,
+                         campaigns: SessionCampaigns) -> None:
+    if turn.npc is None or turn.outcome not in _ADDRESSED or not turn.transcript.strip():
+        return
+    found = await campaigns.of(conn, r.tenant, r.session)
+    if found is None:
+        return  # an unknown session: the turn's own insert has refused it already
+    cid, campaign = found
+    answered = turn.outcome == Outcome.answered
+    await record_exchange(
+        conn, r.tenant, r.session, turn.turn_id, turn.npc, campaign_id=cid, campaign=campaign,
+        at=_at(r), speaker=turn.speaker, player_text=turn.transcript,
+        npc_text=turn.reply_text if answered else "", create=answered)
+
+
+async def _remember_played(conn: AsyncConnection, r: Record, played: Played,
+                           campaigns: SessionCampaigns) -> None:
+    if played.complete and not played.text_heard.strip():
+        return  # heard to the end but the edge never learnt the text: the reply stands
+    found = await campaigns.of(conn, r.tenant, r.session)
+    if found is None:
+        return
+    cid, campaign = found
+    cur = await conn.execute(  # the player's line, when its turn was recorded before
+        "SELECT speaker, transcript, outcome FROM turns WHERE tenant_id = %s AND session_id = %s"
+        " AND turn_id = %s", (r.tenant, r.session, played.turn_id))
+    turn = await cur.fetchone()
+    addressed = turn is not None and turn["outcome"] in _ADDRESSED
+    await record_exchange(
+        conn, r.tenant, r.session, played.turn_id, played.npc, campaign_id=cid, campaign=campaign,
+        at=_at(r), speaker=turn["speaker"] if addressed else None,
+        player_text=turn["transcript"] if addressed else "", npc_text=played.text_heard.strip(),
+        heard=True)
+
+
+def _at(r: Record) -> datetime:
+    return datetime.fromtimestamp(r.stored_ns / 1e9, UTC)
 
 
 async def _line(conn: AsyncConnection, r: Record, turn: str, role: str, speaker: str, text: str,
