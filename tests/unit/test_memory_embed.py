@@ -26,6 +26,7 @@ from glyphoxa_memory import (
     local,
     make_embedder,
 )
+from tests.support import minilm_reference
 
 pytestmark = pytest.mark.unit
 models = pytest.mark.models
@@ -119,6 +120,25 @@ async def test_deterministic_and_a_batch_equals_each_text_alone(
         np.testing.assert_allclose(await fresh.embed(texts), batch, atol=1e-5)
     finally:
         await fresh.close()
+
+
+@models
+async def test_the_int8_model_agrees_with_the_full_precision_weights(
+        minilm: local.LocalEmbedder) -> None:
+    """The tokenizer of one package and the ONNX model of another are the same model's:
+    the fp32 weights that ship beside the tokenizer, run in numpy (BERT, mean pooling),
+    give the vectors the int8 model gives (the reference's own similarities for a classic
+    pair are pinned too, so a broken reference cannot pass by agreeing with anything)."""
+    weights = minilm_reference.load_weights(local.tokenizer_archive())
+    texts = ["A man is eating food.", "A man is eating a piece of bread.",
+             "A man is riding a horse.", PARAPHRASES[0][0], PARAPHRASES[1][0]]
+    encodings = minilm._tokenizer.encode_batch(texts)
+    reference = np.array([minilm_reference.embed(weights, e.ids) for e in encodings])
+    assert reference[0] @ reference[1] == pytest.approx(0.7553, abs=2e-3)
+    assert reference[0] @ reference[2] == pytest.approx(0.2474, abs=2e-3)
+    vectors = await minilm.embed(texts)
+    agreement = (vectors * reference).sum(axis=1)
+    assert agreement.min() > 0.995, np.round(agreement, 4)
 
 
 @models
