@@ -6,7 +6,8 @@ onnxruntime, libs/memory): recall embeds the line of every addressed turn on its
 
 1. **One line at a time**, as recall does: ``await embed([line])`` for each of ``--lines``
    player lines of mixed length (a worker thread runs the model, as in the service), after
-   a warm-up; p50/p95/max in ms per line.
+   a warm-up; p50/p95/max in ms per line, and p50/p95 by the line's length in tokens (the
+   model's work grows with it).
 2. **In batches** of ``--batch``, as the indexer does: ms per line in a batch.
 """
 
@@ -99,6 +100,12 @@ async def main() -> None:
     took = await one_by_one(embedder, lines)
     print(f"one line at a time (recall): p50 {ms(took, 50):.2f} ms  p95 {ms(took, 95):.2f} ms  "
           f"max {max(took) * 1000:.2f} ms  mean {statistics.mean(took) * 1000:.2f} ms per line")
+    for label, keep in (("up to 20 tokens", lambda n: n <= 20), ("21-30", lambda n: 20 < n <= 30),
+                        ("over 30", lambda n: n > 30)):
+        part = [t for t, n in zip(took, tokens) if keep(n)]
+        if part:
+            print(f"  {label:>15}: {len(part):3d} lines, p50 {ms(part, 50):.2f} ms  "
+                  f"p95 {ms(part, 95):.2f} ms")
     per_line = batched(embedder, lines, args.batch)
     print(f"batches of {args.batch} (indexer): {per_line * 1000:.2f} ms per line")
     await embedder.close()
