@@ -135,7 +135,8 @@ async def call(api: httpx.AsyncClient, method: str, path: str, auth: dict[str, s
 
 
 DUMMY = {"tenant_id": "dummy", "key_id": "kdummy", "campaign_id": "dummy", "npc_id": "dummy",
-         "session_id": "dummy", "name": "dummy", "npc": "dummy"}
+         "session_id": "dummy", "name": "dummy", "npc": "dummy", "memory_id": "1", "fact_id": "1",
+         "recap_id": "1"}
 
 
 async def test_every_route_needs_the_right_kind_of_key(api, op, control):
@@ -222,6 +223,16 @@ ISOLATION: dict[tuple[str, str], tuple[int, object]] = {
     ("POST", "/v1/sessions/{session_id}/npcs/{npc}/mute"): (404, None),
     ("POST", "/v1/sessions/{session_id}/npcs/{npc}/unmute"): (404, None),
     ("POST", "/v1/sessions/{session_id}/npcs/{npc}/speak"): (404, {"text": "B puppets A's NPC"}),
+    ("GET", "/v1/campaigns/{campaign_id}/search"): (404, "SEARCH"),
+    ("GET", "/v1/campaigns/{campaign_id}/npcs/{npc_id}/memories"): (404, None),
+    ("PATCH", "/v1/campaigns/{campaign_id}/memories/{memory_id}"): (404, {"text": "B rewrites A's"}),
+    ("DELETE", "/v1/campaigns/{campaign_id}/memories/{memory_id}"): (404, None),
+    ("GET", "/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts"): (404, None),
+    ("POST", "/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts"): (404, {"text": "B teaches A's NPC"}),
+    ("DELETE", "/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts/{fact_id}"): (404, None),
+    ("GET", "/v1/campaigns/{campaign_id}/npcs/{npc_id}/recaps"): (404, None),
+    ("PUT", "/v1/campaigns/{campaign_id}/recaps/{recap_id}"): (404, {"text": "B rewrites A's"}),
+    ("DELETE", "/v1/campaigns/{campaign_id}/recaps/{recap_id}"): (404, None),
 }
 UPSERTS = {("PUT", "/v1/secrets/{name}"), ("PUT", "/v1/campaigns/{campaign_id}")}
 
@@ -233,7 +244,10 @@ async def snapshot(api: httpx.AsyncClient, auth: dict[str, str], pg_dsn: str, te
     for path in ("/v1/me", "/v1/secrets", "/v1/campaigns", f"/v1/campaigns/{cid}",
                  f"/v1/campaigns/{cid}/npcs", f"/v1/campaigns/{cid}/export", "/v1/sessions",
                  f"/v1/sessions/{sid}", f"/v1/sessions/{sid}/transcript", f"/v1/sessions/{sid}/turns",
-                 f"/v1/sessions/{sid}/npcs",
+                 f"/v1/sessions/{sid}/npcs", f"/v1/campaigns/{cid}/search?q=alpha",
+                 f"/v1/campaigns/{cid}/npcs/vault-keeper/memories",
+                 f"/v1/campaigns/{cid}/npcs/vault-keeper/facts",
+                 f"/v1/campaigns/{cid}/npcs/vault-keeper/recaps",
                  "/v1/usage"):
         r = await api.get(path, headers=auth)
         assert r.status_code == 200, f"{path}: {r.text}"
@@ -255,6 +269,9 @@ NUL_BODIES = {  # a body each route would take, but for one NUL character
     "SessionCreate": ({"campaign": "forge", "guild_id": "1\u0000"}, "body.guild_id"),
     "SessionStop": ({"reason": "done\u0000"}, "body.reason"),
     "NpcLine": ({"text": "Welcome\u0000"}, "body.text"),
+    "MemoryEdit": ({"text": "Greta\u0000 remembers"}, "body.text"),
+    "FactCreate": ({"text": "The key\u0000"}, "body.text"),
+    "RecapEdit": ({"text": "Recap\u0000"}, "body.text"),
 }
 
 
@@ -265,7 +282,8 @@ async def test_every_body_with_a_nul_character_is_refused_as_422_naming_where(ap
     auth = await new_tenant(api, op, tenant)
     sid = (await api.post("/v1/sessions", headers=auth, json={"campaign": "forge"})).json()["id"]
     values = {**DUMMY, "tenant_id": tenant, "campaign_id": "forge", "session_id": sid,
-              "npc_id": "greta", "npc": "greta", "name": "gemini"}
+              "npc_id": "greta", "npc": "greta", "name": "gemini", "memory_id": "1",
+              "fact_id": "1", "recap_id": "1"}
     checked = set()
     for method, template, operation in await routes(api):
         if "requestBody" not in operation:
@@ -305,19 +323,34 @@ async def test_a_tenant_can_neither_read_nor_change_another_tenants_data(api, op
              " %s)", a, sid, npc, Jsonb({"total_ms": 900}))
     await db(pg_dsn, "INSERT INTO usage_events (tenant_id, session_id, metric, key, amount)"
              " VALUES (%s, %s, 'tts_characters', 'u1', 4242)", a, sid)
+    # and remembered: an exchange, a fact, a recap
+    [(memory_id,)] = await db(
+        pg_dsn, "INSERT INTO memories (tenant_id, campaign_id, session_id, turn_id, kind, speaker, npc,"
+        " witnesses, player_text, text) VALUES (%s, %s, %s, 'u1', 'exchange', 'alice', %s, ARRAY[%s],"
+        " 'ALPHA-ONLY words', 'alice to Vault Keeper: ALPHA-ONLY words') RETURNING id", a, cid, sid, npc, npc)
+    r = await api.post(f"/v1/campaigns/{cid}/npcs/{npc}/facts", headers=a_auth,
+                       json={"text": "ALPHA-ONLY fact"})
+    assert r.status_code == 201, r.text
+    fact_id = r.json()["id"]
+    [(recap_id,)] = await db(
+        pg_dsn, "INSERT INTO npc_recaps (tenant_id, campaign_id, session_id, npc, status, text)"
+        " VALUES (%s, %s, %s, %s, 'done', 'ALPHA-ONLY recap') RETURNING id", a, cid, sid, npc)
     before = await snapshot(api, a_auth, pg_dsn, a, cid, sid)
     assert before[f"/v1/sessions/{sid}/transcript"][0]["text"] == "ALPHA-ONLY words"  # type: ignore[index]
     assert before["/v1/usage"]["tts_characters"] == 4242  # type: ignore[index]
 
     tenant_routes = {(m, p) for m, p, operation in await routes(api) if not is_operator(operation)}
     assert tenant_routes == set(ISOLATION), "classify every tenant route in ISOLATION"
-    a_ids = {"campaign_id": cid, "npc_id": npc, "session_id": sid, "name": "alphakey", "npc": npc}
+    a_ids = {"campaign_id": cid, "npc_id": npc, "session_id": sid, "name": "alphakey", "npc": npc,
+             "memory_id": str(memory_id), "fact_id": str(fact_id), "recap_id": str(recap_id)}
     leaks = (a, "ALPHA-ONLY", "ALPHA-SECRET-VALUE", "Vault Of Alpha", "Vault Keeper")
     for method, template in sorted(ISOLATION, key=lambda route: (route in UPSERTS, route)):
         status, body = ISOLATION[(method, template)]
         kwargs: dict[str, object] = {}
         if body == "A_CAMPAIGN":
             kwargs["json"] = {"campaign": cid}
+        elif body == "SEARCH":
+            kwargs["params"] = {"q": "alpha words"}
         elif isinstance(body, str):
             kwargs = {"content": body.encode(), "headers": {**b_auth, "Content-Type": "application/yaml"}}
         elif body is not None:
@@ -340,6 +373,159 @@ async def test_a_tenant_can_neither_read_nor_change_another_tenants_data(api, op
                     " AND actor NOT IN ('operator', %s)", a, f"tenant:{a}")
     assert rows == []
     await api.post(f"/v1/sessions/{sid}/stop", headers=a_auth)
+
+
+# --- campaign memory: search, memories, facts, recaps ----------------------------------------
+
+async def _memory_fixture(api, op, pg_dsn) -> tuple[str, dict[str, str], str, str]:
+    tenant = unique()
+    auth = await new_tenant(api, op, tenant)
+    snapshot = Jsonb((await api.get("/v1/campaigns/forge", headers=auth)).json())
+    s1, s2 = unique("s"), unique("s")
+    for sid in (s1, s2):
+        await db(pg_dsn, "INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge)"
+                 " VALUES (%s, %s, 'forge', %s, 'sim')", tenant, sid, snapshot)
+    return tenant, auth, s1, s2
+
+
+async def audit_actions(pg_dsn: str, tenant: str) -> list[tuple]:
+    return await db(pg_dsn, "SELECT actor, action, target FROM audit_log WHERE tenant_id = %s"
+                    " AND action LIKE ANY (ARRAY['memory.%%', 'fact.%%', 'recap.%%']) ORDER BY id", tenant)
+
+
+async def test_transcript_search_across_a_campaigns_sessions_newest_first(api, op, pg_dsn):
+    tenant, auth, s1, s2 = await _memory_fixture(api, op, pg_dsn)
+    t0 = 1_750_000_000 * 10**9
+    for sid, turn, role, who, text, at in (
+            (s1, "a-1", "player", "sam", "We swore to hunt the red dragon.", t0),
+            (s1, "a-1", "npc", "greta", "The dragon will burn you.", t0 + 10**9),
+            (s2, "b-1", "player", "ana", "Is the dragon dead yet?", t0 + 7 * 86400 * 10**9),
+            (s2, "b-2", "player", "ana", "Two ales please.", t0 + 7 * 86401 * 10**9)):
+        await db(pg_dsn, "INSERT INTO transcript_lines (tenant_id, session_id, turn_id, role, speaker,"
+                 " text, spoken_ns) VALUES (%s, %s, %s, %s, %s, %s, %s)", tenant, sid, turn, role, who, text, at)
+    r = await api.get("/v1/campaigns/forge/search", headers=auth, params={"q": "dragon"})
+    assert r.status_code == 200, r.text
+    hits = r.json()
+    assert [(h["session"], h["turn_id"], h["role"], h["speaker"]) for h in hits] == [
+        (s2, "b-1", "player", "ana"), (s1, "a-1", "npc", "greta"), (s1, "a-1", "player", "sam")]
+    assert datetime.fromisoformat(hits[0]["at"]) == datetime.fromtimestamp((t0 + 7 * 86400 * 10**9) / 1e9, UTC)
+    r = await api.get("/v1/campaigns/forge/search", headers=auth,
+                      params={"q": "dragon", "limit": 1, "before": hits[0]["at"]})
+    assert [h["turn_id"] + h["role"] for h in r.json()] == ["a-1npc"]
+    r = await api.get("/v1/campaigns/forge/search", headers=auth, params={"q": '"red dragon" -burn'})
+    assert [h["speaker"] for h in r.json()] == ["sam"]
+    for params, where in (({}, "query.q"), ({"q": ""}, "query.q"), ({"q": "x", "limit": 0}, "query.limit"),
+                          ({"q": "x", "before": "yesterday"}, "query.before")):
+        r = await api.get("/v1/campaigns/forge/search", headers=auth, params=params)
+        assert r.status_code == 422 and r.json()["error"].startswith(where), r.text
+    r = await api.get("/v1/campaigns/forge/search", headers=auth, params={"q": "dra\u0000gon"})
+    assert r.status_code == 422 and r.json()["error"] == "q: text must not contain NUL"
+    r = await api.get("/v1/campaigns/nowhere/search", headers=auth, params={"q": "dragon"})
+    assert r.status_code == 404 and r.json()["error"] == "no campaign 'nowhere'"
+
+
+async def test_memories_facts_and_recaps_are_listed_edited_and_deleted_with_audit(api, op, pg_dsn):
+    tenant, auth, s1, s2 = await _memory_fixture(api, op, pg_dsn)
+    ids = []
+    for n in range(3):
+        [(mid,)] = await db(
+            pg_dsn, "INSERT INTO memories (tenant_id, campaign_id, session_id, turn_id, kind, speaker,"
+            " npc, present, witnesses, player_text, text, embedding, embed_model) VALUES (%s, 'forge', %s,"
+            " %s, 'exchange', 'sam', 'greta', ARRAY['greta'], ARRAY['greta'], 'hi', %s,"
+            " array_fill(0.05, ARRAY[384])::vector, 'm') RETURNING id",
+            tenant, s1, f"u{n}", f"sam to Greta: line {n}")
+        ids.append(mid)
+    base = "/v1/campaigns/forge"
+
+    # memories: newest first, paged, only the NPC's
+    r = await api.get(f"{base}/npcs/greta/memories", headers=auth, params={"limit": 2})
+    assert r.status_code == 200, r.text
+    assert [m["id"] for m in r.json()] == [ids[2], ids[1]] and r.json()[0]["embedded"] is True
+    r = await api.get(f"{base}/npcs/greta/memories", headers=auth, params={"before_id": ids[1]})
+    assert [m["id"] for m in r.json()] == [ids[0]]
+    assert (await api.get(f"{base}/npcs/tobias/memories", headers=auth)).json() == []
+    r = await api.get(f"{base}/npcs/nobody/memories", headers=auth)
+    assert r.status_code == 404 and r.json()["error"] == "no NPC 'nobody' in campaign 'forge'"
+
+    r = await api.patch(f"{base}/memories/{ids[0]}", headers=auth, json={"text": "Sam owes Greta 5 gold."})
+    assert r.status_code == 200, r.text
+    edited = r.json()
+    assert (edited["text"], edited["embedded"], edited["edited_by"]) == (
+        "Sam owes Greta 5 gold.", False, f"tenant:{tenant}")  # embedded again by the indexer
+    for body, where in (({"text": ""}, "body.text"), ({"text": "   "}, "body.text"),
+                        ({"text": "a", "npc": "x"}, "body.npc"),
+                        ({}, "body.text")):
+        r = await api.patch(f"{base}/memories/{ids[0]}", headers=auth, json=body)
+        assert r.status_code == 422 and r.json()["error"].startswith(where), r.text
+    for bad in ("0", "abc", str(2**63)):
+        r = await api.patch(f"{base}/memories/{bad}", headers=auth, json={"text": "x"})
+        assert r.status_code == 422 and r.json()["error"].startswith("path.memory_id"), r.text
+    r = await api.patch(f"{base}/memories/999999999", headers=auth, json={"text": "x"})
+    assert r.status_code == 404 and r.json()["error"] == "no memory 999999999 in campaign 'forge'"
+    assert (await api.delete(f"{base}/memories/{ids[1]}", headers=auth)).status_code == 204
+    assert (await api.delete(f"{base}/memories/{ids[1]}", headers=auth)).status_code == 404
+    assert len((await api.get(f"{base}/npcs/greta/memories", headers=auth)).json()) == 2
+
+    # facts: taught to one NPC, listed, deleted only through that NPC
+    r = await api.post(f"{base}/npcs/greta/facts", headers=auth, json={"text": "The duke is a vampire."})
+    assert r.status_code == 201, r.text
+    fact = r.json()
+    assert (fact["kind"], fact["npc"], fact["witnesses"], fact["taught_by"], fact["session"]) == (
+        "fact", "greta", ["greta"], f"tenant:{tenant}", None)
+    assert [f["id"] for f in (await api.get(f"{base}/npcs/greta/facts", headers=auth)).json()] == [fact["id"]]
+    assert (await api.get(f"{base}/npcs/tobias/facts", headers=auth)).json() == []
+    r = await api.get(f"{base}/npcs/greta/memories", headers=auth, params={"kind": "fact"})
+    assert [m["id"] for m in r.json()] == [fact["id"]]
+    for body, where in (({"text": "x" * 301}, "body.text"), ({"text": " "}, "body.text"),
+                        ({"fact": "x"}, "body.text")):
+        r = await api.post(f"{base}/npcs/greta/facts", headers=auth, json=body)
+        assert r.status_code == 422 and r.json()["error"].startswith(where), r.text
+    r = await api.post(f"{base}/npcs/nobody/facts", headers=auth, json={"text": "x"})
+    assert r.status_code == 404 and r.json()["error"] == "no NPC 'nobody' in campaign 'forge'"
+    r = await api.delete(f"{base}/npcs/tobias/facts/{fact['id']}", headers=auth)
+    assert r.status_code == 404 and "for NPC 'tobias'" in r.json()["error"]
+    r = await api.delete(f"{base}/npcs/greta/facts/{ids[0]}", headers=auth)  # an exchange, not a fact
+    assert r.status_code == 404
+    assert (await api.delete(f"{base}/npcs/greta/facts/{fact['id']}", headers=auth)).status_code == 204
+    assert (await api.get(f"{base}/npcs/greta/facts", headers=auth)).json() == []
+
+    # recaps
+    [(rid,)] = await db(pg_dsn, "INSERT INTO npc_recaps (tenant_id, campaign_id, session_id, npc, status,"
+                        " error, attempts) VALUES (%s, 'forge', %s, 'greta', 'failed', 'llm: timeout', 5)"
+                        " RETURNING id", tenant, s2)
+    [(rid_old,)] = await db(pg_dsn, "INSERT INTO npc_recaps (tenant_id, campaign_id, session_id, npc, status,"
+                            " text, created_at) VALUES (%s, 'forge', %s, 'greta', 'done', 'Greta met Sam.',"
+                            " now() - interval '7 days') RETURNING id", tenant, s1)
+    r = await api.get(f"{base}/npcs/greta/recaps", headers=auth)
+    assert r.status_code == 200 and [x["id"] for x in r.json()] == [rid, rid_old]
+    assert (r.json()[0]["status"], r.json()[0]["error"], r.json()[0]["attempts"]) == ("failed", "llm: timeout", 5)
+    r = await api.put(f"{base}/recaps/{rid}", headers=auth, json={"text": "Greta forged a spear for Sam."})
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["error"], r.json()["edited_by"]) == ("done", None, f"tenant:{tenant}")
+    r = await api.put(f"{base}/recaps/{rid}", headers=auth, json={"text": "x" * 1501})
+    assert r.status_code == 422 and r.json()["error"].startswith("body.text")
+    assert (await api.put(f"{base}/recaps/999999999", headers=auth, json={"text": "x"})).status_code == 404
+    r = await api.get(f"{base}/npcs/nobody/recaps", headers=auth)
+    assert r.status_code == 404 and r.json()["error"] == "no NPC 'nobody' in campaign 'forge'"
+    assert (await api.delete(f"{base}/recaps/{rid_old}", headers=auth)).status_code == 204
+    assert (await api.delete(f"{base}/recaps/{rid_old}", headers=auth)).status_code == 404
+    assert [x["id"] for x in (await api.get(f"{base}/npcs/greta/recaps", headers=auth)).json()] == [rid]
+
+    actor = f"tenant:{tenant}"
+    assert await audit_actions(pg_dsn, tenant) == [
+        (actor, "memory.edit", f"forge/{ids[0]}"), (actor, "memory.delete", f"forge/{ids[1]}"),
+        (actor, "fact.teach", f"forge/{fact['id']}"), (actor, "fact.delete", f"forge/{fact['id']}"),
+        (actor, "recap.edit", f"forge/{rid}"), (actor, "recap.delete", f"forge/{rid_old}")]
+
+    # replacing the campaign keeps its memory; deleting it deletes its memory
+    yaml_text = (await api.get(f"{base}/export", headers=auth)).text
+    assert (await import_yaml(api, auth, yaml_text, replace=True)).status_code == 201
+    assert len((await api.get(f"{base}/npcs/greta/memories", headers=auth)).json()) == 2
+    assert (await api.delete(base, headers=auth)).status_code == 204
+    left = await db(pg_dsn, "SELECT (SELECT count(*) FROM memories WHERE tenant_id = %s),"
+                    " (SELECT count(*) FROM npc_recaps WHERE tenant_id = %s)", tenant, tenant)
+    assert left == [(0, 0)]
+    assert (await api.get(f"{base}/npcs/greta/memories", headers=auth)).status_code == 404
 
 
 # --- tenants, API keys and the audit log (operator) -----------------------------------------
@@ -549,7 +735,7 @@ async def test_campaign_crud_import_and_export(api, op):
     r = await api.get("/v1/campaigns/moon-keep", headers=auth)
     assert r.status_code == 200
     assert r.json()["npcs"][1] == {**MOON_KEEP["npcs"][1], "voice": r.json()["npcs"][1]["voice"],
-                                   "llm": None}
+                                   "llm": None, "knowledge": "", "scene": None}
     assert [c["id"] for c in (await api.get("/v1/campaigns", headers=auth)).json()] == ["forge", "moon-keep"]
 
     replaced = {"name": "Moon Keep", "npcs": [{"name": "Cass", "persona": "A new keeper."}]}

@@ -14,7 +14,8 @@ so do the routes that publish (start, stop, mute, speak).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -33,7 +34,7 @@ from glyphoxa_bus.publisher import PublishError
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_events.api import NpcInfo
 from glyphoxa_events.tokens import Token
-from glyphoxa_session_control import audit
+from glyphoxa_session_control import audit, memory
 from glyphoxa_session_control.availability import Availability
 from glyphoxa_session_control.campaigns import Campaigns, campaign_yaml
 from glyphoxa_session_control.crypto import same_secret
@@ -48,7 +49,14 @@ from glyphoxa_session_control.models import (
     ApiKeyCreated,
     AuditEntry,
     CampaignSummary,
+    FactCreate,
+    MemoryEdit,
+    MemoryId,
+    MemoryRow,
     NpcLine,
+    RecapEdit,
+    RecapRow,
+    SearchHit,
     SecretInfo,
     SecretValue,
     Session,
@@ -278,6 +286,7 @@ def create_app(control: Control) -> FastAPI:
         return Response(status_code=204)
 
     _campaign_routes(app, control)
+    _memory_routes(app, control)
     _session_routes(app, control)
     return app
 
@@ -350,6 +359,86 @@ def _campaign_routes(app: FastAPI, control: Control) -> None:
 
     async def _summary(tenant_id: str, cid: str) -> CampaignSummary:
         return next(c for c in await campaigns.list(tenant_id) if c.id == cid)
+
+
+def _memory_routes(app: FastAPI, control: Control) -> None:
+    """A campaign's memory (docs/memory.md): transcript search, what each NPC remembers, the
+    facts the GM taught it and its recaps. Every change is in the audit log."""
+    pool = control.pool
+
+    @app.get("/v1/campaigns/{campaign_id}/search", tags=["memory"])
+    async def search_campaign(
+            campaign_id: Token, tenant_id: TenantId,
+            q: Annotated[str, Query(min_length=1, max_length=500,
+                                    description='words, "a phrase", -without, or')],
+            limit: Annotated[int, Query(ge=1, le=500)] = 50,
+            before: Annotated[datetime | None, Query(
+                description="only lines said before this (the last hit's `at`: the next page)")] = None,
+    ) -> list[SearchHit]:
+        """The campaign's transcripts (every session), newest first."""
+        hits = await memory.search_transcripts(pool, tenant_id, campaign_id, q, limit, before)
+        return [SearchHit(**asdict(h)) for h in hits]
+
+    @app.get("/v1/campaigns/{campaign_id}/npcs/{npc_id}/memories", tags=["memory"])
+    async def list_memories(
+            campaign_id: Token, npc_id: Token, tenant_id: TenantId,
+            limit: Annotated[int, Query(ge=1, le=500)] = 50,
+            before_id: Annotated[MemoryId | None, Query(
+                description="only memories older than this id (the last one's: the next page)")] = None,
+            kind: Literal["exchange", "fact"] | None = None,
+    ) -> list[MemoryRow]:
+        """What the NPC may recall (what it witnessed and was taught), newest first."""
+        rows = await memory.list_memories(pool, tenant_id, campaign_id, npc_id, limit, before_id, kind)
+        return [MemoryRow(**r) for r in rows]
+
+    @app.patch("/v1/campaigns/{campaign_id}/memories/{memory_id}", tags=["memory"])
+    async def edit_memory(campaign_id: Token, memory_id: MemoryId, body: MemoryEdit,
+                          tenant_id: TenantId) -> MemoryRow:
+        """Correct what NPCs remember; it is embedded again for recall."""
+        return MemoryRow(**await memory.edit_memory(pool, tenant_id, campaign_id, memory_id,
+                                                     body.text, f"tenant:{tenant_id}"))
+
+    @app.delete("/v1/campaigns/{campaign_id}/memories/{memory_id}", status_code=204, tags=["memory"])
+    async def delete_memory(campaign_id: Token, memory_id: MemoryId, tenant_id: TenantId) -> Response:
+        await memory.delete_memory(pool, tenant_id, campaign_id, memory_id, f"tenant:{tenant_id}")
+        return Response(status_code=204)
+
+    @app.get("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts", tags=["memory"])
+    async def list_facts(campaign_id: Token, npc_id: Token, tenant_id: TenantId) -> list[MemoryRow]:
+        """The facts the GM taught the NPC, oldest first."""
+        return [MemoryRow(**r) for r in await memory.list_facts(pool, tenant_id, campaign_id, npc_id)]
+
+    @app.post("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts", status_code=201, tags=["memory"])
+    async def teach_fact(campaign_id: Token, npc_id: Token, body: FactCreate,
+                         tenant_id: TenantId) -> MemoryRow:
+        """Teach the NPC a fact: in its prompt from the next session on, recalled by it only."""
+        return MemoryRow(**await memory.teach_fact(pool, tenant_id, campaign_id, npc_id, body.text,
+                                                    f"tenant:{tenant_id}"))
+
+    @app.delete("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts/{fact_id}", status_code=204,
+                tags=["memory"])
+    async def delete_fact(campaign_id: Token, npc_id: Token, fact_id: MemoryId,
+                          tenant_id: TenantId) -> Response:
+        await memory.delete_memory(pool, tenant_id, campaign_id, fact_id, f"tenant:{tenant_id}",
+                                   kind="fact", npc=npc_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/campaigns/{campaign_id}/npcs/{npc_id}/recaps", tags=["memory"])
+    async def list_recaps(campaign_id: Token, npc_id: Token, tenant_id: TenantId) -> list[RecapRow]:
+        """The NPC's recaps, one per session it took part in, newest first."""
+        return [RecapRow(**r) for r in await memory.list_recaps(pool, tenant_id, campaign_id, npc_id)]
+
+    @app.put("/v1/campaigns/{campaign_id}/recaps/{recap_id}", tags=["memory"])
+    async def edit_recap(campaign_id: Token, recap_id: MemoryId, body: RecapEdit,
+                         tenant_id: TenantId) -> RecapRow:
+        """The GM's own recap (stored as done; a pending one is no longer made)."""
+        return RecapRow(**await memory.edit_recap(pool, tenant_id, campaign_id, recap_id, body.text,
+                                                  f"tenant:{tenant_id}"))
+
+    @app.delete("/v1/campaigns/{campaign_id}/recaps/{recap_id}", status_code=204, tags=["memory"])
+    async def delete_recap(campaign_id: Token, recap_id: MemoryId, tenant_id: TenantId) -> Response:
+        await memory.delete_recap(pool, tenant_id, campaign_id, recap_id, f"tenant:{tenant_id}")
+        return Response(status_code=204)
 
 
 def _session_routes(app: FastAPI, control: Control) -> None:

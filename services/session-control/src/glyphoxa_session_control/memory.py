@@ -421,6 +421,7 @@ async def edit_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, mem
     """The GM corrects a memory: new text, embedded again by the indexer."""
     text = _clean_text(text)
     async with pool.connection() as conn, conn.transaction():
+        await campaign_exists(conn, tenant, campaign)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "UPDATE memories SET text = %s, embedding = NULL, embed_model = NULL, edited_by = %s,"
@@ -441,6 +442,8 @@ async def delete_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, m
     async with pool.connection() as conn, conn.transaction():
         if npc is not None:
             await npc_exists(conn, tenant, campaign, npc)
+        else:
+            await campaign_exists(conn, tenant, campaign)
         cur = await conn.execute(
             "DELETE FROM memories WHERE tenant_id = %s AND campaign_id = %s AND id = %s"
             " AND (%s::text IS NULL OR kind = %s) AND (%s::text IS NULL OR npc = %s)"
@@ -501,6 +504,7 @@ async def edit_recap(pool: AsyncConnectionPool, tenant: str, campaign: str, reca
     """The GM's own recap: stored as done (a pending one is then no longer made)."""
     text = _clean_text(text, limit=max_chars)
     async with pool.connection() as conn, conn.transaction():
+        await campaign_exists(conn, tenant, campaign)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "UPDATE npc_recaps SET text = %s, status = 'done', error = NULL, edited_by = %s,"
@@ -517,6 +521,7 @@ async def edit_recap(pool: AsyncConnectionPool, tenant: str, campaign: str, reca
 async def delete_recap(pool: AsyncConnectionPool, tenant: str, campaign: str, recap_id: int,
                        actor: str) -> None:
     async with pool.connection() as conn, conn.transaction():
+        await campaign_exists(conn, tenant, campaign)
         cur = await conn.execute(
             "DELETE FROM npc_recaps WHERE tenant_id = %s AND campaign_id = %s AND id = %s"
             " RETURNING npc, session_id", (tenant, campaign, recap_id))

@@ -192,3 +192,69 @@ class AuditEntry(BaseModel):
     action: str
     target: str
     details: dict[str, object]
+
+
+# --- campaign memory (docs/memory.md, docs/adr/0007) ------------------------------------------
+
+MemoryId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class MemoryRow(BaseModel):
+    id: int
+    kind: Literal["exchange", "fact"]
+    session: str | None = Field(description="the session it was said in (a fact: none)")
+    turn_id: str | None
+    speaker: str | None = Field(description="who spoke to the NPC (a line the GM had the NPC say: none)")
+    npc: str = Field(description="the NPC it was said to (a fact: the NPC it was taught)")
+    present: list[str] = Field(description="the NPCs in that NPC's scene")
+    witnesses: list[str] = Field(description="the NPCs that may recall it")
+    text: str
+    spoken_at: datetime
+    created_at: datetime
+    embedded: bool = Field(description="embedded for recall (an edited memory is embedded again)")
+    embed_model: str | None
+    taught_by: str | None
+    edited_by: str | None
+    edited_at: datetime | None
+
+
+class MemoryEdit(_In):
+    text: str = Field(min_length=1, max_length=10_000, pattern=r"\S",
+                      description="what the NPC remembers from now on (embedded again)")
+
+
+class FactCreate(_In):
+    text: str = Field(min_length=1, max_length=300, pattern=r"\S",
+                      description="a fact only this NPC knows from now on")
+
+
+class RecapRow(BaseModel):
+    id: int
+    session: str
+    npc: str
+    status: Literal["pending", "done", "failed"]
+    text: str
+    error: str | None
+    attempts: int
+    model: str | None
+    created_at: datetime
+    updated_at: datetime
+    edited_by: str | None
+    edited_at: datetime | None
+
+
+class RecapEdit(_In):
+    text: str = Field(min_length=1, max_length=1500, pattern=r"\S",
+                      description="the recap as the GM wants it (stored as done)")
+
+
+class SearchHit(BaseModel):
+    session: str
+    turn_id: str
+    role: Literal["player", "npc"]
+    speaker: str
+    text: str
+    complete: bool
+    spoken_ns: int
+    at: datetime = Field(description="when it was said; pass the last hit's as `before` for more")
+    npc: str | None = Field(None, description="a player's line: the NPC it was addressed to")
