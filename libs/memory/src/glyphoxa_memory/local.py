@@ -159,7 +159,9 @@ class LocalEmbedder:
         session = self._session
         if session is None:
             raise EmbedError(PROVIDER, "the embedder is closed")
-        encodings = self._tokenizer.encode_batch(texts)
+        # one by one (~50 us a line): encode_batch would start a thread per core, beyond
+        # the threads this embedder was given
+        encodings = [self._tokenizer.encode(text) for text in texts]
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(texts), DIMS), dtype=np.float32)
         for start in range(0, len(order), BATCH):
