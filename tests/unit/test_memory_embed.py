@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -304,3 +305,15 @@ async def test_local_is_the_default() -> None:
         assert (await embedder.embed(["hello"])).shape == (1, 384)
     finally:
         await embedder.close()
+
+
+@models
+def test_each_embedder_loads_only_its_own_libraries() -> None:
+    probe = ("import sys; from glyphoxa_memory import MemorySettings, make_embedder; "
+             "make_embedder(MemorySettings(embedder=sys.argv[1])); "
+             "print(sorted(m for m in ('google.genai', 'onnxruntime', 'tokenizers') "
+             "if m in sys.modules))")
+    loaded = {choice: subprocess.run([sys.executable, "-c", probe, choice], capture_output=True,
+                                     text=True, check=True).stdout.strip()
+              for choice in ("off", "local")}
+    assert loaded == {"off": "[]", "local": "['onnxruntime', 'tokenizers']"}
