@@ -33,6 +33,7 @@ from glyphoxa_npc_brain.prompt import (
     MAX_RECALLED,
     MAX_RECALLED_CHARS,
     MAX_RECAP_CHARS,
+    REMEMBER,
     build_prompt,
     persona_prompt,
     recalled_texts,
@@ -194,8 +195,8 @@ def test_what_an_npc_knows_follows_its_persona_and_is_its_own() -> None:
     greta, aldric = world.npc("greta"), world.npc("aldric")
     system = system_prompt(greta, world, memory)
     assert system == (
-        persona_prompt(greta, world) + "\n\nWhat you know:\n"
-        "Oakridge is a mining town. The mill burned last winter.\n"
+        persona_prompt(greta, world) + "\n\n"
+        "Everyone here knows: Oakridge is a mining town. The mill burned last winter.\n"
         "You forged the key.\n"
         "Last time: Alex asked about the key.\n"
         "You were told: The mayor is a liar. The bridge is out."
@@ -217,9 +218,8 @@ def test_what_an_npc_knows_is_bounded() -> None:
                                                  facts={"greta": facts}))
     greta = world.npc("greta")
     known = system_prompt(greta, world, memory).removeprefix(persona_prompt(greta, world))
-    lines = known.strip().split("\n")
-    assert lines[0] == "What you know:"
-    lore_line, knowledge_line, recap_line, facts_line = lines[1:]
+    lore_line, knowledge_line, recap_line, facts_line = known.strip().split("\n")
+    lore_line = lore_line.removeprefix("Everyone here knows: ")
     assert len(lore_line) <= MAX_LORE_CHARS and lore_line.endswith("matter.")
     assert len(knowledge_line) <= MAX_KNOWLEDGE_CHARS and knowledge_line.endswith("...")
     assert len(recap_line.removeprefix("Last time: ")) <= MAX_RECAP_CHARS
@@ -264,7 +264,7 @@ def test_recalled_memories_go_into_the_last_message_ahead_of_the_line() -> None:
                                     history=6, context=4, recalled=recalled)
     assert system == persona_prompt(world.npc("greta"), world)  # the system prompt stays put
     assert messages[-1].content == (
-        '(You remember: Alex said to Greta: "Find the dragon." Greta answered: "I will." '
+        f'({REMEMBER}Alex said to Greta: "Find the dragon." Greta answered: "I will." '
         "The key is under the mill.)\n\n"
         '(Meanwhile at the table: Sam said to Aldric: "Aldric, ale!" Aldric said: "Coming.")'
         "\n\nGreta, what now?"
@@ -288,7 +288,7 @@ def test_recalled_memories_are_bounded() -> None:
     _, messages = build_prompt(world.npc("greta"), world, memory_for(world), "Hi", history=6,
                                context=4, recalled=six)
     block = messages[-1].content.split("\n\n")[0]
-    assert block.startswith("(You remember: ") and len(block) <= MAX_RECALLED_CHARS + 20
+    assert block.startswith(f"({REMEMBER}") and len(block) <= MAX_RECALLED_CHARS + len(REMEMBER) + 2
 
 
 def test_recalled_memories_leave_out_what_the_prompt_already_holds() -> None:
@@ -306,7 +306,7 @@ def test_recalled_memories_leave_out_what_the_prompt_already_holds() -> None:
     ]
     _, messages = build_prompt(world.npc("greta"), world, memory, "Greta, and now?", history=6,
                                context=4, exclude="alex-2", recalled=recalled)
-    assert messages[-1].content == "(You remember: Sam paid Greta ten gold.)\n\nGreta, and now?"
+    assert messages[-1].content == f"({REMEMBER}Sam paid Greta ten gold.)\n\nGreta, and now?"
     assert str(messages).count("the dragon?") == 1
 
 
