@@ -243,6 +243,8 @@ def test_a_taught_fact_applied_twice_changes_nothing() -> None:
     assert memory.facts("greta") == ["the key is old", "the bridge is out"]
     assert once.count("The bridge is out.") == 1
     assert memory.facts("aldric") == []
+    memory.apply(NpcTaught(npc="nobody", fact_id="f-3", text="a secret"))  # not in the campaign
+    assert memory.facts("nobody") == [] and system_prompt(greta, world, memory) == once
 
 
 # --- recalled memories ----------------------------------------------------------------------

@@ -81,8 +81,7 @@ class SessionMemory:
             self.campaign = event.campaign
             self.seed = event.memory
         elif isinstance(event, NpcTaught):
-            self._taught.setdefault(event.npc, _Bounded(MAX_TAUGHT)).remember(
-                event.fact_id, event.text)
+            self._taught_fact(event)
         elif isinstance(event, Speaker):
             self.speakers[event.speaker] = event.display_name
         elif isinstance(event, NpcMute):
@@ -97,6 +96,13 @@ class SessionMemory:
             self._unheard.remember(
                 event.request_id, Exchange(event.request_id, event.npc, None, "", event.text)
             )
+
+    def _taught_fact(self, event: NpcTaught) -> None:
+        # session.started comes first; a fact for an NPC the campaign lacks is of no one's
+        if self.campaign is None or self.campaign.npc(event.npc) is None:
+            return
+        self._taught.setdefault(event.npc, _Bounded(MAX_TAUGHT)).remember(
+            event.fact_id, event.text)
 
     def _mute(self, event: NpcMute) -> None:
         if event.npc != "*":
