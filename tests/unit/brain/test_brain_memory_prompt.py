@@ -344,3 +344,18 @@ async def test_what_is_primed_is_the_system_prompt_a_turn_uses() -> None:
     assert used == llm.primed
     assert "You forged the key." in used[0] and "Rooms cost two silver." in used[1]
     await handler.close()
+
+
+async def test_a_fact_taught_mid_session_is_in_the_next_turn_of_that_npc_only() -> None:
+    llm = FakeLLM("Aye.")
+    handler, _, _ = make_handler(llm)
+    world = campaign("Greta", "Aldric")
+    await handler.on_control(SessionStarted(campaign=world, started_ns=1))
+    await handler.on_message(transcript_msg("Greta, hello.", utt="alex-1", end_s=10))
+    await handler.on_control(NpcTaught(npc="greta", fact_id="f-1", text=FACT))
+    await handler.on_message(transcript_msg("Greta, the key?", utt="alex-2", end_s=20))
+    await handler.on_message(transcript_msg("Aldric, the key?", utt="alex-3", end_s=30))
+    before, after, aldric = (system for system, *_ in llm.calls)
+    assert MARK not in before and after == f"{before}\n\nYou were told: {FACT[0].upper()}{FACT[1:]}."
+    assert MARK not in aldric
+    await handler.close()
