@@ -213,8 +213,10 @@ async def pending_embeddings(pool: AsyncConnectionPool, limit: int, model: str) 
                           " ORDER BY id LIMIT %s", (limit,))
         rows = await cur.fetchall()
         if len(rows) < limit:
-            await cur.execute("SELECT id, tenant_id, text FROM memories WHERE embed_model <> %s"
-                              " ORDER BY id LIMIT %s", (model, limit - len(rows)))
+            # two ranges of the embed_model index, not a scan of every row each idle second
+            await cur.execute("SELECT id, tenant_id, text FROM memories"
+                              " WHERE embed_model < %s OR embed_model > %s ORDER BY id LIMIT %s",
+                              (model, model, limit - len(rows)))
             rows += await cur.fetchall()
     return [Pending(r["id"], r["tenant_id"], r["text"]) for r in rows]
 
@@ -374,6 +376,8 @@ async def search_transcripts(pool: AsyncConnectionPool, tenant: str, campaign: s
     """Transcript lines of the campaign's sessions matching ``q`` (web-search syntax: words,
     "a phrase", -not, or), newest first; ``before`` pages on (the ``at`` of the last hit)."""
     q = _clean_text(q, "q", 500)
+    if before is not None and before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)  # a time without a zone is UTC, as every ``at`` is
     before_ns = None if before is None else int(before.timestamp() * 1e9)
     async with pool.connection() as conn:
         await campaign_exists(conn, tenant, campaign)
