@@ -179,6 +179,13 @@ def test_a_played_session_replays_exports_and_explains_itself(stack, tmp_path):
         assert times == sorted(times) and len(times) >= 4, turn
         if turn["outcome"] == "answered":
             assert at["first_audio_played"] - at["speech_end"] < 3000, turn
+    ends = [m["at_ms"] for t in timeline["turns"] for m in t["marks"]]
+    stopped = [e["at_ms"] for e in timeline["events"] if e["kind"] == "stopped"]
+    for event in timeline["events"]:  # barge-ins on the wall clock too, inside the session
+        if event["kind"] == "bargein":
+            assert 0 <= event["at_ms"] <= max(ends + stopped), event
+    if keep := os.environ.get("GLYPHOXA_KEEP_TIMELINE"):  # docs/timeline-example.html
+        shutil.copyfile(html, keep)
     for row in played:
         assert row["utterance"] in page and row["transcript"][:20] in page.replace("&#x27;", "'")
         assert row["utterance"] in result.stdout or row["transcript"] in result.stdout
