@@ -1,5 +1,6 @@
 """npc-brain: claims sessions, reads ``stt.*`` finals, publishes ``reply.<npc>`` + ``ctl.turn``;
-makes recaps of ended sessions when session-control asks (``glxrecap.make``)."""
+asks session-control for the addressed NPC's memories (``glxapi.memory.recall``) and makes
+recaps of ended sessions when session-control asks (``glxrecap.make``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from glyphoxa_npc_brain.config import Settings
 from glyphoxa_npc_brain.core import STAGE, BrainHandler
 from glyphoxa_npc_brain.llm.pool import KeyResolver, LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
+from glyphoxa_npc_brain.recall import Recaller
 from glyphoxa_npc_brain.recaps import RecapMaker
 from glyphoxa_runtime.logs import register_secret
 from glyphoxa_runtime.service import StageApp, StageMetrics, serve
@@ -61,8 +63,12 @@ async def build_app(
     await llms.start()  # the configured provider, before the first claim (the model loads)
     policy = settings.turn_policy()
 
+    recaller = Recaller(nc, metrics, timeout_s=settings.recall_timeout_ms / 1000,
+                        k=settings.recall_k, enabled=settings.recall)
+
     def handler(ctx: SessionContext) -> BrainHandler:
-        return BrainHandler(ctx.subjects, ctx.publisher, llms, policy, metrics, stage=ctx.stage)
+        return BrainHandler(ctx.subjects, ctx.publisher, llms, policy, metrics, stage=ctx.stage,
+                            recaller=recaller)
 
     stage = StageApp(
         nc,

@@ -43,6 +43,7 @@ from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
 from glyphoxa_npc_brain.prompt import build_prompt, system_prompt
+from glyphoxa_npc_brain.recall import EarlyRecall, Memories, Recaller
 from glyphoxa_npc_brain.routing import Router, RoutingDecision
 from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.speculation import Guess, HeldSentence, same_words
@@ -87,8 +88,11 @@ class BrainHandler:
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         stage: str = STAGE,
+        recaller: Recaller | None = None,
     ):
         self.subjects, self._sink, self._llms = subjects, sink, llms
+        self._recall = (EarlyRecall(recaller, subjects.tenant, subjects.session)
+                        if recaller is not None else None)
         self.policy, self._metrics, self._stage = policy, metrics, stage
         self._clock, self._monotonic = clock, monotonic
         self.memory = SessionMemory()
@@ -183,9 +187,10 @@ class BrainHandler:
         if campaign is None or npc is None:
             return
         p = self.policy
+        recalled = await self._memories(npc_token, t.text)
         system, messages = build_prompt(npc, campaign, self.memory, t.text,
                                         history=p.history_exchanges, context=p.context_exchanges,
-                                        exclude=t.utterance_id)
+                                        exclude=t.utterance_id, recalled=recalled)
         chain = self._llms.chain_for(self.subjects.tenant, campaign, npc, log_extra={
             "session": self.subjects.session, "turn": t.utterance_id})
         held = HeldSentence(self._writer(t, npc_token, f"{t.utterance_id}.guess{n}")) \
@@ -197,6 +202,11 @@ class BrainHandler:
             await self._drop(next(iter(self._guesses)))
         log.debug("reply started on an interim transcript",
                   extra=self._log(turn=t.utterance_id, npc=npc_token))
+
+    async def _memories(self, npc: str, text: str) -> Memories:
+        """What ``npc`` remembers that bears on ``text`` (nothing without a recaller, or when
+        recall is late or fails: see glyphoxa_npc_brain.recall)."""
+        return await self._recall.get(npc, text) if self._recall is not None else ()
 
     async def _drop(self, turn_id: str) -> None:
         guess = self._guesses.pop(turn_id, None)
@@ -310,6 +320,8 @@ class BrainHandler:
         npc = campaign.npc(writer.npc)
         assert npc is not None
         p = self.policy
+        # a guess the final confirmed was prompted with the same words' memories already
+        recalled = await self._memories(npc.token, t.text) if guess is None else ()
         system, messages = build_prompt(
             npc,
             campaign,
@@ -318,6 +330,7 @@ class BrainHandler:
             history=p.history_exchanges,
             context=p.context_exchanges,
             exclude=t.utterance_id,
+            recalled=recalled,
         )
         chain = guess.chain if guess is not None else self._llms.chain_for(
             self.subjects.tenant, campaign, npc,

@@ -18,6 +18,7 @@ from glyphoxa_bus.heartbeat import HeartbeatView
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_events.api import EdgeChanged
 from glyphoxa_events.subjects import api_subject
+from glyphoxa_memory import EmbedderUnavailable, make_embedder
 from glyphoxa_pg.migrations import load_migrations, migrate
 from glyphoxa_pg.pool import PgHealth, dsn_password, open_pool
 from glyphoxa_runtime.logs import register_secret
@@ -31,7 +32,10 @@ from glyphoxa_session_control.crypto import SecretBox, SecretKeyError
 from glyphoxa_session_control.gm import GameMaster
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.liveness import Watchdog
+from glyphoxa_session_control.memory import Embedder, MemoryIndexer
 from glyphoxa_session_control.nats_api import NatsApi
+from glyphoxa_session_control.recall import RecallService
+from glyphoxa_session_control.recaps import RecapQueue
 from glyphoxa_session_control.recorder import Recorder
 from glyphoxa_session_control.registry import LiveRegistry
 from glyphoxa_session_control.reports import Reports
@@ -52,9 +56,9 @@ class _ApiServer(uvicorn.Server):
 
 class SessionControlApp:
     def __init__(self, control: Control, nats_api: NatsApi, recorder: Recorder, settings: Settings,
-                 streams: StreamWatch):
+                 streams: StreamWatch, memory: Memory):
         self.control, self._nats_api, self._recorder = control, nats_api, recorder
-        self._streams = streams
+        self._streams, self._memory = streams, memory
         self._pg = control.availability.pg
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
         # TCP, and without it every keep-alive response waits ~40 ms for Nagle
@@ -77,6 +81,7 @@ class SessionControlApp:
                 group.create_task(self._recorder.run(), name="recorder"),
                 group.create_task(self._pg.run(), name="pg-health"),
                 group.create_task(self._streams.run(), name="stream-watch"),
+                group.create_task(self._memory.run(), name="memory"),
             ]
 
     async def shutdown(self) -> None:
@@ -85,6 +90,7 @@ class SessionControlApp:
         self._server.should_exit = True
         for task in self._tasks[1:]:
             task.cancel()
+        await self._memory.close()
         await asyncio.wait(self._tasks, timeout=5)
         await self.control.pool.close(timeout=2)
 
@@ -97,8 +103,31 @@ class SessionControlApp:
         return state
 
 
+class Memory:
+    """Campaign memory's background work (docs/adr/0007): the indexer that embeds what the
+    recorder stored, and the recaps of ended sessions."""
+
+    def __init__(self, indexer: MemoryIndexer | None, recaps: RecapQueue, embedder: Embedder | None):
+        self.indexer, self.recaps, self._embedder = indexer, recaps, embedder
+
+    async def run(self) -> None:
+        self.recaps.start()
+        if self.indexer is not None:
+            await self.indexer.run()
+        else:
+            await asyncio.Event().wait()  # until cancelled
+
+    async def close(self) -> None:
+        if self.indexer is not None:
+            await self.indexer.close()
+        await self.recaps.close()
+        if self._embedder is not None:
+            await self._embedder.close()
+
+
 async def build(settings: Settings, nc: Client, publisher: Publisher) -> SessionControlApp:
     box = SecretBox(settings.secret_keys.get_secret_value())  # fails early on a bad key
+    embedder = make_embedder(settings.memory)  # a model that does not verify stops us here
     pool = await open_pool(settings.pg, "session-control")
     async with pool.connection() as conn:
         applied = await migrate(conn, load_migrations(files("glyphoxa_session_control") / "migrations"))
@@ -130,8 +159,13 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns, availability,
                        settings.nats.secrets_key.get_secret_value(),
                        settings.nats.edge_key.get_secret_value(),
-                       trust_anonymous=not settings.nats.user)
-    return SessionControlApp(control, nats_api, Recorder(nc, pool), settings, StreamWatch(nc))
+                       trust_anonymous=not settings.nats.user,
+                       recall=RecallService(pool, embedder))
+    memory = Memory(MemoryIndexer(pool, embedder) if embedder is not None else None,
+                    RecapQueue(nc, pool, retry_s=settings.recap_retry_s), embedder)
+    log.info("campaign memory", extra={"embedder": embedder.name if embedder else "off"})
+    return SessionControlApp(control, nats_api, Recorder(nc, pool), settings, StreamWatch(nc),
+                             memory)
 
 
 def main() -> None:
@@ -144,7 +178,13 @@ def main() -> None:
     for secret in (settings.operator_key.get_secret_value(), dsn_password(settings.pg.dsn.get_secret_value()),
                    *settings.secret_keys.get_secret_value().split(",")):
         register_secret(secret.strip() if secret else None)
-    serve("session-control", settings, lambda nc, publisher: build(settings, nc, publisher))
+    register_secret(settings.memory.gemini_api_key.get_secret_value() or None)
+    try:
+        serve("session-control", settings, lambda nc, publisher: build(settings, nc, publisher))
+    except EmbedderUnavailable as exc:
+        print(f"session-control: campaign memory cannot start: {exc}\n  (reinstall the named "
+              "package, or set MEMORY_EMBEDDER=off to run without recall)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

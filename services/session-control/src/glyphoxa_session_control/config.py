@@ -1,11 +1,12 @@
 """session-control's settings (``SESSION_CONTROL_*``), composed with ``NATS_*``, ``PG_*``,
-``METRICS_*``."""
+``METRICS_*``, ``MEMORY_*`` (campaign memory's embedder)."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from glyphoxa_memory import MemorySettings
 from glyphoxa_pg.settings import PgSettings
 from glyphoxa_runtime.settings import ServiceSettings
 
@@ -14,6 +15,10 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SESSION_CONTROL_", extra="ignore")
 
     pg: PgSettings = Field(default_factory=PgSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    recap_retry_s: float = Field(
+        30.0, gt=0, le=3600, description="a recap npc-brain was too busy for is asked again "
+        "after this long; a failed one after this long doubled per attempt (5 attempts)")
     api_host: str = Field("127.0.0.1", description="bind address of the admin HTTP API")
     api_port: int = Field(8700, ge=0, le=65535, description="admin HTTP API port (0: a free one, logged)")
     operator_key: SecretStr = Field(

@@ -24,9 +24,17 @@ from psycopg_pool import AsyncConnectionPool
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.streams import CONTROL, WORK
 from glyphoxa_campaign import Campaign
-from glyphoxa_events.models import SessionStarted, SessionStopped
+from glyphoxa_events.models import (
+    MAX_EVENT_BYTES,
+    MAX_FACT_CHARS,
+    MAX_SEED_FACTS,
+    MAX_SEED_RECAP_CHARS,
+    SessionMemorySeed,
+    SessionStarted,
+    SessionStopped,
+)
 from glyphoxa_events.subjects import STAGES, SessionSubjects, claim_subject
-from glyphoxa_session_control import audit
+from glyphoxa_session_control import audit, memory
 from glyphoxa_session_control.campaigns import Campaigns
 from glyphoxa_session_control.errors import (
     Conflict,
@@ -130,7 +138,7 @@ class Sessions:
                                **({"replay_of": body.replay_of} if body.replay_of else {}))
         await self._registry.put(tenant, sid, "pending", body.edge, body.campaign)
         try:
-            await self._announce(tenant, sid, campaign, body.edge)
+            await self._announce(tenant, sid, campaign, body.edge, body.campaign)
         except Exception as exc:
             log.exception("session start failed", extra={"tenant": tenant, "session": sid})
             await self.transition(tenant, sid, LIVE, "ended", f"start failed: {type(exc).__name__}")
@@ -189,9 +197,12 @@ class Sessions:
             (month_start(), tenant))
         return float(ended) + float((await cur.fetchone())["live"])
 
-    async def _announce(self, tenant: str, sid: str, campaign: Campaign, edge: str) -> None:
+    async def _announce(self, tenant: str, sid: str, campaign: Campaign, edge: str,
+                        campaign_id: str) -> None:
         subjects = SessionSubjects(tenant, sid)
-        started = SessionStarted(campaign=campaign, edge=edge, started_ns=time.time_ns())
+        recaps, facts = await memory.session_seed(self._pool, tenant, campaign_id)
+        started = fit_seed(SessionStarted(campaign=campaign, edge=edge, started_ns=time.time_ns()),
+                           recaps, facts)
         await self._publisher.publish_event(subjects.ctl("session.started"), started,
                                             f"ctl:{tenant}.{sid}:session.started")
         await self._publisher.flush()
@@ -271,7 +282,8 @@ class Sessions:
         for session in await self.live():
             if session.state == "pending":
                 campaign = await self.campaign_of(session.tenant, session.id)
-                await self._announce(session.tenant, session.id, campaign, session.edge)
+                await self._announce(session.tenant, session.id, campaign, session.edge,
+                                     session.campaign)
                 await self.transition(session.tenant, session.id, ("pending",), "active",
                                       "start completed after a session-control restart")
                 counts["pending"] += 1
@@ -338,3 +350,33 @@ class Sessions:
         if row is None:
             raise NotFound(f"no session {sid!r}")
         return row
+
+
+SEED_BUDGET = MAX_EVENT_BYTES - 2048  # headroom under the bus's limit
+
+
+def fit_seed(started: SessionStarted, recaps: dict[str, str], facts: dict[str, list[str]],
+             budget: int = SEED_BUDGET) -> SessionStarted:
+    """``started`` with what each NPC of its campaign remembers (docs/adr/0007), kept under
+    ``budget`` bytes with the campaign: the oldest facts go first, then the longest recap is
+    halved, until it fits. NPCs the campaign no longer has are left out."""
+    known = {npc.token for npc in started.campaign.npcs}
+    recaps = {npc: text[:MAX_SEED_RECAP_CHARS] for npc, text in recaps.items()
+              if npc in known and text.strip()}
+    facts = {npc: [f[:MAX_FACT_CHARS] for f in texts if f.strip()][-MAX_SEED_FACTS:]
+             for npc, texts in facts.items() if npc in known}
+    facts = {npc: texts for npc, texts in facts.items() if texts}
+    while True:
+        event = started.model_copy(update={"memory": SessionMemorySeed(recaps=recaps, facts=facts)})
+        if len(event.to_bytes()) <= budget or not (recaps or facts):
+            return event
+        if facts:
+            npc = max(facts, key=lambda n: len(facts[n]))
+            facts[npc] = facts[npc][1:]
+            if not facts[npc]:
+                del facts[npc]
+        else:
+            npc = max(recaps, key=lambda n: len(recaps[n]))
+            recaps[npc] = recaps[npc][: len(recaps[npc]) // 2]
+            if len(recaps[npc]) < 40:
+                del recaps[npc]

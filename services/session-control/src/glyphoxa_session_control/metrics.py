@@ -33,6 +33,9 @@ STREAM_MAX_AGE = Gauge("glyphoxa_session_control_stream_max_age_seconds",
 STREAM_OLDEST_AGE = Gauge("glyphoxa_session_control_stream_oldest_age_seconds",
                           "age of a replayable stream's oldest message: how far back sessions "
                           "can be replayed", ["stream"])
+RECAPS = Counter("glyphoxa_session_control_recaps_total",
+                 "recap tries by result: done, failed (for good), later (npc-brain busy with "
+                 "turns, or none running: asked again later)", ["result"])
 # campaign memory (memory.py)
 MEMORIES_EMBEDDED = Counter("glyphoxa_session_control_memories_embedded_total",
                             "memories the indexer embedded (stored), or batches it could not "

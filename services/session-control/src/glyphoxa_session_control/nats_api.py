@@ -41,6 +41,8 @@ from glyphoxa_events.api import (
     ListNpcs,
     MuteNpc,
     NpcsReply,
+    RecallReply,
+    RecallRequest,
     SecretsReply,
     SessionRecord,
     SpeakNpc,
@@ -58,9 +60,10 @@ from glyphoxa_session_control.gm import GameMaster, gm_only
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.metrics import REQUESTS
 from glyphoxa_session_control.models import Session, SessionCreate
+from glyphoxa_session_control.recall import RecallService
 from glyphoxa_session_control.tenants import Tenants
 
-Reply = ApiReply | SecretsReply | NpcsReply | BotsReply
+Reply = ApiReply | SecretsReply | NpcsReply | BotsReply | RecallReply
 
 STAGE_VERBS = {stage: frozenset(verbs) for stage, verbs in auth.STAGE_VERBS.items()}
 EDGE_VERBS = frozenset(auth.EDGE_VERBS)
@@ -99,8 +102,10 @@ def record(session: Session) -> SessionRecord:
 class NatsApi:
     def __init__(self, nc: Client, sessions: Sessions, tenants: Tenants, gm: GameMaster,
                  campaigns: Campaigns, availability: Availability, secrets_key: str = "",
-                 edge_key: str = "", trust_anonymous: bool = True):
+                 edge_key: str = "", trust_anonymous: bool = True,
+                 recall: RecallService | None = None):
         self._nc, self._sessions, self._tenants = nc, sessions, tenants
+        self._recall = recall
         self._trust_anonymous = trust_anonymous
         self._refused = 0
         self._availability = availability
@@ -122,6 +127,7 @@ class NatsApi:
             "npc.speak": (SpeakNpc, ApiReply, self._speak),
             "secrets.get": (GetSecrets, SecretsReply, self._secrets),
             "edge.bots": (GetBots, BotsReply, self._bots),
+            "memory.recall": (RecallRequest, RecallReply, self._recall_memories),
         }
         for verb, (model, reply, action) in routes.items():
             self._subs.append(await self._nc.subscribe(
@@ -181,6 +187,11 @@ class NatsApi:
     async def _speak(self, req: SpeakNpc) -> ApiReply:
         return _ok(await self._gm.speak(req.tenant, req.session, req.npc, req.text, req.caller,
                                         _actor("edge", req.caller)))
+
+    async def _recall_memories(self, req: RecallRequest) -> RecallReply:
+        if self._recall is None:
+            return RecallReply(ok=False, error="campaign memory is off in this session-control")
+        return await self._recall.recall(req)
 
     async def _get(self, req: GetSession) -> ApiReply:
         return _ok(await self._sessions.get(req.tenant, req.session))

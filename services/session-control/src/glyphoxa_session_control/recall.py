@@ -1,0 +1,48 @@
+"""Recall for npc-brain (``glxapi.memory.recall``, docs/adr/0007): the line embedded, the
+memories the NPC witnessed found in ``memories`` and returned best first. On every addressed
+turn's path, so it does one embedding and one indexed query, with the session's campaign
+cached; npc-brain gives up after its own deadline and goes on without."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from glyphoxa_events.api import MAX_MEMORY_CHARS, RecalledMemory, RecallReply, RecallRequest
+from glyphoxa_session_control import memory
+from glyphoxa_session_control.errors import NotFound
+from glyphoxa_session_control.memory import Embedder, SessionCampaigns
+
+
+class RecallService:
+    def __init__(self, pool: AsyncConnectionPool, embedder: Embedder | None):
+        self._pool, self._embedder = pool, embedder
+        self._campaigns = SessionCampaigns()
+
+    async def recall(self, req: RecallRequest) -> RecallReply:
+        started = time.perf_counter()
+        if self._embedder is None:  # MEMORY_EMBEDDER=off: nothing is embedded to compare with
+            return RecallReply(ok=True, embed_model="off")
+        async with self._pool.connection() as conn:
+            found = await self._campaigns.of(conn, req.tenant, req.session)
+        if found is None:
+            raise NotFound(f"tenant {req.tenant!r} has no session {req.session!r}")
+        campaign_id, campaign = found
+        if campaign.npc(req.npc) is None:
+            raise NotFound(f"the session's campaign has no NPC {req.npc!r}")
+        [vector] = await self._embedder.embed([req.text])
+        rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc, vector,
+                                   self._embedder.name, req.k)
+        memories = tuple(
+            RecalledMemory(id=str(r.id), kind=r.kind, text=r.text[:MAX_MEMORY_CHARS],
+                           session=r.session, turn_id=r.turn_id,
+                           spoken_ns=_ns(r.spoken_at), score=max(-1.0, min(1.0, r.score)))
+            for r in rows)
+        return RecallReply(ok=True, memories=memories, embed_model=self._embedder.name,
+                           took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _ns(at: datetime) -> int:
+    return max(0, int(at.astimezone(UTC).timestamp() * 1e9))
