@@ -253,6 +253,10 @@ async def snapshot(api: httpx.AsyncClient, auth: dict[str, str], pg_dsn: str, te
         assert r.status_code == 200, f"{path}: {r.text}"
         out[path] = r.json() if r.headers["content-type"].startswith("application/json") else r.text
     out["/v1/usage"].pop("session_seconds")  # type: ignore[union-attr]
+    for path, value in out.items():  # the indexer embeds memories whenever it gets to them
+        if path.endswith(("/memories", "/facts")):
+            for row in value:  # type: ignore[union-attr]
+                row.pop("embedded"), row.pop("embed_model")
     out["db secrets"] = await db(pg_dsn, "SELECT name, encrypted FROM tenant_secrets WHERE tenant_id = %s"
                                  " ORDER BY name", tenant)
     return out
