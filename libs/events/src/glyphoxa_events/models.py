@@ -383,6 +383,9 @@ class TurnEnded(Event):
         None, description="why the turn went to this NPC or to nobody (absent in old events)")
     failure: TurnFailure | None = Field(
         None, description="failed, timed out or cancelled: where and why")
+    memories: tuple[Id, ...] = Field(
+        (), max_length=20, description="the memories of earlier sessions recalled into the "
+        "reply's prompt (ids in session-control's store, best first; docs/memory.md)")
 
 
 class AudioDone(Event):

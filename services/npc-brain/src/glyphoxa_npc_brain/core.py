@@ -188,9 +188,10 @@ class BrainHandler:
             return
         p = self.policy
         recalled = await self._memories(npc_token, t.text)
+        used: list[str] = []
         system, messages = build_prompt(npc, campaign, self.memory, t.text,
                                         history=p.history_exchanges, context=p.context_exchanges,
-                                        exclude=t.utterance_id, recalled=recalled)
+                                        exclude=t.utterance_id, recalled=recalled, used=used)
         chain = self._llms.chain_for(self.subjects.tenant, campaign, npc, log_extra={
             "session": self.subjects.session, "turn": t.utterance_id})
         held = HeldSentence(self._writer(t, npc_token, f"{t.utterance_id}.guess{n}")) \
@@ -198,6 +199,7 @@ class BrainHandler:
         self._guesses[t.utterance_id] = Guess(
             words, npc_token, self._epoch, chain, system, messages, max_tokens=p.max_tokens,
             seed=seed_for(t.utterance_id), held=held)
+        self._guesses[t.utterance_id].memories = tuple(used)
         while len(self._guesses) > MAX_OPEN_GUESSES:  # finals that never came
             await self._drop(next(iter(self._guesses)))
         log.debug("reply started on an interim transcript",
@@ -322,6 +324,7 @@ class BrainHandler:
         p = self.policy
         # a guess the final confirmed was prompted with the same words' memories already
         recalled = await self._memories(npc.token, t.text) if guess is None else ()
+        used: list[str] = []
         system, messages = build_prompt(
             npc,
             campaign,
@@ -331,6 +334,7 @@ class BrainHandler:
             context=p.context_exchanges,
             exclude=t.utterance_id,
             recalled=recalled,
+            used=used,
         )
         chain = guess.chain if guess is not None else self._llms.chain_for(
             self.subjects.tenant, campaign, npc,
@@ -351,7 +355,8 @@ class BrainHandler:
         if failure is not None and failure.provider is None:  # timed out or cancelled
             provider = chain.served_by or (chain.choices[0].provider if chain.choices else None)
             failure = failure.model_copy(update={"provider": provider})
-        return replace(result, llm_provider=chain.served_by, failure=failure)
+        return replace(result, llm_provider=chain.served_by, failure=failure,
+                       memories=guess.memories if guess is not None else tuple(used))
 
     async def _publish_usage(self, turn_id: str, calls: list[CallStats]) -> None:
         """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``),
@@ -386,6 +391,7 @@ class BrainHandler:
             llm_provider=result.llm_provider,
             routing=decision.explained,
             failure=result.failure,
+            memories=result.memories[:20],
         )
         s = self.subjects
         await self._sink.publish(

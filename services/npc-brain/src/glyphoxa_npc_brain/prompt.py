@@ -99,8 +99,10 @@ def build_prompt(
     context: int,
     exclude: str = "",
     recalled: Sequence[RecalledMemory] = (),
+    used: list[str] | None = None,
 ) -> tuple[str, list[ChatMessage]]:
-    """The system prompt and the messages of one turn.
+    """The system prompt and the messages of one turn; the ids of the ``recalled`` memories
+    that went into it are appended to ``used``.
 
     Order matters for the prompt cache: the system prompt (persona and what the NPC knows:
     the same all session), then the conversation with this NPC (only grows), then the line
@@ -121,7 +123,10 @@ def build_prompt(
             messages.append(ChatMessage("assistant", exchange.npc_text))
     recent = memory.witnessed(npc.token, context, exclude=exclude)
     in_prompt = {exclude, *(e.turn_id for e in shown), *(e.turn_id for e in recent)}
-    remembered = recalled_texts(recalled, in_prompt, known=memory.facts(npc.token))
+    picked = _recalled(recalled, in_prompt, known=memory.facts(npc.token))
+    remembered = [text for _, text in picked]
+    if used is not None:
+        used.extend(m.id for m, _ in picked)
     parts: list[str] = []
     if remembered:
         parts.append(f"({REMEMBER}{' '.join(remembered)})")
@@ -141,8 +146,14 @@ def recalled_texts(
     (``known``), no text twice; at most ``MAX_RECALLED`` of them, each cut to
     ``MAX_RECALLED_MEMORY_CHARS`` and all together to ``MAX_RECALLED_CHARS`` (a memory that
     does not fit is cut at a sentence if ``MIN_CLIPPED_CHARS`` of it fit, else left out)."""
+    return [text for _, text in _recalled(recalled, in_prompt, known)]
+
+
+def _recalled(
+    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = ()
+) -> list[tuple[RecalledMemory, str]]:
     seen = {_sentence(fact) for fact in known}
-    picked: list[str] = []
+    picked: list[tuple[RecalledMemory, str]] = []
     used = 0
     for memory in recalled:
         if len(picked) >= MAX_RECALLED:
@@ -158,7 +169,7 @@ def recalled_texts(
             if room < MIN_CLIPPED_CHARS:
                 continue
             text = _clip(text, room)
-        picked.append(text)
+        picked.append((memory, text))
         used += len(text) + (1 if len(picked) > 1 else 0)
     return picked
 

@@ -111,6 +111,7 @@ class Guess:
         self.chain = chain
         self.held = held
         self.calls: list[CallStats] = []
+        self.memories: tuple[str, ...] = ()  # the recalled memories its prompt holds
         self._deltas: Growing[str] = Growing()
         self._error: ProviderError | None = None
         self._cancel = asyncio.Event()

@@ -183,6 +183,8 @@ class TurnResult:
     """The LLM provider that spoke the reply, if one did."""
     failure: TurnFailure | None = None
     """Where and why a failed, timed-out or cancelled turn stopped."""
+    memories: tuple[str, ...] = ()
+    """The recalled memories that went into the reply's prompt."""
 
 
 def llm_failure(error: str, *, provider: str | None = None,
