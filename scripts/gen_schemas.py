@@ -48,7 +48,8 @@ API_MODELS: dict[str, type[BaseModel]] = {
               api.GetSecrets, api.SecretsReply, api.Caller, api.FindSession, api.ListNpcs,
               api.MuteNpc, api.SpeakNpc, api.NpcInfo, api.NpcsReply, api.GetBots, api.Bot,
               api.BotList, api.BotsReply, api.EdgeChanged, api.RecallRequest,
-              api.RecalledMemory, api.RecallReply)
+              api.RecalledMemory, api.RecallReply, api.TeachNpc, api.TaughtReply,
+              api.SearchCampaign, api.SearchHitInfo, api.SearchReply)
 }
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"Campaign": Campaign, "Heartbeat": Heartbeat}
 
@@ -349,7 +350,7 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
             [request], None),
             [(f"session{verb.capitalize()}", "receive", "session-control")]))
     for verb, request, reply in (("list", "ListNpcs", "NpcsReply"), ("mute", "MuteNpc", "NpcsReply"),
-                                 ("speak", "SpeakNpc", "ApiReply")):
+                                 ("speak", "SpeakNpc", "ApiReply"), ("teach", "TeachNpc", "TaughtReply")):
         table.append((f"apiNpc{verb.capitalize()}", _channel(
             f"{API_ROOT}.npc.{verb}.{{principal}}",
             f"Core NATS request/reply (no stream), for the edges' slash commands: `{request}` -> "
@@ -368,6 +369,13 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
         "`GetBots` -> `BotsReply` (a `BotList` sealed with NATS_EDGE_KEY).",
         ["GetBots"], None),
         [("edgeBots", "receive", "session-control")]))
+    table.append(("apiCampaignSearch", _channel(
+        f"{API_ROOT}.campaign.search.{{principal}}",
+        "Core NATS request/reply (no stream), for the edges' `/recall`: `SearchCampaign` -> "
+        "`SearchReply`, the running session's campaign's transcript lines matching the words, "
+        "newest first (the GM's only).",
+        ["SearchCampaign"], None),
+        [("campaignSearch", "receive", "session-control")]))
     table.append(("apiMemoryRecall", _channel(
         f"{API_ROOT}.memory.recall.{{principal}}",
         "Core NATS request/reply (no stream), npc-brain's only: `RecallRequest` (the line an "

@@ -168,3 +168,44 @@ async def test_a_restarted_edge_takes_its_live_sessions_up_again(nc, tenant, con
                                                      Voice()).session_status(GM)
     assert "voice failed when the edge came back" in control.log_path.read_text()
     await bot.close()
+
+
+async def test_the_gm_teaches_and_recalls_from_discord(nc, tenant, control):
+    import asyncio
+
+    from glyphoxa_events.models import NpcTaught, Outcome, TurnEnded
+
+    await table(control, tenant)
+    commands = Commands(ControlClient(nc, tenant), Voice())
+    assert "started" in await commands.session_start(GM)
+    sid = (await ControlClient(nc, tenant).find(GUILD)).session.session  # type: ignore[union-attr]
+    subjects = SessionSubjects(tenant, sid)
+    sub = await nc.jetstream().subscribe(subjects.ctl("npc.taught"), ordered_consumer=True,
+                                         deliver_policy=DeliverPolicy.ALL)
+
+    assert await commands.npc_teach(GM, "Greta", "  ") == "Teach something: the fact is empty."
+    assert "under 300 characters" in await commands.npc_teach(GM, "Greta", "x" * 301)
+    assert "only the game master" in await commands.npc_teach(PLAYER, "Greta", "A secret.")
+    assert await commands.npc_teach(GM, "Greta", "The  bridge is out.") == (
+        "Greta now knows: The bridge is out.")
+    taught = parse_control((await sub.next_msg(3)).data)
+    assert isinstance(taught, NpcTaught) and taught.npc == "greta"
+
+    assert "Nothing said in this campaign's sessions matches 'dragon'" in await commands.recall(
+        GM, "dragon")
+    turn = TurnEnded(turn_id="sam-1", speaker="sam", npc="greta", outcome=Outcome.answered,
+                     transcript="Greta, we will hunt the red dragon.", reply_text="Aye.")
+    await nc.jetstream().publish(subjects.ctl("turn"), turn.to_bytes(),
+                                 headers={"Nats-Msg-Id": f"ctl:{tenant}.{sid}:turn:sam-1"})
+    for _ in range(50):
+        answer = await commands.recall(GM, "dragon")
+        if "Nothing" not in answer:
+            break
+        await asyncio.sleep(0.1)
+    head, line = answer.splitlines()
+    assert head == "Said in this campaign, newest first ('dragon'):"
+    assert line.endswith(f"`{sid}` sam to greta: Greta, we will hunt the red dragon.")
+    assert "only the game master" in await commands.recall(PLAYER, "dragon")
+    assert await commands.recall(GM, " ") == "Give the words to look for, e.g. /recall dragon."
+    await commands.session_stop(GM)
+    await sub.unsubscribe()

@@ -188,3 +188,67 @@ async def test_the_admin_api_mutes_and_puppets_npcs_too(nc, tenant, control):
             await client.call("POST", f"/v1/sessions/{sid}/npcs/greta/mute")
         assert ended.value.status == 409
         await sub.unsubscribe()
+
+
+async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, control):
+    """``/npc teach`` and ``/recall`` (glxapi.npc.teach, glxapi.campaign.search), and the
+    admin API's facts route telling a live session at once."""
+    import asyncio
+
+    from glyphoxa_events.api import SearchCampaign, SearchReply, TaughtReply, TeachNpc
+    from glyphoxa_events.models import NpcTaught, Outcome, TurnEnded
+
+    await setup_tenant(control, tenant)
+    reply = await call(nc, "session.start", start(tenant, GM))
+    assert reply.session is not None
+    sid = reply.session.session
+    subjects = SessionSubjects(tenant, sid)
+    sub = await nc.jetstream().subscribe(subjects.ctl("npc.taught"), ordered_consumer=True,
+                                         deliver_policy=DeliverPolicy.ALL)
+
+    def teach(npc: str, text: str, caller: Caller) -> TeachNpc:
+        return TeachNpc(tenant=tenant, session=sid, npc=npc, text=text, caller=caller)
+
+    refused = await call(nc, "npc.teach", teach("greta", "The bridge is out.", PLAYER), TaughtReply)
+    assert not refused.ok and "only the game master may teach an NPC" in refused.error
+    unknown = await call(nc, "npc.teach", teach("bruno", "Hi.", GM), TaughtReply)
+    assert not unknown.ok and "no NPC 'bruno'" in unknown.error
+    taught = await call(nc, "npc.teach", teach("greta", "The bridge is out.", GM), TaughtReply)
+    assert taught.ok and taught.fact_id
+    event = parse_control((await sub.next_msg(3)).data)
+    assert event == NpcTaught(npc="greta", fact_id=taught.fact_id, text="The bridge is out.")
+
+    client = await control.new_tenant(f"{tenant}x", None)  # another tenant sees nothing
+    await client.close()
+    async with control.operator() as op:
+        key = await op.create_api_key(tenant, "gm-tools")
+    from glyphoxa_cli.admin import AdminClient
+    async with AdminClient(control.api_url, key) as gm_tools:
+        fact = await gm_tools.call("POST", "/v1/campaigns/forge/npcs/tobias/facts",
+                                   json={"text": "Rooms are two silver."})
+        told = parse_control((await sub.next_msg(3)).data)  # the live session hears it at once
+        assert told == NpcTaught(npc="tobias", fact_id=str(fact["id"]), text="Rooms are two silver.")
+        facts = await gm_tools.call("GET", "/v1/campaigns/forge/npcs/greta/facts")
+        assert [f["text"] for f in facts] == ["The bridge is out."]
+
+    line = TurnEnded(turn_id="sam-1", speaker="sam", transcript="Greta, we will hunt the red dragon.",
+                     npc="greta", outcome=Outcome.answered, reply_text="Then take my spear.")
+    await nc.jetstream().publish(subjects.ctl("turn"), line.to_bytes(),
+                                 headers={"Nats-Msg-Id": f"ctl:{tenant}.{sid}:turn:sam-1"})
+
+    def search(caller: Caller) -> SearchCampaign:
+        return SearchCampaign(tenant=tenant, session=sid, q="dragon", caller=caller)
+
+    for _ in range(50):  # the recorder writes it within a moment
+        found = await call(nc, "campaign.search", search(GM), SearchReply)
+        if found.hits:
+            break
+        await asyncio.sleep(0.1)
+    assert found.ok and [(h.session, h.role, h.speaker, h.npc, h.text) for h in found.hits] == [
+        (sid, "player", "sam", "greta", "Greta, we will hunt the red dragon.")]
+    nosy = await call(nc, "campaign.search", search(PLAYER), SearchReply)
+    assert not nosy.ok and "only the game master may search" in nosy.error
+    await call(nc, "session.stop", StopSession(tenant=tenant, session=sid, caller=GM))
+    late = await call(nc, "npc.teach", teach("greta", "Too late.", GM), TaughtReply)
+    assert not late.ok and "not running" in late.error
+    await sub.unsubscribe()

@@ -219,7 +219,8 @@ def test_api_operations_are_request_reply(doc: dict[str, Any]) -> None:
     addresses = {doc["channels"][cid]["address"] for cid in api_ops}
     assert addresses == {f"glxapi.{verb}.{{principal}}" for verb in (
         "session.start", "session.stop", "session.get", "session.find", "secrets.get",
-        "npc.list", "npc.mute", "npc.speak", "edge.bots", "memory.recall")}
+        "npc.list", "npc.mute", "npc.speak", "npc.teach", "campaign.search", "edge.bots",
+        "memory.recall")}
     replies = {"apiSecretsGet": "/secretsReply", "apiNpcList": "/npcsReply",
                "apiNpcMute": "/npcsReply", "apiEdgeBots": "/botsReply",
                "apiMemoryRecall": "/recallReply"}

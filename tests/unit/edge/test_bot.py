@@ -58,7 +58,9 @@ def test_the_command_tree_is_the_issues():
     groups = {g.name: g for g in command_groups(Recorder())}  # type: ignore[arg-type]
     assert sorted(c.name for c in groups["session"].commands) == ["start", "status", "stop"]
     assert sorted(c.name for c in groups["npc"].commands) == [
-        "list", "mute", "muteall", "speak", "unmute", "unmuteall"]
+        "list", "mute", "muteall", "speak", "teach", "unmute", "unmuteall"]
+    assert sorted(groups) == ["npc", "recall", "session"]
+    assert [p.name for p in groups["recall"].parameters] == ["words"]
     speak = groups["npc"].get_command("speak")
     assert speak is not None and [p.name for p in speak.parameters] == ["npc", "text"]
     start = groups["session"].get_command("start")
@@ -83,6 +85,7 @@ def test_an_interaction_becomes_an_invocation():
     ("npc", "muteall", (), ("npc_mute_all", True)),
     ("npc", "unmuteall", (), ("npc_mute_all", False)),
     ("npc", "speak", ("Greta", "Out!"), ("npc_speak", "Greta", "Out!")),
+    ("npc", "teach", ("Greta", "The bridge is out."), ("npc_teach", "Greta", "The bridge is out.")),
 ])
 async def test_each_command_asks_its_handler_and_answers_ephemerally(group, name, args, called):
     commands = Recorder()
@@ -134,3 +137,15 @@ async def test_missing_voice_permissions_are_named():
     bot.get_guild = MagicMock(return_value=None)  # type: ignore[method-assign]
     assert bot.missing_permissions(str(GUILD), str(VOICE)) == ["View Channel"]
     await bot.close()
+
+
+async def test_recall_defers_then_answers_with_what_was_found():
+    commands = Recorder()
+    recall = {g.name: g for g in command_groups(commands)}["recall"]  # type: ignore[arg-type]
+    inter = interaction()
+    inter.response.is_done.return_value = True
+    await recall.callback(inter, "dragon")
+    inter.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
+    inter.followup.send.assert_awaited_once_with("answer of recall", ephemeral=True)
+    assert commands.calls[0][0] == "recall" and commands.calls[0][2] == "dragon"
+    assert recall.guild_only

@@ -67,7 +67,7 @@ EDGE_OUTPUT = ("audio.in.*", "ctl.speaker", "ctl.played", "ctl.bargein")
 STAGE_VERBS = {"vad": ("secrets.get",), "stt": ("secrets.get",),
                "npc-brain": ("secrets.get", "memory.recall"), "tts": ("secrets.get",)}
 EDGE_VERBS = ("session.start", "session.stop", "session.get", "session.find", "npc.list",
-              "npc.mute", "npc.speak", "edge.bots")
+              "npc.mute", "npc.speak", "npc.teach", "campaign.search", "edge.bots")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,56 @@ class SpeakNpc(_Body):
     caller: Caller | None = None
 
 
+class TeachNpc(_Body):
+    """The GM teaches an NPC of the running session a fact (``/npc teach``): the NPC knows it
+    from its next turn on, and in every later session of the campaign."""
+
+    tenant: Token
+    session: Token
+    npc: Token
+    text: str = Field(min_length=1, max_length=300)
+    caller: Caller | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> TeachNpc:
+        return refuse_nul(self)
+
+
+class TaughtReply(_Body):
+    ok: bool
+    error: str = ""
+    fact_id: str = ""
+
+
+class SearchCampaign(_Body):
+    """The GM searches the transcripts of the running session's campaign (``/recall``)."""
+
+    tenant: Token
+    session: Token
+    q: str = Field(min_length=1, max_length=500)
+    limit: int = Field(10, ge=1, le=50)
+    caller: Caller | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> SearchCampaign:
+        return refuse_nul(self)
+
+
+class SearchHitInfo(_Body):
+    session: Token
+    role: Literal["player", "npc"]
+    speaker: str = Field(max_length=64)
+    npc: str | None = Field(None, max_length=64, description="the NPC a player's line went to")
+    text: str = Field(max_length=4000)
+    spoken_ns: int = Field(ge=0)
+
+
+class SearchReply(_Body):
+    ok: bool
+    error: str = ""
+    hits: tuple[SearchHitInfo, ...] = Field((), max_length=50, description="newest first")
+
+
 class NpcInfo(_Body):
     token: Token
     name: str

@@ -60,8 +60,9 @@ async def answer(interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text[:2000], ephemeral=True)
 
 
-def command_groups(commands: Commands) -> list[app_commands.Group]:
-    """``/session start|stop|status`` and ``/npc list|mute|unmute|muteall|unmuteall|speak``."""
+def command_groups(commands: Commands) -> list[app_commands.Group | app_commands.Command]:
+    """``/session start|stop|status``, ``/npc list|mute|unmute|muteall|unmuteall|speak|teach``
+    and ``/recall``."""
 
     class SessionGroup(app_commands.Group):
         @app_commands.command(description="Start a session in your voice channel")
@@ -108,8 +109,20 @@ def command_groups(commands: Commands) -> list[app_commands.Group]:
         async def speak(self, interaction: discord.Interaction, npc: str, text: str) -> None:
             await answer(interaction, await commands.npc_speak(invocation(interaction), npc, text))
 
+        @app_commands.command(description="Teach an NPC a fact it knows from now on")
+        @app_commands.describe(npc="the NPC's name", fact="what it knows (under 300 characters)")
+        async def teach(self, interaction: discord.Interaction, npc: str, fact: str) -> None:
+            await answer(interaction, await commands.npc_teach(invocation(interaction), npc, fact))
+
+    @app_commands.command(name="recall", description="Search what was said in this campaign")
+    @app_commands.describe(words="the words to look for (\"a phrase\", -not)")
+    @app_commands.guild_only()
+    async def recall(interaction: discord.Interaction, words: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await answer(interaction, await commands.recall(invocation(interaction), words))
+
     return [SessionGroup(name="session", description="Glyphoxa sessions", guild_only=True),
-            NpcGroup(name="npc", description="Glyphoxa NPCs", guild_only=True)]
+            NpcGroup(name="npc", description="Glyphoxa NPCs", guild_only=True), recall]
 
 
 class _Sink:

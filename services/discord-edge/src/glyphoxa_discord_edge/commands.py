@@ -1,5 +1,5 @@
-"""The slash commands: ``/session start|stop|status`` and ``/npc list|mute|unmute|muteall|
-unmuteall|speak``.
+"""The slash commands: ``/session start|stop|status``, ``/npc list|mute|unmute|muteall|
+unmuteall|speak|teach`` and ``/recall``.
 
 :class:`Commands` holds what each command does and answers, without discord.py: it gets an
 :class:`Invocation` (who asked, where) and returns the text the member sees (ephemeral).
@@ -15,17 +15,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ParamSpec, Protocol, TypeVar
 
 from glyphoxa_discord_edge.control import ControlClient, ControlUnavailable
-from glyphoxa_events.api import ApiReply, Caller, NpcInfo, NpcsReply
+from glyphoxa_events.api import (
+    ApiReply,
+    Caller,
+    NpcInfo,
+    NpcsReply,
+    SearchHitInfo,
+    SearchReply,
+    TaughtReply,
+)
 from glyphoxa_events.tokens import InvalidToken, slugify
 
 log = logging.getLogger("glyphoxa.discord_edge.commands")
 P = ParamSpec("P")
-R = TypeVar("R", ApiReply, NpcsReply)
+R = TypeVar("R", ApiReply, NpcsReply, TaughtReply, SearchReply)
+DISCORD_MESSAGE_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,38 @@ class Commands:
                                             inv.caller()), "Could not speak")
         return f"{npc} says: {text[:200]}"
 
+    @answers
+    async def npc_teach(self, inv: Invocation, npc: str, fact: str) -> str:
+        token, fact = _token(npc, "NPC"), " ".join(fact.split())
+        if not fact:
+            return "Teach something: the fact is empty."
+        if len(fact) > 300:
+            return "Keep a fact under 300 characters: teach a long one as several."
+        await self._ask(self._control.teach(await self._session(inv), token, fact, inv.caller()),
+                        "Could not teach")
+        return f"{npc} now knows: {fact}"
+
+    # --- /recall -------------------------------------------------------------------------
+
+    @answers
+    async def recall(self, inv: Invocation, words: str) -> str:
+        words = " ".join(words.split())
+        if not words:
+            return "Give the words to look for, e.g. /recall dragon."
+        reply = await self._ask(self._control.search(await self._session(inv), words[:500],
+                                                     inv.caller()), "Could not search")
+        if not reply.hits:
+            return f"Nothing said in this campaign's sessions matches {words!r}."
+        head = f"Said in this campaign, newest first ({words!r}):"
+        lines = [head]
+        for hit in reply.hits:
+            line = _hit_line(hit)
+            if sum(len(x) + 1 for x in lines) + len(line) > DISCORD_MESSAGE_CHARS - 20:
+                lines.append("...")
+                break
+            lines.append(line)
+        return "\n".join(lines)
+
     # --- helpers -------------------------------------------------------------------------
 
     async def _mute(self, inv: Invocation, npc: str, muted: bool) -> str:
@@ -208,3 +250,10 @@ def _npc_lines(npcs: tuple[NpcInfo, ...]) -> str:
     if not npcs:
         return "No NPCs."
     return "NPCs: " + ", ".join(f"{n.name}{' (muted)' if n.muted else ''}" for n in npcs)
+
+
+def _hit_line(hit: SearchHitInfo) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(hit.spoken_ns / 1e9))
+    who = f"{hit.speaker} to {hit.npc}" if hit.role == "player" and hit.npc else hit.speaker
+    text = hit.text if len(hit.text) <= 200 else hit.text[:197] + "..."
+    return f"{when} UTC `{hit.session}` {who}: {text}"

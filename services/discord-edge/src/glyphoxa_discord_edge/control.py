@@ -23,9 +23,13 @@ from glyphoxa_events.api import (
     ListNpcs,
     MuteNpc,
     NpcsReply,
+    SearchCampaign,
+    SearchReply,
     SpeakNpc,
     StartSession,
     StopSession,
+    TaughtReply,
+    TeachNpc,
 )
 from glyphoxa_events.subjects import api_subject
 
@@ -65,6 +69,14 @@ class ControlClient:
     async def speak(self, session: str, npc: str, text: str, caller: Caller) -> ApiReply:
         return await self._call("npc.speak", SpeakNpc(
             tenant=self.tenant, session=session, npc=npc, text=text, caller=caller), ApiReply)
+
+    async def teach(self, session: str, npc: str, text: str, caller: Caller) -> TaughtReply:
+        return await self._call("npc.teach", TeachNpc(
+            tenant=self.tenant, session=session, npc=npc, text=text, caller=caller), TaughtReply)
+
+    async def search(self, session: str, q: str, caller: Caller) -> SearchReply:
+        return await self._call("campaign.search", SearchCampaign(
+            tenant=self.tenant, session=session, q=q, caller=caller), SearchReply)
 
     async def _call(self, verb: str, body: BaseModel, reply: type[R]) -> R:
         return await ask(self._nc, verb, body, reply, self._timeout_s)

@@ -411,9 +411,10 @@ def _memory_routes(app: FastAPI, control: Control) -> None:
     @app.post("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts", status_code=201, tags=["memory"])
     async def teach_fact(campaign_id: Token, npc_id: Token, body: FactCreate,
                          tenant_id: TenantId) -> MemoryRow:
-        """Teach the NPC a fact: in its prompt from the next session on, recalled by it only."""
-        return MemoryRow(**await memory.teach_fact(pool, tenant_id, campaign_id, npc_id, body.text,
-                                                    f"tenant:{tenant_id}"))
+        """Teach the NPC a fact: in its prompt from its next turn on (live sessions of the
+        campaign are told at once) and in every later session, recalled by it only."""
+        return MemoryRow(**await control.gm.teach(tenant_id, campaign_id, npc_id, body.text,
+                                                  f"tenant:{tenant_id}"))
 
     @app.delete("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts/{fact_id}", status_code=204,
                 tags=["memory"])

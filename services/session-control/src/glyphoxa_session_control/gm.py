@@ -18,9 +18,9 @@ from psycopg_pool import AsyncConnectionPool
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_campaign import Campaign
 from glyphoxa_events.api import Caller, NpcInfo
-from glyphoxa_events.models import Flush, NpcMute, NpcSpeak
+from glyphoxa_events.models import Flush, NpcMute, NpcSpeak, NpcTaught
 from glyphoxa_events.subjects import SessionSubjects
-from glyphoxa_session_control import audit
+from glyphoxa_session_control import audit, memory
 from glyphoxa_session_control.errors import Conflict, Forbidden, NotFound
 from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.models import Session
@@ -134,6 +134,44 @@ class GameMaster:
             f"ctl:{tenant}.{sid}:npc.speak:{request_id}")
         await self._publisher.flush()
         return session
+
+    async def teach(self, tenant: str, campaign_id: str, npc: str, text: str, actor: str,
+                    session: str | None = None) -> dict:
+        """Teach ``npc`` a fact (docs/memory.md): stored for good (only that NPC recalls it),
+        and told at once to every live session of the campaign (``ctl.npc.taught``), so the
+        NPC knows it from its next turn on, not only from the next session."""
+        fact = await memory.teach_fact(self._pool, tenant, campaign_id, npc, text, actor,
+                                       session=session)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id FROM sessions WHERE tenant_id = %s AND campaign_id = %s"
+                " AND state = ANY(%s)", (tenant, campaign_id, list(LIVE)))
+            live = [row["id"] for row in await cur.fetchall()]
+        taught = NpcTaught(npc=npc, fact_id=str(fact["id"]), text=fact["text"])
+        for sid in live:
+            await self._publisher.publish_event(
+                SessionSubjects(tenant, sid).ctl("npc.taught"), taught,
+                f"ctl:{tenant}.{sid}:npc.taught:{fact['id']}")
+        if live:
+            await self._publisher.flush()
+        return fact
+
+    async def teach_in_session(self, tenant: str, sid: str, npc: str, text: str,
+                               caller: Caller | None, actor: str) -> dict:
+        """``/npc teach``: a fact for an NPC of the running session's campaign."""
+        session = await self._live(tenant, sid)
+        campaign = await self.check(tenant, session, caller, "teach an NPC")
+        if campaign.npc(npc) is None:
+            raise NotFound(_no_npc(npc, campaign))
+        return await self.teach(tenant, session.campaign, npc, text, actor, session=sid)
+
+    async def search(self, tenant: str, sid: str, q: str, caller: Caller | None,
+                     limit: int = 10) -> list[memory.SearchHit]:
+        """``/recall``: the campaign's transcripts matching ``q`` across its sessions, newest
+        first. The GM's only: the players' lines to every NPC are in it."""
+        session = await self._sessions.get(tenant, sid)
+        await self.check(tenant, session, caller, "search the campaign's transcripts")
+        return await memory.search_transcripts(self._pool, tenant, session.campaign, q, limit)
 
     # --- helpers -------------------------------------------------------------------------
 

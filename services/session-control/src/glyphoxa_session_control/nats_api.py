@@ -43,11 +43,16 @@ from glyphoxa_events.api import (
     NpcsReply,
     RecallReply,
     RecallRequest,
+    SearchCampaign,
+    SearchHitInfo,
+    SearchReply,
     SecretsReply,
     SessionRecord,
     SpeakNpc,
     StartSession,
     StopSession,
+    TaughtReply,
+    TeachNpc,
 )
 from glyphoxa_events.models import MAX_EVENT_BYTES
 from glyphoxa_events.subjects import ANONYMOUS, STAGES, api_principal, api_subject
@@ -63,7 +68,7 @@ from glyphoxa_session_control.models import Session, SessionCreate
 from glyphoxa_session_control.recall import RecallService
 from glyphoxa_session_control.tenants import Tenants
 
-Reply = ApiReply | SecretsReply | NpcsReply | BotsReply | RecallReply
+Reply = ApiReply | SecretsReply | NpcsReply | BotsReply | RecallReply | TaughtReply | SearchReply
 
 STAGE_VERBS = {stage: frozenset(verbs) for stage, verbs in auth.STAGE_VERBS.items()}
 EDGE_VERBS = frozenset(auth.EDGE_VERBS)
@@ -125,6 +130,8 @@ class NatsApi:
             "npc.list": (ListNpcs, NpcsReply, self._npcs),
             "npc.mute": (MuteNpc, NpcsReply, self._mute),
             "npc.speak": (SpeakNpc, ApiReply, self._speak),
+            "npc.teach": (TeachNpc, TaughtReply, self._teach),
+            "campaign.search": (SearchCampaign, SearchReply, self._search),
             "secrets.get": (GetSecrets, SecretsReply, self._secrets),
             "edge.bots": (GetBots, BotsReply, self._bots),
             "memory.recall": (RecallRequest, RecallReply, self._recall_memories),
@@ -192,6 +199,17 @@ class NatsApi:
         if self._recall is None:
             return RecallReply(ok=False, error="campaign memory is off in this session-control")
         return await self._recall.recall(req)
+
+    async def _teach(self, req: TeachNpc) -> TaughtReply:
+        fact = await self._gm.teach_in_session(req.tenant, req.session, req.npc, req.text,
+                                               req.caller, _actor("edge", req.caller))
+        return TaughtReply(ok=True, fact_id=str(fact["id"]))
+
+    async def _search(self, req: SearchCampaign) -> SearchReply:
+        hits = await self._gm.search(req.tenant, req.session, req.q, req.caller, req.limit)
+        return SearchReply(ok=True, hits=tuple(
+            SearchHitInfo(session=h.session, role=h.role, speaker=h.speaker[:64],  # type: ignore[arg-type]
+                          npc=h.npc, text=h.text[:4000], spoken_ns=h.spoken_ns) for h in hits))
 
     async def _get(self, req: GetSession) -> ApiReply:
         return _ok(await self._sessions.get(req.tenant, req.session))
