@@ -358,6 +358,33 @@ async def test_recency_breaks_ties_and_similarity_wins_over_recency(pool, tenant
     assert bridge[0].id == apt  # 90 days old, but what was asked about
 
 
+async def test_recall_is_never_a_prepared_statement_so_it_keeps_its_hnsw_plan(memory_dsn, tenant):
+    """psycopg prepares a query on its fifth run on a connection; PostgreSQL may then use a
+    generic plan, which cannot order by the HNSW index for an unknown vector and sorts every
+    witnessed row (44 ms instead of 2.4 ms at 29,000 memories: docs/benchmarks.md part 8).
+    Recall asks on one connection many times, as session-control's pool does, and must
+    still be planned for its vector each time."""
+    one = AsyncConnectionPool(memory_dsn, min_size=1, max_size=1, open=False,
+                              kwargs={"row_factory": dict_row, "autocommit": True})
+    await one.open(wait=True)
+    try:
+        campaign = await new_tenant(one, tenant)
+        sid = await new_session(one, tenant, campaign)
+        embedder = HashEmbedder()
+        await exchange(one, tenant, sid, "p-1", "Greta, the red dragon took my sister.", "We hunt it.")
+        await index_all(one, embedder)
+        for n in range(12):
+            found = await memory.recall(one, tenant, "forge", "greta",
+                                        embedder.vector(f"the red dragon {n}"), embedder.name)
+            assert [m.turn_id for m in found] == ["p-1"]
+        async with one.connection() as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [r["statement"] for r in await cur.fetchall()]
+        assert prepared and not [s for s in prepared if "FROM memories" in s and "<=>" in s], prepared
+    finally:
+        await one.close()
+
+
 async def test_the_indexer_re_embeds_edited_and_other_model_rows(pool, tenant):
     campaign = await new_tenant(pool, tenant)
     sid = await new_session(pool, tenant, campaign)

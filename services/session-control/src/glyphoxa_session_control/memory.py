@@ -329,7 +329,12 @@ async def recall(pool: AsyncConnectionPool, tenant: str, campaign: str, npc: str
             " AND witnesses @> ARRAY[%(npc)s]::text[] AND embed_model = %(model)s"
             " AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s",
             {"q": query, "tenant": tenant, "campaign": campaign, "npc": npc, "model": model,
-             "n": max(CANDIDATES, k)})
+             "n": max(CANDIDATES, k)},
+            # never a prepared statement: after psycopg's fifth run PostgreSQL may switch to a
+            # generic plan, which cannot order by the HNSW index for an unknown vector and
+            # sorts every witnessed row (44 ms instead of 2.4 ms for a 29,000-memory campaign,
+            # docs/benchmarks.md part 8)
+            prepare=False)
         rows = await cur.fetchall()
     found = []
     for r in rows:
