@@ -5,13 +5,19 @@
    starts at the moment an utterance is known to be over, and stops when the first opus
    frame of the reply is published on ``audio.out``. With instant providers, everything
    in between is bus, serialisation and service overhead.
-2. Local providers: each stage's provider in-process on real inputs (see providers_bench).
+2. Recall's cost on the turn path (issue 16): the same bus bench twice, with
+   ``BRAIN_RECALL=false`` and with it on, session-control embedding each turn's line with the
+   local MiniLM model and searching the campaign's memories, which the bench fills first
+   (``--memories`` exchanges the NPC witnessed, embedded with the same model). The fake stt
+   hears realistic player lines (a script), as recall's embedding grows with the line.
+3. Local providers: each stage's provider in-process on real inputs (see providers_bench).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -152,38 +158,180 @@ async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
     return [x for r in results for x in r]
 
 
-def run_bus_bench(session_counts: list[int], turns: int) -> list[dict]:
+def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | None = None,
+                  memories: int = 0, recall: dict | None = None) -> list[dict]:
+    """Part 1 on a fresh stack; ``env`` on top of the fakes' settings, ``memories`` exchanges
+    put in the bench campaign's memory before the sessions start; ``recall`` (a dict) gets
+    npc-brain's recall metrics after the runs."""
     home = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-"))
     home.chmod(0o755)  # as root, PostgreSQL runs as `nobody` and must reach its data
     env = {"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake",
-           "LOG_LEVEL": "warning", **{f"{s}_CAPACITY": "32" for s in ("STT", "BRAIN", "TTS")}}
+           "LOG_LEVEL": "warning", **{f"{s}_CAPACITY": "32" for s in ("STT", "BRAIN", "TTS")},
+           **(env or {})}
     stack = Stack(home, env=env, services=("session-control", "stt", "npc-brain", "tts"))
     rows = []
     try:
         stack.start(progress=lambda s: None)
         asyncio.run(prepare_tenant(stack.api_url, stack.keys()["operator_key"]))
+        if memories:
+            fill_memories(stack.pg_dsn or "", memories)
         for n in session_counts:
             lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns))
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))
             HOPS.clear()
             rows.append({"hops_p50": [float(np.percentile(hops[:, i], 50)) for i in range(3)],
                          "sessions": n, "turns": len(lat), "p50_ms": percentile(lat, 50),
+                         "p95_ms": percentile(lat, 95),
                          "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat)})
+        if recall is not None:
+            recall.update(recall_metrics(stack.by_name("npc-brain-1").metrics_port))
     finally:
         stack.stop()
     return rows
 
 
+# --- 2. recall on the turn path --------------------------------------------------------------
+
+PLAYERS = ["sam", "alex", "jo", "riley"]
+ASKS = ["how much for {item}", "have you seen {who} pass through here", "what do you know about {place}",
+        "could you take a look at {item}", "do you remember what we promised you about {thing}",
+        "is it true that {who} was seen near {place}", "would you trade {item} for news about {thing}",
+        "can you keep {item} safe for us until we come back", "tell me again about {thing}"]
+ITEMS = ["the longsword", "this old amulet", "my broken shield", "the silver dagger", "a map of the mines",
+         "the iron key", "these dwarven gauntlets", "the sealed letter"]
+WHO = ["a hooded stranger", "the mayor's son", "an elven courier", "the old hermit", "a bard called Pell"]
+PLACES = ["the ruins north of the river", "the old mine", "the chapel crypt", "the docks",
+          "the Whispering Wood", "the dragon's pass"]
+THINGS = ["the dragon", "the lost crown of the old king", "the fire in the granary", "the festival",
+          "the stolen relic", "the debt we owe you"]
+TAILS = ["", " We're in a hurry.", " And don't tell the guards.",
+         " I'm asking because the road ahead looks dangerous and we'd rather know what waits for us."]
+REPLIES = ["Hmph. {n} gold, and not a copper less.", "Aye, I remember. You don't forget a thing like that.",
+           "The road to {place} isn't what it used to be.", "Talk to {who}; they know more than I do.",
+           "Bring me {item} and we'll talk.", "You're the third one asking about {thing} this week.",
+           "I'd stay away from {place}, if I were you.", "Some things are better left buried."]
+
+
+def _fill(rng: np.random.Generator, template: str) -> str:
+    return template.format(item=rng.choice(ITEMS), who=rng.choice(WHO), place=rng.choice(PLACES),
+                           thing=rng.choice(THINGS), n=int(rng.integers(5, 200)))
+
+
+def player_lines(count: int, seed: int) -> list[str]:
+    """Lines a player says to Greta: 40-160 characters, 10-40 tokens."""
+    rng = np.random.default_rng(seed)
+    return [f"Greta, {_fill(rng, str(rng.choice(ASKS)))}?{rng.choice(TAILS)}" for _ in range(count)]
+
+
+def fill_memories(dsn: str, count: int) -> None:
+    """``count`` heard exchanges of Greta's in the bench campaign, from earlier sessions (over
+    the last 120 days), embedded with session-control's local model as its indexer would."""
+    import psycopg
+
+    from glyphoxa_memory.local import LocalEmbedder  # the workspace's; session-control's dependency
+
+    rng = np.random.default_rng(16)
+    lines = player_lines(count, seed=1)
+    texts = [f"{rng.choice(PLAYERS)} to Greta: {line}\nGreta: {_fill(rng, str(rng.choice(REPLIES)))}"
+             for line in lines]
+    embedder = LocalEmbedder(threads=os.cpu_count() or 1)
+    vectors = np.concatenate([embedder.embed_sync(texts[n:n + 32]) for n in range(0, count, 32)])
+    now = time.time()
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor().copy(
+            "COPY memories (tenant_id, campaign_id, session_id, turn_id, kind, speaker, npc, present,"
+            " witnesses, player_text, npc_text, played, text, spoken_at, embedding, embed_model)"
+            " FROM STDIN") as copy:
+        for n, (line, text, vector) in enumerate(zip(lines, texts, vectors, strict=True)):
+            at = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(now - float(rng.uniform(1, 120)) * 86400))
+            copy.write_row((TENANT, "bench", f"earlier{n // 100}", f"t{n}", "exchange", "sam", "greta",
+                            ["greta"], ["greta"], line, text.split("\n", 1)[1][7:], True, text, at,
+                            "[" + ",".join(repr(float(v)) for v in vector) + "]", embedder.name))
+
+
+def recall_metrics(port: int) -> dict:
+    """npc-brain's recall counters and its recall_seconds histogram (cumulative buckets)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict = {"results": {}, "buckets": [], "count": 0, "sum": 0.0}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "glyphoxa_npc_brain_recall_total":
+                found["results"][s.labels["result"]] = int(s.value)
+            elif s.name == "glyphoxa_npc_brain_recall_seconds_bucket":
+                found["buckets"].append((float(s.labels["le"]), int(s.value)))
+            elif s.name == "glyphoxa_npc_brain_recall_seconds_count":
+                found["count"] = int(s.value)
+            elif s.name == "glyphoxa_npc_brain_recall_seconds_sum":
+                found["sum"] = float(s.value)
+    return found
+
+
+def bucket_quantile(buckets: list[tuple[float, int]], q: float) -> str:
+    """The upper bound of the bucket holding quantile ``q`` (what a histogram can say)."""
+    total = buckets[-1][1] if buckets else 0
+    for le, n in buckets:
+        if total and n >= q * total:
+            return f"<= {le * 1000:g} ms" if le != float("inf") else "> 1 s"
+    return "n/a"
+
+
+def run_memory_bench(session_counts: list[int], turns: int, memories: int) -> list[dict]:
+    script = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-stt-")) / "lines.json"
+    script.write_text(json.dumps(player_lines(64, seed=2)))
+    out = []
+    for label, recall_on in (("without memory (BRAIN_RECALL=false)", False),
+                             ("with memory (BRAIN_RECALL=true)", True)):
+        metrics: dict = {}
+        rows = run_bus_bench(session_counts, turns, env={
+            "STT_FAKE_SCRIPT": str(script), "BRAIN_RECALL": "true" if recall_on else "false",
+            "MEMORY_EMBEDDER": "local"}, memories=memories, recall=metrics)
+        out.append({"label": label, "recall": recall_on, "rows": rows, "metrics": metrics})
+    script.unlink(missing_ok=True)
+    return out
+
+
+def print_memory_bench(runs: list[dict], memories: int) -> None:
+    print(f"== recall on the turn path: utterance end published -> first audio frame published, "
+          f"without and with recall (instant fakes, fake stt hearing player lines of 40-160 "
+          f"characters, {memories} embedded memories of the NPC in the campaign)")
+    print(f"{'':38} {'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for run in runs:
+        for r in run["rows"]:
+            print(f"{run['label']:38} {r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} "
+                  f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}")
+    without, with_ = runs[0]["rows"], runs[1]["rows"]
+    for a, b in zip(without, with_, strict=True):
+        print(f"{'difference (with - without)':38} {a['sessions']:>8} {'':>6} "
+              f"{b['p50_ms'] - a['p50_ms']:>+8.1f} {b['p95_ms'] - a['p95_ms']:>+8.1f} "
+              f"{b['p99_ms'] - a['p99_ms']:>+8.1f}")
+    m = runs[1]["metrics"]
+    if m.get("count"):
+        buckets = ", ".join(f"<= {le * 1000:g} ms: {n}" for le, n in m["buckets"] if le != float("inf"))
+        print(f"npc-brain recall_seconds: {m['count']} recalls, mean {m['sum'] / m['count'] * 1000:.1f} ms, "
+              f"p50 {bucket_quantile(m['buckets'], 0.5)}, p95 {bucket_quantile(m['buckets'], 0.95)}; "
+              f"cumulative: {buckets}")
+    print(f"npc-brain recall_total by result: with {m.get('results', {})}, "
+          f"without {runs[0]['metrics'].get('results', {})}")
+
+
 def main(args: argparse.Namespace) -> int:
-    print("== bus overhead: utterance end published -> first audio frame published "
-          "(instant fake providers, every service a process)")
-    rows = run_bus_bench(args.sessions, args.turns)
-    print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for r in rows:
-        stt, sentence, audio = r["hops_p50"]
-        print(f"{r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}"
-              f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f})")
-    if not args.skip_providers:
+    if args.memories < 0 or args.turns < 1 or not args.sessions or min(args.sessions) < 1:
+        raise SystemExit("glyphoxa bench: --memories must be >= 0, --turns and every --sessions >= 1")
+    if not args.memory_only:
+        print("== bus overhead: utterance end published -> first audio frame published "
+              "(instant fake providers, every service a process)")
+        rows = run_bus_bench(args.sessions, args.turns)
+        print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        for r in rows:
+            stt, sentence, audio = r["hops_p50"]
+            print(f"{r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}"
+                  f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f})")
+    if not args.skip_memory:
+        runs = run_memory_bench(args.sessions, args.turns, args.memories)
+        print_memory_bench(runs, args.memories)
+    if not args.skip_providers and not args.memory_only:
         from glyphoxa_cli.providers_bench import run_provider_bench
 
         run_provider_bench()

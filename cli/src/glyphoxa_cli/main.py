@@ -341,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, nargs="*", default=[1, 10])
     bench.add_argument("--turns", type=int, default=20, help="turns per session")
     bench.add_argument("--skip-providers", action="store_true")
+    bench.add_argument("--skip-memory", action="store_true",
+                       help="skip the run without and with memory recall (issue 16)")
+    bench.add_argument("--memory-only", action="store_true",
+                       help="only the run without and with memory recall")
+    bench.add_argument("--memories", type=int, default=300,
+                       help="embedded memories of the NPC in the campaign for the recall run")
     bench.set_defaults(func=cmd_bench)
     return p
 
