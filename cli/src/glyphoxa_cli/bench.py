@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -281,14 +282,16 @@ def run_memory_bench(session_counts: list[int], turns: int, memories: int) -> li
     script = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-stt-")) / "lines.json"
     script.write_text(json.dumps(player_lines(64, seed=2)))
     out = []
-    for label, recall_on in (("without memory (BRAIN_RECALL=false)", False),
-                             ("with memory (BRAIN_RECALL=true)", True)):
-        metrics: dict = {}
-        rows = run_bus_bench(session_counts, turns, env={
-            "STT_FAKE_SCRIPT": str(script), "BRAIN_RECALL": "true" if recall_on else "false",
-            "MEMORY_EMBEDDER": "local"}, memories=memories, recall=metrics)
-        out.append({"label": label, "recall": recall_on, "rows": rows, "metrics": metrics})
-    script.unlink(missing_ok=True)
+    try:
+        for label, recall_on in (("without memory (BRAIN_RECALL=false)", False),
+                                 ("with memory (BRAIN_RECALL=true)", True)):
+            metrics: dict = {}
+            rows = run_bus_bench(session_counts, turns, env={
+                "STT_FAKE_SCRIPT": str(script), "BRAIN_RECALL": "true" if recall_on else "false",
+                "MEMORY_EMBEDDER": "local"}, memories=memories, recall=metrics)
+            out.append({"label": label, "recall": recall_on, "rows": rows, "metrics": metrics})
+    finally:
+        shutil.rmtree(script.parent, ignore_errors=True)
     return out
 
 
