@@ -211,7 +211,8 @@ def build_timeline(tenant: str, sid: str, messages: Iterable[Recorded], origin_n
                  "heard to the end" if event.complete else f"cut off after {event.text_heard!r}")
         elif isinstance(event, BargeIn):
             session_marks.append(SessionMark(kind="bargein", at_ms=ms(spoken(event.at_ns)),
-                                             detail=f"{event.speaker} talked over the NPCs"))
+                                             detail=f"{event.speaker} kept talking: a barge-in if an NPC "
+                                                    "was audible (the edge decides, ADR 0003)"))
         elif isinstance(event, Flush):
             session_marks.append(SessionMark(kind="flush", at_ms=ms(msg.stored_ns), detail=(
                 f"{event.turn_id or 'every turn'}: {event.reason}")))
