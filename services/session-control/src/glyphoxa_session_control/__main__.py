@@ -156,12 +156,13 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
                       watchdog=watchdog, availability=availability,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
+    recall = RecallService(pool, embedder)
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns, availability,
                        settings.nats.secrets_key.get_secret_value(),
                        settings.nats.edge_key.get_secret_value(),
-                       trust_anonymous=not settings.nats.user,
-                       recall=RecallService(pool, embedder))
-    memory = Memory(MemoryIndexer(pool, embedder) if embedder is not None else None,
+                       trust_anonymous=not settings.nats.user, recall=recall)
+    memory = Memory(MemoryIndexer(pool, embedder, first=recall.first) if embedder is not None
+                    else None,
                     RecapQueue(nc, pool, retry_s=settings.recap_retry_s), embedder)
     log.info("campaign memory", extra={"embedder": embedder.name if embedder else "off"})
     return SessionControlApp(control, nats_api, Recorder(nc, pool), settings, StreamWatch(nc),

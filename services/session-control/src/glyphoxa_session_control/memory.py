@@ -17,10 +17,11 @@ in every query's WHERE: one tenant never reads or changes another's rows, whatev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -238,18 +239,49 @@ async def store_embeddings(pool: AsyncConnectionPool, rows: Sequence[Pending],
     return stored
 
 
+class RecallFirst:
+    """Recalls are on a turn's path, the indexer is not: while a recall is in flight the
+    indexer waits before its next slice (at most ``max_wait_s``, so it is never starved for
+    good), and it embeds in slices small enough that a recall waits for one at most."""
+
+    def __init__(self, max_wait_s: float = 2.0):
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._max_wait_s = max_wait_s
+
+    @contextlib.asynccontextmanager
+    async def recalling(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
+
+    async def quiet(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), self._max_wait_s)
+
+
 class MemoryIndexer:
     """Embeds memories in the background, ``batch`` rows at a time; sleeps ``idle_s`` when
     there is nothing to do and backs off (doubling up to ``max_backoff_s``) while PostgreSQL or
     the embedder fails. ``run()`` returns after ``close()``."""
 
+    SLICE = 4  # lines embedded at a time: a recall waits for one slice at most (~50 ms)
+
     def __init__(self, pool: AsyncConnectionPool, embedder: Embedder, batch: int = 32,
-                 idle_s: float = 1.0, max_backoff_s: float = 30.0):
+                 idle_s: float = 1.0, max_backoff_s: float = 30.0,
+                 first: RecallFirst | None = None):
         if embedder.dims != DIMS:
             raise ValueError(f"memories hold {DIMS}-dimensional embeddings, "
                              f"{embedder.name} makes {embedder.dims}")
         self._pool, self._embedder, self._batch = pool, embedder, batch
         self._idle_s, self._max_backoff_s = idle_s, max_backoff_s
+        self._first = first or RecallFirst()
         self._closed = asyncio.Event()
         self.embedded = 0
 
@@ -282,10 +314,15 @@ class MemoryIndexer:
         MEMORY_INDEXER_BACKLOG.set(len(rows))
         if not rows:
             return 0
+        texts = [r.text for r in rows]
+        slices = []
         try:
-            vectors = await self._embedder.embed([r.text for r in rows])
+            for start in range(0, len(texts), self.SLICE):
+                await self._first.quiet()
+                slices.append(await self._embedder.embed(texts[start:start + self.SLICE]))
         except Exception as exc:  # noqa: BLE001 - any embedder failure: back off, try again
             raise _EmbedFailed(type(exc).__name__) from exc
+        vectors = numpy.concatenate(slices)
         stored = await store_embeddings(self._pool, rows, vectors, self._embedder.name)
         self.embedded += stored
         MEMORIES_EMBEDDED.labels(result="stored").inc(stored)

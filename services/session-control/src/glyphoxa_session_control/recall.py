@@ -6,20 +6,40 @@ cached; npc-brain gives up after its own deadline and goes on without."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 
+import numpy
 from psycopg_pool import AsyncConnectionPool
 
 from glyphoxa_events.api import MAX_MEMORY_CHARS, RecalledMemory, RecallReply, RecallRequest
 from glyphoxa_session_control import memory
 from glyphoxa_session_control.errors import NotFound
-from glyphoxa_session_control.memory import Embedder, SessionCampaigns
+from glyphoxa_session_control.memory import Embedder, RecallFirst, SessionCampaigns
 
 
 class RecallService:
-    def __init__(self, pool: AsyncConnectionPool, embedder: Embedder | None):
+    CACHED_LINES = 256  # a line asked for again (its interim, another NPC) is embedded once
+
+    def __init__(self, pool: AsyncConnectionPool, embedder: Embedder | None,
+                 first: RecallFirst | None = None):
         self._pool, self._embedder = pool, embedder
         self._campaigns = SessionCampaigns()
+        self.first = first or RecallFirst()
+        self._vectors: OrderedDict[str, numpy.ndarray] = OrderedDict()
+
+    async def _vector(self, text: str) -> numpy.ndarray:
+        assert self._embedder is not None
+        key = " ".join(text.split())
+        vector = self._vectors.get(key)
+        if vector is None:
+            [vector] = await self._embedder.embed([text])
+            self._vectors[key] = vector
+            while len(self._vectors) > self.CACHED_LINES:
+                self._vectors.popitem(last=False)
+        else:
+            self._vectors.move_to_end(key)
+        return vector
 
     async def recall(self, req: RecallRequest) -> RecallReply:
         started = time.perf_counter()
@@ -32,9 +52,10 @@ class RecallService:
         campaign_id, campaign = found
         if campaign.npc(req.npc) is None:
             raise NotFound(f"the session's campaign has no NPC {req.npc!r}")
-        [vector] = await self._embedder.embed([req.text])
-        rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc, vector,
-                                   self._embedder.name, req.k)
+        async with self.first.recalling():  # the background indexer waits meanwhile
+            vector = await self._vector(req.text)
+            rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc, vector,
+                                       self._embedder.name, req.k)
         memories = tuple(
             RecalledMemory(id=str(r.id), kind=r.kind, text=r.text[:MAX_MEMORY_CHARS],
                            session=r.session, turn_id=r.turn_id,
