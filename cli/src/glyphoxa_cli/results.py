@@ -67,6 +67,8 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
             "reply": turn.reply_text if turn else "",
             "routing": _dumped(turn.routing) if turn else None,
             "failure": _dumped(turn.failure) if turn else None,
+            # the memories of earlier sessions recalled into the reply's prompt (docs/memory.md)
+            "memories": list(turn.memories) if turn else [],
             "latency_ms": latency,
             "expected": None if expected is None else {
                 "text": expected.text, "addressed": expected.addressed, "kind": expected.kind},
