@@ -111,9 +111,18 @@ class TranscriptPlayer(ScenePlayer):
             event = final.model_copy(update={
                 "start_ns": moved(final.start_ns), "speech_end_ns": moved(final.speech_end_ns),
                 "vad_end_ns": moved(self.original.capture_of(final.vad_end_ns)), "stt_final_ns": time.time_ns()})
-            await publisher.publish(subjects.stt(final.speaker), event.to_bytes(),
-                                    msg_id=f"stt:{self.tenant}.{self.session}:{final.utterance_id}:final")
+            await publish_final(publisher, subjects, event)
         await publisher.flush(timeout_s=self.timeout_s)
+
+
+async def publish_final(publisher: Resender, subjects: SessionSubjects, final: Transcript) -> None:
+    """Publish a final transcript exactly as stt does: on ``glx.<tenant>.<session>.stt.<speaker>``
+    with stt's msg id (``stt:<tenant>.<session>:<utterance>:final``), so the broker's duplicate
+    window drops it when it comes twice. Also the memory evaluation's way in
+    (``glyphoxa_cli.memory_eval``)."""
+    await publisher.publish(
+        subjects.stt(final.speaker), final.to_bytes(),
+        msg_id=f"stt:{subjects.tenant}.{subjects.session}:{final.utterance_id}:final")
 
 
 def _silent_scene(rows: list[dict], lead_s: float) -> dict[str, np.ndarray]:
