@@ -418,10 +418,13 @@ async def run_eval(client: AdminClient, nc: Client, tenant: str, cases: tuple[Ca
         c = result.case
         holding = [m for m in memories[c.witness] if c.line in m["text"]
                    and m["kind"] == ("fact" if c.taught else "exchange")]
-        if len(holding) != 1:
+        if len(holding) > 1:
             raise RuntimeError(f"case {c.name}: {len(holding)} memories of {c.witness} hold "
                                f"{c.line!r} (expected one)")
-        result.memory_id = str(holding[0]["id"])
+        if not holding:  # its turn in session 1 was not answered (a timeout): a miss
+            progress(f"case {c.name}: no memory holds {c.line!r} (its turn was not answered)")
+        else:
+            result.memory_id = str(holding[0]["id"])
 
     asks = session_two(cases)
     t0 = time.monotonic()
