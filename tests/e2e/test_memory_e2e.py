@@ -23,6 +23,7 @@ import pytest
 from glyphoxa_cli.stack import Stack
 from tests.e2e.conftest import EXAMPLE_CAMPAIGN, ROOT
 from tests.e2e.test_scene_e2e import assert_no_errors, play
+from tests.support.intelligibility import transcribe_wav, word_overlap
 from tests.support.pg import fresh_database
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(900)]
@@ -193,6 +194,10 @@ def test_second_session_remembers_what_bruno_heard_in_the_first(scenes, stack, t
     assert bruno["outcome"] == "answered" and bruno["npc"] == "Bruno", report
     assert bruno["memories"] == [str(memory["id"])], report
     assert any(word in bruno["reply"].lower() for word in SPECIFIC), report
+    # audio out: the reply was spoken, and says what its text says
+    assert bruno["latency_ms"]["first_audio"] is not None, report
+    heard = transcribe_wav(tmp_path / "out2" / "turns" / f"{bruno['utterance']}.wav")
+    assert word_overlap(bruno["reply"], heard) >= 0.5, (bruno["reply"], heard)
     assert tobias["outcome"] == "answered" and tobias["npc"] == "Tobias", report
     assert tobias["memories"] == [], report
     assert not any(word in tobias["reply"].lower() for word in SPECIFIC), report
