@@ -232,7 +232,8 @@ async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, cont
         assert [f["text"] for f in facts] == ["The bridge is out."]
 
     line = TurnEnded(turn_id="sam-1", speaker="sam", transcript="Greta, we will hunt the red dragon.",
-                     npc="greta", outcome=Outcome.answered, reply_text="Then take my spear.")
+                     npc="greta", outcome=Outcome.answered, reply_text="Then take my spear.",
+                     memories=("41", "7"))
     await nc.jetstream().publish(subjects.ctl("turn"), line.to_bytes(),
                                  headers={"Nats-Msg-Id": f"ctl:{tenant}.{sid}:turn:sam-1"})
 
@@ -246,6 +247,9 @@ async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, cont
         await asyncio.sleep(0.1)
     assert found.ok and [(h.session, h.role, h.speaker, h.npc, h.text) for h in found.hits] == [
         (sid, "player", "sam", "greta", "Greta, we will hunt the red dragon.")]
+    async with AdminClient(control.api_url, key) as gm_tools:  # kept with the turn for good
+        [turn] = await gm_tools.call("GET", f"/v1/sessions/{sid}/turns")
+        assert turn["turn_id"] == "sam-1" and turn["memories"] == ["41", "7"]
     nosy = await call(nc, "campaign.search", search(PLAYER), SearchReply)
     assert not nosy.ok and "only the game master may search" in nosy.error
     await call(nc, "session.stop", StopSession(tenant=tenant, session=sid, caller=GM))

@@ -141,3 +141,10 @@ def test_a_barge_in_of_a_sped_up_scene_is_placed_on_the_wall_clock():
     timeline = build_timeline("acme", "s1", messages, t0, clock)
     [bargein] = [m for m in timeline.events if m.kind == "bargein"]
     assert bargein.at_ms == pytest.approx(10_000, abs=1)  # 40 s of capture time = 10 s of wall
+
+
+def test_a_turn_says_which_memories_it_was_given():
+    turn = {**TIMELINE["turns"][0], "memories": ["41", "7"]}
+    text = format_timeline({**TIMELINE, "turns": [turn]})
+    assert "recalled memories 41, 7" in text
+    assert "recalled memories 41, 7" in timeline_html({**TIMELINE, "turns": [turn]})

@@ -31,8 +31,10 @@ def _detail(turn: dict, kind: str) -> str:
 
 
 def why(turn: dict) -> str:
-    """The turn's reason in a few words (routing and failure when recorded)."""
-    return reason_text(turn)
+    """The turn's reason in a few words (routing and failure when recorded), and the
+    memories of earlier sessions its reply was given."""
+    recalled = turn.get("memories") or []
+    return reason_text(turn) + (f"; recalled memories {', '.join(recalled)}" if recalled else "")
 
 
 def _npc(turn: dict) -> str:

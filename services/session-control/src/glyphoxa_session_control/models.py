@@ -170,6 +170,9 @@ class TurnRow(BaseModel):
         None, description="why the turn went to its NPC or to nobody (absent for old turns)")
     failure: TurnFailure | None = Field(
         None, description="a failed, timed-out or cancelled turn: the stage, provider and error")
+    memories: list[str] = Field(
+        default_factory=list, description="the memories of earlier sessions recalled into the "
+        "reply's prompt (ids: GET /v1/campaigns/{id}/npcs/{npc}/memories)")
 
 
 class Usage(BaseModel):

@@ -213,11 +213,11 @@ async def _turn(conn: AsyncConnection, r: Record, campaigns: SessionCampaigns) -
     assert isinstance(turn, TurnEnded)
     await conn.execute(
         "INSERT INTO turns (tenant_id, session_id, turn_id, speaker, npc, outcome, reason,"
-        " transcript, latency, speech_end_ns, llm_provider, routing, failure)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        " transcript, latency, speech_end_ns, llm_provider, routing, failure, memories)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
         (r.tenant, r.session, turn.turn_id, turn.speaker, turn.npc, str(turn.outcome), turn.reason,
          turn.transcript, Jsonb(turn.latency.model_dump()), turn.latency.speech_end_ns,
-         turn.llm_provider, _jsonb(turn.routing), _jsonb(turn.failure)))
+         turn.llm_provider, _jsonb(turn.routing), _jsonb(turn.failure), list(turn.memories)))
     if turn.transcript.strip():
         await _line(conn, r, turn.turn_id, "player", turn.speaker, turn.transcript, True,
                     turn.latency.speech_end_ns or r.stored_ns)

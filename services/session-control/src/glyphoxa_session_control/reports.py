@@ -47,7 +47,8 @@ class Reports:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT turn_id, speaker, npc, outcome, reason, transcript, latency, speech_end_ns,"
-                " llm_provider, routing, failure FROM turns WHERE tenant_id = %s AND session_id = %s"
+                " llm_provider, routing, failure, memories FROM turns"
+                " WHERE tenant_id = %s AND session_id = %s"
                 " ORDER BY speech_end_ns, turn_id",
                 (tenant, sid))
             return [TurnRow(**row) for row in await cur.fetchall()]

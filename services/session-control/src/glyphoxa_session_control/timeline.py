@@ -66,6 +66,8 @@ class TimelineTurn(BaseModel):
     reply: str = ""
     routing: dict[str, Any] | None = Field(None, description="how the line was routed, when recorded")
     failure: dict[str, Any] | None = Field(None, description="the stage and error of a failed turn")
+    memories: list[str] = Field(default_factory=list,
+                                description="memories of earlier sessions recalled into the reply")
     marks: list[Mark] = Field(default_factory=list)
 
     def at(self, kind: str) -> float | None:
@@ -234,6 +236,7 @@ def _turn_ended(t: TimelineTurn, event: TurnEnded, mark: Any, stored_ns: int, sp
     t.npc, t.outcome, t.reason, t.reply = event.npc, str(event.outcome), event.reason, event.reply_text
     t.routing = _as_dict(getattr(event, "routing", None))
     t.failure = _as_dict(getattr(event, "failure", None))
+    t.memories = list(event.memories)
     lat = event.latency
     mark(t, "speech_end", spoken(lat.speech_end_ns))
     mark(t, "vad_end", lat.vad_end_ns)
@@ -292,7 +295,8 @@ def from_turn_rows(tenant: str, sid: str, rows: list[TurnRow], origin_ns: int) -
         t = TimelineTurn(turn_id=row.turn_id, speaker=row.speaker, transcript=row.transcript,
                          npc=row.npc, outcome=row.outcome, reason=row.reason,
                          routing=_as_dict(getattr(row, "routing", None)),
-                         failure=_as_dict(getattr(row, "failure", None)))
+                         failure=_as_dict(getattr(row, "failure", None)),
+                         memories=list(row.memories))
         for kind, key in (("speech_end", "speech_end_ns"), ("vad_end", "vad_end_ns"),
                           ("stt_final", "stt_final_ns"), ("first_token", "first_token_ns"),
                           ("first_sentence", "first_sentence_ns")):
