@@ -28,15 +28,14 @@ from glyphoxa_memory.embedder import (
     empty,
     normalise,
 )
+from glyphoxa_runtime.providers import scrub, status_error
 
 PROVIDER = "gemini"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 BATCH = 100
 TASK_TYPE = "SEMANTIC_SIMILARITY"
 
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
 _TRANSPORTS = frozenset({"aiohttp", "httpx", "httpcore", "anyio"})
-_DETAIL_CHARS = 300
 
 
 class GeminiEmbedder:
@@ -88,15 +87,15 @@ class GeminiEmbedder:
 
     def _error(self, exc: Exception) -> EmbedError:
         if isinstance(exc, errors.APIError):
-            return _status_error(int(exc.code or 0), f"{exc.status or ''} {exc.message or ''}",
-                                 self._key)
+            return status_error(PROVIDER, int(exc.code or 0),
+                                f"{exc.status or ''} {exc.message or ''}", self._key, EmbedError)
         modules = {c.__module__.split(".")[0] for c in type(exc).__mro__}
         if isinstance(exc, TimeoutError) or (modules & _TRANSPORTS and "Timeout" in type(exc).__name__):
             return EmbedError(PROVIDER, f"no answer within {self._timeout_s:.1f} s", retryable=True)
         if modules & _TRANSPORTS or isinstance(exc, OSError):
             return EmbedError(PROVIDER, f"connection failed: {type(exc).__name__}: "
-                                        f"{_scrub(str(exc), self._key)}", retryable=True)
-        return EmbedError(PROVIDER, f"{type(exc).__name__}: {_scrub(str(exc), self._key)}")
+                                        f"{scrub(str(exc), self._key)}", retryable=True)
+        return EmbedError(PROVIDER, f"{type(exc).__name__}: {scrub(str(exc), self._key)}")
 
 
 def _vectors(response: types.EmbedContentResponse, expected: int) -> np.ndarray:
@@ -115,20 +114,3 @@ def _vectors(response: types.EmbedContentResponse, expected: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def _status_error(status: int, detail: str, key: str) -> EmbedError:
-    """Rate limits, timeouts and 5xx may pass if tried again; a bad request, a refused key
-    or an unknown model never will."""
-    detail = _scrub(detail.strip(), key)
-    if status in (401, 403):
-        message = f"HTTP {status}: the API key was refused ({detail})"
-    elif status == 404:
-        message = f"HTTP 404: unknown model or endpoint ({detail})"
-    else:
-        message = f"HTTP {status}: {detail}"
-    return EmbedError(PROVIDER, message, retryable=status in _RETRYABLE_STATUS or status >= 500)
-
-
-def _scrub(text: str, key: str) -> str:
-    if key:
-        text = text.replace(key, "***")
-    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "..."

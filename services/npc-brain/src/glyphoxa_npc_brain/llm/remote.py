@@ -12,33 +12,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
+from glyphoxa_runtime.providers import scrub as scrub  # shared with the embedders
+from glyphoxa_runtime.providers import status_error as status_error
 
 T = TypeVar("T")
-
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_DETAIL_CHARS = 300
-
-
-def scrub(text: str, secret: str) -> str:
-    """``text`` without ``secret`` (a vendor may echo what it was sent), cut to a log line."""
-    if secret:
-        text = text.replace(secret, "***")
-    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "..."
-
-
-def status_error(provider: str, status: int, detail: str, secret: str) -> ProviderError:
-    """An HTTP error answer: rate limits, timeouts and 5xx may pass if tried again; a bad
-    request, a refused key or an unknown model never will."""
-    detail = scrub(detail, secret)
-    if status in (401, 403):
-        message = f"HTTP {status}: the API key was refused ({detail})"
-    elif status == 404:
-        message = f"HTTP 404: unknown model or endpoint ({detail})"
-    else:
-        message = f"HTTP {status}: {detail}"
-    retryable = status in _RETRYABLE_STATUS or status >= 500
-    return ProviderError(provider, message, retryable=retryable)
-
 
 _TRANSPORTS = frozenset({"aiohttp", "httpx", "httpx2", "httpcore", "anyio"})
 
