@@ -43,8 +43,8 @@ async def test_a_recap_is_written_in_the_first_person_from_what_the_npc_went_thr
     assert reply.text == "Sam swore to hunt the red dragon of Mount Ash; I lent a spear."
     system, messages, _, _ = llm.calls[0]
     assert "Greta" in system and "first person" in system
-    prompt = messages[-1].content
-    assert all(line in prompt for line in EXCHANGES) and "Sam owes me ten gold." in prompt
+    assert all(line in system for line in EXCHANGES) and "Sam owes me ten gold." in system
+    assert [m.content for m in messages] == ["Your memory of this session:"]
 
 
 async def test_on_the_local_model_a_recap_waits_until_no_turn_started_for_a_while():
@@ -83,3 +83,35 @@ async def test_a_malformed_request_gets_a_final_error_and_is_counted():
     [sent] = msg.sent
     assert sent["ok"] is False and sent["retryable"] is False and "invalid recap" in sent["error"]
     assert metric(recaps._metrics, "glyphoxa_npc_brain_recaps_total", result="error") == 1
+
+
+class Failing(FakeLLM):
+    async def _stream_impl(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from glyphoxa_runtime.providers import ProviderTimeout
+        raise ProviderTimeout("fake", 10.0)
+        yield ""  # pragma: no cover
+
+
+async def test_failed_recaps_never_open_the_breaker_the_turns_go_by():
+    """A fresh-clone evaluation saw every recap time out, open npc-brain's breaker, and all
+    the next session's turns fail at once."""
+    llm = Failing()
+    recaps, pool = maker(llm, [100.0])
+    for _ in range(10):
+        reply = await recaps.make(request())
+        assert not reply.ok and "no answer within" in (reply.error or "")
+    chain = pool.chain_for("acme", CAMPAIGN, CAMPAIGN.npc("greta"))
+    link = await pool.link("acme", chain.choices[0])
+    assert link.breaker.allow()  # the turns still get the model
+
+
+def test_a_session_too_long_for_the_context_keeps_its_newest_lines():
+    from glyphoxa_npc_brain.recaps import LEFT_OUT, recap_prompt
+
+    lines = tuple(f"line {i}: " + "word " * 20 for i in range(100))
+    req = RecapRequest(tenant="acme", session="s1", campaign=CAMPAIGN, npc="greta", exchanges=lines)
+    system, _ = recap_prompt(req, fits=lambda text: len(text) < 3000)
+    assert len(system) < 3000 and LEFT_OUT in system
+    assert lines[-1] in system and lines[0] not in system
+    kept = [line for line in lines if line in system]
+    assert kept == list(lines[-len(kept):])  # the newest, in order

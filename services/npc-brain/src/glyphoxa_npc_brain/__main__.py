@@ -82,7 +82,8 @@ async def build_app(
         capacity=settings.capacity,
     )
     recaps = RecapMaker(nc, llms, metrics, quiet_s=settings.recap_quiet_s,
-                        timeout_s=settings.recap_timeout_s, max_tokens=settings.recap_max_tokens)
+                        timeout_s=settings.recap_timeout_s, max_tokens=settings.recap_max_tokens,
+                        context_tokens=settings.llm_ctx)
     return BrainApp(stage, llms, recaps)
 
 

@@ -28,7 +28,7 @@ from glyphoxa_events.recaps import (
     RecapRequest,
 )
 from glyphoxa_npc_brain.cleaning import clean_for_voice
-from glyphoxa_npc_brain.llm.base import ChatMessage, ProviderError
+from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider, ProviderError
 from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
 
@@ -41,22 +41,35 @@ RECAP_RULES = (
     "you, what was promised or agreed, and anything you should remember next time. Keep "
     "names, numbers and places exactly as said. At most five short sentences, plain text."
 )
+ASK = "Your memory of this session:"
+LEFT_OUT = "(earlier lines of the session left out)"
 
 
-def recap_prompt(req: RecapRequest) -> tuple[str, list[ChatMessage]]:
+def recap_prompt(req: RecapRequest, fits: Callable[[str], bool] = lambda _: True
+                 ) -> tuple[str, list[ChatMessage]]:
+    """The rules and what the NPC went through as the system prompt (so the local model can
+    evaluate it a few tokens at a time, giving way to turns, before it writes), the request as
+    the one user message. The newest exchanges that ``fits`` the context are kept."""
     npc = req.campaign.npc(req.npc)
     name = npc.name if npc is not None else req.npc
-    system = RECAP_RULES.format(name=name, campaign=req.campaign.name)
-    lines = "\n".join(req.exchanges)
+    rules = RECAP_RULES.format(name=name, campaign=req.campaign.name)
     before = f"What you remembered before this session: {req.previous}\n\n" if req.previous else ""
-    return system, [ChatMessage("user", f"{before}This session:\n{lines}\n\nYour memory of it:")]
+    lines = list(req.exchanges)
+    while True:
+        shown = ([LEFT_OUT] if len(lines) < len(req.exchanges) else []) + lines
+        system = f"{rules}\n\n{before}This session:\n" + "\n".join(shown)
+        if len(lines) <= 1 or fits(system):
+            return system, [ChatMessage("user", ASK)]
+        lines = lines[max(1, len(lines) // 8):]  # the oldest eighth goes first
 
 
 class RecapMaker:
     def __init__(self, nc: Client, llms: LLMPool, metrics: BrainMetrics, *, quiet_s: float,
-                 timeout_s: float, max_tokens: int, clock: Callable[[], float] = time.monotonic):
+                 timeout_s: float, max_tokens: int, context_tokens: int = 2048,
+                 clock: Callable[[], float] = time.monotonic):
         self._nc, self._llms, self._metrics = nc, llms, metrics
         self._quiet_s, self._timeout_s, self._max_tokens = quiet_s, timeout_s, max_tokens
+        self._context_tokens = context_tokens
         self._clock = clock
         self._sub = None
 
@@ -89,49 +102,77 @@ class RecapMaker:
         return last is None or self._clock() - last >= self._quiet_s
 
     async def make(self, req: RecapRequest) -> RecapReply:
+        """The recap, from the first of the NPC's providers that makes one. Called directly,
+        not through a turn's chain: a recap's failure (a long prompt, a slow first token) must
+        never open the breaker the turns go by."""
         npc = req.campaign.npc(req.npc)
-        chain = self._llms.background_chain(
-            req.tenant, req.campaign, npc, log_extra={"session": req.session, "recap": req.npc})
-        if not chain.choices:
+        chain = self._llms.background_chain(req.tenant, req.campaign, npc)
+        failures: list[str] = []
+        retryable = True
+        for choice in chain.choices:
+            try:
+                provider = (await self._llms.link(req.tenant, choice)).provider
+            except ProviderError as exc:
+                failures.append(str(exc))
+                continue
+            reply = await self._make_with(provider, req)
+            if reply.ok:
+                return reply
+            failures.append(reply.error or "failed")
+            retryable = retryable and reply.retryable
+        if not failures:
             return RecapReply(ok=False, retryable=False, error="no LLM provider is configured")
-        try:
-            local = (await self._llms.link(req.tenant, chain.choices[0])).provider.capabilities.local
-        except ProviderError:
-            local = False  # unavailable: the chain passes over it to its fallbacks
+        return RecapReply(ok=False, retryable=retryable, error="; ".join(failures)[:500])
+
+    async def _make_with(self, provider: LLMProvider, req: RecapRequest) -> RecapReply:
+        local = provider.capabilities.local
         if local and not self._quiet():
             return RecapReply(ok=True, busy=True)
+        budget = (self._context_tokens - self._max_tokens - 64) if local else 100_000
+
+        def fits(system: str) -> bool:
+            return provider.count_tokens(system) <= budget
+
+        system, messages = recap_prompt(req, fits)
         turn = self._llms.watch_turns() if local else asyncio.Event()
-        cancel = asyncio.Event()
-        yielded = asyncio.create_task(_relay(turn, cancel))
-        system, messages = recap_prompt(req)
-        parts: list[str] = []
         try:
-            async with asyncio.timeout(self._timeout_s):
-                async for delta in chain.stream(system, messages, max_tokens=self._max_tokens,
-                                                seed=0, cancel=cancel):
+            if local and provider.capabilities.prompt_cache:
+                await provider.prime(system)  # a few tokens at a time, giving way to turns
+                if turn.is_set():
+                    return self._gave_way(req)
+            cancel = asyncio.Event()
+            yielded = asyncio.create_task(_relay(turn, cancel))
+            parts: list[str] = []
+            try:
+                async for delta in provider.stream(
+                        system, messages, max_tokens=self._max_tokens, seed=0, cancel=cancel,
+                        timeouts=(self._timeout_s, self._timeout_s)):
                     parts.append(delta)
-        except TimeoutError:
-            return RecapReply(ok=False, provider=chain.served_by,
-                              error=f"the recap took over {self._timeout_s:.0f} s")
-        except ProviderError as exc:
-            if turn.is_set():
-                return RecapReply(ok=True, busy=True)
-            return RecapReply(ok=False, provider=exc.provider, retryable=exc.retryable,
-                              error=str(exc)[:500])
+            except ProviderError as exc:
+                if turn.is_set():
+                    return self._gave_way(req)
+                return RecapReply(ok=False, provider=provider.name, retryable=exc.retryable,
+                                  error=str(exc)[:500])
+            finally:
+                yielded.cancel()
         finally:
-            yielded.cancel()
             self._llms.unwatch(turn)
         if turn.is_set():  # a turn came: what was written so far is thrown away
-            log.info("recap gave way to a turn", extra={"tenant": req.tenant,
-                                                        "session": req.session, "npc": req.npc})
-            return RecapReply(ok=True, busy=True)
+            return self._gave_way(req)
+        npc = req.campaign.npc(req.npc)
         names = npc.names if npc is not None else ()
         text = clean_for_voice("".join(parts), names)[:MAX_RECAP_CHARS]  # no markdown, no "Greta:"
         if not text:
-            return RecapReply(ok=False, provider=chain.served_by, error="the LLM wrote nothing")
+            return RecapReply(ok=False, provider=provider.name, error="the LLM wrote nothing")
         log.info("recap made", extra={"tenant": req.tenant, "session": req.session,
                                       "npc": req.npc, "chars": len(text)})
-        return RecapReply(ok=True, text=text, provider=chain.served_by)
+        return RecapReply(ok=True, text=text, provider=provider.name)
+
+    @staticmethod
+    def _gave_way(req: RecapRequest) -> RecapReply:
+        log.info("recap gave way to a turn", extra={"tenant": req.tenant, "session": req.session,
+                                                    "npc": req.npc})
+        return RecapReply(ok=True, busy=True)
 
 
 async def _relay(turn: asyncio.Event, cancel: asyncio.Event) -> None:

@@ -125,10 +125,13 @@ class LLMProvider(ABC):
         seed: int,
         cancel: asyncio.Event,
         calls: list[CallStats] | None = None,
+        timeouts: tuple[float, float] | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply as text deltas until it ends, ``max_tokens`` or ``cancel`` is set.
 
         The usage of every attempt (a retry is a second one) is appended to ``calls``.
+        ``timeouts``: (first token, whole reply) in seconds instead of the provider's own, for
+        work off a turn's path (a recap reads far more than a turn does).
         Raises ``ProviderError`` (``ProviderTimeout`` for timeouts), never a vendor error.
         """
         attempt = 0
@@ -136,7 +139,7 @@ class LLMProvider(ABC):
             stats = CallStats(provider=self.name)
             try:
                 async with aclosing(
-                    self._guarded(system, messages, max_tokens, seed, cancel, stats)
+                    self._guarded(system, messages, max_tokens, seed, cancel, stats, timeouts)
                 ) as deltas:
                     async for delta in deltas:
                         yield delta
@@ -167,7 +170,9 @@ class LLMProvider(ABC):
         seed: int,
         cancel: asyncio.Event,
         stats: CallStats,
+        timeouts: tuple[float, float] | None = None,
     ) -> AsyncIterator[str]:
+        first_token_s, total_s = timeouts or (self.first_token_timeout_s, self.timeout_s)
         loop = asyncio.get_running_loop()
         started = loop.time()
         agen = self._stream_impl(
@@ -176,11 +181,7 @@ class LLMProvider(ABC):
         text: list[str] = []
         try:
             while not cancel.is_set():
-                limit = started + (
-                    self.timeout_s
-                    if stats.deltas
-                    else min(self.timeout_s, self.first_token_timeout_s)
-                )
+                limit = started + (total_s if stats.deltas else min(total_s, first_token_s))
                 try:
                     async with asyncio.timeout_at(limit):
                         delta = await anext(agen)
