@@ -49,3 +49,17 @@ async def test_a_line_asked_for_again_is_not_embedded_again():
         await service._vector(f"line {n}")
     await service._vector("Greta, what did we swear?")  # the oldest went first
     assert embedder.texts.count("Greta, what did we swear?") == 2
+
+
+def test_the_addressed_npcs_own_names_are_left_out_of_the_line_it_is_compared_by():
+    from glyphoxa_session_control.recall import without_names
+
+    assert without_names("Aldric, what is the boat called?", ("Aldric",)) == (
+        "what is the boat called?")
+    assert without_names("What is it called, old barkeep?", ("Aldric", "Old Barkeep")) == (
+        "What is it called,")
+    assert without_names("Captain Rowan! Is the gate open?", ("Captain Rowan", "Captain")) == (
+        "Is the gate open?")
+    assert without_names("Greta, did Aldric pay?", ("Greta",)) == "did Aldric pay?"  # others stay
+    assert without_names("Aldric!", ("Aldric",)) == "Aldric!"  # nothing else: the line as it is
+    assert without_names("Aldricson is here", ("Aldric",)) == "Aldricson is here"

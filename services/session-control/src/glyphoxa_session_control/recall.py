@@ -5,6 +5,7 @@ cached; npc-brain gives up after its own deadline and goes on without."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -50,10 +51,11 @@ class RecallService:
         if found is None:
             raise NotFound(f"tenant {req.tenant!r} has no session {req.session!r}")
         campaign_id, campaign = found
-        if campaign.npc(req.npc) is None:
+        npc = campaign.npc(req.npc)
+        if npc is None:
             raise NotFound(f"the session's campaign has no NPC {req.npc!r}")
         async with self.first.recalling():  # the background indexer waits meanwhile
-            vector = await self._vector(req.text)
+            vector = await self._vector(without_names(req.text, npc.names))
             rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc, vector,
                                        self._embedder.name, req.k)
         memories = tuple(
@@ -63,6 +65,17 @@ class RecallService:
             for r in rows)
         return RecallReply(ok=True, memories=memories, embed_model=self._embedder.name,
                            took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def without_names(text: str, names: tuple[str, ...]) -> str:
+    """The line without the addressed NPC's own names ("Aldric, what is the boat called?" ->
+    "what is the boat called?"). Every line said to an NPC has its name in it, so the name says
+    nothing about which memory fits, but it pulls all of them up alike, over one the NPC only
+    overheard (measured with MiniLM: 0.44 against 0.42 for unrelated chatter with the name,
+    0.51 against 0.26 without it)."""
+    pattern = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    stripped = re.sub(rf"(?i)\b(?:{pattern})\b[,.!?:;]*\s*", "", text).strip()
+    return stripped or text
 
 
 def _ns(at: datetime) -> int:
