@@ -241,10 +241,21 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         assert metric(port, "glyphoxa_npc_brain_first_sentence_seconds_count") == 3
         assert metric(port, "glyphoxa_npc_brain_llm_tokens_total", direction="out") > 0
 
-        # one LLM call per answered turn, tokens in and out (the fake counts words)
-        await wait_for(lambda: len(usage.items) == 6)
-        tokens_out = usage.of("llm_tokens_out")
-        assert set(tokens_out) == set(usage.of("llm_tokens_in")) == {
+        # one LLM call per answered turn, tokens in and out (the fake counts words); a guess
+        # started on the interim "Greta, how mu" and dropped by the final is billed under its
+        # own key (llm:alex-0:guess1:N) when its call got under way: how far it got depends
+        # on the machine's load, so it is left out of the count
+        def turn_usage() -> list:
+            return [item for item in usage.items if ":guess" not in item[2].key]
+
+        await wait_for(lambda: len(turn_usage()) >= 6)
+        assert sorted((u.key, u.metric) for _, _, u in turn_usage()) == [
+            (f"llm:{turn}:0", metric) for turn in ("alex-0", "jordan-1", "sam-0")
+            for metric in ("llm_tokens_in", "llm_tokens_out")]
+        assert all(u.key.startswith("llm:alex-0:guess") for _, _, u in usage.items
+                   if ":guess" in u.key)
+        tokens_out = {k: u for k, u in usage.of("llm_tokens_out").items() if ":guess" not in k}
+        assert set(tokens_out) == {k for k in usage.of("llm_tokens_in") if ":guess" not in k} == {
             "llm:alex-0:0", "llm:sam-0:0", "llm:jordan-1:0"}
         assert tokens_out["llm:alex-0:0"].amount == len(greta.reply_text.split()) == 13
         assert all(u.amount > 10 for u in usage.of("llm_tokens_in").values())  # persona + line
@@ -264,7 +275,7 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
 
         await session.stop()
         await wait_for(lambda: claim_released(session.js, session.subjects))
-        assert len(usage.items) == 6  # a GM line costs no tokens
+        assert len(turn_usage()) == 6  # a GM line costs no tokens
     finally:
         await session.close()
         await usage.close()

@@ -91,7 +91,8 @@ async def test_a_table_plays_through_discord(control: ControlProcess, nc: Client
         await fake.ready()
         assert {c["name"]: sorted(o["name"] for o in c["options"]) for c in fake.commands} == {
             "session": ["start", "status", "stop"],
-            "npc": ["list", "mute", "muteall", "speak", "unmute", "unmuteall"]}
+            "npc": ["list", "mute", "muteall", "speak", "teach", "unmute", "unmuteall"],
+            "recall": ["words"]}
 
         # who may start, and where
         refused = await fake.interact(alex, "session", "start")
