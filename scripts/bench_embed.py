@@ -3,12 +3,18 @@
 onnxruntime, libs/memory): recall embeds the line of every addressed turn on its path.
 
     .venv/bin/python scripts/bench_embed.py [--lines 200] [--threads 1] [--batch 32]
+                                            [--kernels integer float]
 
 1. **One line at a time**, as recall does: ``await embed([line])`` for each of ``--lines``
    player lines of mixed length (a worker thread runs the model, as in the service), after
    a warm-up; p50/p95/max in ms per line, and p50/p95 by the line's length in tokens (the
    model's work grows with it).
-2. **In batches** of ``--batch``, as the indexer does: ms per line in a batch.
+2. **In batches** of ``--batch``, as the indexer does: ms per line in a batch (integer
+   kernels run each text alone whatever the batch: glyphoxa_memory.local.BATCH).
+
+Each of ``--kernels`` in turn (default both): ``integer``, the service's default (the int8
+weights on integer kernels, glyphoxa_memory.integer), and ``float``, the model file as
+onnxruntime runs it as shipped (weights multiplied out to fp32 at load).
 """
 
 from __future__ import annotations
@@ -86,22 +92,29 @@ async def main() -> None:
     parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--kernels", nargs="+", choices=["integer", "float"],
+                        default=["integer", "float"])
     args = parser.parse_args()
     lines = player_lines(args.lines)
+    for kernels in args.kernels:
+        await run(lines, args, kernels)
+
+
+async def run(lines: list[str], args: argparse.Namespace, kernels: str) -> None:
     started = time.perf_counter()
-    embedder = LocalEmbedder(threads=args.threads)
+    embedder = LocalEmbedder(threads=args.threads, kernels=kernels)  # type: ignore[arg-type]
     load_s = time.perf_counter() - started
     tokens = [len(e.ids) for e in embedder._tokenizer.encode_batch(lines)]
     print(f"local embedder {embedder.name}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, {args.threads} intra-op thread(s); loaded and verified "
-          f"in {load_s * 1000:.0f} ms")
+          f"{os.cpu_count()} cpus, {args.threads} intra-op thread(s), {kernels} kernels; "
+          f"loaded and verified in {load_s * 1000:.0f} ms")
     print(f"{len(lines)} player lines, {min(tokens)}-{max(tokens)} tokens "
           f"(median {statistics.median(tokens):.0f})")
     took = await one_by_one(embedder, lines)
-    print(f"one line at a time (recall): p50 {ms(took, 50):.2f} ms  p95 {ms(took, 95):.2f} ms  "
-          f"max {max(took) * 1000:.2f} ms  mean {statistics.mean(took) * 1000:.2f} ms per line")
-    for label, keep in (("up to 20 tokens", lambda n: n <= 20), ("21-30", lambda n: 20 < n <= 30),
-                        ("over 30", lambda n: n > 30)):
+    print(f"one line at a time (recall): p50 {ms(took, 50):.2f} ms  "
+          f"p95 {ms(took, 95):.2f} ms  max {max(took) * 1000:.2f} ms  mean {statistics.mean(took) * 1000:.2f} ms per line")
+    for label, keep in (("up to 20 tokens", lambda n: n <= 20),
+                        ("21-30", lambda n: 20 < n <= 30), ("over 30", lambda n: n > 30)):
         part = [t for t, n in zip(took, tokens) if keep(n)]
         if part:
             print(f"  {label:>15}: {len(part):3d} lines, p50 {ms(part, 50):.2f} ms  "

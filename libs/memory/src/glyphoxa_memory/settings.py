@@ -23,3 +23,8 @@ class MemorySettings(BaseSettings):
                           "unset: Google's")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads of the "
                                                      "local embedder")
+    kernels: Literal["integer", "float"] = Field(
+        "integer", description="the local embedder's linear layers on integer kernels "
+                               "(int8 activations per run, 2-2.5x faster) or fp32 ones; each "
+                               "has its own model name, and a change re-embeds every memory "
+                               "in the background (recall finds a memory again once it is)")
