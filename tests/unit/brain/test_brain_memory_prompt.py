@@ -312,6 +312,26 @@ def test_recalled_memories_leave_out_what_the_prompt_already_holds() -> None:
     assert str(messages).count("the dragon?") == 1
 
 
+def test_a_memory_of_an_earlier_session_is_kept_whatever_its_turn_id() -> None:
+    """Turn ids start again in every session: session 1's "alex-1" is not this session's."""
+    world = campaign()
+    memory = memory_for(world)
+    memory.apply(TurnEnded(turn_id="alex-1", speaker="alex", transcript="Greta, the weather?",
+                           npc="greta", outcome=Outcome.answered, reply_text="Rain.",
+                           latency=TurnLatency(speech_end_ns=1)))
+    earlier = _memory(1, 'Alex said to Greta: "The password is moonfish." Greta answered: "Aye."',
+                      "alex-1").model_copy(update={"session": "s0"})
+    this = _memory(2, 'Alex said to Greta: "Greta, the weather?" Greta answered: "Rain."',
+                   "alex-1")  # session s1, in the history already
+    _, messages = build_prompt(world.npc("greta"), world, memory, "Greta, the password?",
+                               history=6, context=4, exclude="alex-2",
+                               recalled=[earlier, this], session="s1")
+    assert messages[-1].content.startswith(f'({REMEMBER}Alex said to Greta: "The password is')
+    assert str(messages).count("the weather?") == 1
+    assert recalled_texts([earlier, this], {"alex-1"}, session="s1") == [
+        'Alex said to Greta: "The password is moonfish." Greta answered: "Aye."']
+
+
 # --- priming --------------------------------------------------------------------------------
 
 

@@ -191,7 +191,8 @@ class BrainHandler:
         used: list[str] = []
         system, messages = build_prompt(npc, campaign, self.memory, t.text,
                                         history=p.history_exchanges, context=p.context_exchanges,
-                                        exclude=t.utterance_id, recalled=recalled, used=used)
+                                        exclude=t.utterance_id, recalled=recalled, used=used,
+                                        session=self.subjects.session)
         chain = self._llms.chain_for(self.subjects.tenant, campaign, npc, log_extra={
             "session": self.subjects.session, "turn": t.utterance_id})
         held = HeldSentence(self._writer(t, npc_token, f"{t.utterance_id}.guess{n}")) \
@@ -335,6 +336,7 @@ class BrainHandler:
             exclude=t.utterance_id,
             recalled=recalled,
             used=used,
+            session=self.subjects.session,
         )
         chain = guess.chain if guess is not None else self._llms.chain_for(
             self.subjects.tenant, campaign, npc,

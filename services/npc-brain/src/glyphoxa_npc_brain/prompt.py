@@ -100,9 +100,12 @@ def build_prompt(
     exclude: str = "",
     recalled: Sequence[RecalledMemory] = (),
     used: list[str] | None = None,
+    session: str | None = None,
 ) -> tuple[str, list[ChatMessage]]:
     """The system prompt and the messages of one turn; the ids of the ``recalled`` memories
-    that went into it are appended to ``used``.
+    that went into it are appended to ``used``. ``session`` is the session the turn is in:
+    turn ids start again in every session, so a recalled exchange is left out as "already in
+    the prompt" only when it comes from this session.
 
     Order matters for the prompt cache: the system prompt (persona and what the NPC knows:
     the same all session), then the conversation with this NPC (only grows), then the line
@@ -123,7 +126,7 @@ def build_prompt(
             messages.append(ChatMessage("assistant", exchange.npc_text))
     recent = memory.witnessed(npc.token, context, exclude=exclude)
     in_prompt = {exclude, *(e.turn_id for e in shown), *(e.turn_id for e in recent)}
-    picked = _recalled(recalled, in_prompt, known=memory.facts(npc.token))
+    picked = _recalled(recalled, in_prompt, known=memory.facts(npc.token), session=session)
     remembered = [text for _, text in picked]
     if used is not None:
         used.extend(m.id for m, _ in picked)
@@ -139,18 +142,21 @@ def build_prompt(
 
 
 def recalled_texts(
-    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = ()
+    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = (),
+    session: str | None = None,
 ) -> list[str]:
     """The memories that go into a turn's prompt, best first, as sentences: none whose turn
     the prompt already holds (``in_prompt``), no fact the system prompt already has
     (``known``), no text twice; at most ``MAX_RECALLED`` of them, each cut to
     ``MAX_RECALLED_MEMORY_CHARS`` and all together to ``MAX_RECALLED_CHARS`` (a memory that
-    does not fit is cut at a sentence if ``MIN_CLIPPED_CHARS`` of it fit, else left out)."""
-    return [text for _, text in _recalled(recalled, in_prompt, known)]
+    does not fit is cut at a sentence if ``MIN_CLIPPED_CHARS`` of it fit, else left out).
+    ``in_prompt`` holds turn ids of ``session`` (all sessions' when it is None)."""
+    return [text for _, text in _recalled(recalled, in_prompt, known, session)]
 
 
 def _recalled(
-    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = ()
+    recalled: Sequence[RecalledMemory], in_prompt: set[str], known: Sequence[str] = (),
+    session: str | None = None,
 ) -> list[tuple[RecalledMemory, str]]:
     seen = {_sentence(fact) for fact in known}
     picked: list[tuple[RecalledMemory, str]] = []
@@ -158,7 +164,8 @@ def _recalled(
     for memory in recalled:
         if len(picked) >= MAX_RECALLED:
             break
-        if memory.turn_id is not None and memory.turn_id in in_prompt:
+        if (memory.turn_id is not None and memory.turn_id in in_prompt
+                and (session is None or memory.session == session)):
             continue
         text = _sentence(memory.text)
         if not text or text in seen:
