@@ -308,7 +308,8 @@ async def index_all(pool, embedder: HashEmbedder, batch: int = 32) -> int:
     return indexer.embedded
 
 
-async def test_recall_returns_what_the_npc_witnessed_and_never_another_npcs_memory(pool, tenant):
+async def test_recall_returns_what_the_npc_witnessed_and_never_another_npcs_memory(
+        pool, tenant, memory_dsn):
     campaign = await new_tenant(pool, tenant)
     sid = await new_session(pool, tenant, campaign)
     embedder = HashEmbedder()
@@ -333,6 +334,15 @@ async def test_recall_returns_what_the_npc_witnessed_and_never_another_npcs_memo
     assert [(m.kind, m.id) for m in vex] == [("fact", fact["id"])]
     # only vectors of the embedder asked about count
     assert await memory.recall(pool, tenant, "forge", "greta", query, "other-model") == []
+
+    # the turn path's runner: recall's own blocking connection, in a worker thread
+    with psycopg.connect(memory_dsn) as conn:
+        memory.configure_recall_connection(conn)
+        for npc, found in (("greta", greta), ("tobias", tobias), ("aldric", aldric), ("vex", vex)):
+            same = await asyncio.to_thread(memory.recall_sync, conn, tenant, "forge", npc, query,
+                                           embedder.name)
+            assert [(m.id, m.kind, m.text, m.similarity) for m in same] == [
+                (m.id, m.kind, m.text, m.similarity) for m in found]
     assert [m.id for m in await memory.recall(pool, tenant, "forge", "greta", query, embedder.name, k=1)] == [greta[0].id]
 
 

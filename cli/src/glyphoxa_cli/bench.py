@@ -186,6 +186,7 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
                          "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat)})
         if recall is not None:
             recall.update(recall_metrics(stack.by_name("npc-brain-1").metrics_port))
+            recall["phases"] = recall_phases(stack.by_name("session-control-1").metrics_port)
     finally:
         stack.stop()
     return rows
@@ -269,6 +270,26 @@ def recall_metrics(port: int) -> dict:
     return found
 
 
+PHASES = ("campaign", "embed", "connection", "query", "total")
+
+
+def recall_phases(port: int) -> dict[str, tuple[int, float]]:
+    """session-control's recall_seconds by phase: (count, mean seconds)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "glyphoxa_session_control_recall_seconds_count":
+                counts[s.labels["phase"]] = int(s.value)
+            elif s.name == "glyphoxa_session_control_recall_seconds_sum":
+                sums[s.labels["phase"]] = float(s.value)
+    return {phase: (n, sums.get(phase, 0.0) / n) for phase, n in counts.items() if n}
+
+
 def bucket_quantile(buckets: list[tuple[float, int]], q: float) -> str:
     """The upper bound of the bucket holding quantile ``q`` (what a histogram can say)."""
     total = buckets[-1][1] if buckets else 0
@@ -315,6 +336,10 @@ def print_memory_bench(runs: list[dict], memories: int) -> None:
         print(f"npc-brain recall_seconds: {m['count']} recalls, mean {m['sum'] / m['count'] * 1000:.1f} ms, "
               f"p50 {bucket_quantile(m['buckets'], 0.5)}, p95 {bucket_quantile(m['buckets'], 0.95)}; "
               f"cumulative: {buckets}")
+    if m.get("phases"):
+        print("session-control recall_seconds, mean by phase: " + ", ".join(
+            f"{phase} {mean * 1000:.2f} ms" for phase, (_, mean) in sorted(
+                m["phases"].items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 9)))
     print(f"npc-brain recall_total by result: with {m.get('results', {})}, "
           f"without {runs[0]['metrics'].get('results', {})}")
 

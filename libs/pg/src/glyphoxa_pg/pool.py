@@ -34,12 +34,17 @@ def describe_dsn(dsn: str) -> str:
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
-async def open_pool(settings: PgSettings, name: str) -> AsyncConnectionPool:
-    dsn = settings.dsn.get_secret_value()
-    conninfo = make_conninfo(
-        dsn, application_name=name[:63],
+def pool_conninfo(settings: PgSettings, name: str) -> str:
+    """The DSN with the process's name and statement timeout (holds the password)."""
+    return make_conninfo(
+        settings.dsn.get_secret_value(), application_name=name[:63],
         options=f"-c statement_timeout={int(settings.statement_timeout_s * 1000)}",
     )
+
+
+async def open_pool(settings: PgSettings, name: str) -> AsyncConnectionPool:
+    dsn = settings.dsn.get_secret_value()
+    conninfo = pool_conninfo(settings, name)
     pool = AsyncConnectionPool(
         conninfo, min_size=settings.pool_min, max_size=settings.pool_max,
         kwargs={"row_factory": dict_row, "autocommit": True}, open=False, name=name,

@@ -34,7 +34,7 @@ from glyphoxa_session_control.lifecycle import Sessions
 from glyphoxa_session_control.liveness import Watchdog
 from glyphoxa_session_control.memory import Embedder, MemoryIndexer
 from glyphoxa_session_control.nats_api import NatsApi
-from glyphoxa_session_control.recall import RecallService
+from glyphoxa_session_control.recall import RecallService, open_recall_pool
 from glyphoxa_session_control.recaps import RecapQueue
 from glyphoxa_session_control.recorder import Recorder
 from glyphoxa_session_control.registry import LiveRegistry
@@ -107,8 +107,10 @@ class Memory:
     """Campaign memory's background work (docs/adr/0007): the indexer that embeds what the
     recorder stored, and the recaps of ended sessions."""
 
-    def __init__(self, indexer: MemoryIndexer | None, recaps: RecapQueue, embedder: Embedder | None):
+    def __init__(self, indexer: MemoryIndexer | None, recaps: RecapQueue, embedder: Embedder | None,
+                 recall: RecallService | None = None):
         self.indexer, self.recaps, self._embedder = indexer, recaps, embedder
+        self._recall = recall
 
     async def run(self) -> None:
         self.recaps.start()
@@ -121,6 +123,8 @@ class Memory:
         if self.indexer is not None:
             await self.indexer.close()
         await self.recaps.close()
+        if self._recall is not None:
+            await self._recall.close()
         if self._embedder is not None:
             await self._embedder.close()
 
@@ -156,14 +160,15 @@ async def build(settings: Settings, nc: Client, publisher: Publisher) -> Session
                       watchdog=watchdog, availability=availability,
                       operator_key=settings.operator_key.get_secret_value(),
                       max_request_bytes=settings.max_request_bytes)
-    recall = RecallService(pool, embedder)
+    recall = RecallService(pool, embedder, own=await open_recall_pool(settings.pg)
+                           if embedder is not None else None)
     nats_api = NatsApi(nc, sessions, control.tenants, gm, campaigns, availability,
                        settings.nats.secrets_key.get_secret_value(),
                        settings.nats.edge_key.get_secret_value(),
                        trust_anonymous=not settings.nats.user, recall=recall)
     memory = Memory(MemoryIndexer(pool, embedder, first=recall.first) if embedder is not None
                     else None,
-                    RecapQueue(nc, pool, retry_s=settings.recap_retry_s), embedder)
+                    RecapQueue(nc, pool, retry_s=settings.recap_retry_s), embedder, recall)
     log.info("campaign memory", extra={"embedder": embedder.name if embedder else "off"})
     return SessionControlApp(control, nats_api, Recorder(nc, pool), settings, StreamWatch(nc),
                              memory)

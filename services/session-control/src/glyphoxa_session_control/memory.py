@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import numpy
-from psycopg import AsyncConnection, InterfaceError, OperationalError
+from psycopg import AsyncConnection, Connection, InterfaceError, OperationalError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
@@ -104,6 +104,13 @@ class SessionCampaigns:
     def __init__(self, size: int = 256):
         self._known: OrderedDict[tuple[str, str], tuple[str, Campaign] | None] = OrderedDict()
         self._size = size
+
+    def cached(self, tenant: str, session: str) -> tuple[str, Campaign] | None:
+        """The session's campaign if it is known already (None: ask ``of``)."""
+        found = self._known.get((tenant, session))
+        if found is not None:
+            self._known.move_to_end((tenant, session))
+        return found
 
     async def of(self, conn: AsyncConnection, tenant: str, session: str) -> tuple[str, Campaign] | None:
         key = (tenant, session)
@@ -346,33 +353,28 @@ class _EmbedFailed(Exception):
 
 # --- recall --------------------------------------------------------------------------------
 
-async def recall(pool: AsyncConnectionPool, tenant: str, campaign: str, npc: str,
-                 query_vector: Sequence[float] | numpy.ndarray, model: str, k: int = 5,
-                 now: datetime | None = None) -> list[Recalled]:
-    """At most ``k`` memories ``npc`` witnessed, embedded by ``model``, best first by
-    ``0.85 * cosine + 0.15 * exp(-age / 30 days)``: the ``CANDIDATES`` nearest through the
-    HNSW index (iterative scan, so the witness filter cannot starve it), re-ranked."""
-    if k <= 0:
-        return []
+RECALL_SQL = (
+    "SELECT id, kind, text, session_id, turn_id, spoken_at,"
+    " 1 - (embedding <=> %(q)s::vector) AS similarity FROM memories"
+    " WHERE tenant_id = %(tenant)s AND campaign_id = %(campaign)s"
+    " AND witnesses @> ARRAY[%(npc)s]::text[] AND embed_model = %(model)s"
+    " AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s")
+"""Never run as a prepared statement: after psycopg's fifth run PostgreSQL may switch to a
+generic plan, which cannot order by the HNSW index for an unknown vector and sorts every
+witnessed row (44 ms instead of 2.4 ms for a 29,000-memory campaign, docs/benchmarks.md part 8).
+It runs with ``hnsw.iterative_scan = relaxed_order``, so the witness filter cannot starve the
+index scan."""
+
+
+def _recall_params(tenant: str, campaign: str, npc: str,
+                   query_vector: Sequence[float] | numpy.ndarray, model: str, k: int) -> dict:
+    return {"q": vector_literal(query_vector), "tenant": tenant, "campaign": campaign,
+            "npc": npc, "model": model, "n": max(CANDIDATES, k)}
+
+
+def _ranked(rows: list[dict], k: int, now: datetime | None) -> list[Recalled]:
+    """The best ``k`` by ``0.85 * cosine + 0.15 * exp(-age / 30 days)``."""
     now = now or datetime.now(UTC)
-    query = vector_literal(query_vector)
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            "SELECT id, kind, text, session_id, turn_id, spoken_at,"
-            " 1 - (embedding <=> %(q)s::vector) AS similarity FROM memories"
-            " WHERE tenant_id = %(tenant)s AND campaign_id = %(campaign)s"
-            " AND witnesses @> ARRAY[%(npc)s]::text[] AND embed_model = %(model)s"
-            " AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s",
-            {"q": query, "tenant": tenant, "campaign": campaign, "npc": npc, "model": model,
-             "n": max(CANDIDATES, k)},
-            # never a prepared statement: after psycopg's fifth run PostgreSQL may switch to a
-            # generic plan, which cannot order by the HNSW index for an unknown vector and
-            # sorts every witnessed row (44 ms instead of 2.4 ms for a 29,000-memory campaign,
-            # docs/benchmarks.md part 8)
-            prepare=False)
-        rows = await cur.fetchall()
     found = []
     for r in rows:
         age_days = max(0.0, (now - r["spoken_at"]).total_seconds() / 86400)
@@ -381,6 +383,44 @@ async def recall(pool: AsyncConnectionPool, tenant: str, campaign: str, npc: str
                               r["spoken_at"], float(r["similarity"]), float(score)))
     found.sort(key=lambda m: (-m.score, -m.id))
     return found[:k]
+
+
+async def recall(pool: AsyncConnectionPool, tenant: str, campaign: str, npc: str,
+                 query_vector: Sequence[float] | numpy.ndarray, model: str, k: int = 5,
+                 now: datetime | None = None) -> list[Recalled]:
+    """At most ``k`` memories ``npc`` witnessed, embedded by ``model``, best first by
+    ``0.85 * cosine + 0.15 * exp(-age / 30 days)``: the ``CANDIDATES`` nearest through the
+    HNSW index (iterative scan, so the witness filter cannot starve it), re-ranked."""
+    if k <= 0:
+        return []
+    params = _recall_params(tenant, campaign, npc, query_vector, model, k)
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(RECALL_SQL, params, prepare=False)
+        rows = await cur.fetchall()
+    return _ranked(rows, k, now)
+
+
+def recall_sync(conn: Connection, tenant: str, campaign: str, npc: str,
+                query_vector: Sequence[float] | numpy.ndarray, model: str, k: int = 5,
+                now: datetime | None = None) -> list[Recalled]:
+    """``recall`` on a blocking connection of the caller's, in the calling (worker) thread:
+    the turn path's recall does not wait for session-control's event loop between round
+    trips (``RecallService``). The connection is set up by ``configure_recall_connection``."""
+    if k <= 0:
+        return []
+    params = _recall_params(tenant, campaign, npc, query_vector, model, k)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(RECALL_SQL, params, prepare=False)
+        rows = cur.fetchall()
+    return _ranked(rows, k, now)
+
+
+def configure_recall_connection(conn: Connection) -> None:
+    """A connection of recall's own pool: autocommit, iterative HNSW scans for its session."""
+    conn.autocommit = True
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
 
 
 # --- the GM's side: search, memories, facts, recaps ----------------------------------------

@@ -1,6 +1,6 @@
 """session-control's Prometheus metrics (labels bounded: verb, state, role, result)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("glyphoxa_session_control_requests_total", "API requests",
                    ["api", "verb", "result"])
@@ -42,3 +42,9 @@ MEMORIES_EMBEDDED = Counter("glyphoxa_session_control_memories_embedded_total",
                             "(db_error, embed_error: it backs off and tries again)", ["result"])
 MEMORY_INDEXER_BACKLOG = Gauge("glyphoxa_session_control_memory_indexer_batch",
                                "rows in the indexer's last batch (a full batch: it is behind)")
+RECALL_SECONDS = Histogram(
+    "glyphoxa_session_control_recall_seconds",
+    "one memory.recall answered, by phase: campaign (the session's campaign, cached after the "
+    "first), embed (the line, or its cached vector), connection (waiting for a pooled "
+    "PostgreSQL connection), query (PostgreSQL), total",
+    ["phase"], buckets=(.001, .002, .005, .01, .015, .02, .03, .05, .1, .25, 1.0))

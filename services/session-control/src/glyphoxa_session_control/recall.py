@@ -5,26 +5,33 @@ cached; npc-brain gives up after its own deadline and goes on without."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
 import numpy
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from glyphoxa_events.api import MAX_MEMORY_CHARS, RecalledMemory, RecallReply, RecallRequest
+from glyphoxa_pg.pool import pool_conninfo
+from glyphoxa_pg.settings import PgSettings
 from glyphoxa_session_control import memory
 from glyphoxa_session_control.errors import NotFound
 from glyphoxa_session_control.memory import Embedder, RecallFirst, SessionCampaigns
+from glyphoxa_session_control.metrics import RECALL_SECONDS
 
 
 class RecallService:
     CACHED_LINES = 256  # a line asked for again (its interim, another NPC) is embedded once
 
     def __init__(self, pool: AsyncConnectionPool, embedder: Embedder | None,
-                 first: RecallFirst | None = None):
-        self._pool, self._embedder = pool, embedder
+                 first: RecallFirst | None = None, *, own: ConnectionPool | None = None):
+        """``own``: recall's own blocking connections (``open_recall_pool``); each query
+        then runs whole in a worker thread, not a round trip at a time on the event loop
+        that also records every session's events. Without it, ``pool``."""
+        self._pool, self._embedder, self._own = pool, embedder, own
         self._campaigns = SessionCampaigns()
         self.first = first or RecallFirst()
         self._vectors: OrderedDict[str, numpy.ndarray] = OrderedDict()
@@ -46,8 +53,12 @@ class RecallService:
         started = time.perf_counter()
         if self._embedder is None:  # MEMORY_EMBEDDER=off: nothing is embedded to compare with
             return RecallReply(ok=True, embed_model="off")
-        async with self._pool.connection() as conn:
-            found = await self._campaigns.of(conn, req.tenant, req.session)
+        found = self._campaigns.cached(req.tenant, req.session)
+        if found is None:  # a pool connection only when the campaign is not known yet
+            async with self._pool.connection() as conn:
+                found = await self._campaigns.of(conn, req.tenant, req.session)
+        looked_up = time.perf_counter()
+        RECALL_SECONDS.labels(phase="campaign").observe(looked_up - started)
         if found is None:
             raise NotFound(f"tenant {req.tenant!r} has no session {req.session!r}")
         campaign_id, campaign = found
@@ -56,15 +67,46 @@ class RecallService:
             raise NotFound(f"the session's campaign has no NPC {req.npc!r}")
         async with self.first.recalling():  # the background indexer waits meanwhile
             vector = await self._vector(without_names(req.text, npc.names))
-            rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc, vector,
-                                       self._embedder.name, req.k)
+            embedded = time.perf_counter()
+            if self._own is not None:
+                rows = await asyncio.to_thread(self._query, req.tenant, campaign_id, req.npc,
+                                               vector, req.k)
+            else:
+                rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc,
+                                           vector, self._embedder.name, req.k)
+        done = time.perf_counter()
+        RECALL_SECONDS.labels(phase="embed").observe(embedded - looked_up)
+        RECALL_SECONDS.labels(phase="query").observe(done - embedded)
+        RECALL_SECONDS.labels(phase="total").observe(done - started)
         memories = tuple(
             RecalledMemory(id=str(r.id), kind=r.kind, text=r.text[:MAX_MEMORY_CHARS],
                            session=r.session, turn_id=r.turn_id,
                            spoken_ns=_ns(r.spoken_at), score=max(-1.0, min(1.0, r.score)))
             for r in rows)
         return RecallReply(ok=True, memories=memories, embed_model=self._embedder.name,
-                           took_ms=round((time.perf_counter() - started) * 1000, 2))
+                           took_ms=round((done - started) * 1000, 2))
+
+
+    def _query(self, tenant: str, campaign: str, npc: str, vector: numpy.ndarray,
+               k: int) -> list[memory.Recalled]:
+        assert self._own is not None and self._embedder is not None
+        with self._own.connection() as conn:
+            return memory.recall_sync(conn, tenant, campaign, npc, vector, self._embedder.name, k)
+
+    async def close(self) -> None:
+        if self._own is not None:
+            await asyncio.to_thread(self._own.close, 2.0)
+
+
+async def open_recall_pool(settings: PgSettings, size: int = 2) -> ConnectionPool:
+    """Recall's own ``size`` blocking connections, opened and set up
+    (``memory.configure_recall_connection``)."""
+    pool = ConnectionPool(pool_conninfo(settings, "session-control-recall"), min_size=size,
+                          max_size=size, open=False, name="session-control-recall",
+                          configure=memory.configure_recall_connection,
+                          timeout=settings.pool_timeout_s)
+    await asyncio.to_thread(pool.open, True, settings.connect_timeout_s)
+    return pool
 
 
 def without_names(text: str, names: tuple[str, ...]) -> str:
