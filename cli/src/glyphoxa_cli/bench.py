@@ -219,10 +219,26 @@ def _fill(rng: np.random.Generator, template: str) -> str:
                            thing=rng.choice(THINGS), n=int(rng.integers(5, 200)))
 
 
+OPENERS = ["", "listen, ", "quick question: ", "before we go, ", "one more thing, ", "be honest, ",
+           "between us, ", "if you don't mind me asking, "]
+
+
 def player_lines(count: int, seed: int) -> list[str]:
-    """Lines a player says to Greta: 40-160 characters, 10-40 tokens."""
+    """``count`` different lines a player says to Greta: 40-190 characters, 10-45 tokens (once
+    every combination is used, lines repeat)."""
     rng = np.random.default_rng(seed)
-    return [f"Greta, {_fill(rng, str(rng.choice(ASKS)))}?{rng.choice(TAILS)}" for _ in range(count)]
+    lines: list[str] = []
+    seen: set[str] = set()
+    for _ in range(count * 50):
+        if len(lines) == count:
+            break
+        line = f"Greta, {rng.choice(OPENERS)}{_fill(rng, str(rng.choice(ASKS)))}?{rng.choice(TAILS)}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    while len(lines) < count:
+        lines.append(lines[len(lines) % len(seen)])
+    return lines
 
 
 def fill_memories(dsn: str, count: int) -> None:
@@ -301,14 +317,18 @@ def bucket_quantile(buckets: list[tuple[float, int]], q: float) -> str:
 
 def run_memory_bench(session_counts: list[int], turns: int, memories: int) -> list[dict]:
     script = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-stt-")) / "lines.json"
-    script.write_text(json.dumps(player_lines(64, seed=2)))
+    # every session says lines of its own (no table repeats another's), as many as any run
+    # needs: recall caches the vector of a line it was asked before
+    spread = turns + 4
+    script.write_text(json.dumps(player_lines(spread * (1 + sum(session_counts)), seed=2)))
     out = []
     try:
         for label, recall_on in (("without memory (BRAIN_RECALL=false)", False),
                                  ("with memory (BRAIN_RECALL=true)", True)):
             metrics: dict = {}
             rows = run_bus_bench(session_counts, turns, env={
-                "STT_FAKE_SCRIPT": str(script), "BRAIN_RECALL": "true" if recall_on else "false",
+                "STT_FAKE_SCRIPT": str(script), "STT_FAKE_SCRIPT_SPREAD": str(spread),
+                "BRAIN_RECALL": "true" if recall_on else "false",
                 "MEMORY_EMBEDDER": "local"}, memories=memories, recall=metrics)
             out.append({"label": label, "recall": recall_on, "rows": rows, "metrics": metrics})
     finally:
@@ -318,7 +338,7 @@ def run_memory_bench(session_counts: list[int], turns: int, memories: int) -> li
 
 def print_memory_bench(runs: list[dict], memories: int) -> None:
     print(f"== recall on the turn path: utterance end published -> first audio frame published, "
-          f"without and with recall (instant fakes, fake stt hearing player lines of 40-160 "
+          f"without and with recall (instant fakes, fake stt hearing a line of its own each turn, 40-200 "
           f"characters, {memories} embedded memories of the NPC in the campaign)")
     print(f"{'':38} {'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for run in runs:

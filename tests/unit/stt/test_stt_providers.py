@@ -67,6 +67,16 @@ async def test_fake_script_is_consumed_in_order_per_session(tmp_path) -> None:
     assert (await second.transcribe(SECOND)).text == "one"
 
 
+async def test_fake_script_spread_gives_each_session_lines_of_its_own(tmp_path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([f"line {n}" for n in range(6)]))
+    provider = build_provider(Settings(provider="fake", fake_script=script, fake_script_spread=2))
+    sessions = [provider.for_session() for _ in range(4)]
+    heard = [[(await s.transcribe(SECOND)).text for _ in range(2)] for s in sessions]
+    assert heard == [["line 0", "line 1"], ["line 2", "line 3"], ["line 4", "line 5"],
+                     ["line 0", "line 1"]]  # cycling when the script runs out
+
+
 async def test_fake_without_script_says_hello() -> None:
     result = await build_provider(Settings(provider="fake")).transcribe(SECOND)
     assert (result.text, result.provider, result.audio_seconds) == ("hello there", "fake", 1.0)

@@ -64,6 +64,9 @@ class Settings(ServiceSettings):
 
     fake_script: Path | None = Field(
         None, description="JSON list of transcripts the fake provider returns in order")
+    fake_script_spread: int = Field(
+        0, ge=0, description="the k-th session starts k * this many lines into the script "
+                             "(0: every session from its first line)")
     fake_text: str = Field("hello there", max_length=4000)
     fake_delay_s: float = Field(0.0, ge=0, le=60)
 

@@ -18,7 +18,8 @@ def build_provider(settings: Settings, name: str | None = None,
         from glyphoxa_stt.providers.fake import FakeStt
 
         script = FakeStt.load_script(settings.fake_script) if settings.fake_script else []
-        return FakeStt(script, text=settings.fake_text, delay_s=settings.fake_delay_s, **base)
+        return FakeStt(script, text=settings.fake_text, delay_s=settings.fake_delay_s,
+                       spread=settings.fake_script_spread, **base)
     if name == "deepgram":
         from glyphoxa_stt.providers.deepgram import DeepgramConfig, DeepgramStt
 

@@ -1,8 +1,10 @@
 """An instant provider for plumbing tests and the bus benchmark: no model, scripted text.
 
 Each session gets its own cursor into the script, so the n-th utterance a session
-transcribes gets the n-th line (cycling when the script runs out). Without a script every
-utterance says the same fixed text.
+transcribes gets the n-th line (cycling when the script runs out). With ``spread`` the k-th
+session of the process starts ``k * spread`` lines in, so concurrent sessions say different
+lines (the recall benchmark: recall caches the vector of a line it was asked before).
+Without a script every utterance says the same fixed text.
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ class FakeStt(SttProvider):
         *,
         text: str = "hello there",
         delay_s: float = 0.0,
+        spread: int = 0,
+        start: int = 0,
+        sessions: list[int] | None = None,
         **base: float,
     ):
         super().__init__(**base)  # type: ignore[arg-type]
         self._script = tuple(script)
         self._text = text
         self._delay_s = delay_s
+        self._spread = spread
+        self._sessions = sessions if sessions is not None else [0]  # shared with the copies
         self._base = base
-        self._next = 0
+        self._next = start
         self.prompts: list[str | None] = []
         """The prompt of every call, in order (tests look at it)."""
 
@@ -50,7 +57,10 @@ class FakeStt(SttProvider):
         return script
 
     def for_session(self) -> FakeStt:
-        return FakeStt(self._script, text=self._text, delay_s=self._delay_s, **self._base)
+        start = self._sessions[0] * self._spread
+        self._sessions[0] += 1
+        return FakeStt(self._script, text=self._text, delay_s=self._delay_s,
+                       spread=self._spread, start=start, sessions=self._sessions, **self._base)
 
     async def _transcribe_impl(
         self, audio: np.ndarray, *, prompt: str | None, language: str,
