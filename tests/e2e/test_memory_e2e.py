@@ -137,6 +137,21 @@ async def _session_started(stack: Stack, session: str):  # type: ignore[no-untyp
         await nc.close()
 
 
+async def _last_brain_usage(stack: Stack, session: str):  # type: ignore[no-untyped-def]
+    from glyphoxa_bus.connection import BusSettings, connect
+    from glyphoxa_bus.streams import EVENTS
+    from glyphoxa_events.models import Usage
+    from glyphoxa_events.subjects import SessionSubjects
+
+    nc = await connect(BusSettings(url=stack.nats_url or ""), name="memory-e2e", declare=False)
+    try:
+        msg = await nc.jetstream().get_last_msg(
+            EVENTS, SessionSubjects(TENANT, session).usage("npc-brain"))
+        return Usage.model_validate_json(msg.data)
+    finally:
+        await nc.close()
+
+
 def test_second_session_remembers_what_bruno_heard_in_the_first(scenes, stack, tmp_path):
     first, second, synthesis_s = scenes
     timings = {"synthesise scenes": synthesis_s}
@@ -175,6 +190,9 @@ def test_second_session_remembers_what_bruno_heard_in_the_first(scenes, stack, t
     timings["recap done"] = time.monotonic() - t
     assert recap["text"].strip() and recap["model"], recap
     assert api(stack, f"/v1/campaigns/{campaign}/npcs/tobias/recaps") == []
+    # the recap's tokens are session 1's usage, after its turns'
+    usage = asyncio.run(_last_brain_usage(stack, session1["id"]))
+    assert usage.key.startswith("recap:bruno:") and usage.amount > 0, usage
 
     # --- session 2: Bruno is asked, then Tobias, who was not told
     t = time.monotonic()

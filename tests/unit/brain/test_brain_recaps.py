@@ -9,6 +9,7 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
+from glyphoxa_events.models import Usage
 from glyphoxa_events.recaps import RecapReply, RecapRequest
 from glyphoxa_npc_brain.llm.fake import FakeLLM
 from glyphoxa_npc_brain.metrics import BrainMetrics
@@ -66,6 +67,37 @@ async def test_a_turn_that_starts_mid_recap_takes_the_model_and_the_recap_gives_
     reply = await asyncio.wait_for(making, 2)
     assert reply.busy and reply.text == ""
     assert not pool._turn_watchers  # nothing left behind
+
+
+class UsageSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Usage, str]] = []
+
+    async def publish(self, subject: str, data: bytes, msg_id: str) -> None:
+        self.sent.append((subject, Usage.model_validate_json(data), msg_id))
+
+
+async def test_the_tokens_of_a_recap_are_the_sessions_usage_made_or_given_way():
+    sink = UsageSink()
+    recaps, pool = maker(FakeLLM("I lent Sam my best spear."), [100.0])
+    recaps._usage = sink
+    assert (await recaps.make(request())).ok
+    assert {(subject, u.metric, u.provider, u.stage) for subject, u, _ in sink.sent} == {
+        ("glx.acme.s1.usage.npc-brain", "llm_tokens_in", "fake", "npc-brain"),
+        ("glx.acme.s1.usage.npc-brain", "llm_tokens_out", "fake", "npc-brain")}
+    keys = {u.key for _, u, _ in sink.sent}
+    assert len(keys) == 1 and next(iter(keys)).startswith("recap:greta:")
+    assert all(u.amount > 0 for _, u, _ in sink.sent)
+
+    # a recap that gave way to a turn spent tokens too, under a key of its own
+    slow = FakeLLM(" ".join(["word"] * 200), token_delay_s=0.01)
+    recaps, pool = maker(slow, [100.0])
+    recaps._usage = sink
+    making = asyncio.create_task(recaps.make(request()))
+    await asyncio.sleep(0.1)
+    pool.chain_for("acme", CAMPAIGN, CAMPAIGN.npc("aldric"))
+    assert (await asyncio.wait_for(making, 2)).busy
+    assert len({u.key for _, u, _ in sink.sent}) == 2
 
 
 class Msg:

@@ -83,7 +83,7 @@ async def build_app(
     )
     recaps = RecapMaker(nc, llms, metrics, quiet_s=settings.recap_quiet_s,
                         timeout_s=settings.recap_timeout_s, max_tokens=settings.recap_max_tokens,
-                        context_tokens=settings.llm_ctx)
+                        context_tokens=settings.llm_ctx, usage=publisher, stage=STAGE)
     return BrainApp(stage, llms, recaps)
 
 

@@ -14,12 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from glyphoxa_bus.usage import Sink, publish_usage
+from glyphoxa_events.models import Usage
 from glyphoxa_events.recaps import (
     MAX_RECAP_CHARS,
     RECAP_QUEUE,
@@ -27,8 +30,9 @@ from glyphoxa_events.recaps import (
     RecapReply,
     RecapRequest,
 )
+from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.cleaning import clean_for_voice
-from glyphoxa_npc_brain.llm.base import ChatMessage, LLMProvider, ProviderError
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider, ProviderError
 from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
 
@@ -64,10 +68,15 @@ def recap_prompt(req: RecapRequest, fits: Callable[[str], bool] = lambda _: True
 
 
 class RecapMaker:
+    """``usage``: where the tokens of each recap call are published, as the session's usage
+    (``recap:<npc>:<call>:<attempt>``, under ``stage``), made or not: the provider spent them."""
+
     def __init__(self, nc: Client, llms: LLMPool, metrics: BrainMetrics, *, quiet_s: float,
                  timeout_s: float, max_tokens: int, context_tokens: int = 2048,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, usage: Sink | None = None,
+                 stage: str = "npc-brain"):
         self._nc, self._llms, self._metrics = nc, llms, metrics
+        self._usage, self._stage = usage, stage
         self._quiet_s, self._timeout_s, self._max_tokens = quiet_s, timeout_s, max_tokens
         self._context_tokens = context_tokens
         self._clock = clock
@@ -143,10 +152,11 @@ class RecapMaker:
             cancel = asyncio.Event()
             yielded = asyncio.create_task(_relay(turn, cancel))
             parts: list[str] = []
+            calls: list[CallStats] = []
             try:
                 async for delta in provider.stream(
                         system, messages, max_tokens=self._max_tokens, seed=0, cancel=cancel,
-                        timeouts=(self._timeout_s, self._timeout_s)):
+                        timeouts=(self._timeout_s, self._timeout_s), calls=calls):
                     parts.append(delta)
             except ProviderError as exc:
                 if turn.is_set():
@@ -155,6 +165,7 @@ class RecapMaker:
                                   error=str(exc)[:500])
             finally:
                 yielded.cancel()
+                await self._publish_usage(req, calls)
         finally:
             self._llms.unwatch(turn)
         if turn.is_set():  # a turn came: what was written so far is thrown away
@@ -167,6 +178,22 @@ class RecapMaker:
         log.info("recap made", extra={"tenant": req.tenant, "session": req.session,
                                       "npc": req.npc, "chars": len(text)})
         return RecapReply(ok=True, text=text, provider=provider.name)
+
+    async def _publish_usage(self, req: RecapRequest, calls: list[CallStats]) -> None:
+        if self._usage is None or not calls:
+            return
+        subjects, call = SessionSubjects(req.tenant, req.session), uuid.uuid4().hex[:12]
+        try:
+            for attempt, stats in enumerate(calls):
+                for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
+                                       ("llm_tokens_out", stats.completion_tokens)):
+                    await publish_usage(self._usage, subjects, Usage(
+                        key=f"recap:{req.npc}:{call}:{attempt}", metric=metric, amount=amount,
+                        provider=stats.provider or "llm", stage=self._stage))
+        except Exception as exc:  # noqa: BLE001 - the recap stands; the count is what is lost
+            log.error("the usage of a recap could not be published: %s", exc,
+                      extra={"tenant": req.tenant, "session": req.session, "npc": req.npc,
+                             "key": f"recap:{req.npc}:{call}"})
 
     @staticmethod
     def _gave_way(req: RecapRequest) -> RecapReply:
