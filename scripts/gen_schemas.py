@@ -280,6 +280,7 @@ CONTROL_PUBLISHERS = {
     "npc.mute": "session-control",
     "npc.speak": "session-control",
     "npc.taught": "session-control",
+    "npc.forgot": "session-control",
 }
 
 

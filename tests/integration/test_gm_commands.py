@@ -196,7 +196,7 @@ async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, cont
     import asyncio
 
     from glyphoxa_events.api import SearchCampaign, SearchReply, TaughtReply, TeachNpc
-    from glyphoxa_events.models import NpcTaught, Outcome, TurnEnded
+    from glyphoxa_events.models import NpcForgot, NpcTaught, Outcome, TurnEnded
 
     await setup_tenant(control, tenant)
     reply = await call(nc, "session.start", start(tenant, GM))
@@ -230,6 +230,21 @@ async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, cont
         assert told == NpcTaught(npc="tobias", fact_id=str(fact["id"]), text="Rooms are two silver.")
         facts = await gm_tools.call("GET", "/v1/campaigns/forge/npcs/greta/facts")
         assert [f["text"] for f in facts] == ["The bridge is out."]
+
+        # corrected and deleted: the live session forgets the old text at once
+        forgot = await nc.jetstream().subscribe(subjects.ctl("npc.forgot"),
+                                                ordered_consumer=True,
+                                                deliver_policy=DeliverPolicy.ALL)
+        await gm_tools.call("PATCH", f"/v1/campaigns/forge/memories/{fact['id']}",
+                            json={"text": "Rooms are three silver."})
+        assert parse_control((await forgot.next_msg(3)).data) == NpcForgot(
+            npc="tobias", fact_id=str(fact["id"]), text="Rooms are two silver.")
+        assert parse_control((await sub.next_msg(3)).data) == NpcTaught(
+            npc="tobias", fact_id=str(fact["id"]), text="Rooms are three silver.")
+        await gm_tools.call("DELETE", f"/v1/campaigns/forge/npcs/greta/facts/{taught.fact_id}")
+        assert parse_control((await forgot.next_msg(3)).data) == NpcForgot(
+            npc="greta", fact_id=taught.fact_id, text="The bridge is out.")
+        await forgot.unsubscribe()
 
     line = TurnEnded(turn_id="sam-1", speaker="sam", transcript="Greta, we will hunt the red dragon.",
                      npc="greta", outcome=Outcome.answered, reply_text="Then take my spear.",

@@ -14,6 +14,7 @@ from glyphoxa_campaign import Campaign
 from glyphoxa_events.api import RecalledMemory
 from glyphoxa_events.models import (
     NpcSpeak,
+    NpcForgot,
     NpcTaught,
     Outcome,
     Played,
@@ -245,6 +246,25 @@ def test_a_taught_fact_applied_twice_changes_nothing() -> None:
     assert memory.facts("aldric") == []
     memory.apply(NpcTaught(npc="nobody", fact_id="f-3", text="a secret"))  # not in the campaign
     assert memory.facts("nobody") == [] and system_prompt(greta, world, memory) == once
+
+
+def test_a_fact_the_gm_takes_back_leaves_the_prompt_seeded_or_taught() -> None:
+    world = campaign()
+    memory = memory_for(world, SessionMemorySeed(facts={"greta": ["the key is old"]}))
+    greta = world.npc("greta")
+    memory.apply(NpcTaught(npc="greta", fact_id="f-1", text="the bridge is out"))
+    memory.apply(NpcForgot(npc="greta", fact_id="f-0", text="the key is old"))  # the seed's
+    assert memory.facts("greta") == ["the bridge is out"]
+    assert "key is old" not in system_prompt(greta, world, memory)
+    # corrected: forgotten as it was, taught as it is now
+    memory.apply(NpcForgot(npc="greta", fact_id="f-1", text="the bridge is out"))
+    memory.apply(NpcTaught(npc="greta", fact_id="f-1", text="the bridge is mended"))
+    assert memory.facts("greta") == ["the bridge is mended"]
+    memory.apply(NpcTaught(npc="greta", fact_id="f-7", text="the key is old"))  # taught back
+    assert memory.facts("greta") == ["the key is old", "the bridge is mended"]
+    memory.apply(NpcForgot(npc="greta", fact_id="f-1", text="the bridge is mended"))
+    memory.apply(NpcForgot(npc="greta", fact_id="f-1", text="the bridge is mended"))  # again
+    assert memory.facts("greta") == ["the key is old"]
 
 
 # --- recalled memories ----------------------------------------------------------------------

@@ -255,6 +255,21 @@ class NpcTaught(Event):
         return refuse_nul(self)
 
 
+class NpcForgot(Event):
+    """The GM deleted a fact an NPC was taught, or corrected it (then an ``npc.taught`` with
+    the new text follows): from now on ``text`` is no longer in that NPC's system prompt,
+    whether the session started with it or it was taught since."""
+
+    type: Literal["npc.forgot"] = "npc.forgot"
+    npc: Token
+    fact_id: Id = Field(description="the fact's id in session-control's store")
+    text: Fact = Field(description="what the NPC no longer knows (the fact as it was)")
+
+    @model_validator(mode="after")
+    def _storable(self) -> NpcForgot:
+        return refuse_nul(self)
+
+
 class TurnLatency(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -404,7 +419,7 @@ class AudioDone(Event):
 
 ControlEvent = Annotated[
     SessionStarted | SessionStopped | Speaker | BargeIn | Flush | Played | NpcMute | NpcSpeak
-    | NpcTaught | TurnEnded | AudioDone,
+    | NpcTaught | NpcForgot | TurnEnded | AudioDone,
     Field(discriminator="type"),
 ]
 
@@ -476,7 +491,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (
         UtteranceStarted, UtteranceEnded, Transcript, ReplyChunk, SessionStarted,
-        SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, NpcTaught, TurnEnded,
-        AudioDone, Usage,
+        SessionStopped, Speaker, BargeIn, Flush, Played, NpcMute, NpcSpeak, NpcTaught, NpcForgot,
+        TurnEnded, AudioDone, Usage,
     )
 }

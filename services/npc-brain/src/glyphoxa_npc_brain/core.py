@@ -24,6 +24,7 @@ from glyphoxa_events.models import (
     FailureStage,
     Flush,
     MalformedEvent,
+    NpcForgot,
     NpcSpeak,
     NpcTaught,
     Outcome,
@@ -128,8 +129,8 @@ class BrainHandler:
         elif isinstance(event, NpcSpeak):
             self._gm_lines.append((self._monotonic(), event))
             self._epoch += 1  # a GM line changes what a guessed reply should have known
-        elif isinstance(event, NpcTaught):
-            self._epoch += 1  # so does a taught fact: the NPC's system prompt changed
+        elif isinstance(event, NpcTaught | NpcForgot):
+            self._epoch += 1  # so does a taught or forgotten fact: the system prompt changed
 
     def _start_priming(self) -> None:
         if not self.policy.prime_personas:

@@ -21,6 +21,7 @@ from glyphoxa_campaign import Campaign
 from glyphoxa_events.models import (
     AudioDone,
     Event,
+    NpcForgot,
     NpcMute,
     NpcSpeak,
     NpcTaught,
@@ -73,6 +74,7 @@ class SessionMemory:
         self._voiced = _Bounded(max_turns)  # turn ids tts or the edge reported audio for
         self.seed = SessionMemorySeed()
         self._taught: dict[str, _Bounded] = {}  # npc -> fact id -> text, taught mid-session
+        self._forgotten: dict[str, set[str]] = {}  # npc -> texts the GM took back mid-session
 
     # --- applying events --------------------------------------------------------------
 
@@ -82,6 +84,8 @@ class SessionMemory:
             self.seed = event.memory
         elif isinstance(event, NpcTaught):
             self._taught_fact(event)
+        elif isinstance(event, NpcForgot):
+            self._forgot_fact(event)
         elif isinstance(event, Speaker):
             self.speakers[event.speaker] = event.display_name
         elif isinstance(event, NpcMute):
@@ -103,6 +107,17 @@ class SessionMemory:
             return
         self._taught.setdefault(event.npc, _Bounded(MAX_TAUGHT)).remember(
             event.fact_id, event.text)
+        self._forgotten.get(event.npc, set()).discard(event.text.strip())
+
+    def _forgot_fact(self, event: NpcForgot) -> None:
+        """The fact leaves the NPC's prompt, whether the session started with it (the seed
+        holds texts, not ids) or it was taught since."""
+        taught = self._taught.get(event.npc)
+        if taught is not None and event.fact_id in taught:
+            del taught[event.fact_id]
+        forgotten = self._forgotten.setdefault(event.npc, set())
+        if len(forgotten) < MAX_TAUGHT:
+            forgotten.add(event.text.strip())
 
     def _mute(self, event: NpcMute) -> None:
         if event.npc != "*":
@@ -211,8 +226,9 @@ class SessionMemory:
         started, then those taught since (a fact taught twice is there once)."""
         facts: list[str] = []
         taught = self._taught.get(npc)
+        forgotten = self._forgotten.get(npc, set())
         for fact in (*self.seed.facts.get(npc, ()), *(taught.values() if taught else ())):
             fact = str(fact).strip()
-            if fact and fact not in facts:
+            if fact and fact not in facts and fact not in forgotten:
                 facts.append(fact)
         return facts

@@ -395,12 +395,12 @@ def _memory_routes(app: FastAPI, control: Control) -> None:
     async def edit_memory(campaign_id: Token, memory_id: MemoryId, body: MemoryEdit,
                           tenant_id: TenantId) -> MemoryRow:
         """Correct what NPCs remember; it is embedded again for recall."""
-        return MemoryRow(**await memory.edit_memory(pool, tenant_id, campaign_id, memory_id,
-                                                     body.text, f"tenant:{tenant_id}"))
+        return MemoryRow(**await control.gm.correct(tenant_id, campaign_id, memory_id, body.text,
+                                                    f"tenant:{tenant_id}"))
 
     @app.delete("/v1/campaigns/{campaign_id}/memories/{memory_id}", status_code=204, tags=["memory"])
     async def delete_memory(campaign_id: Token, memory_id: MemoryId, tenant_id: TenantId) -> Response:
-        await memory.delete_memory(pool, tenant_id, campaign_id, memory_id, f"tenant:{tenant_id}")
+        await control.gm.forget(tenant_id, campaign_id, memory_id, f"tenant:{tenant_id}")
         return Response(status_code=204)
 
     @app.get("/v1/campaigns/{campaign_id}/npcs/{npc_id}/facts", tags=["memory"])
@@ -420,8 +420,8 @@ def _memory_routes(app: FastAPI, control: Control) -> None:
                 tags=["memory"])
     async def delete_fact(campaign_id: Token, npc_id: Token, fact_id: MemoryId,
                           tenant_id: TenantId) -> Response:
-        await memory.delete_memory(pool, tenant_id, campaign_id, fact_id, f"tenant:{tenant_id}",
-                                   kind="fact", npc=npc_id)
+        await control.gm.forget(tenant_id, campaign_id, fact_id, f"tenant:{tenant_id}",
+                                kind="fact", npc=npc_id)
         return Response(status_code=204)
 
     @app.get("/v1/campaigns/{campaign_id}/npcs/{npc_id}/recaps", tags=["memory"])

@@ -10,6 +10,7 @@ control to members who may manage the server). Mutes and GM lines reach the stag
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -18,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_campaign import Campaign
 from glyphoxa_events.api import Caller, NpcInfo
-from glyphoxa_events.models import Flush, NpcMute, NpcSpeak, NpcTaught
+from glyphoxa_events.models import Flush, NpcForgot, NpcMute, NpcSpeak, NpcTaught
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_session_control import audit, memory
 from glyphoxa_session_control.errors import Conflict, Forbidden, NotFound
@@ -142,19 +143,49 @@ class GameMaster:
         NPC knows it from its next turn on, not only from the next session."""
         fact = await memory.teach_fact(self._pool, tenant, campaign_id, npc, text, actor,
                                        session=session)
+        await self._tell_live(tenant, campaign_id, NpcTaught(
+            npc=npc, fact_id=str(fact["id"]), text=fact["text"]))
+        return fact
+
+    async def correct(self, tenant: str, campaign_id: str, memory_id: int, text: str,
+                      actor: str) -> dict:
+        """The GM corrects a memory; a corrected fact is corrected in live sessions too (the
+        NPC forgets the old text and is taught the new one)."""
+        row, before = await memory.edit_memory(self._pool, tenant, campaign_id, memory_id, text,
+                                               actor)
+        if row["kind"] == "fact" and row["npc"] and before != row["text"]:
+            fact_id = str(row["id"])
+            await self._tell_live(tenant, campaign_id,
+                                  NpcForgot(npc=row["npc"], fact_id=fact_id, text=before),
+                                  NpcTaught(npc=row["npc"], fact_id=fact_id, text=row["text"]))
+        return row
+
+    async def forget(self, tenant: str, campaign_id: str, memory_id: int, actor: str,
+                     kind: memory.Kind | None = None, npc: str | None = None) -> None:
+        """The GM deletes a memory; a deleted fact leaves live sessions' prompts at once."""
+        gone = await memory.delete_memory(self._pool, tenant, campaign_id, memory_id, actor,
+                                          kind=kind, npc=npc)
+        if gone["kind"] == "fact" and gone["npc"]:
+            await self._tell_live(tenant, campaign_id, NpcForgot(
+                npc=gone["npc"], fact_id=str(memory_id), text=gone["text"]))
+
+    async def _tell_live(self, tenant: str, campaign_id: str,
+                         *events: NpcTaught | NpcForgot) -> None:
+        """``events`` to every live session of the campaign, in order. Each message id holds
+        the text, so a fact taught, corrected and taught back is told each time."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT id FROM sessions WHERE tenant_id = %s AND campaign_id = %s"
                 " AND state = ANY(%s)", (tenant, campaign_id, list(LIVE)))
             live = [row["id"] for row in await cur.fetchall()]
-        taught = NpcTaught(npc=npc, fact_id=str(fact["id"]), text=fact["text"])
         for sid in live:
-            await self._publisher.publish_event(
-                SessionSubjects(tenant, sid).ctl("npc.taught"), taught,
-                f"ctl:{tenant}.{sid}:npc.taught:{fact['id']}")
+            for event in events:
+                digest = hashlib.sha256(event.text.encode()).hexdigest()[:12]
+                await self._publisher.publish_event(
+                    SessionSubjects(tenant, sid).ctl(event.type), event,
+                    f"ctl:{tenant}.{sid}:{event.type}:{event.fact_id}:{digest}")
         if live:
             await self._publisher.flush()
-        return fact
 
     async def teach_in_session(self, tenant: str, sid: str, npc: str, text: str,
                                caller: Caller | None, actor: str) -> dict:

@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
 
 from glyphoxa_campaign import Campaign
+from glyphoxa_events.models import MAX_FACT_CHARS
 from glyphoxa_session_control import audit
 from glyphoxa_session_control.errors import Invalid, NotFound
 from glyphoxa_session_control.metrics import MEMORIES_EMBEDDED, MEMORY_INDEXER_BACKLOG
@@ -503,12 +504,20 @@ async def list_memories(pool: AsyncConnectionPool, tenant: str, campaign: str, n
 
 
 async def edit_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, memory_id: int,
-                      text: str, actor: str) -> dict:
-    """The GM corrects a memory: new text, embedded again by the indexer."""
+                      text: str, actor: str) -> tuple[dict, str]:
+    """The GM corrects a memory: new text, embedded again by the indexer. The row, and the
+    text it had (a fact stays within ``MAX_FACT_CHARS``, as when it was taught)."""
     text = _clean_text(text)
     async with pool.connection() as conn, conn.transaction():
         await campaign_exists(conn, tenant, campaign)
         cur = conn.cursor(row_factory=dict_row)
+        await cur.execute("SELECT kind, text FROM memories WHERE tenant_id = %s AND campaign_id = %s"
+                          " AND id = %s FOR UPDATE", (tenant, campaign, memory_id))
+        before = await cur.fetchone()
+        if before is None:
+            raise NotFound(f"no memory {memory_id} in campaign {campaign!r}")
+        if before["kind"] == "fact":
+            _clean_text(text, limit=MAX_FACT_CHARS)
         await cur.execute(
             "UPDATE memories SET text = %s, embedding = NULL, embed_model = NULL, edited_by = %s,"
             f" edited_at = now() WHERE tenant_id = %s AND campaign_id = %s AND id = %s"
@@ -518,12 +527,13 @@ async def edit_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, mem
             raise NotFound(f"no memory {memory_id} in campaign {campaign!r}")
         await audit.record(conn, actor, tenant, "memory.edit", f"{campaign}/{memory_id}",
                            npc=row["npc"], kind=row["kind"])
-        return row
+        return row, before["text"]
 
 
 async def delete_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, memory_id: int,
-                        actor: str, kind: Kind | None = None, npc: str | None = None) -> None:
-    """Forget a memory (or, with ``kind='fact'`` and ``npc``, a fact taught to that NPC)."""
+                        actor: str, kind: Kind | None = None, npc: str | None = None) -> dict:
+    """Forget a memory (or, with ``kind='fact'`` and ``npc``, a fact taught to that NPC); what
+    it was: ``npc``, ``kind``, ``text``."""
     what = "fact" if kind == "fact" else "memory"
     async with pool.connection() as conn, conn.transaction():
         if npc is not None:
@@ -533,7 +543,7 @@ async def delete_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, m
         cur = await conn.execute(
             "DELETE FROM memories WHERE tenant_id = %s AND campaign_id = %s AND id = %s"
             " AND (%s::text IS NULL OR kind = %s) AND (%s::text IS NULL OR npc = %s)"
-            " RETURNING npc, kind",
+            " RETURNING npc, kind, text",
             (tenant, campaign, memory_id, kind, kind, npc, npc))
         row = await cur.fetchone()
         if row is None:
@@ -541,10 +551,11 @@ async def delete_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, m
                            + (f" for NPC {npc!r}" if npc else ""))
         await audit.record(conn, actor, tenant, f"{what}.delete", f"{campaign}/{memory_id}",
                            npc=row["npc"], kind=row["kind"])
+        return dict(row)
 
 
 async def teach_fact(pool: AsyncConnectionPool, tenant: str, campaign: str, npc: str, text: str,
-                     actor: str, session: str | None = None, max_chars: int = 300) -> dict:
+                     actor: str, session: str | None = None, max_chars: int = MAX_FACT_CHARS) -> dict:
     """A fact the GM gives one NPC; only that NPC witnesses (and recalls) it."""
     text = _clean_text(text, limit=max_chars)
     async with pool.connection() as conn, conn.transaction():
