@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from glyphoxa_bus.connection import BusSettings, connect, principal
 from glyphoxa_cli.postgres import PostgresServer, create_database
 from glyphoxa_cli.processes import free_port
-from glyphoxa_events.api import ApiReply, GetSession
+from glyphoxa_events.api import ApiReply, GetSession, RecallReply, RecallRequest
 from glyphoxa_events.subjects import SessionSubjects, api_subject
 from tests.support.broker import Broker
 from tests.support.control import ControlProcess, holders
@@ -173,8 +173,18 @@ async def test_while_postgres_is_down_the_api_answers_503_at_once(database, nats
         key = await api_key(control, tenant)
         auth = {"Authorization": f"Bearer {key}"}
         operator = {"Authorization": f"Bearer {control.operator_key}"}
+        recall = RecallRequest(tenant=tenant, session=sid, npc="greta", text="the red dragon")
+
+        async def recalled() -> tuple[RecallReply, float]:
+            began = time.monotonic()
+            msg = await nc.request(api_subject("memory.recall", principal(nc)),
+                                   recall.model_dump_json().encode(), timeout=10)
+            return RecallReply.model_validate_json(msg.data), time.monotonic() - began
+
         async with httpx.AsyncClient(base_url=control.api_url, timeout=15) as api:
             assert (await api.get("/v1/sessions", headers=auth)).status_code == 200
+            ok, _ = await recalled()  # recall's own connections and the session's campaign
+            assert ok.ok, ok
             database.stop()
             for _ in range(2):  # the first meets a dead connection, the second an empty pool
                 for path, headers in (("/v1/sessions", auth), (f"/v1/sessions/{sid}", auth),
@@ -190,13 +200,23 @@ async def test_while_postgres_is_down_the_api_answers_503_at_once(database, nats
             reply = ApiReply.model_validate_json(msg.data)
             assert not reply.ok and "PostgreSQL" in (reply.error or "")
             assert time.monotonic() - began < AT_ONCE_S
+            for _ in range(3):  # npc-brain's recall: a clear error at once, turns go on without
+                away, took = await recalled()
+                assert not away.ok and "PostgreSQL" in (away.error or ""), away
+                assert took < AT_ONCE_S, took
             database.start()
             await wait_for(lambda: readyz(control).get("postgres") is True, 30)
             back = await api.get(f"/v1/sessions/{sid}", headers=auth)
             assert back.status_code == 200 and back.json()["state"] == "active"
+            await wait_for(lambda: _recall_ok(recalled), 15)  # recall's connections come back
         await client.close()
     finally:
         control.stop()
+
+
+async def _recall_ok(recalled) -> bool:  # type: ignore[no-untyped-def]
+    reply, _ = await recalled()
+    return reply.ok
 
 
 async def test_liveness_goes_on_while_postgres_is_down(database, nats_url, nc, tenant, tmp_path):

@@ -9,6 +9,7 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import numpy
@@ -30,8 +31,12 @@ class RecallService:
                  first: RecallFirst | None = None, *, own: ConnectionPool | None = None):
         """``own``: recall's own blocking connections (``open_recall_pool``); each query
         then runs whole in a worker thread, not a round trip at a time on the event loop
-        that also records every session's events. Without it, ``pool``."""
+        that also records every session's events. Without it, ``pool``. The threads are
+        recall's own too, one per connection: while PostgreSQL is away a query waits for a
+        connection (``RECALL_CONNECT_S`` at most) without holding up the threads that embed."""
         self._pool, self._embedder, self._own = pool, embedder, own
+        self._threads = ThreadPoolExecutor(own.max_size, thread_name_prefix="recall-query") \
+            if own is not None else None
         self._campaigns = SessionCampaigns()
         self.first = first or RecallFirst()
         self._vectors: OrderedDict[str, numpy.ndarray] = OrderedDict()
@@ -69,8 +74,8 @@ class RecallService:
             vector = await self._vector(without_names(req.text, npc.names))
             embedded = time.perf_counter()
             if self._own is not None:
-                rows = await asyncio.to_thread(self._query, req.tenant, campaign_id, req.npc,
-                                               vector, req.k)
+                rows = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, self._query, req.tenant, campaign_id, req.npc, vector, req.k)
             else:
                 rows = await memory.recall(self._pool, req.tenant, campaign_id, req.npc,
                                            vector, self._embedder.name, req.k)
@@ -96,6 +101,13 @@ class RecallService:
     async def close(self) -> None:
         if self._own is not None:
             await asyncio.to_thread(self._own.close, 2.0)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+RECALL_CONNECT_S = 1.0
+"""The longest a recall waits for one of its connections: npc-brain gives up on it far sooner
+(``BRAIN_RECALL_TIMEOUT_MS``), so waiting longer would only hold a thread."""
 
 
 async def open_recall_pool(settings: PgSettings, size: int = 2) -> ConnectionPool:
@@ -104,7 +116,7 @@ async def open_recall_pool(settings: PgSettings, size: int = 2) -> ConnectionPoo
     pool = ConnectionPool(pool_conninfo(settings, "session-control-recall"), min_size=size,
                           max_size=size, open=False, name="session-control-recall",
                           configure=memory.configure_recall_connection,
-                          timeout=settings.pool_timeout_s)
+                          timeout=min(settings.pool_timeout_s, RECALL_CONNECT_S))
     await asyncio.to_thread(pool.open, True, settings.connect_timeout_s)
     return pool
 
