@@ -286,7 +286,7 @@ def recall_metrics(port: int) -> dict:
     return found
 
 
-PHASES = ("campaign", "embed", "connection", "query", "total")
+PHASES = ("campaign", "embed", "query", "total")
 
 
 def recall_phases(port: int) -> dict[str, tuple[int, float]]:

@@ -33,13 +33,12 @@ from glyphoxa_events.models import (
     TurnEnded,
     TurnFailure,
     TurnLatency,
-    Usage,
     parse_as,
 )
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_npc_brain.config import TurnPolicy
-from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
+from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, usage_of
 from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.memory import SessionMemory
 from glyphoxa_npc_brain.metrics import BrainMetrics
@@ -365,12 +364,8 @@ class BrainHandler:
         """Tokens in and out of every LLM call attempt of the turn (``llm:<turn>:<attempt>``),
         each under the provider that made it: a replica redoing the turn makes the same
         attempts and publishes the same keys (unless a breaker changed the chain meanwhile)."""
-        for attempt, stats in enumerate(calls):
-            for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
-                                   ("llm_tokens_out", stats.completion_tokens)):
-                usage = Usage(key=f"llm:{turn_id}:{attempt}", metric=metric, amount=amount,
-                              provider=stats.provider or "llm", stage=self._stage)
-                await publish_usage(self._sink, self.subjects, usage)
+        for usage in usage_of(f"llm:{turn_id}", calls, self._stage):
+            await publish_usage(self._sink, self.subjects, usage)
 
     def _observe(self, writer: ReplyWriter, taken_ns: int) -> None:
         if writer.first_token_ns:

@@ -22,7 +22,6 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from glyphoxa_bus.usage import Sink, publish_usage
-from glyphoxa_events.models import Usage
 from glyphoxa_events.recaps import (
     MAX_RECAP_CHARS,
     RECAP_QUEUE,
@@ -32,7 +31,13 @@ from glyphoxa_events.recaps import (
 )
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_npc_brain.cleaning import clean_for_voice
-from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage, LLMProvider, ProviderError
+from glyphoxa_npc_brain.llm.base import (
+    CallStats,
+    ChatMessage,
+    LLMProvider,
+    ProviderError,
+    usage_of,
+)
 from glyphoxa_npc_brain.llm.pool import LLMPool
 from glyphoxa_npc_brain.metrics import BrainMetrics
 
@@ -184,12 +189,8 @@ class RecapMaker:
             return
         subjects, call = SessionSubjects(req.tenant, req.session), uuid.uuid4().hex[:12]
         try:
-            for attempt, stats in enumerate(calls):
-                for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
-                                       ("llm_tokens_out", stats.completion_tokens)):
-                    await publish_usage(self._usage, subjects, Usage(
-                        key=f"recap:{req.npc}:{call}:{attempt}", metric=metric, amount=amount,
-                        provider=stats.provider or "llm", stage=self._stage))
+            for usage in usage_of(f"recap:{req.npc}:{call}", calls, self._stage):
+                await publish_usage(self._usage, subjects, usage)
         except Exception as exc:  # noqa: BLE001 - the recap stands; the count is what is lost
             log.error("the usage of a recap could not be published: %s", exc,
                       extra={"tenant": req.tenant, "session": req.session, "npc": req.npc,

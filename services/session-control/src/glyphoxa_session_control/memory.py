@@ -522,9 +522,8 @@ async def edit_memory(pool: AsyncConnectionPool, tenant: str, campaign: str, mem
             "UPDATE memories SET text = %s, embedding = NULL, embed_model = NULL, edited_by = %s,"
             f" edited_at = now() WHERE tenant_id = %s AND campaign_id = %s AND id = %s"
             f" RETURNING {_MEMORY_COLUMNS}", (text, actor, tenant, campaign, memory_id))
-        row = await cur.fetchone()
-        if row is None:
-            raise NotFound(f"no memory {memory_id} in campaign {campaign!r}")
+        row = await cur.fetchone()  # the row is locked (FOR UPDATE above): it is there
+        assert row is not None
         await audit.record(conn, actor, tenant, "memory.edit", f"{campaign}/{memory_id}",
                            npc=row["npc"], kind=row["kind"])
         return row, before["text"]

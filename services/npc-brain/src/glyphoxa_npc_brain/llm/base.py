@@ -17,6 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from glyphoxa_events.models import Usage
 from glyphoxa_runtime.providers import ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,17 @@ class CallStats:
 
 
 UsageHook = Callable[[str, CallStats], None]
+
+
+def usage_of(key: str, calls: list[CallStats], stage: str) -> list[Usage]:
+    """The tokens in and out of every call attempt, as usage events ``<key>:<attempt>``
+    (a turn's ``llm:<turn>``, a recap's ``recap:<npc>:<call>``), each under the provider that
+    made the call; publish_usage skips an amount of zero."""
+    return [Usage(key=f"{key}:{attempt}", metric=metric, amount=amount,
+                  provider=stats.provider or "llm", stage=stage)
+            for attempt, stats in enumerate(calls)
+            for metric, amount in (("llm_tokens_in", stats.prompt_tokens),
+                                   ("llm_tokens_out", stats.completion_tokens))]
 
 
 class ReplySource(Protocol):
