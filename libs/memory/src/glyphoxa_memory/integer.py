@@ -11,7 +11,7 @@ layer into the form onnxruntime's dynamic quantization produces,
 
 which onnxruntime fuses into one integer kernel (``DynamicQuantizeMatMul``). The weights
 are the pinned model's own int8 weights, untouched; only the activations are quantized,
-per run. On this project's CPU it embeds a line 2-2.5x faster, and each vector stays
+per run. On this project's CPU it embeds a line 1.6-2.5x faster, and each vector stays
 within cosine 0.99 of the fp32-kernel one (tests/unit/memory, docs/benchmarks.md part 8).
 
 The rewrite is a pure function of the verified model bytes, done in memory at load

@@ -25,6 +25,6 @@ class MemorySettings(BaseSettings):
                                                      "local embedder")
     kernels: Literal["integer", "float"] = Field(
         "integer", description="the local embedder's linear layers on integer kernels "
-                               "(int8 activations per run, 2-2.5x faster) or fp32 ones; each "
+                               "(int8 activations per run, 1.6-2.5x faster) or fp32 ones; each "
                                "has its own model name, and a change re-embeds every memory "
                                "in the background (recall finds a memory again once it is)")
