@@ -30,7 +30,10 @@ def words(text: str) -> list[str]:
 def transcribe_wav(path: Path, prompt: str | None = None) -> str:
     pcm, rate = read_wav(path)
     audio = resample(pcm if pcm.ndim == 1 else pcm.mean(axis=1).astype(np.int16), rate, 16000)
-    segments, _ = _whisper().transcribe(audio.astype(np.float32) / 32768.0, language="en", beam_size=1,
+    # beam search: greedy decoding (beam 1) heard a clear "Oh, that's interesting. Is it the
+    # bandits?" as "Oh, nice interesting, did it, Amanda?" in a fresh-clone run; beam 5 hears
+    # "that's" (and "I'll" for "I'm" elsewhere) at a few tens of ms a reply
+    segments, _ = _whisper().transcribe(audio.astype(np.float32) / 32768.0, language="en", beam_size=5,
                                         vad_filter=False, condition_on_previous_text=False,
                                         initial_prompt=prompt)
     return " ".join(s.text.strip() for s in segments)
