@@ -122,34 +122,33 @@ def wait_for(what: str, check, timeout_s: float):  # type: ignore[no-untyped-def
         time.sleep(1.0)
 
 
-async def _session_started(stack: Stack, session: str):  # type: ignore[no-untyped-def]
+async def _last(stack: Stack, stream: str, subject: str) -> bytes:
+    """The newest message of ``subject`` in ``stream``."""
     from glyphoxa_bus.connection import BusSettings, connect
+
+    nc = await connect(BusSettings(url=stack.nats_url or ""), name="memory-e2e", declare=False)
+    try:
+        return (await nc.jetstream().get_last_msg(stream, subject)).data
+    finally:
+        await nc.close()
+
+
+async def _session_started(stack: Stack, session: str):  # type: ignore[no-untyped-def]
     from glyphoxa_bus.streams import CONTROL
     from glyphoxa_events.models import SessionStarted
     from glyphoxa_events.subjects import SessionSubjects
 
-    nc = await connect(BusSettings(url=stack.nats_url or ""), name="memory-e2e", declare=False)
-    try:
-        msg = await nc.jetstream().get_last_msg(
-            CONTROL, SessionSubjects(TENANT, session).ctl("session.started"))
-        return SessionStarted.model_validate_json(msg.data)
-    finally:
-        await nc.close()
+    return SessionStarted.model_validate_json(
+        await _last(stack, CONTROL, SessionSubjects(TENANT, session).ctl("session.started")))
 
 
 async def _last_brain_usage(stack: Stack, session: str):  # type: ignore[no-untyped-def]
-    from glyphoxa_bus.connection import BusSettings, connect
     from glyphoxa_bus.streams import EVENTS
     from glyphoxa_events.models import Usage
     from glyphoxa_events.subjects import SessionSubjects
 
-    nc = await connect(BusSettings(url=stack.nats_url or ""), name="memory-e2e", declare=False)
-    try:
-        msg = await nc.jetstream().get_last_msg(
-            EVENTS, SessionSubjects(TENANT, session).usage("npc-brain"))
-        return Usage.model_validate_json(msg.data)
-    finally:
-        await nc.close()
+    return Usage.model_validate_json(
+        await _last(stack, EVENTS, SessionSubjects(TENANT, session).usage("npc-brain")))
 
 
 def test_second_session_remembers_what_bruno_heard_in_the_first(scenes, stack, tmp_path):
