@@ -241,6 +241,13 @@ async def test_the_gm_teaches_an_npc_and_searches_what_was_said(nc, tenant, cont
             npc="tobias", fact_id=str(fact["id"]), text="Rooms are two silver.")
         assert parse_control((await sub.next_msg(3)).data) == NpcTaught(
             npc="tobias", fact_id=str(fact["id"]), text="Rooms are three silver.")
+        # corrected back at once: told again, not dropped as a repeat of the first teach
+        await gm_tools.call("PATCH", f"/v1/campaigns/forge/memories/{fact['id']}",
+                            json={"text": "Rooms are two silver."})
+        assert parse_control((await forgot.next_msg(3)).data) == NpcForgot(
+            npc="tobias", fact_id=str(fact["id"]), text="Rooms are three silver.")
+        assert parse_control((await sub.next_msg(3)).data) == NpcTaught(
+            npc="tobias", fact_id=str(fact["id"]), text="Rooms are two silver.")
         await gm_tools.call("DELETE", f"/v1/campaigns/forge/npcs/greta/facts/{taught.fact_id}")
         assert parse_control((await forgot.next_msg(3)).data) == NpcForgot(
             npc="greta", fact_id=taught.fact_id, text="The bridge is out.")

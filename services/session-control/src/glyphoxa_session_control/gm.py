@@ -10,7 +10,6 @@ control to members who may manage the server). Mutes and GM lines reach the stag
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 
@@ -171,19 +170,21 @@ class GameMaster:
 
     async def _tell_live(self, tenant: str, campaign_id: str,
                          *events: NpcTaught | NpcForgot) -> None:
-        """``events`` to every live session of the campaign, in order. Each message id holds
-        the text, so a fact taught, corrected and taught back is told each time."""
+        """``events`` to every live session of the campaign, in order. Each change has a
+        message id of its own (a fact corrected and corrected back within JetStream's
+        de-duplication window would otherwise repeat an earlier id and be dropped); a
+        publisher's retry of the same change keeps it."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT id FROM sessions WHERE tenant_id = %s AND campaign_id = %s"
                 " AND state = ANY(%s)", (tenant, campaign_id, list(LIVE)))
             live = [row["id"] for row in await cur.fetchall()]
+        change = uuid.uuid4().hex[:12]
         for sid in live:
             for event in events:
-                digest = hashlib.sha256(event.text.encode()).hexdigest()[:12]
                 await self._publisher.publish_event(
                     SessionSubjects(tenant, sid).ctl(event.type), event,
-                    f"ctl:{tenant}.{sid}:{event.type}:{event.fact_id}:{digest}")
+                    f"ctl:{tenant}.{sid}:{event.type}:{event.fact_id}:{change}")
         if live:
             await self._publisher.flush()
 
