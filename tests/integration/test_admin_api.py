@@ -950,7 +950,7 @@ async def test_session_timeline_campaign_snapshot_and_replay(api, op, control, p
     from glyphoxa_events.subjects import SessionSubjects
 
     tenant, other = unique(), unique()
-    auth = await new_tenant(api, op, tenant, tier={"max_concurrent_sessions": 3})
+    auth = await new_tenant(api, op, tenant, tier={"max_concurrent_sessions": 5})
     other_auth = await new_tenant(api, op, other)
     r = await api.post("/v1/sessions", headers=auth, json={"campaign": "forge"})
     sid = r.json()["id"]
@@ -1046,7 +1046,21 @@ async def test_session_timeline_campaign_snapshot_and_replay(api, op, control, p
     assert [n["name"] for n in yaml.safe_load(r.text)["npcs"]] == ["Greta", "Tobias"]
     r = await api.post("/v1/sessions", headers=other_auth, json={"campaign": "forge", "replay_of": sid})
     assert r.status_code == 404 and sid in r.json()["error"]
-    for session in (sid, replay):
+    await api.post(f"/v1/sessions/{replay}/stop", headers=auth)
+    # replayed with a campaign of the GM's for this session only: the stored one is untouched
+    tried = {**snapshot, "npcs": [{**n, "name": n["name"].replace("Greta", "Grete")}
+                                  for n in snapshot["npcs"]]}
+    r = await api.post("/v1/sessions", headers=auth,
+                       json={"campaign": "forge", "replay_of": sid, "campaign_snapshot": tried})
+    assert r.status_code == 201, r.text
+    tried_replay = r.json()["id"]
+    r = await api.get(f"/v1/sessions/{tried_replay}/campaign", headers=auth)
+    assert [n["name"] for n in yaml.safe_load(r.text)["npcs"]] == ["Grete", "Tobias"]
+    stored = (await api.get("/v1/campaigns/forge", headers=auth)).json()
+    assert [n["name"] for n in stored["npcs"]] == ["Gerda", "Tobias"]
+    r = await api.post("/v1/sessions", headers=auth, json={"campaign": "forge", "campaign_snapshot": tried})
+    assert r.status_code == 422 and "replay_of" in r.text
+    for session in (sid, tried_replay):
         await api.post(f"/v1/sessions/{session}/stop", headers=auth)
 
 

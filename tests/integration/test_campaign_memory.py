@@ -85,12 +85,12 @@ async def new_tenant(pool: AsyncConnectionPool, tenant: str, campaign: dict | No
 
 
 async def new_session(pool: AsyncConnectionPool, tenant: str, campaign: Campaign,
-                      sid: str | None = None, cid: str = "forge") -> str:
+                      sid: str | None = None, cid: str = "forge", replay_of: str | None = None) -> str:
     sid = sid or "s" + uuid.uuid4().hex[:8]
     async with pool.connection() as conn:
-        await conn.execute("INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge)"
-                           " VALUES (%s, %s, %s, %s, 'sim')",
-                           (tenant, sid, cid, Jsonb(campaign.model_dump(mode="json"))))
+        await conn.execute("INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge, replay_of)"
+                           " VALUES (%s, %s, %s, %s, 'sim', %s)",
+                           (tenant, sid, cid, Jsonb(campaign.model_dump(mode="json")), replay_of))
     return sid
 
 
@@ -216,6 +216,28 @@ async def test_the_recorder_remembers_each_heard_exchange_once_with_who_witnesse
     await recording._write(again)  # type: ignore[arg-type]
     await recording._write(again[::-1])  # type: ignore[arg-type]
     assert await memories_of(pool, tenant, sid) == got
+
+
+async def test_a_replay_is_recorded_but_never_remembered(nc, pool, recording, tenant):
+    """A replay (``glyphoxa session replay``) re-runs a session to debug it: its turns are
+    recorded like any session's, but the NPCs must not remember the session twice."""
+    forge = await new_tenant(pool, tenant)
+    sid = await new_session(pool, tenant, forge)
+    replay = await new_session(pool, tenant, forge, replay_of=sid)
+    events = [turn("sam-1", "greta", "Greta, we swore to hunt the red dragon.", "A spear, then."),
+              played("sam-1", "greta", "A spear, then.")]
+    await publish(nc, tenant, replay, *events)
+    await publish(nc, tenant, sid, *events)
+
+    async def recorded() -> bool:
+        return len(await memories_of(pool, tenant, sid)) == 1 and len(await rows(
+            pool, "SELECT 1 FROM turns WHERE tenant_id = %s AND session_id = %s", tenant, replay)) == 1
+    await wait_for(recorded, 10)
+    await asyncio.sleep(0.5)  # the replay's events came first: anything of theirs is stored
+    assert await memories_of(pool, tenant, replay) == {}
+    lines = await rows(pool, "SELECT role FROM transcript_lines WHERE tenant_id = %s"
+                       " AND session_id = %s", tenant, replay)
+    assert sorted(r["role"] for r in lines) == ["npc", "player"]  # its transcript is kept
 
 
 async def test_a_cut_off_reply_is_remembered_only_as_far_as_it_was_heard_in_either_order(

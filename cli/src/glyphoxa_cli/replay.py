@@ -34,19 +34,20 @@ COMPARED = ("route", "npc", "outcome")
 
 
 class ReplayDoor(SceneSessions):
-    """Starts the replay session: with the original's campaign snapshot (``replay_of``), or
-    with a campaign file imported into the tenant's campaigns."""
+    """Starts the replay session (``replay_of``: a debugging run, never campaign memory) with
+    the original's campaign snapshot, or with a campaign of the user's that is used for this
+    session only, never stored among the tenant's campaigns."""
 
-    def __init__(self, client: AdminClient, tenant: str, original: dict, campaign_yaml: str | None):
-        super().__init__(client, tenant, campaign_yaml or "")
-        self._original, self._own_campaign = original, campaign_yaml is not None
+    def __init__(self, client: AdminClient, tenant: str, original: dict, campaign: Campaign | None):
+        super().__init__(client, tenant, "")
+        self._original, self._campaign = original, campaign
 
     async def start(self) -> str:
-        if self._own_campaign:
-            return await super().start()
         self.campaign_id = self._original["campaign"]
+        changed = ({"campaign_snapshot": self._campaign.model_dump(mode="json", exclude_none=True)}
+                   if self._campaign is not None else {})
         return (await self.client.start_session(self.campaign_id, edge="scene",
-                                                replay_of=self._original["id"]))["id"]
+                                                replay_of=self._original["id"], **changed))["id"]
 
 
 LEAD_NS = 1_000_000_000  # a replay starts this long before the first words
@@ -144,7 +145,7 @@ async def replay_session(door: Door, session_id: str, out: Path, source: str = "
     scene = Scene(f"replay of {session_id}", RATE, pcm, scene_turns(original, -lead_s))
     campaign: Campaign = load_campaign_file(campaign_path) if campaign_path else rec.campaign
     replay_door = ReplayDoor(door.client, door.tenant, session,
-                             campaign_path.read_text(encoding="utf-8") if campaign_path else None)
+                             campaign if campaign_path else None)
     if source == "audio":
         player: ScenePlayer = ScenePlayer(door.nc, scene, campaign, replay_door, speed=speed,
                                           timeout_s=timeout_s, outgoing=recorded_outgoing(rec, origin))

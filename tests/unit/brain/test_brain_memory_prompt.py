@@ -13,8 +13,8 @@ import pytest
 from glyphoxa_campaign import Campaign
 from glyphoxa_events.api import RecalledMemory
 from glyphoxa_events.models import (
-    NpcSpeak,
     NpcForgot,
+    NpcSpeak,
     NpcTaught,
     Outcome,
     Played,

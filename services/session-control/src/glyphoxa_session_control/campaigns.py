@@ -41,7 +41,7 @@ class Campaigns:
     def __init__(self, pool: AsyncConnectionPool, allow_fake_providers: bool = False):
         self._pool, self._allow_fakes = pool, allow_fake_providers
 
-    def _refuse_fakes(self, campaign: Campaign) -> None:
+    def refuse_fakes(self, campaign: Campaign) -> None:
         """A campaign may not put test doubles in front of players unless the operator
         runs a test stack (``SESSION_CONTROL_ALLOW_FAKE_PROVIDERS``)."""
         found = [] if self._allow_fakes else campaign.fake_providers()
@@ -68,7 +68,7 @@ class Campaigns:
         if cid is not None and cid != derived:
             raise Invalid(f"name: {campaign.name!r} becomes the id {derived!r}, not {cid!r}")
         cid = derived
-        self._refuse_fakes(campaign)
+        self.refuse_fakes(campaign)
         async with self._pool.connection() as conn, conn.transaction():
             # a replace updates the row in place: deleting it would cascade to the campaign's
             # memories and recaps (migration 0008), which outlive a change of its YAML
@@ -131,7 +131,7 @@ class Campaigns:
             npcs = [npc if n.token == npc.token else n for n in campaign.npcs]
             if existing is None:
                 npcs.append(npc)
-            self._refuse_fakes(self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role,
+            self.refuse_fakes(self._validate(campaign.name, npcs, campaign.llm, campaign.gm_role,
                                               campaign.lore, campaign.overhear))
             await conn.execute(  # a new NPC goes last (positions have gaps after a delete)
                 "INSERT INTO npcs (tenant_id, campaign_id, id, position, definition) VALUES"

@@ -121,21 +121,25 @@ class Sessions:
             limits = await self._lock_tenant(conn, tenant, body)
             if body.replay_of:  # the campaign exactly as the replayed session had it
                 campaign = await self.campaign_of(tenant, body.replay_of)
+                if body.campaign_snapshot is not None:  # or as the GM wants to try it
+                    self._campaigns.refuse_fakes(body.campaign_snapshot)
+                    campaign = body.campaign_snapshot
             else:
                 campaign = await self._campaigns.get(tenant, body.campaign)
             await self._check_limits(conn, tenant, limits)
             try:
                 await conn.execute(
-                    "INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge, guild_id, channel_id)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO sessions (tenant_id, id, campaign_id, campaign, edge, guild_id,"
+                    " channel_id, replay_of) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     (tenant, sid, body.campaign, Jsonb(campaign.model_dump(mode="json")), body.edge,
-                     body.guild_id, body.channel_id))
+                     body.guild_id, body.channel_id, body.replay_of))
             except UniqueViolation:
                 raise Conflict(f"session {sid!r} already exists") from None
             await self._record(conn, tenant, sid, None, "pending", f"requested by {actor}")
             await audit.record(conn, actor, tenant, "session.start", sid, campaign=body.campaign,
                                edge=body.edge, guild_id=body.guild_id, channel_id=body.channel_id,
-                               **({"replay_of": body.replay_of} if body.replay_of else {}))
+                               **({"replay_of": body.replay_of} if body.replay_of else {}),
+                               **({"campaign_changed": True} if body.campaign_snapshot else {}))
         await self._registry.put(tenant, sid, "pending", body.edge, body.campaign)
         try:
             await self._announce(tenant, sid, campaign, body.edge, body.campaign)

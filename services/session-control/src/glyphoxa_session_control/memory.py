@@ -119,21 +119,28 @@ class SessionCampaigns:
             self._known.move_to_end(key)
             return self._known[key]
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT campaign_id, campaign FROM sessions WHERE tenant_id = %s AND id = %s",
-                          (tenant, session))
+        await cur.execute("SELECT campaign_id, campaign, replay_of FROM sessions"
+                          " WHERE tenant_id = %s AND id = %s", (tenant, session))
         row = await cur.fetchone()
         if row is None:
             return None  # not cached: the session may be created later
-        try:
-            found: tuple[str, Campaign] | None = (row["campaign_id"], Campaign.model_validate(row["campaign"]))
-        except ValidationError as exc:  # a snapshot this code cannot read: record, never remember
-            log.warning("session %s/%s: its campaign snapshot does not validate, its exchanges "
-                        "are not remembered (%d problems)", tenant, session, exc.error_count())
+        if row["replay_of"] is not None:  # a debugging run: recorded, never remembered
             found = None
+        else:
+            found = self._parse(tenant, session, row)
         self._known[key] = found
         while len(self._known) > self._size:
             self._known.popitem(last=False)
         return found
+
+    @staticmethod
+    def _parse(tenant: str, session: str, row: dict) -> tuple[str, Campaign] | None:
+        try:
+            return row["campaign_id"], Campaign.model_validate(row["campaign"])
+        except ValidationError as exc:  # a snapshot this code cannot read: record, never remember
+            log.warning("session %s/%s: its campaign snapshot does not validate, its exchanges "
+                        "are not remembered (%d problems)", tenant, session, exc.error_count())
+            return None
 
 
 def exchange_text(campaign: Campaign, npc: str, speaker: str | None, player_text: str,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from glyphoxa_campaign import Campaign
 from glyphoxa_campaign.text import refuse_nul
 from glyphoxa_events.models import RoutingExplained, TurnFailure
 from glyphoxa_events.tokens import Token
@@ -102,7 +103,17 @@ class SessionCreate(_In):
     channel_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$", description="Discord voice channel")
     replay_of: Token | None = Field(None, description=(
         "a session of the same tenant to replay: the new session starts with that session's "
-        "campaign snapshot instead of the stored campaign (``glyphoxa session replay``)"))
+        "campaign snapshot instead of the stored campaign (``glyphoxa session replay``). A "
+        "replay is a debugging run: its turns are recorded, but never become campaign memory"))
+    campaign_snapshot: Campaign | None = Field(None, description=(
+        "with replay_of only: the campaign to replay with instead of the original's snapshot "
+        "(to try a persona or alias change); it is not stored among the tenant's campaigns"))
+
+    @model_validator(mode="after")
+    def _snapshot_replays(self) -> SessionCreate:
+        if self.campaign_snapshot is not None and self.replay_of is None:
+            raise ValueError("campaign_snapshot is for a replay: give replay_of too")
+        return self
 
 
 class SessionStop(_In):
