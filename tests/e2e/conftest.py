@@ -36,6 +36,17 @@ async def scene_door(stack, tenant: str, campaign: Path = EXAMPLE_CAMPAIGN):  # 
     return SceneSessions(client, tenant, campaign.read_text(encoding="utf-8"))
 
 
+async def stack_api(stack, tenant: str, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+    """One admin API call into the stack's session-control, as tenant ``tenant``."""
+    from glyphoxa_cli.admin import tenant_client
+
+    client, _ = await tenant_client(stack.api_url, stack.keys()["operator_key"], tenant)
+    try:
+        return await client.call(method, path, **kwargs)
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="session")
 def compose_images():  # type: ignore[no-untyped-def]
     """compose.yaml's images, built once for the run (both compose modules start from them);

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from glyphoxa_cli.stack import Stack
-from tests.e2e.conftest import EXAMPLE_CAMPAIGN, ROOT
+from tests.e2e.conftest import EXAMPLE_CAMPAIGN, ROOT, stack_api
 from tests.e2e.test_scene_e2e import assert_no_errors, play
 from tests.support.intelligibility import transcribe_wav, word_overlap
 from tests.support.pg import fresh_database
@@ -97,18 +97,8 @@ def stack(tmp_path_factory, pg_admin_dsn):
     s.stop()
 
 
-async def _api(stack: Stack, method: str, path: str):  # type: ignore[no-untyped-def]
-    from glyphoxa_cli.admin import tenant_client
-
-    client, _ = await tenant_client(stack.api_url, stack.keys()["operator_key"], TENANT)
-    try:
-        return await client.call(method, path)
-    finally:
-        await client.close()
-
-
 def api(stack: Stack, path: str):  # type: ignore[no-untyped-def]
-    return asyncio.run(_api(stack, "GET", path))
+    return asyncio.run(stack_api(stack, TENANT, "GET", path))
 
 
 def wait_for(what: str, check, timeout_s: float):  # type: ignore[no-untyped-def]
