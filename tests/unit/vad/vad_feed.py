@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from glyphoxa_vad.engines import VadEngine, VadStream
 from glyphoxa_vad.segmenter import (
     Output,
     SegmenterConfig,
+    TurnCheck,
     UtteranceAudio,
     UtteranceEnd,
     UtteranceStart,
@@ -120,6 +122,51 @@ def run(vad: SessionVad, frames: Iterable[AudioFrame], clock: FakeClock | None =
         out += vad.tick()
     if finish:
         out += vad.finish()
+    return out
+
+
+class TurnModel(Protocol):
+    def probability(self, pcm: np.ndarray) -> float: ...
+
+
+def answer(vad: SessionVad, outputs: Iterable[Output | Rejection],
+           model: TurnModel | None) -> list[Output | Rejection]:
+    """``outputs`` with every ``TurnCheck`` answered at once by ``model`` (the answers'
+    outputs follow their question), as the handler does it."""
+    out: list[Output | Rejection] = []
+    for item in outputs:
+        out.append(item)
+        if isinstance(item, TurnCheck):
+            assert model is not None, "a TurnCheck without a model"
+            out += answer(vad, vad.turn_result(item, model.probability(item.pcm)), model)
+    return out
+
+
+def run_live(vad: SessionVad, frames: Iterable[AudioFrame], clock: FakeClock,
+             model: TurnModel | None = None, tick_ms: int = 50,
+             tail_ms: int = 3_000) -> list[tuple[int, Output | Rejection]]:
+    """Like serve_session live: frames as they are captured and a tick every ``tick_ms`` of
+    the capture clock (frames stop in silence, so ticks end utterances), each ``TurnCheck``
+    answered at once. Returns (capture clock when emitted, output)."""
+    frames = list(frames)
+    if not frames:
+        return []
+    base = frames[0].capture_ns
+    end = frames[-1].capture_ns + tail_ms * 1_000_000
+    tick_ns = tick_ms * 1_000_000
+    out: list[tuple[int, Output | Rejection]] = []
+    next_tick = base + tick_ns
+    for frame in [*frames, None]:
+        until = end if frame is None else frame.capture_ns
+        while next_tick <= until:
+            clock.ns = next_tick - base
+            out += [(next_tick, o) for o in answer(vad, vad.tick(), model)]
+            next_tick += tick_ns
+        if frame is not None:
+            clock.ns = max(clock.ns, frame.capture_ns - base)
+            at = frame.capture_ns + FRAME_NS  # the frame is whole once it is captured
+            out += [(at, o) for o in answer(vad, vad.push(frame), model)]
+    out += [(end, o) for o in answer(vad, vad.finish(), model)]
     return out
 
 

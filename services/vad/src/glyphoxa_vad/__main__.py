@@ -14,12 +14,14 @@ from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext
 from glyphoxa_bus.streams import MEDIA
 from glyphoxa_events.subjects import SessionSubjects
+from glyphoxa_runtime.providers import ProviderUnavailable
 from glyphoxa_runtime.service import StageApp, StageMetrics, serve
 from glyphoxa_runtime.settings import load_settings
 from glyphoxa_vad.config import Settings
 from glyphoxa_vad.core import SessionVad
 from glyphoxa_vad.engines import VadEngine, build_engine
 from glyphoxa_vad.handler import VadSessionHandler
+from glyphoxa_vad.smart_turn import SmartTurn
 
 log = logging.getLogger("glyphoxa.vad")
 
@@ -30,11 +32,13 @@ def input_filters(subjects: SessionSubjects) -> list[str]:
     return [subjects.audio_in("*")]
 
 
-def build_app(nc: Client, publisher: Publisher, settings: Settings, engine: VadEngine) -> StageApp:
+def build_app(nc: Client, publisher: Publisher, settings: Settings, engine: VadEngine,
+              turn_model: SmartTurn | None = None) -> StageApp:
     config = settings.segmenter_config()
 
     def handler(ctx: SessionContext) -> VadSessionHandler:
-        return VadSessionHandler(ctx, SessionVad(config, engine, max_speakers=settings.max_speakers))
+        return VadSessionHandler(ctx, SessionVad(config, engine, max_speakers=settings.max_speakers),
+                                 turn_model)
 
     return StageApp(nc, publisher, settings, STAGE, MEDIA, input_filters, handler,
                     StageMetrics(STAGE), capacity=settings.capacity)
@@ -49,7 +53,17 @@ def main() -> None:
                               aggressiveness=settings.webrtc_aggressiveness,
                               frame_ms=settings.webrtc_frame_ms)
         log.info("vad engine loaded", extra={"engine": engine.name})
-        return build_app(nc, publisher, settings, engine)
+        turn_model = None
+        if settings.smart_turn:
+            try:
+                turn_model = SmartTurn(threads=settings.smart_turn_threads)
+            except ProviderUnavailable as exc:
+                log.error("cannot load the Smart Turn model", extra={"error": str(exc)})
+                raise SystemExit(f"vad: VAD_SMART_TURN is on but {exc}") from None
+            log.info("smart turn model loaded", extra={
+                "silence_ms": settings.smart_turn_silence_ms,
+                "max_silence_ms": settings.smart_turn_max_silence_ms})
+        return build_app(nc, publisher, settings, engine, turn_model)
 
     serve(STAGE, settings, build)
 

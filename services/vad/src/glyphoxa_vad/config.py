@@ -28,11 +28,26 @@ class Settings(ServiceSettings):
     webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode (3 = most strict)")
     webrtc_frame_ms: Literal[10, 20, 30] = Field(30, description="webrtcvad analysis frame")
     silero_threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads")
+    smart_turn: bool = Field(
+        False, description="end turns with the Smart Turn v3.2 model instead of a fixed silence")
+    smart_turn_silence_ms: int = Field(
+        200, ge=50, le=5_000, description="silence after which the Smart Turn model is asked")
+    smart_turn_max_silence_ms: int = Field(
+        1_200, ge=100, le=10_000,
+        description="with Smart Turn: silence that ends an utterance whatever the model says")
+    smart_turn_recheck_ms: int = Field(
+        300, ge=50, le=5_000,
+        description="with Smart Turn: further silence after which an unfinished turn is asked again")
+    smart_turn_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Smart Turn probability of a finished turn that ends it")
+    smart_turn_threads: int = Field(1, ge=1, le=16, description="Smart Turn onnxruntime intra-op threads")
 
     @model_validator(mode="after")
     def _silence_fits(self) -> Settings:
         if self.max_utterance_ms <= self.min_speech_ms + self.preroll_ms:
             raise ValueError("max_utterance_ms must exceed min_speech_ms + preroll_ms")
+        if self.smart_turn and self.smart_turn_silence_ms >= self.smart_turn_max_silence_ms:
+            raise ValueError("smart_turn_silence_ms must be below smart_turn_max_silence_ms")
         return self
 
     def segmenter_config(self) -> SegmenterConfig:
@@ -44,4 +59,8 @@ class Settings(ServiceSettings):
             max_utterance_ms=self.max_utterance_ms,
             bargein_ms=self.bargein_ms,
             chunk_ms=self.chunk_ms,
+            turn_silence_ms=self.smart_turn_silence_ms if self.smart_turn else None,
+            turn_max_silence_ms=self.smart_turn_max_silence_ms,
+            turn_recheck_ms=self.smart_turn_recheck_ms,
+            turn_threshold=self.smart_turn_threshold,
         )

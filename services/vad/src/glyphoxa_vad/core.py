@@ -19,7 +19,7 @@ from glyphoxa_audio.opus import MAX_PACKET_BYTES, OpusDecoder, OpusError
 from glyphoxa_vad import metrics
 from glyphoxa_vad.engines import SAMPLE_RATE, VadEngine
 from glyphoxa_vad.plausible import MAX_AHEAD_NS, SpeakerTimeline
-from glyphoxa_vad.segmenter import Output, SegmenterConfig, SpeakerSegmenter
+from glyphoxa_vad.segmenter import Output, SegmenterConfig, SpeakerSegmenter, TurnCheck
 
 MAX_COMPLETED_SPURTS = 4096
 
@@ -124,6 +124,19 @@ class SessionVad:
                 continue
             out += speaker.segmenter.tick(now)
             self._collect(speaker.segmenter)
+        return out
+
+    def turn_result(self, check: TurnCheck, probability: float) -> list[Output]:
+        """The end-of-turn model's answer to a ``TurnCheck`` this session returned (the
+        speaker's input waits for it: answer before pushing that speaker's next frame)."""
+        speaker = self._speakers.get(check.speaker)
+        if speaker is None or speaker.segmenter.asking is not check:
+            metrics.TURN_CHECKS.labels(result="stale").inc()
+            return []
+        finished = probability >= self.config.turn_threshold
+        metrics.TURN_CHECKS.labels(result="finished" if finished else "unfinished").inc()
+        out = speaker.segmenter.turn_result(check, probability)
+        self._collect(speaker.segmenter)
         return out
 
     def finish(self) -> list[Output]:

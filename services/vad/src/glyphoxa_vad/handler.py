@@ -13,15 +13,18 @@ from glyphoxa_events.subjects import parse_subject
 from glyphoxa_events.tokens import InvalidToken
 from glyphoxa_runtime import tracing
 from glyphoxa_runtime.logs import TRACE
+from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_vad import metrics
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
 from glyphoxa_vad.segmenter import (
     Output,
     SpeechBargeIn,
+    TurnCheck,
     UtteranceAudio,
     UtteranceEnd,
     UtteranceStart,
 )
+from glyphoxa_vad.smart_turn import SmartTurn
 
 log = logging.getLogger("glyphoxa.vad")
 
@@ -64,9 +67,11 @@ def _header_int(msg: InputMessage, name: str) -> int:
 class VadSessionHandler:
     """One session of the vad stage (``glyphoxa_bus.session.SessionHandler``)."""
 
-    def __init__(self, ctx: SessionContext, vad: SessionVad):
-        self._ctx, self._vad = ctx, vad
+    def __init__(self, ctx: SessionContext, vad: SessionVad, turn_model: SmartTurn | None = None):
+        self._ctx, self._vad, self._turn_model = ctx, vad, turn_model
         self._engine = vad.engine.name
+        if vad.config.turn_silence_ms is not None and turn_model is None:
+            raise ValueError("an end-of-turn config needs the Smart Turn model")
 
     async def on_control(self, event: Event) -> None:
         """vad needs no control events: session start/stop are handled by serve_session."""
@@ -106,6 +111,24 @@ class VadSessionHandler:
                 await self._publish_end(out)
             elif isinstance(out, SpeechBargeIn):
                 await self._publish_bargein(out)
+            elif isinstance(out, TurnCheck):
+                await self._emit(self._vad.turn_result(out, await self._ask(out)))
+
+    async def _ask(self, check: TurnCheck) -> float:
+        """The model's answer, from its worker thread (the session's next input waits for it,
+        other sessions do not). A failed run counts as "not finished": the utterance then
+        ends on the longer silence."""
+        assert self._turn_model is not None
+        try:
+            probability = await self._turn_model.probability_async(check.pcm)
+        except ProviderError as exc:
+            log.warning("end-of-turn model failed", extra=self._ctx.log_extra(
+                utterance=check.utterance_id, speaker=check.speaker, error=str(exc)))
+            return 0.0
+        log.debug("end of turn asked", extra=self._ctx.log_extra(
+            utterance=check.utterance_id, speaker=check.speaker, check=check.number,
+            silence_ms=check.silence_ms, probability=round(probability, 3)))
+        return probability
 
     def _msg_id(self, utterance_id: str, suffix: str) -> str:
         return f"vad:{self._ctx.tenant}.{self._ctx.session}:{utterance_id}:{suffix}"

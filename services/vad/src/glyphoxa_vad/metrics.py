@@ -25,3 +25,10 @@ END_DECISION_SECONDS = Histogram(
     "glyphoxa_vad_end_decision_seconds",
     "speech end (capture time) to the end-of-utterance decision (wall clock)",
     ["reason"], buckets=(0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
+TURN_CHECKS = Counter(
+    "glyphoxa_vad_turn_checks_total",
+    "Smart Turn end-of-turn decisions: finished (the utterance ends now), unfinished (wait on)",
+    ["result"])
+TURN_MODEL_SECONDS = Histogram(
+    "glyphoxa_vad_turn_model_seconds", "Smart Turn features + model run time per check",
+    buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0))

@@ -20,6 +20,16 @@ drop it) the utterance opens, ``preroll_ms`` before the candidate's first speech
 an utterance speech continues down to ``neg_threshold``; ``min_silence_ms`` without speech
 (filled capture gaps included) ends it, and so does ``max_utterance_ms``.
 
+End of turn (``turn_silence_ms`` set). Once an open utterance has been silent for
+``turn_silence_ms`` the segmenter stops and asks: it returns a ``TurnCheck`` with the
+utterance's last audio (up to 8 s, the silence included) and takes no more input until the
+caller answers with ``turn_result`` (the model's probability that the turn is finished). At
+or above ``turn_threshold`` the utterance ends there (reason ``turn``); below it the
+segmenter waits on, asks again every ``turn_recheck_ms`` of further silence, and ends the
+utterance at ``turn_max_silence_ms`` of silence whatever the model said. Speech resuming
+drops the question. The answer is applied at the point of the timeline it was asked at, so
+a replay that is answered by the same model gives the same utterances.
+
 Utterance id = ``<speaker>-<Glx-Seq of the first frame in the utterance>`` (pre-roll
 included). ``start_ns`` is the capture time of that first frame, i.e. of the first sample
 of the published audio; ``speech_end_ns`` the capture time at the end of the last chunk
@@ -53,6 +63,19 @@ class SegmenterConfig:
     stall_ms: int = 60
     """The idle timer only fires once frames are this late (frames still flowing are judged
     by their content, which a replay reproduces exactly)."""
+    turn_silence_ms: int | None = None
+    """Silence after which the end-of-turn model is asked; None: end on ``min_silence_ms``."""
+    turn_max_silence_ms: int = 1_200
+    """With the model: silence that ends an utterance whatever the model says."""
+    turn_recheck_ms: int = 300
+    """With the model: further silence after which an "unfinished" answer is asked again."""
+    turn_threshold: float = 0.5
+    """With the model: probability of "finished" that ends the utterance."""
+
+    @property
+    def end_silence_ms(self) -> int:
+        """Silence that ends an open utterance without (or against) the model."""
+        return self.min_silence_ms if self.turn_silence_ms is None else self.turn_max_silence_ms
 
     @property
     def neg_threshold(self) -> float:
@@ -90,7 +113,18 @@ class UtteranceEnd:
     speech_end_ns: int
     chunks: int
     audio_ms: int
-    reason: str  # silence | gap | idle | max_length | stopped
+    reason: str  # silence | gap | idle | max_length | stopped | turn
+
+
+@dataclass(frozen=True, eq=False)
+class TurnCheck:
+    """A question to the end-of-turn model; answer it with ``turn_result(check, p)``."""
+
+    utterance_id: str
+    speaker: str
+    number: int  # the utterance's n-th question
+    silence_ms: int
+    pcm: np.ndarray  # int16, 16 kHz: the utterance's last audio up to the question, <= 8 s
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,9 @@ class SpeechBargeIn:
     at_ns: int
 
 
-Output = UtteranceStart | UtteranceAudio | UtteranceEnd | SpeechBargeIn
+Output = UtteranceStart | UtteranceAudio | UtteranceEnd | SpeechBargeIn | TurnCheck
+
+TURN_WINDOW = 8 * SAMPLE_RATE  # audio the end-of-turn model reads
 
 
 # --- state -------------------------------------------------------------------------------
@@ -129,6 +165,7 @@ class _Utterance:
     sent: int
     chunks: int = 0
     bargein_sent: bool = False
+    checks: int = 0
 
 
 class SpeakerSegmenter:
@@ -139,6 +176,11 @@ class SpeakerSegmenter:
         self._min_speech = config.samples(config.min_speech_ms)
         self._min_silence = config.samples(config.min_silence_ms)
         self._min_silence_ns = config.min_silence_ms * 1_000_000
+        self._end_silence = config.samples(config.end_silence_ms)
+        self._end_silence_ns = config.end_silence_ms * 1_000_000
+        self._turn = config.turn_silence_ms is not None
+        self._turn_first = config.samples(config.turn_silence_ms or 0)
+        self._turn_recheck = config.samples(config.turn_recheck_ms)
         self._preroll = config.samples(config.preroll_ms)
         self._max_utt = config.samples(config.max_utterance_ms)
         self._bargein_after = config.samples(config.bargein_ms)
@@ -160,6 +202,8 @@ class SpeakerSegmenter:
         self._next_ns = 0  # capture time right after the last sample
         self._utt: _Utterance | None = None
         self._ending: str | None = None
+        self._asking: TurnCheck | None = None  # waiting for its answer
+        self._next_check = self._turn_first  # silence at which to ask next
 
     @property
     def in_spurt(self) -> bool:
@@ -175,7 +219,8 @@ class SpeakerSegmenter:
         """Account for the capture gap before the next frame: it is silence of that length."""
         if not self.in_spurt:
             return []
-        if capture_ns - self._voice_end_ns >= self._min_silence_ns:
+        limit = self._end_silence_ns if self._utt is not None else self._min_silence_ns
+        if capture_ns - self._voice_end_ns >= limit:
             return self._finish("gap")
         gap_ns = capture_ns - self._next_ns
         if gap_ns < self.cfg.jitter_ms * 1_000_000:
@@ -195,11 +240,36 @@ class SpeakerSegmenter:
     def tick(self, now_ns: int) -> list[Output]:
         """The speaker sent nothing: end the spurt once ``now_ns`` (capture clock) says the
         silence since the last speech reached ``min_silence_ms``."""
-        if not self.in_spurt or now_ns - self._next_ns < self.cfg.stall_ms * 1_000_000:
+        if (not self.in_spurt or self._asking is not None
+                or now_ns - self._next_ns < self.cfg.stall_ms * 1_000_000):
             return []
-        if now_ns - self._voice_end_ns >= self._min_silence_ns:
+        silence_ns = now_ns - self._voice_end_ns
+        if silence_ns >= (self._end_silence_ns if self._utt is not None else self._min_silence_ns):
             return self._finish("idle")
+        if self._turn and self._utt is not None and silence_ns >= self._next_check * NS_PER_SAMPLE:
+            # the frames stopped (Discord sends none in silence): ask on what came, plus the
+            # silence since then
+            missing = min((now_ns - self._next_ns) // NS_PER_SAMPLE, TURN_WINDOW)
+            return [self._ask(silence_ns // NS_PER_SAMPLE, np.zeros(missing, dtype=np.int16))]
         return []
+
+    def turn_result(self, check: TurnCheck, probability: float) -> list[Output]:
+        """The model's answer to ``check``: end the utterance now, or wait on. An answer to a
+        question that no longer stands (speech resumed, the utterance ended) changes nothing."""
+        if self._asking is not check:
+            return []
+        self._asking = None
+        utt = self._utt
+        assert utt is not None
+        if probability >= self.cfg.turn_threshold:
+            self._ending = "turn"
+        else:
+            self._next_check = self._samples_of(check.silence_ms) + self._turn_recheck
+        return self._after_append()
+
+    @property
+    def asking(self) -> TurnCheck | None:
+        return self._asking
 
     def finish(self, reason: str = "stopped") -> list[Output]:
         return self._finish(reason) if self.in_spurt else []
@@ -214,7 +284,8 @@ class SpeakerSegmenter:
 
     def _after_append(self) -> list[Output]:
         out: list[Output] = []
-        while len(self._pending) >= self._chunk and self._ending is None:
+        asked = self._asking  # a question already out is not returned twice
+        while len(self._pending) >= self._chunk and self._ending is None and self._asking is None:
             chunk, self._pending = self._pending[: self._chunk], self._pending[self._chunk:]
             start = self._classified
             self._classified += self._chunk
@@ -226,6 +297,8 @@ class SpeakerSegmenter:
             return out + self._finish(self._ending)
         if utt is not None:
             out += self._emit_audio(final=False)
+            if self._asking is not None and self._asking is not asked:
+                out.append(self._asking)
         elif self._candidate is None and (self._classified - self._voice_end >= self._min_silence
                                           or self._pos >= self._max_utt):
             # silent for long enough (or a very long spurt of short blips) with no utterance:
@@ -251,6 +324,8 @@ class SpeakerSegmenter:
         keep_from -= self._preroll
         if self._utt is not None:
             keep_from = min(keep_from, self._utt.sent)
+            if self._turn:  # the end-of-turn model reads the utterance's last 8 s
+                keep_from = min(keep_from, max(self._utt.start, self._classified - TURN_WINDOW))
         while len(self._pieces) > 1 and self._pieces[0].end <= keep_from:
             self._pieces.popleft()
 
@@ -270,13 +345,32 @@ class SpeakerSegmenter:
         if prob >= self.cfg.neg_threshold:
             self._mark_voice(end)
             return self._bargein()
-        if end - self._voice_end >= self._min_silence:
+        silence = end - self._voice_end
+        if silence >= self._end_silence:
             self._ending = "silence"
+        elif self._turn and silence >= self._next_check:
+            self._ask(silence)  # returned by _after_append once the audio is out
         return []
+
+    def _ask(self, silence: int, tail: np.ndarray = _EMPTY) -> TurnCheck:
+        utt = self._utt
+        assert utt is not None and self._asking is None
+        utt.checks += 1
+        pcm = self._slice(max(utt.start, self._classified - TURN_WINDOW), self._classified)
+        if len(tail):
+            pcm = np.concatenate((pcm, tail))[-TURN_WINDOW:]
+        self._asking = TurnCheck(utt.id, self.speaker, utt.checks,
+                                 silence * 1000 // SAMPLE_RATE, pcm)
+        return self._asking
+
+    @staticmethod
+    def _samples_of(ms: int) -> int:
+        return ms * SAMPLE_RATE // 1000
 
     def _mark_voice(self, end: int) -> None:
         self._voice_end = end
         self._voice_end_ns = self._capture_at(end)
+        self._next_check = self._turn_first
 
     def _open(self) -> list[Output]:
         assert self._candidate is not None
