@@ -56,7 +56,7 @@ def main() -> None:
         turn_model = None
         if settings.smart_turn:
             try:
-                turn_model = SmartTurn(threads=settings.smart_turn_threads)
+                turn_model = SmartTurn(settings.smart_turn_model, threads=settings.smart_turn_threads)
             except ProviderUnavailable as exc:
                 log.error("cannot load the Smart Turn model", extra={"error": str(exc)})
                 raise SystemExit(f"vad: VAD_SMART_TURN is on but {exc}") from None

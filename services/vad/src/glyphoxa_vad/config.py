@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -41,6 +42,9 @@ class Settings(ServiceSettings):
     smart_turn_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="Smart Turn probability of a finished turn that ends it")
     smart_turn_threads: int = Field(1, ge=1, le=16, description="Smart Turn onnxruntime intra-op threads")
+    smart_turn_model: Path | None = Field(
+        None, description="Smart Turn model file (default: the one in the vad package); "
+                          "its sha256 must be the pinned one")
 
     @model_validator(mode="after")
     def _silence_fits(self) -> Settings:
