@@ -96,10 +96,12 @@ async def test_a_finished_line_ends_early_and_a_paused_line_stays_whole(
         await wait_for(lambda: len(ends(seen)) == 2, timeout_s=10)
 
         first, second = ends(seen)
-        # the finished line: ended by the model, far sooner than the long silence would
+        # the finished line: ended by the model (~0.3-0.4 s after the speech: 200-250 ms of
+        # silence, then one model run), before the long silence would have ended it; the
+        # bound leaves room for a model run slowed by a busy machine
         assert abs(first.speech_end_ns - (edge.base_ns + 1_850_000_000)) <= 150_000_000
         first_ms = (first.vad_end_ns - first.speech_end_ns) / 1e6
-        assert 150 <= first_ms < MAX_SILENCE_MS - 300, first_ms
+        assert 150 <= first_ms < MAX_SILENCE_MS, first_ms
         # the paused line: one utterance from before the pause to after it, ended by silence
         second_base = edge.base_ns + second_at * FRAME_NS
         assert second.start_ns <= second_base + int(record["speech_start_s"] * 1e9)
