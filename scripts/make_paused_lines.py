@@ -13,6 +13,13 @@ alignments). 300-700 ms of digital silence go in at the cut (as Discord delivers
 packets). Synthesising the halves separately instead would end the first half with a
 sentence-final fall, which is not what a hesitation sounds like.
 
+The cut is approximate: transcribing the halves with the local Whisper (tiny.en), 3 of
+the 12 are cut at the intended boundary, 5 at another word boundary (one or two words early
+or late: "Greta, I need a new blade, | something light and quick."), 4 inside a word
+("anything", "where", "my", "and"). Every pause is inside the sentence, which is what the
+corpus is for; ``text`` is the intended split. (Cutting at Whisper's word timestamps was
+tried and was no better.)
+
 Writes OUT_DIR/line_NN.wav (16 kHz mono PCM16, 0.3 s of silence before and 1.5 s after) and
 OUT_DIR/lines.json: [{"file", "text", "pitch", "pause_ms", "speech_start_s",
 "pause_start_s", "pause_end_s", "speech_end_s"}, ...], times in the file.
