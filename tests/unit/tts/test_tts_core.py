@@ -30,6 +30,7 @@ from tests.unit.tts.tts_helpers import (
     CollectingPublisher,
     CountingRejects,
     ScriptedProvider,
+    Sent,
     context,
     dominant_f0,
     reply,
@@ -41,9 +42,9 @@ pytestmark = pytest.mark.unit
 
 class Harness:
     def __init__(self, provider: ScriptedProvider | None = None, publish_delay_s: float = 0.0,
-                 **settings: object):
+                 publisher: CollectingPublisher | None = None, **settings: object):
         self.settings = Settings(provider="fake", **settings)
-        self.publisher = CollectingPublisher(publish_delay_s)
+        self.publisher = publisher or CollectingPublisher(publish_delay_s)
         self.rejects = CountingRejects()
         injected = {"fake": provider} if provider is not None else None
         self.providers = ProviderSet(self.settings, injected)
@@ -387,3 +388,39 @@ async def test_a_tts_paused_mid_synthesis_does_not_play_on_late():
         assert len(h.done_events()) == 1
     finally:
         h.close()
+
+
+class WirePublisher(CollectingPublisher):
+    """As nats.py publishes: into the connection's buffer, without giving the loop up; every
+    session's publishes in one list, in the order they went out."""
+
+    def __init__(self, wire: list[Sent]):
+        super().__init__()
+        self.wire = wire
+
+    async def publish(self, subject: str, data: bytes, msg_id: str,
+                      headers: dict[str, str] | None = None) -> None:
+        sent = Sent(subject, data, msg_id, dict(headers or {}))
+        self.sent.append(sent)
+        self.wire.append(sent)
+
+
+async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
+    """Two sessions in one tts process: one reply is sounding, a long sentence whose frames
+    are made far faster than they play; the other session's reply arrives meanwhile and its
+    first frame goes out after a few of the first one's frames, not after all of them."""
+    wire: list[Sent] = []
+    long_one = await Harness(publisher=WirePublisher(wire)).start()
+    other = await Harness(publisher=WirePublisher(wire)).start()
+    try:
+        await asyncio.gather(  # the long one is first in the loop's queue
+            long_one.session.on_message(
+                reply("alex-0", 0, "Aye, the road north is long and the bridge is out. " * 6)),
+            other.session.on_message(reply("bo-0", 0, "Yes.")))
+        out = [s.msg_id.split(":")[2] for s in wire if ".audio.out." in s.subject]
+        assert out.count("alex-0") > 300
+        before = out.index("bo-0")
+        assert before <= 10, f"{before} frames of the other reply went out before this one's first"
+    finally:
+        long_one.close()
+        other.close()

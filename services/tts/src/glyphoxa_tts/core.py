@@ -292,6 +292,10 @@ class TtsSession:
         async with contextlib.aclosing(encoded(provider, text, voice, turn.encoder)) as packets:
             async for packet in packets:
                 await self._publish_frame(turn, packet)
+                # a sentence's frames are made far faster than they play, and a publish does
+                # not give the loop up: without this a burst of ~150 held back every other
+                # session's reply in this process until its last frame was out
+                await asyncio.sleep(0)
 
     async def _publish_frame(self, turn: Turn, packet: bytes) -> None:
         """Publish one frame, never interrupted half-way (so ``frames`` counts exactly what
