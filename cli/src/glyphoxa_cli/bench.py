@@ -46,6 +46,12 @@ from glyphoxa_events.models import (
 from glyphoxa_events.subjects import SessionSubjects, api_subject
 
 HOPS: list[tuple[float, float, float]] = []
+FRAME_S = 0.02  # one opus frame of audio.out
+PACINGS = {"table": 1.0, "out": 0.0}
+"""How a bench session waits for the NPC before its next line: ``table``, until the reply has
+been heard (its audio from the first frame on, in real time, as the edge plays it); ``out``,
+only until tts has published the last frame (issue 2's pacing until 2026-12-04: the fake
+voices are instant, so that is a line every ~1 s a session, ~4x a table's load)."""
 TENANT = "bench"
 CAMPAIGN_YAML = "name: bench\nnpcs:\n  - name: Greta\n    persona: A gruff dwarven blacksmith.\n"
 LIVE: set[str] = set()  # the sessions this edge plays, for its heartbeat
@@ -72,7 +78,7 @@ def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values), p)) if values else float("nan")
 
 
-async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
+async def _session_turns(nc: Client, name: str, turns: int, pace: float = 1.0) -> list[float]:
     tenant = TENANT
     reply = await api_call(nc, "session.start", StartSession(
         tenant=tenant, campaign="bench", session=f"{name}-{time.time_ns() % 10**9}", edge="sim"))
@@ -90,12 +96,14 @@ async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
 
     hops: dict[str, TurnEnded] = {}
     spoken: dict[str, asyncio.Event] = {}
+    played_s: dict[str, float] = {}  # how long each reply sounds at the table
 
     async def on_turn(msg: Msg) -> None:
         event = parse_control(msg.data)
         if isinstance(event, TurnEnded):
             hops[event.turn_id] = event
         elif isinstance(event, AudioDone):
+            played_s[event.turn_id] = event.frames * FRAME_S
             spoken.setdefault(event.turn_id, asyncio.Event()).set()
 
     sub = await nc.subscribe(subjects.audio_out("*"), cb=on_audio)
@@ -132,9 +140,11 @@ async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
             if lat is not None:
                 HOPS.append(((lat.stt_final_ns - end_ns) / 1e6, (lat.first_sentence_ns - end_ns) / 1e6,
                              (first_audio[utt] - end_ns) / 1e6))
-            # like a table: the next line comes after the NPC's audio is out, plus a pause
+            # like a table: the next line comes after the NPC has been heard to the end (its
+            # audio plays in real time from its first frame, as the edge plays it), plus a pause
             await asyncio.wait_for(spoken.setdefault(utt, asyncio.Event()).wait(), timeout=30)
-            await asyncio.sleep(float(rng.uniform(0.5, 1.5)))
+            heard_at = first_audio[utt] / 1e9 + played_s.get(utt, 0.0) * pace
+            await asyncio.sleep(max(0.0, heard_at - time.time()) + float(rng.uniform(0.5, 1.5)))
     finally:
         await sub.unsubscribe()
         await turn_sub.unsubscribe()
@@ -143,7 +153,7 @@ async def _session_turns(nc: Client, name: str, turns: int) -> list[float]:
     return latencies
 
 
-async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
+async def bus_overhead(nats_url: str, sessions: int, turns: int, pace: float = 1.0) -> list[float]:
     nc = await connect(BusSettings(url=nats_url), name="bench")
     # the bench is the edge and publishes what vad would: it heartbeats as both, or
     # session-control would end its sessions for want of them
@@ -152,22 +162,46 @@ async def bus_overhead(nats_url: str, sessions: int, turns: int) -> list[float]:
     try:
         async with heartbeating(edge), heartbeating(vad):
             await _session_turns(nc, "warmup", 2)  # first session pays connection/consumer set-up
-            results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns)
+            results = await asyncio.gather(*(_session_turns(nc, f"bench{i}", turns, pace)
                                              for i in range(sessions)))
     finally:
         await nc.close()
     return [x for r in results for x in r]
 
 
+def stack_cpu_s(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) each of the stack's processes has used so far: nats-server,
+    PostgreSQL with its backends, each service (not the bench, which plays the edge and vad)."""
+    import psutil
+
+    def used(pid: int | None, children: bool = False) -> float:
+        if pid is None:
+            return 0.0
+        try:
+            procs = [psutil.Process(pid)]
+            if children:
+                procs += procs[0].children(recursive=True)
+            return sum(sum(p.cpu_times()[:2]) for p in procs)
+        except psutil.Error:
+            return 0.0
+
+    out = {p.name: used(p.proc.pid if p.proc else None) for p in stack.procs}
+    out["nats-server"] = used(stack.nats.proc.pid if stack.nats and stack.nats.proc else None)
+    out["postgres"] = used(stack.postgres.proc.pid if stack.postgres and stack.postgres.proc else None,
+                           children=True)
+    return out
+
+
 def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | None = None,
-                  memories: int = 0, recall: dict | None = None) -> list[dict]:
+                  memories: int = 0, recall: dict | None = None, pace: float = 1.0) -> list[dict]:
     """Part 1 on a fresh stack; ``env`` on top of the fakes' settings, ``memories`` exchanges
     put in the bench campaign's memory before the sessions start; ``recall`` (a dict) gets
     npc-brain's recall metrics after the runs."""
     home = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-"))
     home.chmod(0o755)  # as root, PostgreSQL runs as `nobody` and must reach its data
     env = {"STT_PROVIDER": "fake", "BRAIN_LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake",
-           "LOG_LEVEL": "warning", **{f"{s}_CAPACITY": "32" for s in ("STT", "BRAIN", "TTS")},
+           "LOG_LEVEL": "warning",  # one replica of each stage carries every bench session
+           **{f"{s}_CAPACITY": str(max(32, *session_counts)) for s in ("STT", "BRAIN", "TTS")},
            **(env or {})}
     stack = Stack(home, env=env, services=("session-control", "stt", "npc-brain", "tts"))
     rows = []
@@ -177,13 +211,19 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
         if memories:
             fill_memories(stack.pg_dsn or "", memories)
         for n in session_counts:
-            lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns))
+            cpu_before, wall = stack_cpu_s(stack), time.monotonic()
+            lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns, pace))
+            wall = time.monotonic() - wall
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu_s(stack).items()}
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))
             HOPS.clear()
             rows.append({"hops_p50": [float(np.percentile(hops[:, i], 50)) for i in range(3)],
                          "sessions": n, "turns": len(lat), "p50_ms": percentile(lat, 50),
                          "p95_ms": percentile(lat, 95),
-                         "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat)})
+                         "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat),
+                         # the stack's CPU over the run (its warm-up session included) per core-second
+                         "cpu_share": sum(cpu.values()) / wall, "wall_s": wall,
+                         "cpu_by_process": {k: round(v / wall, 3) for k, v in sorted(cpu.items())}})
         if recall is not None:
             recall.update(recall_metrics(stack.by_name("npc-brain-1").metrics_port))
             recall["phases"] = recall_phases(stack.by_name("session-control-1").metrics_port)
@@ -370,12 +410,15 @@ def main(args: argparse.Namespace) -> int:
     if not args.memory_only:
         print("== bus overhead: utterance end published -> first audio frame published "
               "(instant fake providers, every service a process)")
-        rows = run_bus_bench(args.sessions, args.turns)
-        print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        rows = run_bus_bench(args.sessions, args.turns, pace=PACINGS[args.pacing])
+        print(f"(pacing: {args.pacing}; cpu: the stack's processes, in cores, over the run)")
+        print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu':>6}")
         for r in rows:
             stt, sentence, audio = r["hops_p50"]
             print(f"{r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}"
+                  f" {r['cpu_share']:>6.2f}"
                   f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f})")
+            print("         cpu by process: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items()))
     if not args.skip_memory:
         runs = run_memory_bench(args.sessions, args.turns, args.memories)
         print_memory_bench(runs, args.memories)

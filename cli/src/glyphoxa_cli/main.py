@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="bus overhead and local provider latency")
     bench.add_argument("--sessions", type=int, nargs="*", default=[1, 10])
     bench.add_argument("--turns", type=int, default=20, help="turns per session")
+    bench.add_argument("--pacing", choices=("table", "out"), default="table",
+                       help="next line after the reply was heard (table) or once its audio is "
+                            "published (out: issue 2's pacing, ~4x a table's load)")
     bench.add_argument("--skip-providers", action="store_true")
     bench.add_argument("--skip-memory", action="store_true",
                        help="skip the run without and with memory recall (issue 16)")
