@@ -47,6 +47,9 @@ from glyphoxa_events.subjects import SessionSubjects, api_subject
 
 HOPS: list[tuple[float, float, float]] = []
 FRAME_S = 0.02  # one opus frame of audio.out
+BUS_ONLY = {"BRAIN_RECALL": "false", "MEMORY_EMBEDDER": "off"}
+"""Part 1 measures the bus: no memory recall on the turn path and no embedding of exchanges
+in session-control (a real model on the same cores; part 8b measures recall on its own)."""
 PACINGS = {"table": 1.0, "out": 0.0}
 """How a bench session waits for the NPC before its next line: ``table``, until the reply has
 been heard (its audio from the first frame on, in real time, as the edge plays it); ``out``,
@@ -229,6 +232,7 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
             recall["phases"] = recall_phases(stack.by_name("session-control-1").metrics_port)
     finally:
         stack.stop()
+        shutil.rmtree(home, ignore_errors=True)  # its streams and database: GBs over a few runs
     return rows
 
 
@@ -410,7 +414,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.memory_only:
         print("== bus overhead: utterance end published -> first audio frame published "
               "(instant fake providers, every service a process)")
-        rows = run_bus_bench(args.sessions, args.turns, pace=PACINGS[args.pacing])
+        rows = run_bus_bench(args.sessions, args.turns, env=BUS_ONLY, pace=PACINGS[args.pacing])
         print(f"(pacing: {args.pacing}; cpu: the stack's processes, in cores, over the run)")
         print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu':>6}")
         for r in rows:
