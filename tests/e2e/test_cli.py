@@ -149,5 +149,8 @@ def test_bench_runs_a_short_bus_overhead_measurement():
     result = subprocess.run([GLYPHOXA, "bench", "--skip-providers", "--skip-memory", "--sessions",
                              "2", "--turns", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    row = result.stdout.strip().splitlines()[-1].split()
-    assert row[:2] == ["2", "4"] and 0 < float(row[2]) < 1000  # sessions, turns, p50 ms
+    lines = result.stdout.strip().splitlines()
+    row = lines[-2].split()
+    assert row[:2] == ["2", "4"] and 0 < float(row[2]) < 1000, result.stdout  # sessions, turns, p50 ms
+    assert 0 < float(row[5]) < 2.5, result.stdout  # the stack's CPU, in cores of this machine
+    assert "tts-1" in lines[-1] and "nats-server" in lines[-1], result.stdout  # its CPU by process
