@@ -206,6 +206,12 @@ class SpeakerSegmenter:
         self._next_check = self._turn_first  # silence at which to ask next
 
     @property
+    def _silence_limit_ns(self) -> int:
+        """Silence that ends the spurt: an open utterance's end silence (the model's longest
+        wait when it is on), else a candidate's ``min_silence_ms``."""
+        return self._end_silence_ns if self._utt is not None else self._min_silence_ns
+
+    @property
     def in_spurt(self) -> bool:
         return self.spurt_first is not None
 
@@ -219,8 +225,7 @@ class SpeakerSegmenter:
         """Account for the capture gap before the next frame: it is silence of that length."""
         if not self.in_spurt:
             return []
-        limit = self._end_silence_ns if self._utt is not None else self._min_silence_ns
-        if capture_ns - self._voice_end_ns >= limit:
+        if capture_ns - self._voice_end_ns >= self._silence_limit_ns:
             return self._finish("gap")
         gap_ns = capture_ns - self._next_ns
         if gap_ns < self.cfg.jitter_ms * 1_000_000:
@@ -244,7 +249,7 @@ class SpeakerSegmenter:
                 or now_ns - self._next_ns < self.cfg.stall_ms * 1_000_000):
             return []
         silence_ns = now_ns - self._voice_end_ns
-        if silence_ns >= (self._end_silence_ns if self._utt is not None else self._min_silence_ns):
+        if silence_ns >= self._silence_limit_ns:
             return self._finish("idle")
         if self._turn and self._utt is not None and silence_ns >= self._next_check * NS_PER_SAMPLE:
             # the frames stopped (Discord sends none in silence): ask on what came, plus the
