@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,19 @@ async def stack_api(stack, tenant: str, method: str, path: str, **kwargs):  # ty
         return await client.call(method, path, **kwargs)
     finally:
         await client.close()
+
+
+def wait_for(what: str, check, timeout_s: float):  # type: ignore[no-untyped-def]
+    """``check()``'s first truthy value, asked every second; fails naming ``what`` after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(1.0)
 
 
 @pytest.fixture(scope="session")

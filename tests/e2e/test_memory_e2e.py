@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from glyphoxa_cli.stack import Stack
-from tests.e2e.conftest import EXAMPLE_CAMPAIGN, ROOT, stack_api
+from tests.e2e.conftest import EXAMPLE_CAMPAIGN, ROOT, stack_api, wait_for
 from tests.e2e.test_scene_e2e import assert_no_errors, play
 from tests.support.intelligibility import transcribe_wav, word_overlap
 from tests.support.pg import fresh_database
@@ -99,17 +99,6 @@ def stack(tmp_path_factory, pg_admin_dsn):
 
 def api(stack: Stack, path: str):  # type: ignore[no-untyped-def]
     return asyncio.run(stack_api(stack, TENANT, "GET", path))
-
-
-def wait_for(what: str, check, timeout_s: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(1.0)
 
 
 async def _last(stack: Stack, stream: str, subject: str) -> bytes:

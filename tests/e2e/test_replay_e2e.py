@@ -16,14 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from glyphoxa_cli.stack import STAGE_SERVICES, Stack
 from glyphoxa_events.tokens import slugify
-from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, stack_api
+from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, stack_api, wait_for
 from tests.support.pg import fresh_database
 
 GLYPHOXA = str(Path(sys.executable).parent / "glyphoxa")
@@ -120,15 +119,11 @@ def memory_sessions(stack: Stack) -> set[str]:
 
 def wait_for_recaps(stack: Stack, session: str, npcs: set[str], timeout_s: float = 120) -> None:
     """Until each of ``npcs`` has its recap of ``session`` made (they are the session's usage)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = {npc: [r["status"] for r in asyncio.run(stack_api(
+    def made() -> bool:
+        return all([r["status"] for r in asyncio.run(stack_api(
             stack, TENANT, "GET", f"/v1/campaigns/{CAMPAIGN_ID}/npcs/{npc}/recaps"))
-            if r["session"] == session] for npc in npcs}
-        if all(s == ["done"] for s in status.values()):
-            return
-        assert time.monotonic() < deadline, f"the recaps of {session}: {status}"
-        time.sleep(1.0)
+            if r["session"] == session] == ["done"] for npc in npcs)
+    wait_for(f"the recaps of {session} by {sorted(npcs)}", made, timeout_s)
 
 
 def renamed_campaign(path: Path) -> Path:
