@@ -150,7 +150,14 @@ def test_bench_runs_a_short_bus_overhead_measurement():
                              "2", "--turns", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    row = lines[-2].split()
+    # part 1's table, then the same turns through Pipecat beside it (issue 17)
+    peer = next(i for i, line in enumerate(lines) if line.startswith("== side by side with Pipecat"))
+    row = lines[peer - 2].split()
     assert row[:2] == ["2", "4"] and 0 < float(row[2]) < 1000, result.stdout  # sessions, turns, p50 ms
     assert 0 < float(row[5]) < 2.5, result.stdout  # the stack's CPU, in cores of this machine
-    assert "tts-1" in lines[-1] and "nats-server" in lines[-1], result.stdout  # its CPU by process
+    assert "tts-1" in lines[peer - 1] and "nats-server" in lines[peer - 1], result.stdout  # by process
+    both = [c for c in lines[peer + 3].split() if c != "|"]
+    # sessions | ours p50 p99 | pipecat p50 p99 | cores sess/core | +edge/vad sess/core | pipecat ...
+    assert both[0] == "2" and float(both[1]) == float(row[2]), result.stdout
+    assert all(float(c) > 0 for c in both[1:]), result.stdout
+    assert lines[peer + 4].startswith("pipecat   2 sessions, p50 cumulative: stt final"), result.stdout

@@ -11,6 +11,10 @@
    (``--memories`` exchanges the NPC witnessed, embedded with the same model). The fake stt
    hears realistic player lines (a script), as recall's embedding grows with the line.
 3. Local providers: each stage's provider in-process on real inputs (see providers_bench).
+
+Part 1 has a peer (issue 17): the same turns through Pipecat, one in-process pipeline per
+session, all sessions in one process (``peer_bench``, run in ``.venv-peer`` as a subprocess so
+its CPU and event loop are its own), printed beside ours in one table (``--skip-peer``: not).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -214,9 +220,10 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
         if memories:
             fill_memories(stack.pg_dsn or "", memories)
         for n in session_counts:
-            cpu_before, wall = stack_cpu_s(stack), time.monotonic()
+            cpu_before, wall, bench_before = stack_cpu_s(stack), time.monotonic(), _own_cpu_s()
             lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns, pace))
             wall = time.monotonic() - wall
+            bench_cpu = _own_cpu_s() - bench_before
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu_s(stack).items()}
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))
             HOPS.clear()
@@ -226,6 +233,8 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
                          "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat),
                          # the stack's CPU over the run (its warm-up session included) per core-second
                          "cpu_share": sum(cpu.values()) / wall, "wall_s": wall,
+                         # the bench process: every session's edge and vad (not the stack's work)
+                         "bench_cpu_share": bench_cpu / wall,
                          "cpu_by_process": {k: round(v / wall, 3) for k, v in sorted(cpu.items())}})
         if recall is not None:
             recall.update(recall_metrics(stack.by_name("npc-brain-1").metrics_port))
@@ -234,6 +243,72 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
         stack.stop()
         shutil.rmtree(home, ignore_errors=True)  # its streams and database: GBs over a few runs
     return rows
+
+
+def _own_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- 1, its peer: the same turns through Pipecat ---------------------------------------------
+
+PEER_VENV = ".venv-peer"
+
+
+def peer_python() -> Path:
+    """The interpreter of the venv Pipecat is installed in (``./task peer-venv``): beside this
+    one's (``<repo>/.venv`` -> ``<repo>/.venv-peer``), or ``GLYPHOXA_PEER_PYTHON``."""
+    if os.environ.get("GLYPHOXA_PEER_PYTHON"):
+        return Path(os.environ["GLYPHOXA_PEER_PYTHON"])
+    return Path(sys.prefix).parent / PEER_VENV / "bin" / "python"
+
+
+def run_peer_bench(session_counts: list[int], turns: int, pace: float = 1.0,
+                   frames_dir: Path | None = None) -> dict:
+    """``peer_bench`` in its own process: ``{"pipecat": version, "rows": [...]}``, a row per
+    session count like ours (p50/p99/max ms, cpu_share in cores, hops_p50)."""
+    python = peer_python()
+    if not python.exists():
+        raise SystemExit(f"glyphoxa bench: no Pipecat venv at {python.parent.parent}: run "
+                         f"`./task peer-venv` (or pass --skip-peer)")
+    cmd = [str(python), "-m", "glyphoxa_cli.peer_bench", "--turns", str(turns), "--pace", str(pace),
+           "--sessions", *map(str, session_counts)]
+    if frames_dir is not None:
+        cmd += ["--frames", str(frames_dir)]
+    # a session count runs 1 s + turns x (reply heard + 0.5-1.5 s), plus a warm-up session
+    timeout = 120 + len(session_counts) * (turns + 2) * 10
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise SystemExit(f"glyphoxa bench: the Pipecat peer failed ({result.returncode}):\n"
+                         f"{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_side_by_side(ours: list[dict], peer: dict) -> None:
+    """One table: overhead p50/p99 and sessions per core, ours and Pipecat's, same run."""
+    print(f"== side by side with Pipecat {peer['pipecat']} (one in-process pipeline per session, all "
+          f"sessions in one process): utterance end -> first opus frame out, same fakes, same pacing")
+    print("(ours: the stack's processes; +edge/vad: with the bench process, which plays every "
+          "session's edge and vad; sessions/core = sessions / cores used over the run)")
+    print(f"{'sessions':>8} | {'ours p50':>8} {'p99':>7} | {'pipecat p50':>11} {'p99':>7} | "
+          f"{'ours cores':>10} {'sess/core':>9} | {'+edge/vad':>9} {'sess/core':>9} | "
+          f"{'pipecat cores':>13} {'sess/core':>9}")
+    by_n = {r["sessions"]: r for r in peer["rows"]}
+    for r in ours:
+        p = by_n.get(r["sessions"])
+        if p is None:
+            continue
+        n = r["sessions"]
+        both = r["cpu_share"] + r["bench_cpu_share"]
+        print(f"{n:>8} | {r['p50_ms']:>8.1f} {r['p99_ms']:>7.1f} | {p['p50_ms']:>11.1f} {p['p99_ms']:>7.1f} | "
+              f"{r['cpu_share']:>10.2f} {n / r['cpu_share']:>9.1f} | {both:>9.2f} {n / both:>9.1f} | "
+              f"{p['cpu_share']:>13.2f} {n / p['cpu_share']:>9.1f}")
+    for p in peer["rows"]:
+        stt, llm, sentence, audio = p["hops_p50"]
+        print(f"pipecat {p['sessions']:>3} sessions, p50 cumulative: stt final {stt:.1f}, llm context "
+              f"{llm:.1f}, first sentence into tts {sentence:.1f}, first audio {audio:.1f} ms")
 
 
 # --- 2. recall on the turn path --------------------------------------------------------------
@@ -423,6 +498,9 @@ def main(args: argparse.Namespace) -> int:
                   f" {r['cpu_share']:>6.2f}"
                   f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f})")
             print("         cpu by process: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items()))
+        if not args.skip_peer:
+            peer = run_peer_bench(args.sessions, args.turns, PACINGS[args.pacing])
+            print_side_by_side(rows, peer)
     if not args.skip_memory:
         runs = run_memory_bench(args.sessions, args.turns, args.memories)
         print_memory_bench(runs, args.memories)

@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="next line after the reply was heard (table) or once its audio is "
                             "published (out: issue 2's pacing, ~4x a table's load)")
     bench.add_argument("--skip-providers", action="store_true")
+    bench.add_argument("--skip-peer", action="store_true",
+                       help="without part 1's peer, the same turns through Pipecat (.venv-peer)")
     bench.add_argument("--skip-memory", action="store_true",
                        help="skip the run without and with memory recall (issue 16)")
     bench.add_argument("--memory-only", action="store_true",
