@@ -217,10 +217,26 @@ async def test_stt_service_transcribes_and_rejects(nc, tenant, stt_service):
         assert seconds["stt:sam-5"].amount == pytest.approx(len(voss) / 16_000, abs=0.01)
         assert all(u.provider == "whisper" for u in seconds.values())
 
+        # vad's pause: Whisper runs then, and the end (nothing said after it) uses that result
         port = stt_service.metrics_port
+        runs = metric(port, "glyphoxa_stt_transcribe_seconds_count", provider="whisper")
+        chunks = chunked(greta)
+        await vad.start("alex", "alex-7")
+        await vad.audio("alex", "alex-7", greta, last=len(chunks) - 1)
+        await vad._publish("alex", "alex-7", "pause", chunks[-1], f"pause-{len(chunks) - 1}",
+                           seq=len(chunks) - 1)
+        await wait_for(lambda: metric(port, "glyphoxa_stt_transcribe_seconds_count",
+                                      provider="whisper") == runs + 1, 30)
+        await vad.audio("alex", "alex-7", greta, first=len(chunks) - 1)
+        await vad.end("alex", "alex-7", greta)
+        await wait_for(lambda: len(finals.items) == 3, 60)
+        assert finals.items[2][2].text == t0.text
+        assert metric(port, "glyphoxa_stt_transcribe_seconds_count", provider="whisper") == runs + 1
+        assert metric(port, "glyphoxa_stt_pause_transcriptions_total", result="used") == 1
+
         assert metric(port, "glyphoxa_stt_rejected_messages_total", reason="malformed") == 1
         assert metric(port, "glyphoxa_stt_rejected_messages_total", reason="unknown_utterance") == 1
-        assert metric(port, "glyphoxa_stt_utterances_total", result="text") == 2
+        assert metric(port, "glyphoxa_stt_utterances_total", result="text") == 3
         assert metric(port, "glyphoxa_stt_transcribe_seconds_count", provider="whisper") >= 2
         assert metric(port, "glyphoxa_stt_sessions_active") == 1
 

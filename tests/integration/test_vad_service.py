@@ -146,7 +146,9 @@ def check_utterance(seen: Seen, subjects: SessionSubjects) -> tuple[str, Utteran
     """One complete utterance with the contract's headers and message ids; returns it."""
     assert seen.kinds()[0] == "start" and seen.kinds()[-1] == "end"
     assert seen.kinds().count("start") == 1 and seen.kinds().count("end") == 1
-    (_, start_h, start_body), *audio, (_, end_h, end_body) = seen.msgs
+    msgs = [m for m in seen.msgs if m[1][H.KIND] != "pause"]
+    pauses = [m for m in seen.msgs if m[1][H.KIND] == "pause"]
+    (_, start_h, start_body), *audio, (_, end_h, end_body) = msgs
     utt = start_h[H.UTTERANCE]
     prefix = f"vad:{subjects.tenant}.{subjects.session}:{utt}"
     assert utt == f"{SPEAKER}-{int(utt.split('-')[1])}"
@@ -161,6 +163,12 @@ def check_utterance(seen: Seen, subjects: SessionSubjects) -> tuple[str, Utteran
     pcm = b"".join(body for _, _, body in audio)
     assert ended.chunks == len(audio) and ended.audio_ms == len(pcm) // 32
     assert ended.start_ns == started.start_ns
+    for _, hdrs, tail in pauses:  # the audio so far: its chunks, then the tail (docs/contract.md)
+        chunks = int(hdrs[H.SEQ])
+        assert hdrs[H.UTTERANCE] == utt and chunks <= len(audio)
+        assert hdrs[H.MSG_ID] == f"{prefix}:pause-{chunks}-{len(tail)}"
+        if chunks == len(audio) - 1:  # the utterance ended at this pause
+            assert audio[-1][2] == tail
     return utt, ended, pcm
 
 

@@ -69,6 +69,11 @@ class VadFeed:
         return self._msg(self.subjects.vad(speaker), pcm,
                          {H.KIND: "audio", H.UTTERANCE: utt, H.SEQ: str(index)})
 
+    def pause(self, utt: str, chunks: int, tail: bytes = b"", speaker: str = "alex") -> InputMessage:
+        return self._msg(self.subjects.vad(speaker), tail,
+                         {H.KIND: "pause", H.UTTERANCE: utt, H.SEQ: str(chunks),
+                          H.SPEECH_END_NS: "2000"})
+
     def end(self, utt: str, chunks: int, audio_ms: int = 0, speaker: str = "alex",
             start_ns: int = 1_000, speech_end_ns: int = 2_000, vad_end_ns: int = 3_000) -> InputMessage:
         event = UtteranceEnded(utterance_id=utt, speaker=speaker, start_ns=start_ns,

@@ -7,7 +7,13 @@ import pytest
 
 from glyphoxa_audio.opus import SILENCE_FRAME
 from glyphoxa_vad.core import AudioFrame, Rejection, SessionVad
-from glyphoxa_vad.segmenter import SpeechBargeIn, UtteranceAudio, UtteranceEnd, UtteranceStart
+from glyphoxa_vad.segmenter import (
+    SpeechBargeIn,
+    UtteranceAudio,
+    UtteranceEnd,
+    UtterancePause,
+    UtteranceStart,
+)
 from tests.unit.vad.vad_feed import (
     BASE_NS,
     FRAME_NS,
@@ -227,3 +233,54 @@ def test_speakers_are_bounded() -> None:
     assert isinstance(rejection, Rejection) and rejection.reason == "too_many_speakers"
     vad.finish()  # both spurts over: an idle speaker makes room
     assert vad.push(AudioFrame("c", 0, BASE_NS, 4, packet)) == []
+
+
+def test_a_pause_is_said_once_with_the_audio_the_end_then_sends() -> None:
+    clock = FakeClock()
+    vad = session(clock, pause_ms=200, chunk_ms=160)
+    sent = []
+    for f in frames(("tone", 610)):
+        clock.ns = f.capture_ns - BASE_NS
+        sent += vad.push(f)
+    speech_end = 610 * MS
+    clock.ns = speech_end + 150 * MS
+    assert vad.tick() == []  # not yet
+    clock.ns = speech_end + 210 * MS
+    (pause,) = vad.tick()
+    assert isinstance(pause, UtterancePause) and pause.utterance_id == "alex-0"
+    chunks = [o for o in sent if isinstance(o, UtteranceAudio)]
+    assert pause.chunks == len(chunks) and 0 < len(pause.tail) < 160 * 32
+    assert abs(pause.speech_end_ns - (BASE_NS + speech_end)) <= 20 * MS
+    clock.ns = speech_end + 300 * MS
+    assert vad.tick() == []  # said once per silence
+    clock.ns = speech_end + 520 * MS
+    *audio, end = vad.tick()
+    assert isinstance(end, UtteranceEnd) and end.chunks == pause.chunks + 1
+    assert [a.pcm for a in audio] == [pause.tail]  # the end's last chunk is the tail
+
+
+def test_speech_after_a_pause_leaves_the_chunks_as_without_it() -> None:
+    """A pause changes no chunk: a replay that sees none publishes the same audio."""
+    pattern = (("tone", 500), ("silence", 300), ("tone", 700))
+
+    def chunks_of(pause_ms: int | None) -> tuple[list[bytes], int]:
+        clock = FakeClock()
+        vad = session(clock, pause_ms=pause_ms, min_silence_ms=500)
+        feed = Feed()
+        feed.add("alex", discord_packets(track([*pattern, ("silence", 300)])), BASE_NS)
+        out, previous = [], None
+        for f in feed.ordered():
+            if previous is not None and f.capture_ns - previous > 100 * MS:  # Discord's quiet gap
+                clock.ns = previous - BASE_NS + 260 * MS
+                out += vad.tick()
+            clock.ns = f.capture_ns - BASE_NS
+            out += vad.push(f)
+            previous = f.capture_ns
+        out += vad.finish()
+        pauses = sum(isinstance(o, UtterancePause) for o in out)
+        return [o.pcm for o in out if isinstance(o, UtteranceAudio)], pauses
+
+    with_pause, pauses = chunks_of(200)
+    without, none = chunks_of(None)
+    assert pauses == 1 and none == 0
+    assert with_pause == without

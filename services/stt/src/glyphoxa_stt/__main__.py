@@ -39,6 +39,7 @@ def limits_from(settings: Settings) -> Limits:
         stream_finish_s=settings.stream_finish_s,
         partials=settings.partials,
         early_finals=settings.early_finals,
+        transcribe_on_pause=settings.transcribe_on_pause,
         endpoint_lag_s=settings.deepgram_endpointing_ms / 1000,
     )
 

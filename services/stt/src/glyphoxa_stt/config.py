@@ -35,6 +35,11 @@ class Settings(ServiceSettings):
                            "the speaker stop (Deepgram endpointing), before vad's silence ends "
                            "the utterance: faster replies, but a line with a pause in it is "
                            "split in two (the words after the pause become a line of their own)")
+    transcribe_on_pause: bool = Field(
+        True, description="with a recognizer that does not stream (local Whisper): transcribe "
+                          "an utterance when vad says the speaker went quiet, and use that "
+                          "transcript at the end if no more audio came (Whisper then runs "
+                          "during vad's end-of-turn silence instead of after it)")
     language: str = Field("en", pattern=r"^[a-z]{2,3}$", description="language of the players")
     capacity: int = Field(8, ge=1, le=1000, description="sessions one replica serves at most")
     timeout_s: float = Field(30.0, gt=0, description="longest one transcription may take")

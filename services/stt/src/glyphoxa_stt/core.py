@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from glyphoxa_bus.publisher import PublishError
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
@@ -38,10 +40,16 @@ from glyphoxa_runtime import tracing
 from glyphoxa_runtime.providers import ProviderError
 from glyphoxa_stt import metrics
 from glyphoxa_stt.chain import SttChain
-from glyphoxa_stt.inbound import Audio, End, Start, parse_vad_message
+from glyphoxa_stt.inbound import Audio, End, Pause, Start, parse_vad_message
 from glyphoxa_stt.live import LiveRecognition
 from glyphoxa_stt.providers.base import SAMPLE_RATE, SttHints, SttProvider, SttResult
-from glyphoxa_stt.utterances import BYTES_PER_SECOND, OpenUtterance, OpenUtterances, TooLong
+from glyphoxa_stt.utterances import (
+    BYTES_PER_SECOND,
+    EarlyTranscription,
+    OpenUtterance,
+    OpenUtterances,
+    TooLong,
+)
 
 log = logging.getLogger("glyphoxa.stt")
 
@@ -66,6 +74,9 @@ class Limits:
     endpoint_lag_s: float = 0.3
     """How long after speech ended the provider's endpoint comes (its endpointing silence):
     the early final's speech end is estimated from it."""
+    transcribe_on_pause: bool = True
+    """Without a streaming recognizer: transcribe at vad's ``pause`` and use the result at
+    the end when the audio is the same (docs/contract.md)."""
 
 
 def campaign_prompt(campaign: Campaign, max_chars: int = 400) -> str | None:
@@ -166,6 +177,8 @@ class SttSession:
             await self._start(item)
         elif isinstance(item, Audio):
             await self._audio(item)
+        elif isinstance(item, Pause):
+            self._pause(item)
         else:
             await self._end(item, msg.headers)
 
@@ -265,6 +278,8 @@ class SttSession:
         if utt.started.speaker != item.speaker:
             raise MalformedEvent(f"audio of {utt.utterance_id} on speaker {item.speaker!r}")
         utt.last_input = self._clock()
+        if utt.early is not None and item.index > utt.early.chunks:
+            utt.drop_early()  # the speaker went on after the pause: that audio is not the line
         try:
             added = utt.add(item.index, item.pcm, self._max_bytes)
         except TooLong as exc:
@@ -277,6 +292,26 @@ class SttSession:
         live = self._live.get(utt.utterance_id)
         if added and live is not None:
             live.send(item.pcm)
+
+    def _pause(self, item: Pause) -> None:
+        """vad says the speaker went quiet: transcribe the utterance so far now (a recognizer
+        that does not stream only), so that if it ends here the transcript is ready sooner."""
+        utt = self._open.get(item.utterance_id)
+        if (not self._limits.transcribe_on_pause or utt is None or utt.too_long
+                or utt.started.speaker != item.speaker or item.utterance_id in self._live
+                or not utt.has_chunks(item.chunks)
+                or (utt.early is not None and utt.early.chunks == item.chunks
+                    and utt.early.tail == item.tail)):  # a redelivery
+            return
+        utt.drop_early()
+        audio = utt.audio()
+        if item.tail:
+            audio = np.concatenate([audio, np.frombuffer(item.tail, dtype=np.int16)])
+        task = asyncio.get_running_loop().create_task(
+            self._transcribe_audio(audio, utt.utterance_id), name=f"stt-pause-{utt.utterance_id}")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read at the end, or never
+        utt.early = EarlyTranscription(item.chunks, item.tail, task)
+        metrics.PAUSE_TRANSCRIPTIONS.labels("started").inc()
 
     async def _end(self, item: End, headers: Mapping[str, str]) -> None:
         received_ns = time.time_ns()
@@ -340,6 +375,20 @@ class SttSession:
             result = await self._streamed(live, utt, complete)
             if result is not None:
                 return self._judged(result)
+        early, utt.early = utt.early, None
+        if early is not None:
+            if early.covers(utt, ended.chunks):
+                try:
+                    result, outcome = await early.task
+                except Exception:  # noqa: BLE001 - the audio is still here: transcribe it again
+                    log.exception("transcription at the pause failed",
+                                  extra=self._ctx.log_extra(utterance=utt.utterance_id))
+                    outcome = "failed"
+                if outcome != "failed":
+                    metrics.PAUSE_TRANSCRIPTIONS.labels("used").inc()
+                    return result, outcome
+            early.task.cancel()
+            metrics.PAUSE_TRANSCRIPTIONS.labels("not_used").inc()
         return await self._transcribe(utt)
 
     async def _streamed(self, live: LiveRecognition, utt: OpenUtterance,
@@ -380,8 +429,10 @@ class SttSession:
 
     async def _transcribe(self, utt: OpenUtterance) -> tuple[SttResult, str]:
         """The buffered audio through the chain: each provider whose breaker allows, in turn."""
-        audio = utt.audio()
-        where = self._ctx.log_extra(utterance=utt.utterance_id)
+        return await self._transcribe_audio(utt.audio(), utt.utterance_id)
+
+    async def _transcribe_audio(self, audio: np.ndarray, utterance_id: str) -> tuple[SttResult, str]:
+        where = self._ctx.log_extra(utterance=utterance_id)
         tried: list[str] = []
         for provider in await self._providers():
             if not self._chain.allow(provider):
@@ -422,6 +473,7 @@ class SttSession:
 
     def _abandon(self, utt: OpenUtterance, why: str) -> None:
         self._open.finish(utt.utterance_id)
+        utt.drop_early()
         live = self._live.pop(utt.utterance_id, None)
         if live is not None:
             task = asyncio.get_running_loop().create_task(live.abort())

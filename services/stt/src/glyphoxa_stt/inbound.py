@@ -15,7 +15,7 @@ from glyphoxa_events.models import MalformedEvent, UtteranceEnded, UtteranceStar
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
 from glyphoxa_events.tokens import InvalidToken
 
-KIND_START, KIND_AUDIO, KIND_END = "start", "audio", "end"
+KIND_START, KIND_AUDIO, KIND_PAUSE, KIND_END = "start", "audio", "pause", "end"
 SAMPLE_RATE = 16_000
 MAX_CHUNK_INDEX = 1_000_000
 _UTTERANCE_ID = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,127}\Z")
@@ -37,12 +37,23 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """vad's hint that the speaker went quiet: the utterance so far is ``chunks`` chunks
+    plus ``tail`` (docs/contract.md)."""
+
+    utterance_id: str
+    speaker: str
+    chunks: int
+    tail: bytes
+
+
+@dataclass(frozen=True)
 class End:
     event: UtteranceEnded
     stream_seq: int
 
 
-VadInput = Start | Audio | End
+VadInput = Start | Audio | Pause | End
 
 
 def parse_vad_message(msg: InputMessage, subjects: SessionSubjects) -> VadInput:
@@ -54,6 +65,8 @@ def parse_vad_message(msg: InputMessage, subjects: SessionSubjects) -> VadInput:
         started = parse_as(UtteranceStarted, msg.data)
         _check_ids(msg, speaker, started.speaker, started.utterance_id)
         return Start(started, msg.stream_seq)
+    if kind == KIND_PAUSE:
+        return _pause(msg, speaker)
     if kind == KIND_END:
         ended = parse_as(UtteranceEnded, msg.data)
         _check_ids(msg, speaker, ended.speaker, ended.utterance_id)
@@ -82,15 +95,28 @@ def _check_ids(msg: InputMessage, speaker: str, event_speaker: str, utterance_id
 
 
 def _audio(msg: InputMessage, speaker: str) -> Audio:
+    utterance_id, seq = _pcm_message(msg, "audio")
+    if not msg.data:
+        raise MalformedEvent("empty audio chunk")
+    return Audio(utterance_id, speaker, seq, msg.data, msg.stream_seq)
+
+
+def _pause(msg: InputMessage, speaker: str) -> Pause:
+    utterance_id, chunks = _pcm_message(msg, "pause")
+    return Pause(utterance_id, speaker, chunks, msg.data)
+
+
+def _pcm_message(msg: InputMessage, kind: str) -> tuple[str, int]:
+    """The utterance id and ``Glx-Seq`` of an ``audio`` or ``pause`` message, checked."""
     utterance_id = msg.headers.get(H.UTTERANCE, "")
     if not _UTTERANCE_ID.match(utterance_id):
-        raise MalformedEvent(f"audio without a valid {H.UTTERANCE}: {utterance_id[:130]!r}")
+        raise MalformedEvent(f"{kind} without a valid {H.UTTERANCE}: {utterance_id[:130]!r}")
     seq = msg.headers.get(H.SEQ, "")
     if not seq.isdigit() or int(seq) > MAX_CHUNK_INDEX:
-        raise MalformedEvent(f"audio with invalid {H.SEQ} {seq[:20]!r}")
+        raise MalformedEvent(f"{kind} with invalid {H.SEQ} {seq[:20]!r}")
     rate = msg.headers.get(H.SAMPLE_RATE)
     if rate is not None and rate != str(SAMPLE_RATE):
-        raise MalformedEvent(f"audio at {rate[:12]!r} Hz; expected {SAMPLE_RATE}")
-    if not msg.data or len(msg.data) % 2:
-        raise MalformedEvent(f"audio chunk of {len(msg.data)} bytes is not PCM16")
-    return Audio(utterance_id, speaker, int(seq), msg.data, msg.stream_seq)
+        raise MalformedEvent(f"{kind} at {rate[:12]!r} Hz; expected {SAMPLE_RATE}")
+    if len(msg.data) % 2:
+        raise MalformedEvent(f"{kind} of {len(msg.data)} bytes is not PCM16")
+    return utterance_id, int(seq)

@@ -38,3 +38,8 @@ FINAL_LATENCY = Histogram(
 EARLY_FINALS = Counter(
     "glyphoxa_stt_early_finals",
     "final transcripts published at a streaming provider's endpoint, before vad's end")
+PAUSE_TRANSCRIPTIONS = Counter(
+    "glyphoxa_stt_pause_transcriptions",
+    "transcriptions started at vad's pause (started), and at the end whether the utterance "
+    "was the same audio and the result was used (used) or it was transcribed again (not_used)",
+    ["result"])

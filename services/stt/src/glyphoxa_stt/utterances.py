@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class OpenUtterance:
     chunks: dict[int, bytes] = field(default_factory=dict)
     size: int = 0
     too_long: bool = False
+    early: EarlyTranscription | None = None
+    """Started when vad said the speaker went quiet (``STT_TRANSCRIBE_ON_PAUSE``)."""
 
     @property
     def utterance_id(self) -> str:
@@ -45,6 +48,32 @@ class OpenUtterance:
     def audio(self) -> np.ndarray:
         data = b"".join(self.chunks[i] for i in sorted(self.chunks))
         return np.frombuffer(data, dtype=np.int16)
+
+    def has_chunks(self, n: int) -> bool:
+        """Exactly chunks 0..n-1 are here."""
+        return len(self.chunks) == n and all(i in self.chunks for i in range(n))
+
+    def drop_early(self) -> None:
+        if self.early is not None:
+            self.early.task.cancel()
+            self.early = None
+
+
+@dataclass
+class EarlyTranscription:
+    """The utterance transcribed at a pause: its ``chunks`` chunks plus ``tail``."""
+
+    chunks: int
+    tail: bytes
+    task: asyncio.Task
+
+    def covers(self, utt: OpenUtterance, ended_chunks: int) -> bool:
+        """The ended utterance is exactly the audio transcribed: no frame came after the
+        pause, so the end's last chunk is the pause's tail (or there was none)."""
+        if self.tail:
+            return (ended_chunks == self.chunks + 1 and utt.has_chunks(ended_chunks)
+                    and utt.chunks[self.chunks] == self.tail)
+        return ended_chunks == self.chunks and utt.has_chunks(ended_chunks)
 
 
 class OpenUtterances:

@@ -23,6 +23,10 @@ class Settings(ServiceSettings):
     preroll_ms: int = Field(200, ge=0, le=1_000, description="audio kept before the speech onset")
     max_utterance_ms: int = Field(20_000, ge=1_000, le=120_000, description="longer utterances are cut")
     bargein_ms: int = Field(600, ge=0, le=10_000, description="speech after which ctl.bargein is sent")
+    pause_ms: int = Field(
+        200, ge=0, le=5_000,
+        description="silence (the speaker's frames stopped) after which vad tells stt the line "
+                    "may be over, so a local recognizer can start before the end; 0: never")
     chunk_ms: int = Field(160, ge=20, le=1_000, description="PCM chunk size of vad.<speaker> audio")
     max_speakers: int = Field(32, ge=1, le=1_000, description="speakers tracked per session")
     capacity: int = Field(8, ge=1, le=1_000, description="sessions one replica serves at once")
@@ -63,6 +67,7 @@ class Settings(ServiceSettings):
             max_utterance_ms=self.max_utterance_ms,
             bargein_ms=self.bargein_ms,
             chunk_ms=self.chunk_ms,
+            pause_ms=self.pause_ms or None,
             turn_silence_ms=self.smart_turn_silence_ms if self.smart_turn else None,
             turn_max_silence_ms=self.smart_turn_max_silence_ms,
             turn_recheck_ms=self.smart_turn_recheck_ms,

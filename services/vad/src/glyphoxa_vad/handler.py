@@ -22,6 +22,7 @@ from glyphoxa_vad.segmenter import (
     TurnCheck,
     UtteranceAudio,
     UtteranceEnd,
+    UtterancePause,
     UtteranceStart,
 )
 from glyphoxa_vad.smart_turn import SmartTurn
@@ -109,6 +110,8 @@ class VadSessionHandler:
                 await self._publish_start(out)
             elif isinstance(out, UtteranceEnd):
                 await self._publish_end(out)
+            elif isinstance(out, UtterancePause):
+                await self._publish_pause(out)
             elif isinstance(out, SpeechBargeIn):
                 await self._publish_bargein(out)
             elif isinstance(out, TurnCheck):
@@ -148,6 +151,15 @@ class VadSessionHandler:
             self._ctx.subjects.vad(out.speaker), out.pcm, self._msg_id(out.utterance_id, str(out.index)),
             {H.KIND: "audio", H.UTTERANCE: out.utterance_id, H.SEQ: str(out.index)})
         metrics.AUDIO_SECONDS.labels(engine=self._engine).inc(len(out.pcm) / 2 / 16_000)
+
+    async def _publish_pause(self, out: UtterancePause) -> None:
+        # its id names the point of the timeline: a replay pausing there sends the same bytes
+        await self._ctx.publisher.publish(
+            self._ctx.subjects.vad(out.speaker), out.tail,
+            self._msg_id(out.utterance_id, f"pause-{out.chunks}-{len(out.tail)}"),
+            {H.KIND: "pause", H.UTTERANCE: out.utterance_id, H.SEQ: str(out.chunks),
+             H.SPEECH_END_NS: str(out.speech_end_ns)})
+        metrics.PAUSES.labels(engine=self._engine).inc()
 
     async def _publish_end(self, out: UtteranceEnd) -> None:
         vad_end_ns = time.time_ns()

@@ -14,6 +14,9 @@ _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 FRAMES = Counter("glyphoxa_vad_frames_total", "audio.in frames decoded and analysed", ["engine"])
 UTTERANCES = Counter(
     "glyphoxa_vad_utterances_total", "utterances ended, by what ended them", ["engine", "reason"])
+PAUSES = Counter(
+    "glyphoxa_vad_pauses_total", "pauses told to stt (the speaker went quiet mid-utterance)",
+    ["engine"])
 BARGEINS = Counter("glyphoxa_vad_bargeins_total", "ctl.bargein events published", ["engine"])
 AUDIO_SECONDS = Counter(
     "glyphoxa_vad_utterance_audio_seconds_total", "seconds of utterance audio published", ["engine"])

@@ -20,6 +20,14 @@ drop it) the utterance opens, ``preroll_ms`` before the candidate's first speech
 an utterance speech continues down to ``neg_threshold``; ``min_silence_ms`` without speech
 (filled capture gaps included) ends it, and so does ``max_utterance_ms``.
 
+Pause (``pause_ms`` set). When the speaker's frames have stopped (Discord sends none in
+silence) and ``pause_ms`` have passed since the last speech, the segmenter says so once per
+silence: an ``UtterancePause`` with the audio not yet sent as a chunk. If the utterance then
+ends with no further frame, its audio is exactly what had been sent by the pause (the
+end's last chunk is that tail), so stt can transcribe it during the rest of the silence.
+A pause never changes the chunks themselves (a replay, which may see no pause, publishes
+the same chunks), and it says nothing when speech resumes: it is a hint, not an event.
+
 End of turn (``turn_silence_ms`` set). Once an open utterance has been silent for
 ``turn_silence_ms`` the segmenter stops and asks: it returns a ``TurnCheck`` with the
 utterance's last audio (up to 8 s, the silence included) and takes no more input until the
@@ -63,6 +71,8 @@ class SegmenterConfig:
     stall_ms: int = 60
     """The idle timer only fires once frames are this late (frames still flowing are judged
     by their content, which a replay reproduces exactly)."""
+    pause_ms: int | None = None
+    """Silence (frames stopped) after which an ``UtterancePause`` is emitted; None: never."""
     turn_silence_ms: int | None = None
     """Silence after which the end-of-turn model is asked; None: end on ``min_silence_ms``."""
     turn_max_silence_ms: int = 1_200
@@ -116,6 +126,19 @@ class UtteranceEnd:
     reason: str  # silence | gap | idle | max_length | stopped | turn
 
 
+@dataclass(frozen=True)
+class UtterancePause:
+    """The speaker went quiet: the utterance's audio so far is its ``chunks`` chunks sent plus
+    ``tail`` (the samples not yet sent, < one chunk), which the end sends as its last chunk
+    if no further frame comes."""
+
+    utterance_id: str
+    speaker: str
+    chunks: int
+    tail: bytes  # PCM16 mono 16 kHz, possibly empty
+    speech_end_ns: int
+
+
 @dataclass(frozen=True, eq=False)
 class TurnCheck:
     """A question to the end-of-turn model; answer it with ``turn_result(check, p)``."""
@@ -134,7 +157,7 @@ class SpeechBargeIn:
     at_ns: int
 
 
-Output = UtteranceStart | UtteranceAudio | UtteranceEnd | SpeechBargeIn | TurnCheck
+Output = UtteranceStart | UtteranceAudio | UtteranceEnd | SpeechBargeIn | TurnCheck | UtterancePause
 
 TURN_WINDOW = 8 * SAMPLE_RATE  # audio the end-of-turn model reads
 
@@ -166,6 +189,7 @@ class _Utterance:
     chunks: int = 0
     bargein_sent: bool = False
     checks: int = 0
+    paused_at: int = -1  # timeline position of the last pause said
 
 
 class SpeakerSegmenter:
@@ -184,6 +208,7 @@ class SpeakerSegmenter:
         self._preroll = config.samples(config.preroll_ms)
         self._max_utt = config.samples(config.max_utterance_ms)
         self._bargein_after = config.samples(config.bargein_ms)
+        self._pause_ns = config.pause_ms * 1_000_000 if config.pause_ms else None
         self.completed: list[tuple[int, int]] = []
         """(first, last) stream sequences of spurts that ended; the caller drains it."""
         self._clear()
@@ -251,12 +276,20 @@ class SpeakerSegmenter:
         silence_ns = now_ns - self._voice_end_ns
         if silence_ns >= self._silence_limit_ns:
             return self._finish("idle")
+        out: list[Output] = []
+        utt = self._utt
+        if (self._pause_ns is not None and utt is not None and silence_ns >= self._pause_ns
+                and utt.paused_at != self._pos):
+            utt.paused_at = self._pos
+            out.append(UtterancePause(utt.id, self.speaker, utt.chunks,
+                                      self._slice(utt.sent, self._pos).tobytes(),
+                                      self._voice_end_ns))
         if self._turn and self._utt is not None and silence_ns >= self._next_check * NS_PER_SAMPLE:
             # the frames stopped (Discord sends none in silence): ask on what came, plus the
             # silence since then
             missing = min((now_ns - self._next_ns) // NS_PER_SAMPLE, TURN_WINDOW)
-            return [self._ask(silence_ns // NS_PER_SAMPLE, np.zeros(missing, dtype=np.int16))]
-        return []
+            out.append(self._ask(silence_ns // NS_PER_SAMPLE, np.zeros(missing, dtype=np.int16)))
+        return out
 
     def turn_result(self, check: TurnCheck, probability: float) -> list[Output]:
         """The model's answer to ``check``: end the utterance now, or wait on. An answer to a
