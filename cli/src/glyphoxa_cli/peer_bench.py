@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import resource
 import sys
 import time
@@ -191,8 +192,6 @@ def build_session(stats: Session):  # -> (PipelineWorker, PipelineRunner)
 
 
 def _pieces(text: str) -> list[str]:
-    import re
-
     return re.findall(r"\s*\S+", text)  # FakeLLM's tokens: each word with its leading space
 
 
@@ -206,7 +205,9 @@ class Session:
         self.frames = 0
         self.first = asyncio.Event()
         self.done = asyncio.Event()
-        self.kept: list[bytes] | None = [] if keep_frames else None
+        self.keep = keep_frames
+        self.kept: list[bytes] = []
+        """The first reply's opus frames, with ``keep_frames`` (the test decodes them)."""
 
     def hop(self, name: str) -> None:
         """When the turn got past a stage (the first time): stt's final, the llm's context,
@@ -224,13 +225,12 @@ class Session:
             self.first_ns = time.perf_counter_ns()
             self.first.set()
         self.frames += 1
-        if self.kept is not None and not self.done.is_set():
+        if self.keep:
             self.kept.append(packet)
 
     def reply_done(self) -> None:
-        if self.kept is not None and self.frames:
-            self.kept_done = list(self.kept)
-            self.kept = None  # the first reply's frames are kept
+        if self.frames:
+            self.keep = False  # the first reply's frames are kept
         self.done.set()
 
 
@@ -274,7 +274,7 @@ async def run_session(name: str, turns: int, pace: float, frames_dir: Path | Non
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)
         (frames_dir / f"{name}.json").write_text(json.dumps(
-            [p.hex() for p in getattr(stats, "kept_done", [])]))
+            [p.hex() for p in stats.kept]))
     return latencies
 
 
