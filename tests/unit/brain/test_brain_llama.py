@@ -17,7 +17,15 @@ import pytest
 from llama_cpp import Llama
 
 from glyphoxa_npc_brain.llm.base import ChatMessage
-from glyphoxa_npc_brain.llm.llama import PRIME_STEP, LlamaLLM, LlamaOptions, engine_for
+from glyphoxa_npc_brain.llm.llama import (
+    CACHED,
+    GAVE_WAY,
+    PRIME_STEP,
+    PRIMED,
+    LlamaLLM,
+    LlamaOptions,
+    engine_for,
+)
 from glyphoxa_npc_brain.models import ensure_default_model
 from glyphoxa_npc_brain.prompt import persona_prompt
 from tests.unit.brain.brain_fakes import campaign
@@ -127,13 +135,39 @@ async def test_priming_gives_way_to_a_turn_and_resumes(llm: LlamaLLM, monkeypatc
         engine.llm.input_ids[: engine.llm.n_tokens].tolist(), tokens)  # the chat template's start
     monkeypatch.setattr(engine.llm, "eval", step)
     try:
-        assert engine.prime(system) is False
+        assert engine.prime(system) == GAVE_WAY
     finally:
         engine.turn_queued(-1)
     assert steps == [PRIME_STEP]
-    assert engine.prime(system) is True
+    assert engine.prime(system) == PRIMED
     assert sum(steps) == len(tokens) - in_context  # the second priming evaluated only the rest
-    assert engine.prime(system) is False  # cached now
+    assert engine.prime(system) == CACHED  # cached now
+
+
+async def test_priming_that_gave_way_finishes_after_the_turn(llm: LlamaLLM) -> None:
+    """A session's priming does not give up on a persona because a turn came first: it goes
+    on once the turn is done, so the NPC's own first turn later finds its persona cached."""
+    engine = engine_for(llm.options)
+    system = persona_prompt(GRETA, CAMPAIGN) + " She owes the miller two silver."  # not cached
+    evaluate, gave_way = engine.llm.eval, []
+
+    def step(tokens):  # type: ignore[no-untyped-def]
+        evaluate(tokens)
+        if not gave_way:
+            gave_way.append(True)
+            engine.turn_queued(+1)  # a turn arrives during the first step ...
+
+    engine.llm.eval = step  # type: ignore[method-assign]
+    try:
+        priming = asyncio.create_task(llm.prime(system))
+        while not gave_way:
+            await asyncio.sleep(0.01)
+    finally:
+        engine.llm.eval = evaluate  # type: ignore[method-assign]
+    engine.turn_queued(-1)  # ... and is taken by the model's thread
+    await ask(llm, persona_prompt(ALDRIC, CAMPAIGN), "Aldric, a room?", max_tokens=4)
+    await asyncio.wait_for(priming, 60)
+    assert engine.prime(system) == CACHED
 
 
 async def test_cancel_really_stops_the_generation(llm: LlamaLLM) -> None:

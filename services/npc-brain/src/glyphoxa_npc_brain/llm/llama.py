@@ -42,9 +42,14 @@ from glyphoxa_runtime.providers import ProviderError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
-PRIME_STEP = 32
+PRIME_STEP = 16
 """Tokens a persona is evaluated in at a time: how long a turn may wait behind priming
-(~0.2 s on one core of the development VM, ~0.5 s with another program on the other)."""
+(~0.1 s on one core of the development VM, ~0.6 s when the VM runs at a third of its speed,
+as it did on 2026-12-04)."""
+PRIME_TRIES = 50
+"""Times priming a persona starts again after giving way to turns, before it gives up (a
+session where turns never pause for long; each NPC's first turn caches its persona anyway)."""
+PRIMED, CACHED, GAVE_WAY = "primed", "cached", "gave way"
 
 
 @dataclass(frozen=True)
@@ -196,28 +201,29 @@ class _Engine:
             pass
         return min(best, len(tokens) - 1)
 
-    def prime(self, system: str) -> bool:
-        """Evaluate and cache ``system`` as a prompt prefix; False if it was cached, or a turn
-        came to wait before it was done (what was evaluated stays in the context: the turn
-        reuses it if it is for this NPC)."""
+    def prime(self, system: str) -> str:
+        """Evaluate and cache ``system`` as a prompt prefix: ``PRIMED``, ``CACHED`` (it was
+        already), or ``GAVE_WAY`` when a turn came to wait before it was done (what was
+        evaluated stays in the context: the turn reuses it if it is for this NPC, and the
+        next priming goes on from it if no other prompt replaced it)."""
         if self.turns_waiting:
-            return False
+            return GAVE_WAY
         text = self._prefix(messages=[{"role": "system", "content": system}]).prompt
         tokens = self.llm.tokenize(text.encode(), add_bos=False, special=True)
         try:
             cached = self.cache[tokens]
             if Llama.longest_token_prefix(cached.input_ids.tolist(), tokens) >= len(tokens):
-                return False
+                return CACHED
         except KeyError:
             pass
         llm = self.llm
         llm.n_tokens = Llama.longest_token_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         for start in range(llm.n_tokens, len(tokens), PRIME_STEP):
             if self.turns_waiting:
-                return False
+                return GAVE_WAY
             llm.eval(tokens[start : start + PRIME_STEP])
         self.cache[tokens] = llm.save_state()
-        return True
+        return PRIMED
 
 
 _EngineKey = tuple[Path, int, int, int, int, int]
@@ -286,8 +292,16 @@ class LlamaLLM(LLMProvider):
         engine = self._engine
         loop = asyncio.get_running_loop()
         try:
-            if await loop.run_in_executor(engine.executor, engine.prime, system):
+            for _ in range(PRIME_TRIES):
+                # queued behind the turn it gave way to, if that one has not finished yet
+                result = await loop.run_in_executor(engine.executor, engine.prime, system)
+                if result != GAVE_WAY:
+                    break
+                await asyncio.sleep(0.1)
+            if result == PRIMED:
                 log.info("persona primed in the prompt cache")
+            elif result == GAVE_WAY:
+                log.info("persona not primed: turns kept coming", extra={"tries": PRIME_TRIES})
         except Exception as exc:  # priming only saves time later
             log.warning("priming the persona failed: %s", exc)
 
