@@ -15,5 +15,9 @@ workspace="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[
 .venv/bin/uv pip install --quiet --python .venv-peer/bin/python --no-deps -r cli/peer-bench-requirements.txt
 own="$(.venv-peer/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "import site; site.addsitedir('$workspace')" > "$own/zz_glyphoxa_workspace.pth"
-.venv-peer/bin/python -c 'import google.protobuf, pipecat.pipeline.worker, glyphoxa_tts.frames' 2>/dev/null
+if ! out="$(.venv-peer/bin/python -c 'import google.protobuf, pipecat.pipeline.worker, glyphoxa_tts.frames' 2>&1)"; then
+    echo "==> peer-venv: .venv-peer cannot import Pipecat and the workspace:" >&2
+    echo "$out" >&2
+    exit 1
+fi
 touch .venv-peer/.glyphoxa-synced
