@@ -58,6 +58,7 @@ class Run:
     first_audio_p50_ms: float | None
     cpu_s: dict[str, float]
     played_s: float
+    stt: dict[str, float]
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
@@ -71,6 +72,26 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
             continue
         used[name] = (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def stt_numbers(port: int) -> dict[str, float]:
+    """stt's transcriptions at vad's pause (started, used) and its mean speech end -> final."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {"started": 0.0, "used": 0.0, "final_s_sum": 0.0, "final_count": 0.0}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "glyphoxa_stt_pause_transcriptions_total":
+                result = sample.labels["result"]
+                if result in found:
+                    found[result] = sample.value
+            elif sample.name == "glyphoxa_stt_final_latency_seconds_sum":
+                found["final_s_sum"] = sample.value
+            elif sample.name == "glyphoxa_stt_final_latency_seconds_count":
+                found["final_count"] = sample.value
+    return found
 
 
 def spinners(n: int) -> list[subprocess.Popen]:
@@ -102,6 +123,7 @@ def one_run(busy: int, args: argparse.Namespace, model: Path, n: int) -> Run:
             capture_output=True, text=True, env={**os.environ, "GLYPHOXA_HOME": str(stack.home)})
         played_s = time.monotonic() - started
         after = cpu_seconds(pids)
+        stt = stt_numbers(stack.by_name("stt-1").metrics_port)
         if result.returncode != 0:
             raise RuntimeError(f"scene play failed:\n{result.stderr[-2000:]}{result.stdout[-2000:]}")
         rows = [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
@@ -121,7 +143,7 @@ def one_run(busy: int, args: argparse.Namespace, model: Path, n: int) -> Run:
                sum(r["outcome"] in ("answered", "cancelled") for r in addressed),
                sum(r["outcome"] == "cancelled" for r in addressed), len(addressed),
                statistics.median(audio) if audio else None,
-               {name: after[name] - before.get(name, 0.0) for name in after}, played_s)
+               {name: after[name] - before.get(name, 0.0) for name in after}, played_s, stt)
 
 
 def ms(value: float | None) -> str:
@@ -135,13 +157,15 @@ def median(values: list[float | None]) -> float | None:
 
 def print_table(runs: list[Run]) -> None:
     print("| busy cores | first line: first token / first audio (ms) | answered (cut) | "
-          "first audio p50 (ms) | CPU s: " + " / ".join(STAGES) + " | scene s |")
-    print("|---|---|---|---|---|---|")
+          "first audio p50 (ms) | CPU s: " + " / ".join(STAGES) + " | scene s | "
+          "stt: speech end -> final, mean (ms); lines transcribed at vad's pause (of started) |")
+    print("|---|---|---|---|---|---|---|")
     for r in runs:
         cpu = " / ".join(f"{r.cpu_s.get(s, 0.0):.1f}" for s in STAGES)
+        final = r.stt["final_s_sum"] / r.stt["final_count"] * 1000 if r.stt["final_count"] else None
         print(f"| {r.busy} | {ms(r.first_token_ms)} / {ms(r.first_audio_ms)} | "
               f"{r.answered}/{r.addressed} ({r.cut}) | {ms(r.first_audio_p50_ms)} | {cpu} | "
-              f"{r.played_s:.0f} |")
+              f"{r.played_s:.0f} | {ms(final)}; {r.stt['used']:.0f} of {r.stt['started']:.0f} |")
     for busy in sorted({r.busy for r in runs}):
         group = [r for r in runs if r.busy == busy]
         cpu = " / ".join(f"{median([r.cpu_s.get(s) for r in group]) or 0.0:.1f}" for s in STAGES)
@@ -150,7 +174,7 @@ def print_table(runs: list[Run]) -> None:
               f"{sum(r.answered for r in group)}/{sum(r.addressed for r in group)} "
               f"({sum(r.cut for r in group)}) | "
               f"{ms(median([r.first_audio_p50_ms for r in group]))} | {cpu} | "
-              f"{median([r.played_s for r in group]) or 0.0:.0f} |")
+              f"{median([r.played_s for r in group]) or 0.0:.0f} | |")
 
 
 def main(argv: list[str] | None = None) -> int:

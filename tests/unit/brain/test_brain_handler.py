@@ -45,6 +45,21 @@ pytestmark = pytest.mark.unit
 LONG_REPLY = "Aye. " + " ".join(f"Word number {n} is here." for n in range(40))
 
 
+async def test_with_first_clause_the_reply_starts_with_its_first_clause() -> None:
+    """BRAIN_FIRST_CLAUSE: "Aye," goes to tts before the rest of its sentence is written; the
+    clause is not one of the reply's max_sentences, and the reply's text is unchanged."""
+    handler, sink, _ = make_handler(policy=TurnPolicy(first_clause=True, max_sentences=3))
+    await handler.on_control(started())
+    await handler.on_message(
+        transcript_msg("Greta, how much for the longsword?", utt="alex-7", end_s=10)
+    )
+    chunks = sink.chunks("alex-7")
+    assert [c.text for c in chunks] == [
+        "Aye,", "that I can do.", "The longsword, you say?", "Come back at dawn."]
+    assert [c.final for c in chunks] == [False, False, False, True]
+    assert sink.turn("alex-7").reply_text == "Aye, that I can do. The longsword, you say? Come back at dawn."
+
+
 async def test_addressed_line_is_answered_sentence_by_sentence() -> None:
     handler, sink, metrics = make_handler()
     await handler.on_control(started())

@@ -10,9 +10,9 @@ from glyphoxa_npc_brain.sentences import SentenceSplitter
 pytestmark = pytest.mark.unit
 
 
-def split_stream(text: str, piece: int = 3) -> list[str]:
+def split_stream(text: str, piece: int = 3, first_clause: bool = False) -> list[str]:
     """Feed ``text`` in small pieces, like LLM tokens, then flush."""
-    splitter = SentenceSplitter()
+    splitter = SentenceSplitter(first_clause=first_clause)
     out: list[str] = []
     for i in range(0, len(text), piece):
         out += splitter.feed(text[i : i + piece])
@@ -132,3 +132,27 @@ def test_a_sentence_that_parrots_the_player_is_recognised() -> None:
     assert parrots("Tobias, two ales and a room for the night, please.", line)
     assert not parrots("Coming right up, and the room is yours for five silver.", line)
     assert not parrots("Anything.", "")
+
+
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+@pytest.mark.parametrize(("text", "pieces"), [
+    ("Aye, I can mend it by morning. Five gold.", ["Aye,", "I can mend it by morning.", "Five gold."]),
+    ("Hmph. Five gold, and not a copper less.", ["Hmph.", "Five gold, and not a copper less."]),
+    ("Well \u2014 that depends. Ask me later.", ["Well \u2014", "that depends.", "Ask me later."]),
+    ("Yes: the gate is open.", ["Yes:", "the gate is open."]),
+    ("It costs 1,000 gold, lad.", ["It costs 1,000 gold,", "lad."]),
+    ("(grumbles, wipes hands) Fine, I will.", ["(grumbles, wipes hands) Fine,", "I will."]),
+    # an apology opener stays whole, so the out-of-character check sees all of it
+    ("I'm sorry, but I can't help with that.", ["I'm sorry, but I can't help with that."]),
+    ("Sorry, lad, no.", ["Sorry, lad, no."]),
+])
+def test_the_first_piece_may_be_a_clause(text: str, pieces: list[str], piece: int) -> None:
+    assert split_stream(text, piece, first_clause=True) == pieces
+
+
+def test_a_clause_is_handed_on_once_the_next_word_begins() -> None:
+    splitter = SentenceSplitter(first_clause=True)
+    assert splitter.feed("Aye,") == []
+    assert splitter.feed(" I") == ["Aye,"]
+    assert splitter.feed(" can, if you pay.") == []  # only the first piece is a clause
+    assert splitter.flush() == "I can, if you pay."

@@ -312,6 +312,7 @@ class BrainHandler:
             self.policy.max_sentences,
             names,
             heard=t.text,
+            first_clause=self.policy.first_clause,
         )
 
     async def _answer(

@@ -7,6 +7,12 @@ An ellipsis ends a sentence only when what follows starts like a new sentence
 ("Well... I suppose" is one sentence, "Wait... No!" two), so it waits for the next
 word. A line break ends a sentence too, and an overlong run without punctuation is cut
 at a comma so speech synthesis can start.
+
+With ``first_clause`` the reply's first piece may be a clause: "Aye, | I can mend it by
+morning." is cut at the comma (or ``;``, ``:``, a dash) when the clause is complete before the
+sentence is, so speech synthesis starts on it while the model writes the rest. Only the first
+piece, only at depth 0 (not inside a stage direction), and never on an apology opener ("I'm
+sorry, but ...": it must stay whole for the out-of-character check).
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ ABBREVIATIONS = frozenset(
 )
 
 _END = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019)\]]*)(\s+)")
+_CLAUSE = re.compile(r"[,;:](?=\s)|\s[\u2014\u2013-](?=\s)")
+_APOLOGY = re.compile(r"^\W*(i'?m sorry|i am sorry|i apologi[sz]e|sorry|as an ai|unfortunately)\b",
+                      re.IGNORECASE)
 _NEWLINE = re.compile(r"\n+")
 
 
 class SentenceSplitter:
-    def __init__(self, max_chars: int = 240):
+    def __init__(self, max_chars: int = 240, first_clause: bool = False):
         self._buf = ""
         self._max = max_chars
+        self._clause = first_clause  # the next cut may be at a clause (until the first cut)
 
     def feed(self, text: str) -> list[str]:
         """Add streamed text; return the sentences it completed."""
@@ -38,6 +48,7 @@ class SentenceSplitter:
             sentence, self._buf = self._buf[:cut].strip(), self._buf[cut:].lstrip()
             if sentence:
                 out.append(sentence)
+                self._clause = False
         return out
 
     def flush(self) -> str:
@@ -46,6 +57,11 @@ class SentenceSplitter:
         return rest
 
     def _next_cut(self) -> int | None:
+        clause = self._clause_cut() if self._clause else None
+        cut = self._sentence_cut()
+        return clause if clause is not None and (cut is None or clause < cut) else cut
+
+    def _sentence_cut(self) -> int | None:
         for m in _END.finditer(self._buf):
             verdict = self._ends_sentence(m)
             if verdict is None:
@@ -61,6 +77,17 @@ class SentenceSplitter:
             return newline.end()
         if len(self._buf) > self._max:
             return _soft_cut(self._buf, self._max)
+        return None
+
+    def _clause_cut(self) -> int | None:
+        """The end of a first clause that is complete (text follows its mark), or None."""
+        if _APOLOGY.match(self._buf):
+            self._clause = False
+            return None
+        for m in _CLAUSE.finditer(self._buf):
+            head = self._buf[: m.end()]
+            if _depth(head) == 0 and re.search(r"\w", head) and self._buf[m.end():].strip():
+                return m.end()
         return None
 
     def _ends_sentence(self, m: re.Match[str]) -> bool | None:

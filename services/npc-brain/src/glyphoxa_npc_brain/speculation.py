@@ -26,7 +26,6 @@ from contextlib import aclosing
 from glyphoxa_events.models import ReplyChunk
 from glyphoxa_npc_brain.llm.base import CallStats, ChatMessage
 from glyphoxa_npc_brain.llm.chain import ProviderChain
-from glyphoxa_npc_brain.sentences import SentenceSplitter
 from glyphoxa_npc_brain.turn import ReplyWriter
 from glyphoxa_runtime.growing import Growing
 from glyphoxa_runtime.providers import ProviderError
@@ -52,7 +51,7 @@ class HeldSentence:
         self.text = ""
         self.settled = asyncio.Event()
         """Set once the sentence is known (and sent), or known never to come."""
-        self._splitter = SentenceSplitter()
+        self._splitter = writer.splitter()
         self._over = False
 
     async def feed(self, delta: str) -> None:

@@ -82,6 +82,9 @@ class ReplyWriter:
     that instead of synthesizing), if any (``BRAIN_SPECULATE``)."""
     trace: Mapping[str, str] = field(default_factory=dict)
     """The turn span's context (``traceparent``), carried by every chunk."""
+    first_clause: bool = False
+    """The reply's first piece may be a clause ("Aye, | ..."): ``SentenceSplitter``'s
+    ``first_clause``. It does not count as one of the ``max_sentences``."""
     sentences: list[str] = field(default_factory=list)
     first_token_ns: int = 0
     first_sentence_ns: int = 0
@@ -107,13 +110,21 @@ class ReplyWriter:
         """Clean and publish sentences; True once the reply is complete (cap or ``last``)."""
         spoken = self._sayable(raw)
         for n, sentence in enumerate(spoken):
-            final = (last and n == len(spoken) - 1) or len(self.sentences) + 1 >= self.max_sentences
+            final = (last and n == len(spoken) - 1) or len(self.sentences) + 1 >= self._limit()
             await self._publish(sentence, final)
             if final:
                 return True
         if last:
             await self.close()
         return self.finished
+
+    def splitter(self) -> SentenceSplitter:
+        return SentenceSplitter(first_clause=self.first_clause)
+
+    def _limit(self) -> int:
+        """``max_sentences`` pieces, one more when the first was only a clause."""
+        clause = self.first_clause and self.sentences and not _ENDS.search(self.sentences[0])
+        return self.max_sentences + (1 if clause else 0)
 
     async def close(self) -> None:
         """End the reply with an empty final chunk unless the last sentence was final."""
@@ -166,6 +177,9 @@ _ASSISTANT_SPEAK = re.compile(
     r"i('m| am) sorry,? but i (can'?t|cannot|am unable to) (assist|help) with)", re.IGNORECASE)
 
 
+_ENDS = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
+
+
 def out_of_character(sentence: str) -> bool:
     """Assistant boilerplate ("I'm sorry, but I can't assist with that.") is never in character."""
     return bool(_ASSISTANT_SPEAK.search(sentence))
@@ -212,7 +226,7 @@ async def stream_reply(
     try:
         async with asyncio.timeout(timeout_s):
             for attempt in range(attempts):
-                splitter = SentenceSplitter()
+                splitter = writer.splitter()
                 done = await _pump(llm, writer, splitter, system, messages, max_tokens, cancel,
                                    attempt, calls)
                 if not done and cancel.cancelled:
