@@ -196,6 +196,22 @@ def _messages() -> dict[str, dict[str, Any]]:
             ),
             {**BINARY, "description": "raw PCM16 little-endian, mono, 16 kHz"},
         ),
+        "VadPause": _binary_message(
+            "VadPause", "vad: the speaker went quiet (a hint: stt may transcribe now, ADR 0009)",
+            _headers(
+                "vad:<tenant>.<session>:<utterance>:pause-<chunks>-<tail bytes>",
+                **{
+                    H.KIND: _header("part of the utterance", const="pause"),
+                    H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
+                    H.SEQ: _header("chunks of the utterance sent so far", **DIGITS),
+                    H.SPEECH_END_NS: _header("capture time of the end of the last speech "
+                                             "(unix ns)", **DIGITS),
+                },
+            ),
+            {**BINARY, "description": "the utterance's audio not yet sent as a chunk (raw "
+                                      "PCM16, mono, 16 kHz, possibly empty): if it ends with no "
+                                      "further frame, its end's last chunk is exactly this"},
+        ),
         "UtteranceEnded": _json_message(
             "UtteranceEnded", "vad: the utterance is over (end of turn)",
             _headers(
@@ -300,9 +316,9 @@ def _channels() -> list[tuple[str, dict[str, Any], list[tuple[str, str, str]]]]:
          [("publishAudioIn", "send", "discord-edge")]),
         ("vad", _channel(
             f"{S}.vad.{{speaker}}",
-            "Utterances of one player: `start` JSON, then PCM chunks, then `end` JSON "
-            f"(header `{H.KIND}` tells which).",
-            ["UtteranceStarted", "VadAudioChunk", "UtteranceEnded"], "GLX_EVENTS"),
+            "Utterances of one player: `start` JSON, then PCM chunks (and `pause` hints), then "
+            f"`end` JSON (header `{H.KIND}` tells which).",
+            ["UtteranceStarted", "VadAudioChunk", "VadPause", "UtteranceEnded"], "GLX_EVENTS"),
          [("publishVad", "send", "vad")]),
         ("stt", _channel(
             f"{S}.stt.{{speaker}}",
