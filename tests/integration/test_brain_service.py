@@ -200,9 +200,10 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         chunks = session.replies("alex-0")
         s = session.subjects
         assert [(subj, mid) for subj, mid, _, _ in chunks] == [
-            (s.reply("greta"), f"reply:{tenant}.s1:alex-0:{i}") for i in range(3)
-        ]
-        assert [c.final for *_, c in chunks] == [False, False, True]
+            (s.reply("greta"), f"reply:{tenant}.s1:alex-0:{i}") for i in range(4)
+        ]  # BRAIN_FIRST_CLAUSE: "Aye," goes first
+        assert [c.text for *_, c in chunks][:2] == ["Aye,", "that I can do."]
+        assert [c.final for *_, c in chunks] == [False, False, False, True]
         assert all(h[H.TURN] == "alex-0" for _, _, h, _ in chunks)
 
         follow = session.turn("sam-0")
@@ -307,7 +308,7 @@ async def test_a_replica_taking_over_continues_the_conversation(
         )  # state rebuilt from the turn events
         assert [t.turn_id for t in session.turns] == ["alex-0", "sam-0"]  # nothing answered twice
         await asyncio.sleep(0.5)
-        assert len(session.replies("alex-0")) == 3
+        assert len(session.replies("alex-0")) == 4  # "Aye," and three sentences
         state = json.loads(http_get(second.metrics_port, "/readyz"))
         assert f"{tenant}/s1" in state["sessions"] and state["llm"]["provider"] == "fake"
     finally:
@@ -349,7 +350,7 @@ async def test_brain_answers_with_gemini_against_the_fake_gemini_api(
             assert (turn.outcome, turn.npc, turn.reply_text) == (
                 Outcome.answered, "greta", reply.text)
             assert [c.text for *_, c in session.replies("alex-0")] == [
-                "Fifty gold, and not a copper less.", "Come back at dawn."]
+                "Fifty gold,", "and not a copper less.", "Come back at dawn."]  # first clause
             seen = fake.requests[0]
             assert seen.key_ok and "Greta" in (seen.system or "")
             assert seen.contents[-1] == ("user", "Greta, how much for the longsword?")

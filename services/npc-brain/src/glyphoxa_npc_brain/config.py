@@ -112,7 +112,7 @@ class Settings(ServiceSettings):
     max_tokens: int = Field(60, ge=1, le=1024, description="longest reply in tokens")
     max_sentences: int = Field(3, ge=1, le=20, description="longest reply in sentences")
     first_clause: bool = Field(
-        False, description="speak a reply's first clause as soon as it is written (\"Aye, | I "
+        True, description="speak a reply's first clause as soon as it is written (\"Aye, | I "
                           "can mend it by morning.\"), not only its first sentence: first audio "
                           "comes sooner, with a short pause after the clause")
     turn_timeout_s: float = Field(20.0, gt=0, description="a turn that takes longer times out")
