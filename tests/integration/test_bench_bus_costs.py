@@ -1,0 +1,28 @@
+"""``scripts/bench_bus_costs.py`` (``./task bench-bus-costs``) runs against its own nats-server
+and prints a cost for each of its three measurements."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_bus_costs_measures_publishing_idle_sessions_and_encoding() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_bus_costs.py", "--frames", "200", "--sessions", "3",
+         "--seconds", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    per_frame = [float(x) for x in re.findall(r"([0-9.]+) ms(?: CPU)?$", out, re.MULTILINE)]
+    cores = [float(x) for x in re.findall(r"([0-9.]+) cores$", out, re.MULTILINE)]
+    assert len(per_frame) == 3 and all(0 < ms < 50 for ms in per_frame), out
+    assert len(cores) == 2 and all(0 <= c < 2 for c in cores), out
+    assert "Traceback" not in result.stderr
