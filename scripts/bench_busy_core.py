@@ -117,7 +117,7 @@ def one_run(busy: int, args: argparse.Namespace, model: Path, n: int) -> Run:
         out = home / "out"
         started = time.monotonic()
         result = subprocess.run(
-            [GLYPHOXA, "scene", "play", str(SCENE), "--campaign", str(CAMPAIGN), "--out", str(out),
+            [GLYPHOXA, "scene", "play", str(args.scene), "--campaign", str(args.campaign), "--out", str(out),
              "--speed", str(args.speed), "--nats", stack.nats_url or "", "--tenant", f"busy{n}",
              "--timeout", "240", "--edge", args.edge],
             capture_output=True, text=True, env={**os.environ, "GLYPHOXA_HOME": str(stack.home)})
@@ -186,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=1.0, help="scene pacing (>= 1)")
     p.add_argument("--edge", choices=("player", "loopback"), default="loopback")
     p.add_argument("--keep-home", action="store_true", help="keep each run's stack home and logs")
+    p.add_argument("--scene", type=Path, default=SCENE, help="scene directory to play")
+    p.add_argument("--campaign", type=Path, default=CAMPAIGN, help="the scene's campaign")
     args = p.parse_args(argv)
     model = ensure_default_model(glyphoxa_home())
-    print(f"{os.cpu_count()} cores; the example scene at speed {args.speed}, {args.edge} edge; "
+    print(f"{os.cpu_count()} cores; the scene {args.scene.name} at speed {args.speed}, {args.edge} edge; "
           f"{args.runs} runs of each of {args.busy} busy cores, alternated", flush=True)
     runs = []
     for _ in range(args.runs):
