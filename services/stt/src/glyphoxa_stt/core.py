@@ -283,6 +283,7 @@ class SttSession:
         try:
             added = utt.add(item.index, item.pcm, self._max_bytes)
         except TooLong as exc:
+            utt.drop_early()
             self._reject("oversized_utterance", f"utterance {utt.utterance_id} rejected: {exc}; "
                                                 "its transcript will be empty")
             live = self._live.pop(utt.utterance_id, None)
