@@ -160,6 +160,19 @@ def _messages() -> dict[str, dict[str, Any]]:
                           "frames, or the last + 1", **DIGITS)
     opus_frame = {**BINARY, "description": "one raw opus packet: 48 kHz stereo, 20 ms"}
     turn = _header("turn id (= the utterance id the turn answers)")
+
+    def vad_headers(id_tail: str, kind: str, seq: str, optional: dict[str, Any] | None = None,
+                    **more: dict[str, Any]) -> dict[str, Any]:
+        """The headers of a ``vad.<speaker>`` message of ``kind`` (its id ends in ``id_tail``)."""
+        return _headers(
+            f"vad:<tenant>.<session>:<utterance>:{id_tail}", optional,
+            **{
+                H.KIND: _header("part of the utterance", const=kind),
+                H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
+                H.SEQ: _header(seq, **DIGITS),
+                **more,
+            },
+        )
     msgs: dict[str, dict[str, Any]] = {
         "AudioInFrame": _binary_message(
             "AudioInFrame", "20 ms of one player's voice as captured by the edge",
@@ -175,53 +188,25 @@ def _messages() -> dict[str, dict[str, Any]]:
         ),
         "UtteranceStarted": _json_message(
             "UtteranceStarted", "vad: a player started speaking",
-            _headers(
-                "vad:<tenant>.<session>:<utterance>:start",
-                **{
-                    H.KIND: _header("part of the utterance", const="start"),
-                    H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
-                    H.SEQ: _header("chunk index within the utterance", **DIGITS),
-                },
-            ),
+            vad_headers("start", "start", "chunk index within the utterance"),
         ),
         "VadAudioChunk": _binary_message(
             "VadAudioChunk", "vad: a chunk of the utterance's speech",
-            _headers(
-                "vad:<tenant>.<session>:<utterance>:<n>",
-                **{
-                    H.KIND: _header("part of the utterance", const="audio"),
-                    H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
-                    H.SEQ: _header("chunk index within the utterance", **DIGITS),
-                },
-            ),
+            vad_headers("<n>", "audio", "chunk index within the utterance"),
             {**BINARY, "description": "raw PCM16 little-endian, mono, 16 kHz"},
         ),
         "VadPause": _binary_message(
             "VadPause", "vad: the speaker went quiet (a hint: stt may transcribe now, ADR 0009)",
-            _headers(
-                "vad:<tenant>.<session>:<utterance>:pause-<chunks>-<tail bytes>",
-                **{
-                    H.KIND: _header("part of the utterance", const="pause"),
-                    H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
-                    H.SEQ: _header("chunks of the utterance sent so far", **DIGITS),
-                    H.SPEECH_END_NS: _header("capture time of the end of the last speech "
-                                             "(unix ns)", **DIGITS),
-                },
-            ),
+            vad_headers("pause-<chunks>-<tail bytes>", "pause", "chunks of the utterance sent so far",
+                        **{H.SPEECH_END_NS: _header("capture time of the end of the last speech "
+                                                    "(unix ns)", **DIGITS)}),
             {**BINARY, "description": "the utterance's audio not yet sent as a chunk (raw "
                                       "PCM16, mono, 16 kHz, possibly empty): if it ends with no "
                                       "further frame, its end's last chunk is exactly this"},
         ),
         "UtteranceEnded": _json_message(
             "UtteranceEnded", "vad: the utterance is over (end of turn)",
-            _headers(
-                "vad:<tenant>.<session>:<utterance>:end", TRACE_CONTEXT,
-                **{
-                    H.KIND: _header("part of the utterance", const="end"),
-                    H.UTTERANCE: _header("utterance id `<speaker>-<first audio.in seq>`"),
-                    H.SEQ: _header("chunk index within the utterance", **DIGITS),
-                },
-            ),
+            vad_headers("end", "end", "chunk index within the utterance", TRACE_CONTEXT),
         ),
         "Transcript": _json_message(
             "Transcript", "stt: partial (`final: false`) or final transcript of an utterance",
