@@ -39,6 +39,7 @@ from glyphoxa_bus.connection import BusSettings, connect, principal
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_cli.admin import AdminClient
+from glyphoxa_cli.peer_bench import process_cpu_s
 from glyphoxa_cli.stack import Stack
 from glyphoxa_events import headers as H
 from glyphoxa_events.api import ApiReply, StartSession, StopSession
@@ -220,10 +221,10 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
         if memories:
             fill_memories(stack.pg_dsn or "", memories)
         for n in session_counts:
-            cpu_before, wall, bench_before = stack_cpu_s(stack), time.monotonic(), _own_cpu_s()
+            cpu_before, wall, bench_before = stack_cpu_s(stack), time.monotonic(), process_cpu_s()
             lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns, pace))
             wall = time.monotonic() - wall
-            bench_cpu = _own_cpu_s() - bench_before
+            bench_cpu = process_cpu_s() - bench_before
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu_s(stack).items()}
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))
             HOPS.clear()
@@ -243,13 +244,6 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
         stack.stop()
         shutil.rmtree(home, ignore_errors=True)  # its streams and database: GBs over a few runs
     return rows
-
-
-def _own_cpu_s() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --- 1, its peer: the same turns through Pipecat ---------------------------------------------

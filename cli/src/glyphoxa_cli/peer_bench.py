@@ -58,7 +58,8 @@ SPEAKER = "alex"
 HOPS: list[tuple[float, ...]] = []  # per turn, ms after the line ended: stt, llm, sentence, audio
 
 
-def _cpu_s() -> float:
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -283,13 +284,13 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 async def run(sessions: int, turns: int, pace: float, frames_dir: Path | None) -> dict:
-    cpu, wall = _cpu_s(), time.monotonic()
+    cpu, wall = process_cpu_s(), time.monotonic()
     await run_session("warmup", 2, pace)  # as the bench: its warm-up session first
     HOPS.clear()
     results = await asyncio.gather(*(run_session(f"peer{i}", turns, pace, frames_dir)
                                      for i in range(sessions)))
     wall = time.monotonic() - wall
-    cpu = _cpu_s() - cpu
+    cpu = process_cpu_s() - cpu
     lat = [x for r in results for x in r]
     hops = np.asarray(HOPS) if HOPS else np.zeros((1, 4))
     HOPS.clear()
