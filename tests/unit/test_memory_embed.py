@@ -160,7 +160,9 @@ async def test_integer_kernels_rank_memories_as_the_fp32_kernels_do(
             vectors = await embedder.embed(MEMORIES + queries)
             scores.append(vectors[len(MEMORIES):] @ vectors[:len(MEMORIES)].T)
         np.testing.assert_array_equal(scores[1].argmax(axis=1), scores[0].argmax(axis=1))
-        assert np.abs(scores[1] - scores[0]).max() < 0.03
+        # how far the integer kernels' scores move depends on the CPU's kernels: at most
+        # 0.03 on the AVX2 machine of issue 16, 0.033 on an AVX-512 VNNI one (2026-12-04)
+        assert np.abs(scores[1] - scores[0]).max() < 0.05
     finally:
         await float_kernels.close()
 
