@@ -16,7 +16,7 @@ from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_bus.session import InputMessage, SessionContext, serve_session, serve_session_durably
 from glyphoxa_bus.streams import CONTROL, EVENTS, MEDIA, WORK, ensure_streams, stream_configs
 from glyphoxa_campaign import Campaign, Npc
-from glyphoxa_events.models import Event, SessionStarted, SessionStopped
+from glyphoxa_events.models import Event, NpcMute, SessionStarted, SessionStopped
 from glyphoxa_events.subjects import SessionSubjects
 from tests.support.service import wait_for
 
@@ -75,6 +75,9 @@ class Recorder:
 
     async def on_tick(self) -> None:
         pass
+
+    def tick_after_s(self) -> float | None:
+        return None
 
     def retain_from(self) -> int | None:
         return self.open_from
@@ -173,6 +176,57 @@ async def test_claim_of_dead_replica_expires_to_another(nc, tenant):
     await asyncio.gather(task_a, task_b, return_exceptions=True)
 
 
+class Timer:
+    """A toy stage with a timer: a control event starts it, ``on_tick`` sees it run out."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.due: float | None = None
+        self.fired: float | None = None
+
+    async def on_control(self, event: Event) -> None:
+        if isinstance(event, NpcMute):
+            self.due = time.monotonic() + 0.1
+
+    async def on_message(self, msg: InputMessage) -> None:
+        pass
+
+    async def on_tick(self) -> None:
+        self.ticks += 1
+        if self.due is not None and time.monotonic() >= self.due:
+            self.due, self.fired = None, time.monotonic()
+
+    def tick_after_s(self) -> float | None:
+        return 0.02 if self.due is not None else None
+
+    def retain_from(self) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_idle_session_sleeps_until_a_control_event_starts_a_timer(nc, tenant):
+    """Without input or a running timer the loop wakes only every ``idle_tick_s`` (not every
+    50 ms: idle sessions cost a stage CPU); a control event wakes it at once, and the timer
+    it started is then looked at every ``tick_after_s``."""
+    subjects = SessionSubjects(tenant, "s-idle")
+    js = nc.jetstream()
+    await _start_session(nc, subjects)
+    timer = Timer()
+    ctx = SessionContext("npc-brain", subjects, nc, Publisher(nc))
+    task = asyncio.create_task(serve_session(ctx, timer, MEDIA, [subjects.audio_in("*")],
+                                             idle_tick_s=5.0))
+    await asyncio.sleep(1.0)
+    assert timer.ticks <= 2  # the first look, perhaps one more; 20 at a 50 ms tick
+    sent = time.monotonic()
+    await js.publish(subjects.ctl("npc.mute"), NpcMute(npc="greta", muted=True).to_bytes())
+    await wait_for(lambda: timer.fired is not None, 3)
+    assert timer.fired is not None and timer.fired - sent < 2.0  # not the 5 s idle sleep
+    await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
+    await asyncio.wait_for(task, 10)
+
+
 class Echo:
     """A toy stage: publishes each input to ``out(data)`` and needs nothing afterwards."""
 
@@ -190,6 +244,9 @@ class Echo:
 
     async def on_tick(self) -> None:
         pass
+
+    def tick_after_s(self) -> float | None:
+        return None
 
     def retain_from(self) -> int | None:
         return None

@@ -9,16 +9,25 @@ Here one pull request for up to ``batch`` messages stays open on the server at a
 times; its messages stream into our inbox as they are stored, and a new request goes
 out when the previous one is used up or expires (the pattern of the newer NATS clients'
 ``consume()``).
+
+Waiting costs one future and one timer: the inbox's callback queues what arrives and
+wakes the waiter. (``Subscription.next_msg`` makes a uuid, a task and a ``wait_for`` per
+call, and an idle session's loop calls it every tick: 20 idle sessions cost a stage about
+twice the CPU that way, ``./task bench-bus-costs``.) ``wake()`` ends a wait early, for
+work that arrives by another way (a control event with a timer of its own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import deque
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 
 _DONE = {"404", "408", "409"}  # no messages / request expired / request ended (e.g. consumer gone)
 
@@ -32,12 +41,24 @@ class ContinuousPull:
         self._sub: Subscription | None = None
         self._left = 0  # messages the open request may still deliver
         self._deadline = 0.0
+        self._arrived: deque[Msg] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def start(self) -> ContinuousPull:
-        self._sub = await self._nc.subscribe(self._inbox, pending_msgs_limit=-1,
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg, pending_msgs_limit=-1,
                                              pending_bytes_limit=-1)
         await self._request()
         return self
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._arrived.append(msg)
+        self.wake()
+
+    def wake(self) -> None:
+        """End a ``next_batch`` wait now (it returns what has arrived, maybe nothing)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _request(self) -> None:
         body = {"batch": self._batch, "expires": int(self._expires_s * 1e9)}
@@ -46,23 +67,28 @@ class ContinuousPull:
         self._deadline = time.monotonic() + self._expires_s + 1.0
 
     async def next_batch(self, timeout: float) -> list[Msg]:
-        """Messages delivered so far (waits up to ``timeout`` for the first one)."""
+        """Messages delivered so far (waits up to ``timeout`` for the first one, or until
+        ``wake()``)."""
         assert self._sub is not None
+        if self._nc.is_closed:
+            raise ConnectionClosedError
+        if not self._arrived and timeout > 0:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _settle, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         out: list[Msg] = []
-        try:
-            msg = await self._sub.next_msg(timeout=timeout)
-        except TimeoutError:
-            msg = None
-        while msg is not None:
-            await self._take(msg, out)
-            msg = self._sub._pending_queue.get_nowait() if not self._sub._pending_queue.empty() else None
-            if msg is not None:
-                self._sub._pending_size -= len(msg.data)
+        while self._arrived:
+            self._take(self._arrived.popleft(), out)
         if self._left <= 0 or time.monotonic() > self._deadline:
             await self._request()  # used up, or lost (e.g. across a reconnect)
         return out
 
-    async def _take(self, msg: Msg, out: list[Msg]) -> None:
+    def _take(self, msg: Msg, out: list[Msg]) -> None:
         status = (msg.headers or {}).get("Status")
         if status is None and msg.reply:
             out.append(msg)
@@ -72,6 +98,12 @@ class ContinuousPull:
         # 100 (idle heartbeat) and anything else: nothing to do
 
     async def stop(self) -> None:
+        self.wake()
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

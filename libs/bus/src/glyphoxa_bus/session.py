@@ -70,7 +70,13 @@ class SessionHandler(Protocol):
     async def on_message(self, msg: InputMessage) -> None: ...
 
     async def on_tick(self) -> None:
-        """Called about every ``tick_s`` even when no input arrives (timers live here)."""
+        """Called after each batch of input, and without input as ``tick_after_s`` asks
+        (timers live here)."""
+
+    def tick_after_s(self) -> float | None:
+        """How soon ``on_tick`` must run again when no input arrives: the handler's timers'
+        resolution while one is running, ``None`` while none is (the loop then sleeps until
+        input or a control event arrives, or ``IDLE_TICK_S`` passes)."""
 
     def retain_from(self) -> int | None:
         """Lowest stream sequence still needed to redo unfinished work, or None."""
@@ -146,6 +152,11 @@ class AckTracker:
         self._released: deque[tuple[int, int, Msg]] = deque()  # (seq, publishes then, msg)
         self.acked_seq = 0
 
+    @property
+    def pending(self) -> bool:
+        """Messages handled but not acked yet."""
+        return bool(self._processed or self._released)
+
     def processed(self, seq: int, msg: Msg) -> None:
         self._processed.append((seq, msg))
 
@@ -198,6 +209,12 @@ async def open_input(
     return await ContinuousPull(js._nc, stream, name).start()
 
 
+IDLE_TICK_S = 1.0
+"""The longest a session's loop sleeps without input: its outbox's expired publishes are
+noticed this late at worst (a session says nothing most of the time, and 20 of them waking
+every 50 ms cost a stage a few hundredths of a core: ``./task bench-bus-costs``)."""
+
+
 async def serve_session(
     ctx: SessionContext,
     handler: SessionHandler,
@@ -205,8 +222,13 @@ async def serve_session(
     filter_subjects: list[str],
     tick_s: float = 0.05,
     start_timeout_s: float = 15.0,
+    idle_tick_s: float = IDLE_TICK_S,
 ) -> None:
-    """Run one session until it is stopped and its input is drained, then tidy up."""
+    """Run one session until it is stopped and its input is drained, then tidy up.
+
+    Without input the loop wakes every ``tick_s`` while the handler has a timer running
+    (``tick_after_s``), acks are due or the session is draining, else every ``idle_tick_s``;
+    a control event wakes it at once (the handler may have started a timer)."""
     js = ctx.nc.jetstream()
     name = input_consumer_name(ctx.stage, ctx.subjects)
     # Control is delivered on its own subscription and may interleave with input handling at
@@ -235,9 +257,11 @@ async def serve_session(
         await _guarded(ctx, handler.on_control(event), msg.subject)
         if ctx.started is not None:
             started.set()
+        if psub is not None:
+            psub.wake()
 
+    psub: ContinuousPull | None = None
     control_sub = await follow(js, ctx.subjects.ctl(">"), CONTROL, on_control)
-    psub = None
     try:
         try:
             # state is rebuilt from the control replay before any input is handled
@@ -250,9 +274,10 @@ async def serve_session(
         acks = AckTracker(ctx.publisher)
         draining = False
         while True:
+            wait_s = _wait_s(handler, tick_s, idle_tick_s, acks.pending or ctx.stopped is not None)
             waited = time.monotonic()
-            msgs = await psub.next_batch(timeout=tick_s)
-            stalled = time.monotonic() - waited - tick_s
+            msgs = await psub.next_batch(timeout=wait_s)
+            stalled = time.monotonic() - waited - wait_s
             if ctx.stall_limit_s and stalled > ctx.stall_limit_s:  # frozen (SIGSTOP) meanwhile
                 raise ClaimLost(f"the session's loop stalled for {stalled:.1f} s, longer than "
                                 f"the claim's lease ({ctx.stall_limit_s:.0f} s)")
@@ -291,6 +316,13 @@ async def serve_session(
         if psub is not None:
             with contextlib.suppress(Exception):
                 await psub.stop()
+
+
+def _wait_s(handler: SessionHandler, tick_s: float, idle_tick_s: float, busy: bool) -> float:
+    after = handler.tick_after_s()
+    if busy:
+        return tick_s if after is None else min(after, tick_s)
+    return idle_tick_s if after is None else min(after, idle_tick_s)
 
 
 class OutputNotStored(PublishError):

@@ -439,6 +439,10 @@ class BrainHandler:
         writer.first_token_ns = self._clock()
         await writer.add(sentences, last=True)
 
+    def tick_after_s(self) -> float | None:
+        """GM lines wait ``npc_speak_grace_s`` (tenths of a second) before they are spoken."""
+        return 0.05 if self._gm_lines else None
+
     def retain_from(self) -> int | None:
         return self._active.seq if self._active is not None else None
 

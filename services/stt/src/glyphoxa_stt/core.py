@@ -186,6 +186,10 @@ class SttSession:
         for utt in self._open.idle(self._clock(), self._limits.utterance_idle_s):
             self._abandon(utt, f"no input for {self._limits.utterance_idle_s:.0f} s")
 
+    def tick_after_s(self) -> float | None:
+        """The idle timer of open utterances counts whole seconds."""
+        return 1.0 if len(self._open) else None
+
     def retain_from(self) -> int | None:
         return self._open.oldest_start_seq()
 

@@ -452,6 +452,10 @@ class TtsSession:
             if turn.last_chunk < idle and not speaking:
                 await self._close(turn, cancelled=True, reason="no final chunk (idle timeout)")
 
+    def tick_after_s(self) -> float | None:
+        """Held sentences and open turns expire after seconds."""
+        return 0.25 if self._held or self._open else None
+
     def retain_from(self) -> int | None:
         """The first reply chunk of the oldest turn whose ``AudioDone`` is not out yet."""
         return min((t.first_seq for t in self._open.values()), default=None)

@@ -126,6 +126,11 @@ class SessionVad:
             self._collect(speaker.segmenter)
         return out
 
+    @property
+    def timing(self) -> bool:
+        """A speaker's spurt is open: ``tick`` has silences to time."""
+        return any(s.segmenter.in_spurt for s in self._speakers.values())
+
     def turn_result(self, check: TurnCheck, probability: float) -> list[Output]:
         """The end-of-turn model's answer to a ``TurnCheck`` this session returned (the
         speaker's input waits for it: answer before pushing that speaker's next frame)."""

@@ -29,6 +29,10 @@ from glyphoxa_vad.smart_turn import SmartTurn
 
 log = logging.getLogger("glyphoxa.vad")
 
+TICK_S = 0.05
+"""How often an open spurt's silence is looked at when no frame arrives (Discord sends none
+in silence): an end of turn is late by up to this much."""
+
 class BadInput(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -91,6 +95,9 @@ class VadSessionHandler:
 
     async def on_tick(self) -> None:
         await self._emit(self._vad.tick())
+
+    def tick_after_s(self) -> float | None:
+        return TICK_S if self._vad.timing else None
 
     def retain_from(self) -> int | None:
         return self._vad.retain_from()
