@@ -5,11 +5,12 @@
 
 Against a nats-server of its own (file storage, as the stacks run it), in this one process:
 
-1. **A frame published**: ``--frames`` opus-sized messages (160 bytes) through the stages'
-   ``Outbox``/``Publisher`` (``Nats-Msg-Id``, the ack awaited in the background), with the
-   headers tts puts on every ``audio.out`` frame and without any, one after another with an
-   ``asyncio.sleep(0)`` between them as tts does: CPU milliseconds per frame, publish and ack
-   together (the broker's own CPU is not counted).
+1. **A frame published**: ``--frames`` opus-sized frames (160 bytes) through the stages'
+   ``Outbox``/``Publisher`` (``Nats-Msg-Id``, the ack awaited in the background), one message
+   after another with an ``asyncio.sleep(0)`` between them as tts does: with the headers tts
+   puts on every ``audio.out`` message, without any, and 10 frames a message
+   (``glyphoxa_events.frames``, as tts sends all but a turn's first frame): CPU milliseconds
+   per frame of this process (publish and ack together) and of the nats-server (storing it).
 2. **A session waiting**: ``--sessions`` idle per-session input loops
    (``ContinuousPull.next_batch`` with the serve loop's tick as timeout, no messages), at the
    serve loop's 50 ms tick and at 250 ms: the cores a stage spends on sessions that say nothing.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import shutil
 import socket
@@ -37,6 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from glyphoxa_bus.publisher import Outbox, Publisher
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_events import headers as H
+from glyphoxa_events.frames import pack as pack_frames
 from glyphoxa_tts.frames import FRAME_SAMPLES, FrameEncoder
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -53,19 +56,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def publish_cost(nc: nats.NATS, frames: int, with_headers: bool) -> float:
+def server_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def publish_cost(nc: nats.NATS, server_pid: int, frames: int, with_headers: bool,
+                       per_message: int = 1) -> tuple[float, float]:
+    """CPU ms per frame: (this process, the nats-server)."""
     outbox = Outbox(Publisher(nc, 256))
     packet = b"\x00" * 160
-    started = cpu_s()
-    for seq in range(frames):
+    body, count = pack_frames([packet] * per_message)
+    started, server_started = cpu_s(), server_cpu_s(server_pid)
+    for seq in range(0, frames, per_message):
         headers = {H.TURN: "alex-1", H.SEQ: str(seq), H.PUBLISHED_NS: str(time.time_ns()),
-                   H.SPEECH_END_NS: str(time.time_ns()),
+                   H.SPEECH_END_NS: str(time.time_ns()), **count,
                    "traceparent": f"00-{'a' * 32}-{'b' * 16}-01"} if with_headers else None
-        await outbox.publish("bench.audio.out.greta", packet,
-                             f"aout:bench:{with_headers}:{seq}", headers)
+        await outbox.publish("bench.audio.out.greta", body,
+                             f"aout:bench:{with_headers}:{per_message}:{seq}", headers)
         await asyncio.sleep(0)
     await outbox.flush()
-    return (cpu_s() - started) / frames * 1000
+    return ((cpu_s() - started) / frames * 1000,
+            (server_cpu_s(server_pid) - server_started) / frames * 1000)
 
 
 async def idle_cost(nc: nats.NATS, sessions: int, tick_s: float, seconds: float) -> float:
@@ -116,10 +128,14 @@ async def run(args: argparse.Namespace) -> None:
         nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
         await nc.jetstream().add_stream(StreamConfig(
             name="BENCH", subjects=["bench.>"], storage=StorageType.FILE))
-        print(f"1. a frame published and acked (Outbox), CPU per frame, {args.frames} frames:")
-        for with_headers in (True, False):
-            ms = await publish_cost(nc, args.frames, with_headers)
-            print(f"   {'with tts headers' if with_headers else 'no headers':<18} {ms:.3f} ms")
+        print(f"1. a frame published and acked (Outbox), CPU per frame, {args.frames} frames:"
+              "  this process / nats-server")
+        for label, with_headers, per_message in (("with tts headers", True, 1),
+                                                 ("no headers", False, 1),
+                                                 ("10 a message", True, 10)):
+            ms, server_ms = await publish_cost(nc, server.pid, args.frames, with_headers,
+                                               per_message)
+            print(f"   {label:<18} {ms:.3f} ms / {server_ms:.3f} ms")
         print(f"2. {args.sessions} idle session input loops, {args.seconds:g} s each:")
         for tick_s in (0.05, 0.25):
             cores = await idle_cost(nc, args.sessions, tick_s, args.seconds)

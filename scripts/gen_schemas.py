@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from glyphoxa_campaign import Campaign
 from glyphoxa_events import api
 from glyphoxa_events import headers as H
+from glyphoxa_events.frames import MAX_FRAMES
 from glyphoxa_events.models import SCHEMA_MODELS, ControlEvent, Heartbeat
 from glyphoxa_events.subjects import API_ROOT, CLAIM_ROOT, ROOT, STAGES
 from glyphoxa_events.tokens import TOKEN_PATTERN
@@ -218,19 +219,25 @@ def _messages() -> dict[str, dict[str, Any]]:
             _headers("reply:<tenant>.<session>:<turn>:<index>", TRACE_CONTEXT, **{H.TURN: turn}),
         ),
         "AudioOutFrame": _binary_message(
-            "AudioOutFrame", "tts: 20 ms of an NPC's voice",
+            "AudioOutFrame", "tts: 20 ms of an NPC's voice, or several such frames in a row",
             _headers(
-                "aout:<tenant>.<session>:<turn>:<seq>", TRACE_CONTEXT,
+                "aout:<tenant>.<session>:<turn>:<seq>",
+                {**TRACE_CONTEXT,
+                 H.FRAMES: _header(
+                     f"frames in the message, 2-{MAX_FRAMES} (absent: one raw frame); the body "
+                     "is then each frame after its length as two bytes, big-endian",
+                     pattern="^[0-9]{1,2}$")},
                 **{
                     H.TURN: turn,
-                    H.SEQ: _header("frame sequence per turn, from 0", **DIGITS),
+                    H.SEQ: _header("sequence per turn, from 0, of the (first) frame", **DIGITS),
                     H.PUBLISHED_NS: _header("wall-clock time tts published the frame (unix ns)", **DIGITS),
                     H.SPEECH_END_NS: _header(
                         "speech-end time of the utterance the turn answers (unix ns)", **DIGITS
                     ),
                 },
             ),
-            opus_frame,
+            {**BINARY, "description": "one raw opus packet (48 kHz stereo, 20 ms), or with "
+                                      f"`{H.FRAMES}` that many, each after its length"},
         ),
         "Usage": _json_message(
             "Usage", "metered provider work of a stage (stt audio seconds, LLM tokens, tts "

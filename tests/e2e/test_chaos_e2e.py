@@ -175,8 +175,9 @@ async def check_chaos(nc, door, player: ScenePlayer, rows: list[dict]) -> None: 
         assert row["outcome"] != "missing" and row["reason"], row
     # nothing twice: transcripts, turns, reply chunks (the streams), audio frames
     await check_each_once(nc.jetstream(), subjects, rows)
-    frames = [(m.headers or {}).get("Glx-Turn", "") + ":" + (m.headers or {}).get("Glx-Seq", "")
-              for m in await read_all(nc.jetstream(), subjects.audio_out("*"))]
+    frames = [f"{(m.headers or {}).get('Glx-Turn', '')}:{int((m.headers or {})['Glx-Seq']) + i}"
+              for m in await read_all(nc.jetstream(), subjects.audio_out("*"))
+              for i in range(int((m.headers or {}).get("Glx-Frames", "1")))]
     assert len(frames) == len(set(frames)), "an audio frame published twice"
     # no stale audio: measured as tts judges it, from the line's end in capture time (a
     # replay at SPEED 2 captures ahead of the wall clock, so the rows' wall-clock latency

@@ -19,6 +19,7 @@ from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_discord_edge.bridge import SessionBridge
 from glyphoxa_events import headers as H
+from glyphoxa_events.frames import pack as pack_frames
 from glyphoxa_events.models import (
     AudioDone,
     BargeIn,
@@ -53,9 +54,13 @@ class Voice:
 
 
 async def frames(pub: Publisher, s: SessionSubjects, turn: str, n: int, npc: str = "greta") -> None:
-    for seq in range(n):
-        await pub.publish(s.audio_out(npc), f"{turn}:{seq}".encode(), f"aout:{turn}:{seq}",
-                          {H.TURN: turn, H.SEQ: str(seq), H.PUBLISHED_NS: str(time.time_ns())})
+    """A turn's frames as tts sends them: the first alone, the rest up to 10 a message."""
+    starts = [0, *range(1, n, 10)] if n > 1 else [0]
+    for first, end in zip(starts, [*starts[1:], n], strict=True):
+        body, count = pack_frames([f"{turn}:{seq}".encode() for seq in range(first, end)])
+        await pub.publish(s.audio_out(npc), body, f"aout:{turn}:{first}",
+                          {H.TURN: turn, H.SEQ: str(first), H.PUBLISHED_NS: str(time.time_ns()),
+                           **count})
 
 
 async def control(pub: Publisher, s: SessionSubjects, event, key: str) -> None:  # type: ignore[no-untyped-def]

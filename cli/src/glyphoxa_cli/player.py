@@ -33,6 +33,7 @@ from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_campaign import Campaign
 from glyphoxa_cli.scenefile import Scene
 from glyphoxa_events import headers as H
+from glyphoxa_events.frames import unpack as unpack_frames
 from glyphoxa_events.models import (
     AudioDone,
     Outcome,
@@ -276,7 +277,8 @@ class ScenePlayer:
         turn, seq = hdrs.get(H.TURN, ""), int(hdrs.get(H.SEQ, "0"))
         arrival = time.time_ns()
         npc = parse_subject(msg.subject).leaf
-        self.collected.frames[turn].append((seq, arrival, msg.data, npc))
+        for i, packet in enumerate(unpack_frames(hdrs, msg.data)):
+            self.collected.frames[turn].append((seq + i, arrival, packet, npc))
         if turn not in self.collected.first_audio_ns:
             self.collected.first_audio_ns[turn] = int(hdrs.get(H.PUBLISHED_NS, arrival))
         self._touch()

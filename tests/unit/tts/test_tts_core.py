@@ -21,7 +21,7 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_tts.config import Settings
-from glyphoxa_tts.core import TtsSession
+from glyphoxa_tts.core import FRAMES_PER_MESSAGE, TtsSession
 from glyphoxa_tts.providers import ProviderSet
 from glyphoxa_tts.providers.fake import SECONDS_PER_CHAR
 from tests.unit.tts.tts_helpers import (
@@ -82,12 +82,18 @@ async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
     assert abs(len(frames) - expected) <= 2
     for seq, frame in enumerate(frames):
         assert frame.subject == SUBJECTS.audio_out("grom") == "glx.t1.s1.audio.out.grom"
-        assert frame.msg_id == f"aout:t1.s1:alex-0:{seq}"
         assert frame.headers["Glx-Turn"] == "alex-0"
         assert frame.headers["Glx-Seq"] == str(seq)
         assert frame.headers["Glx-Speech-End-Ns"] == str(end)
         assert int(frame.headers["Glx-Published-Ns"]) > 0
-    published = [int(f.headers["Glx-Published-Ns"]) for f in frames]
+    # the first frame alone, then up to 10 a message, each message's id its first frame's
+    messages = harness.publisher.messages()
+    sizes = [int(m.headers.get("Glx-Frames", "1")) for m in messages]
+    assert sizes[0] == 1 and max(sizes) == FRAMES_PER_MESSAGE and sum(sizes) == len(frames)
+    assert len(messages) < len(frames) / 4
+    for m in messages:
+        assert m.msg_id == f"aout:t1.s1:alex-0:{m.headers['Glx-Seq']}"
+    published = [int(m.headers["Glx-Published-Ns"]) for m in messages]
     assert published == sorted(published)
 
     (done,) = harness.done_events()
@@ -417,10 +423,12 @@ async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
             long_one.session.on_message(
                 reply("alex-0", 0, "Aye, the road north is long and the bridge is out. " * 6)),
             other.session.on_message(reply("bo-0", 0, "Yes.")))
-        out = [s.msg_id.split(":")[2] for s in wire if ".audio.out." in s.subject]
+        out = [s.msg_id.split(":")[2] for s in wire if ".audio.out." in s.subject
+               for _ in range(int(s.headers.get("Glx-Frames", "1")))]  # one item a frame
         assert out.count("alex-0") > 300
         before = out.index("bo-0")
-        assert before <= 10, f"{before} frames of the other reply went out before this one's first"
+        assert before <= 2 * FRAMES_PER_MESSAGE, (
+            f"{before} frames of the other reply went out before this one's first")
     finally:
         long_one.close()
         other.close()

@@ -13,6 +13,8 @@ import soxr
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_campaign.model import VoiceSpec
+from glyphoxa_events import headers as H
+from glyphoxa_events.frames import unpack as unpack_frames
 from glyphoxa_events.models import Event, ReplyChunk, Usage
 from glyphoxa_events.subjects import SessionSubjects
 from glyphoxa_tts.providers.base import TTSCapabilities, TTSProvider
@@ -53,8 +55,20 @@ class CollectingPublisher:
     async def flush(self) -> None:
         return None
 
-    def frames(self) -> list[Sent]:
+    def messages(self) -> list[Sent]:
+        """The ``audio.out`` messages as published (a message may carry several frames)."""
         return [s for s in self.sent if ".audio.out." in s.subject]
+
+    def frames(self) -> list[Sent]:
+        """Every frame of the ``audio.out`` messages, in order, with its own ``Glx-Seq``
+        (the message's id, publish time and other headers are its message's)."""
+        out = []
+        for m in self.messages():
+            first = int(m.headers[H.SEQ])
+            headers = {k: v for k, v in m.headers.items() if k != H.FRAMES}
+            for i, packet in enumerate(unpack_frames(m.headers, m.data)):
+                out.append(Sent(m.subject, packet, m.msg_id, {**headers, H.SEQ: str(first + i)}, m.at))
+        return out
 
     def controls(self) -> list[Sent]:
         return [s for s in self.sent if ".ctl." in s.subject]

@@ -25,6 +25,7 @@ TURN = "Glx-Turn"
 SPEECH_END_NS = "Glx-Speech-End-Ns"
 PUBLISHED_NS = "Glx-Published-Ns"
 SAMPLE_RATE = "Glx-Sample-Rate"
+FRAMES = "Glx-Frames"  # audio.out: frames in the message when more than one (glyphoxa_events.frames)
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 

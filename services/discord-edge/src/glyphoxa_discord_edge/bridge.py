@@ -27,6 +27,7 @@ from glyphoxa_bus.follow import follow
 from glyphoxa_bus.streams import CONTROL, MEDIA
 from glyphoxa_discord_edge.inbound import Bus, Inbound
 from glyphoxa_discord_edge.playback import FrameSink, InvalidFrame, Playback, PlaybackConfig
+from glyphoxa_events import frames
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import Event, MalformedEvent, SessionStopped, parse_control
 from glyphoxa_events.subjects import SessionSubjects, parse_subject
@@ -95,12 +96,15 @@ class SessionBridge:
     # --- in -------------------------------------------------------------------------------
 
     async def _on_frame(self, msg: Msg) -> None:
+        """One ``audio.out`` message: a frame, or several (``glyphoxa_events.frames``)."""
         hdrs = msg.headers or {}
         try:
             npc = parse_subject(msg.subject).leaf
-            self.playback.feed_frame(npc, hdrs.get(H.TURN, ""), int(hdrs.get(H.SEQ, "-1")),
-                                     msg.data, int(hdrs.get(H.PUBLISHED_NS, "0") or 0),
-                                     tracing.carried(hdrs))
+            turn, first = hdrs.get(H.TURN, ""), int(hdrs.get(H.SEQ, "-1"))
+            published_ns = int(hdrs.get(H.PUBLISHED_NS, "0") or 0)
+            trace = tracing.carried(hdrs)
+            for i, packet in enumerate(frames.unpack(hdrs, msg.data)):
+                self.playback.feed_frame(npc, turn, first + i, packet, published_ns, trace)
         except (InvalidFrame, InvalidToken, ValueError) as exc:
             self.counters.bad_frames += 1
             log.warning("audio.out frame dropped: %s", exc, extra=self._extra())

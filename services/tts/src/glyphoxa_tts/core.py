@@ -3,7 +3,10 @@
 Knows nothing about NATS: it reads ``InputMessage``s and control events and publishes
 through ``ctx.publisher``. Each sentence is synthesized as soon as it arrives, and its
 frames are published as soon as they are encoded (first-audio latency is what players
-notice); the characters sent to the synthesizer are published as ``Usage`` (key
+notice): a turn's first frame alone, the rest in messages of up to ``FRAMES_PER_MESSAGE``
+of the frames made from one piece of the synthesizer's audio (``glyphoxa_events.frames``:
+a message costs the same whatever it carries, and the frames play slower than they are
+made); the characters sent to the synthesizer are published as ``Usage`` (key
 ``tts:<turn>:<chunk index>``). A barge-in or flush cancels the turn being spoken at once:
 control runs on its own subscription and interrupts the synthesis task.
 
@@ -21,12 +24,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
 from glyphoxa_campaign import Campaign
 from glyphoxa_campaign.model import VoiceSpec
+from glyphoxa_events import frames as F
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import (
     AudioDone,
@@ -55,18 +59,20 @@ log = logging.getLogger("glyphoxa.tts")
 
 MAX_OPEN_TURNS = 16
 MAX_HELD = 8
+FRAMES_PER_MESSAGE = 10
+"""200 ms of audio a message at most: ~10x fewer messages than frames, and the loop is given
+up after encoding as few as that (~1 ms) so other sessions' first frames do not wait."""
 
 
 async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
-                  encoder: FrameEncoder) -> AsyncIterator[bytes]:
+                  encoder: FrameEncoder) -> AsyncIterator[Iterable[bytes]]:
     """``text`` spoken by ``provider``, as 20 ms opus frames from ``encoder`` (flushed at the
-    end), each as soon as it is made."""
+    end): per piece of audio the provider gives, its frames, each encoded as the caller
+    asks for it."""
     async with contextlib.aclosing(provider.synthesize(text, voice)) as audio:
         async for pcm in audio:
-            for packet in encoder.push(pcm):
-                yield packet
-    for packet in encoder.finish():
-        yield packet
+            yield encoder.push(pcm)
+    yield encoder.finish()
 
 
 class TtsSession:
@@ -289,17 +295,31 @@ class TtsSession:
 
     async def _stream(self, turn: Turn, provider: TTSProvider, text: str,
                       voice: VoiceSpec) -> None:
-        async with contextlib.aclosing(encoded(provider, text, voice, turn.encoder)) as packets:
-            async for packet in packets:
-                await self._publish_frame(turn, packet)
-                # a sentence's frames are made far faster than they play, and a publish does
-                # not give the loop up: without this a burst of ~150 held back every other
-                # session's reply in this process until its last frame was out
-                await asyncio.sleep(0)
+        async with contextlib.aclosing(encoded(provider, text, voice, turn.encoder)) as pieces:
+            async for piece in pieces:
+                await self._publish_frames(turn, piece)
 
-    async def _publish_frame(self, turn: Turn, packet: bytes) -> None:
-        """Publish one frame, never interrupted half-way (so ``frames`` counts exactly what
-        went out); a cancel that came meanwhile stops the sentence right after it."""
+    async def _publish_frames(self, turn: Turn, packets: Iterable[bytes]) -> None:
+        """Publish ``packets`` (encoded as they are taken) in messages of up to
+        ``FRAMES_PER_MESSAGE``, the turn's first frame in one of its own."""
+        batch: list[bytes] = []
+        for packet in packets:
+            batch.append(packet)
+            if len(batch) == FRAMES_PER_MESSAGE or turn.frames == 0:
+                await self._publish_message(turn, batch)
+                batch = []
+                # a sentence's frames are made far faster than they play, and a publish
+                # does not give the loop up: without this a burst of ~150 held back every
+                # other session's reply in this process until its last frame was out
+                await asyncio.sleep(0)
+        if batch:
+            await self._publish_message(turn, batch)
+            await asyncio.sleep(0)
+
+    async def _publish_message(self, turn: Turn, packets: list[bytes]) -> None:
+        """Publish one message of frames, never interrupted half-way (so ``frames`` counts
+        exactly what went out); a cancel that came meanwhile stops the sentence right after
+        it."""
         if turn.closed:
             raise asyncio.CancelledError
         turn.stale = self._not_current(turn)
@@ -307,22 +327,25 @@ class TtsSession:
             raise asyncio.CancelledError
         seq = turn.frames
         now = time.time_ns()
+        body, count = F.pack(packets)
         headers = {
             H.TURN: turn.turn_id,
             H.SEQ: str(seq),
             H.PUBLISHED_NS: str(now),
             H.SPEECH_END_NS: str(turn.speech_end_ns),
+            **count,
             **turn.trace,
         }
         msg_id = f"aout:{self._ctx.tenant}.{self._ctx.session}:{turn.turn_id}:{seq}"
         turn.publishing = True
         try:
             await self._ctx.publisher.publish(
-                self._ctx.subjects.audio_out(turn.npc), packet, msg_id, headers)
+                self._ctx.subjects.audio_out(turn.npc), body, msg_id, headers)
         finally:
             turn.publishing = False
-        turn.frames = seq + 1
-        metrics.FRAMES.inc()
+        turn.frames = seq + len(packets)
+        metrics.FRAMES.inc(len(packets))
+        metrics.MESSAGES.inc()
         if seq == 0:
             turn.first_audio_ns = now
             tracing.event(turn.span, "first audio", now)
@@ -332,7 +355,8 @@ class TtsSession:
                 metrics.SPEECH_TO_FIRST_AUDIO_SECONDS.observe(
                     max(0.0, (now - turn.speech_end_ns) / 1e9))
         if log.isEnabledFor(TRACE):
-            log.log(TRACE, "frame published", extra=self._extra(turn.turn_id, seq=seq))
+            log.log(TRACE, "frames published", extra=self._extra(turn.turn_id, seq=seq,
+                                                                 frames=len(packets)))
         if turn.closed:
             raise asyncio.CancelledError
 
@@ -364,9 +388,9 @@ class TtsSession:
         provider = await self._providers.for_voice(voice, self._ctx.tenant)
         try:
             async with contextlib.aclosing(
-                    encoded(provider, held.text, voice, held.encoder)) as packets:
-                async for packet in packets:
-                    held.packets.extend((packet,))
+                    encoded(provider, held.text, voice, held.encoder)) as pieces:
+                async for piece in pieces:
+                    held.packets.extend(piece)
             self._providers.succeeded(provider)
         except ProviderError as exc:
             held.failed = True
@@ -402,8 +426,8 @@ class TtsSession:
     async def _play_held(self, turn: Turn, held: Held) -> None:
         """Publish the held frames as the turn's, then those still being made."""
         turn.encoder = held.encoder
-        async for packet in held.packets.follow():
-            await self._publish_frame(turn, packet)
+        async for run in held.packets.follow_runs():
+            await self._publish_frames(turn, run)
 
     async def _end_held(self, held: Held, result: str) -> None:
         self._held.pop(held.turn_id, None)

@@ -29,6 +29,8 @@ SPEECH_TO_FIRST_AUDIO_SECONDS = Histogram(
     buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0),
 )
 FRAMES = Counter("glyphoxa_tts_frames_total", "20 ms opus frames published to audio.out")
+MESSAGES = Counter("glyphoxa_tts_messages_total",
+                   "audio.out messages published (a turn's first frame alone, then up to 10 a message)")
 CHARACTERS = Counter(
     "glyphoxa_tts_characters_total", "characters of text synthesized", ["provider"])
 AUDIO_SECONDS = Counter(
