@@ -229,6 +229,7 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
             hops = np.asarray(HOPS) if HOPS else np.zeros((1, 3))
             HOPS.clear()
             rows.append({"hops_p50": [float(np.percentile(hops[:, i], 50)) for i in range(3)],
+                         "hops_p99": [float(np.percentile(hops[:, i], 99)) for i in range(3)],
                          "sessions": n, "turns": len(lat), "p50_ms": percentile(lat, 50),
                          "p95_ms": percentile(lat, 95),
                          "p99_ms": percentile(lat, 99), "max_ms": max(lat), "mean_ms": statistics.mean(lat),
@@ -488,9 +489,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"{'sessions':>8} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu':>6}")
         for r in rows:
             stt, sentence, audio = r["hops_p50"]
+            tail = "/".join(f"{ms:.1f}" for ms in r["hops_p99"])
             print(f"{r['sessions']:>8} {r['turns']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}"
                   f" {r['cpu_share']:>6.2f}"
-                  f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f})")
+                  f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f};"
+                  f" p99 {tail})")
             print("         cpu by process: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items()))
         if not args.skip_peer:
             peer = run_peer_bench(args.sessions, args.turns, PACINGS[args.pacing])
