@@ -26,7 +26,7 @@ from glyphoxa_events.models import (
 )
 from glyphoxa_npc_brain.config import TurnPolicy
 from glyphoxa_npc_brain.llm.fake import FakeLLM
-from glyphoxa_npc_brain.turn import seed_for
+from glyphoxa_npc_brain.turn import out_of_character, seed_for
 from glyphoxa_runtime.providers import ProviderError
 from tests.unit.brain.brain_fakes import (
     SECOND,
@@ -594,3 +594,15 @@ async def test_every_llm_call_attempt_is_usage_published_before_the_turn_event()
     last_usage = max(i for i, s in enumerate(subjects) if ".usage." in s)
     assert subjects.index("glx.acme.s1.ctl.turn") > last_usage
     assert {s for s in subjects if ".usage." in s} == {"glx.acme.s1.usage.npc-brain"}
+
+
+@pytest.mark.parametrize(("sentence", "assistant"), [
+    ("I'm sorry, but I can't assist with that.", True),
+    ("I'm sorry, but I don't have access to real-time information.", True),  # qwen 1.5B, 2026-12-04
+    ("As of my last knowledge update, the road was open.", True),
+    ("I'm just a virtual assistant.", True),
+    ("I don't have access to the captain's quarters.", False),  # in character
+    ("Sorry, friend, the forge is cold today.", False),
+])
+def test_assistant_boilerplate_is_out_of_character(sentence: str, assistant: bool) -> None:
+    assert out_of_character(sentence) is assistant

@@ -174,7 +174,10 @@ def parrots(sentence: str, heard: str, threshold: float = 80.0) -> bool:
 
 _ASSISTANT_SPEAK = re.compile(
     r"\b(as an ai|an ai (language )?model|language model|i('m| am) (just )?an ai|"
-    r"i('m| am) sorry,? but i (can'?t|cannot|am unable to) (assist|help) with)", re.IGNORECASE)
+    r"i('m| am) sorry,? but i (can'?t|cannot|am unable to) (assist|help) with|"
+    r"real-?time (information|data|updates)|as of my (last )?(knowledge|training)|"
+    r"my training data|i('m| am) (just )?an? (computer program|virtual assistant|ai assistant))",
+    re.IGNORECASE)
 
 
 _ENDS = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
