@@ -41,6 +41,29 @@ async def test_publisher_keeps_order_and_dedupes(nc, tenant):
     await sub.unsubscribe()
 
 
+async def test_a_publish_with_a_free_slot_does_not_give_the_loop_up(nc, tenant):
+    """nats.py's publish_async waits for its slot with ``wait_for``: on Python 3.11 a task and
+    two turns of the loop per publish, in which every other ready task takes a step (in tts:
+    other replies' frames, before a reply's first). With a slot free that wait is skipped."""
+    subjects = SessionSubjects(tenant, "s1")
+    pub = Publisher(nc, max_in_flight=64)
+    turns = 0
+
+    def turned() -> None:
+        nonlocal turns
+        turns += 1
+
+    for i in range(20):
+        asyncio.get_running_loop().call_soon(turned)
+        before = turns
+        await pub.publish(subjects.audio_in("alex"), b"x", msg_id=f"free-{i}")
+        assert turns == before, f"publish {i} let the event loop turn"
+        await asyncio.sleep(0)
+    await pub.flush()
+    stored = await nc.jetstream().stream_info(MEDIA, subjects_filter=subjects.audio_in("alex"))
+    assert stored.state.messages == 20
+
+
 async def test_start_up_adds_new_subjects_to_an_existing_stream(nc, tenant):
     """A stream declared by an older release (GLX_EVENTS without usage) is updated in place."""
     js = nc.jetstream()

@@ -42,6 +42,13 @@ class Publisher:
     come (the broker died with the message in flight): a publish unacknowledged for
     ``ack_timeout_s`` is cancelled here, which frees its slot and counts as failed.
     ``flush()`` raises the first failure since the last ``flush()``.
+
+    nats.py takes a slot with ``asyncio.wait_for(semaphore.acquire(), wait_stall)``: on
+    Python 3.11 that is a task and two turns of the event loop on every publish, in which
+    every other ready task (other sessions' replies) takes a step. While fewer than
+    ``max_in_flight`` are unacknowledged a slot is free, so the wait is asked for without a
+    timeout (the semaphore is taken at once); only at the bound does it wait, up to
+    ``ack_timeout_s``.
     """
 
     def __init__(self, nc: Client, max_in_flight: int = 256, ack_timeout_s: float = 5.0):
@@ -49,6 +56,8 @@ class Publisher:
                                                   publish_async_max_pending=max_in_flight)
         self._pending: deque[tuple[float, asyncio.Future]] = deque()  # in publish order
         self._failure: BaseException | None = None
+        self._max_in_flight = max_in_flight
+        self._unacked = 0  # >= nats.py's taken slots: it frees a slot before we count it
         self.timeout_s = ack_timeout_s
         self.failures = 0
 
@@ -58,14 +67,16 @@ class Publisher:
         self.expire()
         hdrs = dict(headers or {})
         hdrs[H.MSG_ID] = msg_id
+        free = self._unacked < self._max_in_flight
         try:
             future = await self._js.publish_async(subject, data, headers=hdrs,
-                                                  wait_stall=self.timeout_s)
+                                                  wait_stall=None if free else self.timeout_s)
         except TooManyStalledMsgsError:
             raise PublishError(f"{self.in_flight} publishes unacknowledged for "
                                f"{self.timeout_s:.0f} s: is JetStream down?") from None
         except NatsError as exc:  # e.g. the reconnect buffer is full
             raise PublishError(f"publish not sent: {exc!r}") from exc
+        self._unacked += 1
         future.add_done_callback(self._on_ack)
         self._pending.append((time.monotonic(), future))
         return future
@@ -82,6 +93,7 @@ class Publisher:
             future.cancel()  # no-op when done; releases nats.py's slot otherwise
 
     def _on_ack(self, future: asyncio.Future) -> None:
+        self._unacked -= 1
         failure = ack_failure(future, self.timeout_s)
         if failure is not None:
             self.failures += 1
