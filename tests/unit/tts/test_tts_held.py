@@ -199,3 +199,26 @@ async def test_held_sentences_end_with_the_session():
         assert provider.finished_at is None and not h.publisher.frames()
     finally:
         h.close()
+
+
+def _messages(h: Harness) -> list[tuple[str, str]]:
+    return [(m.headers["Glx-Seq"], m.headers.get("Glx-Frames", "1")) for m in h.publisher.messages()]
+
+
+async def test_held_frames_go_out_in_the_messages_the_same_sentence_made_afresh_would():
+    """A replica that redoes a turn after a failover has no held audio: it synthesizes the
+    sentence afresh. Its messages must have the ids (first frames) of the first replica's,
+    which played the held audio, or the stream would hold frames twice (ADR 0010)."""
+    held = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02)).start()
+    fresh = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02)).start()
+    try:
+        await held.session.on_message(reply("alex-1.guess1", 0, SENTENCE, hold=True, seq=1))
+        await asyncio.sleep(0.05)  # a claim once some pieces of the held sentence are made
+        await held.session.on_message(reply("alex-1", 0, SENTENCE, claims="alex-1.guess1",
+                                            final=True, seq=2))
+        await fresh.session.on_message(reply("alex-1", 0, SENTENCE, final=True, seq=2))
+        assert _messages(held) == _messages(fresh)
+        assert _messages(held)[:3] == [("0", "1"), ("1", "10"), ("11", "4")]  # 15 frames a piece
+    finally:
+        held.close()
+        fresh.close()

@@ -45,19 +45,3 @@ class Growing(Generic[T]):
             if shown < len(self.items) or self.done:
                 continue
             await self._wake.wait()
-
-    async def follow_runs(self) -> AsyncIterator[list[T]]:
-        """``follow``, but every item already here at once, as a list (never empty)."""
-        shown = 0
-        while True:
-            if shown < len(self.items):
-                run = self.items[shown:]
-                shown = len(self.items)
-                yield run
-                continue
-            if self.done:
-                return
-            self._wake.clear()
-            if shown < len(self.items) or self.done:
-                continue
-            await self._wake.wait()

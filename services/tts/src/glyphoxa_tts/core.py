@@ -390,7 +390,7 @@ class TtsSession:
             async with contextlib.aclosing(
                     encoded(provider, held.text, voice, held.encoder)) as pieces:
                 async for piece in pieces:
-                    held.packets.extend(piece)
+                    held.pieces.extend([list(piece)])
             self._providers.succeeded(provider)
         except ProviderError as exc:
             held.failed = True
@@ -401,7 +401,7 @@ class TtsSession:
             held.failed = True
             log.exception("held sentence failed", extra=self._extra(held.turn_id))
         finally:
-            held.packets.finish()
+            held.pieces.finish()
             await publish_usage(self._ctx.publisher, self._ctx.subjects, Usage(
                 key=f"tts:{held.turn_id}:0", metric="tts_characters", amount=len(held.text),
                 provider=provider.name, stage=self._ctx.stage))
@@ -424,10 +424,12 @@ class TtsSession:
         return None
 
     async def _play_held(self, turn: Turn, held: Held) -> None:
-        """Publish the held frames as the turn's, then those still being made."""
+        """Publish the held frames as the turn's, then those still being made: piece by
+        piece of the provider's audio, so they go in the same messages as the same sentence
+        synthesized afresh (a replica redoing the turn has no held audio; ADR 0010)."""
         turn.encoder = held.encoder
-        async for run in held.packets.follow_runs():
-            await self._publish_frames(turn, run)
+        async for piece in held.pieces.follow():
+            await self._publish_frames(turn, piece)
 
     async def _end_held(self, held: Held, result: str) -> None:
         self._held.pop(held.turn_id, None)

@@ -52,8 +52,9 @@ class Held:
     encoder: FrameEncoder
     """The claiming turn goes on with this encoder: its later sentences continue the opus
     state the held frames ended with."""
-    packets: Growing[bytes] = field(default_factory=Growing)
-    """Its opus frames, as they are made (``follow`` hands them on while it goes on)."""
+    pieces: Growing[list[bytes]] = field(default_factory=Growing)
+    """Its opus frames as they are made, one list per piece of the provider's audio
+    (``follow`` hands them on while it goes on)."""
     failed: bool = False
     """The provider failed before the sentence was whole."""
     made: float = field(default_factory=time.monotonic)
@@ -61,4 +62,4 @@ class Held:
 
     def matches(self, npc: str, text: str) -> bool:
         return (self.npc == npc and self.text == text
-                and not (self.failed and not self.packets.items))
+                and not (self.failed and not self.pieces.items))
