@@ -21,7 +21,7 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_tts.config import Settings
-from glyphoxa_tts.core import FRAMES_PER_MESSAGE, TtsSession
+from glyphoxa_tts.core import BATCHED_FRAMES, TtsSession
 from glyphoxa_tts.providers import ProviderSet
 from glyphoxa_tts.providers.fake import SECONDS_PER_CHAR
 from tests.unit.tts.tts_helpers import (
@@ -65,7 +65,7 @@ class Harness:
 
 @pytest.fixture
 async def harness():
-    h = await Harness().start()
+    h = await Harness(frames_per_message=BATCHED_FRAMES).start()
     yield h
     h.close()
 
@@ -89,7 +89,7 @@ async def test_turn_becomes_numbered_frames_then_audio_done(harness: Harness):
     # the first frame alone, then up to 10 a message, each message's id its first frame's
     messages = harness.publisher.messages()
     sizes = [int(m.headers.get("Glx-Frames", "1")) for m in messages]
-    assert sizes[0] == 1 and max(sizes) == FRAMES_PER_MESSAGE and sum(sizes) == len(frames)
+    assert sizes[0] == 1 and max(sizes) == BATCHED_FRAMES and sum(sizes) == len(frames)
     assert len(messages) < len(frames) / 4
     for m in messages:
         assert m.msg_id == f"aout:t1.s1:alex-0:{m.headers['Glx-Seq']}"
@@ -416,8 +416,9 @@ async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
     are made far faster than they play; the other session's reply arrives meanwhile and its
     first frame goes out after a few of the first one's frames, not after all of them."""
     wire: list[Sent] = []
-    long_one = await Harness(publisher=WirePublisher(wire)).start()
-    other = await Harness(publisher=WirePublisher(wire)).start()
+    long_one = await Harness(publisher=WirePublisher(wire),
+                             frames_per_message=BATCHED_FRAMES).start()
+    other = await Harness(publisher=WirePublisher(wire), frames_per_message=BATCHED_FRAMES).start()
     try:
         await asyncio.gather(  # the long one is first in the loop's queue
             long_one.session.on_message(
@@ -427,8 +428,21 @@ async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
                for _ in range(int(s.headers.get("Glx-Frames", "1")))]  # one item a frame
         assert out.count("alex-0") > 300
         before = out.index("bo-0")
-        assert before <= 2 * FRAMES_PER_MESSAGE, (
+        assert before <= 2 * BATCHED_FRAMES, (
             f"{before} frames of the other reply went out before this one's first")
     finally:
         long_one.close()
         other.close()
+
+
+async def test_by_default_every_frame_is_a_message_of_its_own():
+    """``TTS_FRAMES_PER_MESSAGE`` is 1 unless set (ADR 0010): no ``Glx-Frames`` header."""
+    h = await Harness().start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Welcome, traveller.", final=True))
+        messages = h.publisher.messages()
+        assert len(messages) == len(h.publisher.frames()) > 20
+        assert not any("Glx-Frames" in m.headers for m in messages)
+        assert [m.msg_id for m in messages] == [f"aout:t1.s1:alex-0:{i}" for i in range(len(messages))]
+    finally:
+        h.close()

@@ -209,8 +209,10 @@ async def test_held_frames_go_out_in_the_messages_the_same_sentence_made_afresh_
     """A replica that redoes a turn after a failover has no held audio: it synthesizes the
     sentence afresh. Its messages must have the ids (first frames) of the first replica's,
     which played the held audio, or the stream would hold frames twice (ADR 0010)."""
-    held = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02)).start()
-    fresh = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02)).start()
+    held = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02),
+                         frames_per_message=10).start()
+    fresh = await Harness(Counting(chunks=4, chunk_s=0.3, delay_s=0.02),
+                          frames_per_message=10).start()
     try:
         await held.session.on_message(reply("alex-1.guess1", 0, SENTENCE, hold=True, seq=1))
         await asyncio.sleep(0.05)  # a claim once some pieces of the held sentence are made

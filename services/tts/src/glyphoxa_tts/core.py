@@ -3,8 +3,8 @@
 Knows nothing about NATS: it reads ``InputMessage``s and control events and publishes
 through ``ctx.publisher``. Each sentence is synthesized as soon as it arrives, and its
 frames are published as soon as they are encoded (first-audio latency is what players
-notice): a turn's first frame alone, the rest in messages of up to ``FRAMES_PER_MESSAGE``
-of the frames made from one piece of the synthesizer's audio (``glyphoxa_events.frames``:
+notice): a turn's first frame alone, the rest in messages of up to ``TTS_FRAMES_PER_MESSAGE``
+(1 by default) of the frames made from one piece of the synthesizer's audio (``glyphoxa_events.frames``:
 a message costs the same whatever it carries, and the frames play slower than they are
 made); the characters sent to the synthesizer are published as ``Usage`` (key
 ``tts:<turn>:<chunk index>``). A barge-in or flush cancels the turn being spoken at once:
@@ -59,9 +59,10 @@ log = logging.getLogger("glyphoxa.tts")
 
 MAX_OPEN_TURNS = 16
 MAX_HELD = 8
-FRAMES_PER_MESSAGE = 10
-"""200 ms of audio a message at most: ~10x fewer messages than frames, and the loop is given
-up after encoding as few as that (~1 ms) so other sessions' first frames do not wait."""
+BATCHED_FRAMES = 10
+"""``TTS_FRAMES_PER_MESSAGE`` for batches: 200 ms of audio a message at most, ~10x fewer
+messages than frames, and the loop is given up after encoding as few as that (~1 ms) so
+other sessions' first frames do not wait."""
 
 
 async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
@@ -301,11 +302,12 @@ class TtsSession:
 
     async def _publish_frames(self, turn: Turn, packets: Iterable[bytes]) -> None:
         """Publish ``packets`` (encoded as they are taken) in messages of up to
-        ``FRAMES_PER_MESSAGE``, the turn's first frame in one of its own."""
+        ``TTS_FRAMES_PER_MESSAGE``, the turn's first frame in one of its own."""
         batch: list[bytes] = []
+        per_message = self._settings.frames_per_message
         for packet in packets:
             batch.append(packet)
-            if len(batch) == FRAMES_PER_MESSAGE or turn.frames == 0:
+            if len(batch) == per_message or turn.frames == 0:
                 await self._publish_message(turn, batch)
                 batch = []
                 # a sentence's frames are made far faster than they play, and a publish
