@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import shutil
 import socket
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import nats
 import numpy as np
+import psutil
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from glyphoxa_bus.publisher import Outbox, Publisher
@@ -57,8 +57,7 @@ def free_port() -> int:
 
 
 def server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(psutil.Process(pid).cpu_times()[:2])
 
 
 async def publish_cost(nc: nats.NATS, server_pid: int, frames: int, with_headers: bool,
