@@ -319,10 +319,8 @@ async def serve_session(
 
 
 def _wait_s(handler: SessionHandler, tick_s: float, idle_tick_s: float, busy: bool) -> float:
-    after = handler.tick_after_s()
-    if busy:
-        return tick_s if after is None else min(after, tick_s)
-    return idle_tick_s if after is None else min(after, idle_tick_s)
+    after, cap = handler.tick_after_s(), tick_s if busy else idle_tick_s
+    return cap if after is None else min(after, cap)
 
 
 class OutputNotStored(PublishError):
