@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -24,16 +25,52 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Three nats-servers with JetStream in one cluster, clients over TLS only."""
+    """Three nats-servers with JetStream in one cluster, clients over TLS only.
+
+    The nine ports are free when picked but not held, so another process may take one before
+    its server binds it (a CI run saw a node never become healthy): a node that exits is a
+    lost race, and the cluster starts again on new ports, up to three times."""
     root = tmp_path_factory.mktemp("nats-cluster")
     certs = make_ca_and_server_cert(root)
-    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-    routes = ", ".join(f"nats://127.0.0.1:{route}" for _, route, _ in ports)
-    procs = []
-    try:
-        for i, (client, route, monitor) in enumerate(ports):
-            conf = root / f"nats-{i}.conf"
-            conf.write_text(f"""
+    for attempt in range(3):
+        procs, ports, logs = _start_cluster(root / f"try-{attempt}", certs)
+        try:
+            _wait_healthy(ports, procs, logs)
+        except _NodeExited:
+            for proc in procs:
+                stop_process(proc)
+            continue
+        except BaseException:
+            for proc in procs:
+                stop_process(proc)
+            raise
+        try:
+            yield {"urls": [f"tls://localhost:{client}" for client, _, _ in ports],
+                   "ca": certs["ca"]}
+        finally:
+            for proc in procs:
+                stop_process(proc)
+        return
+    raise RuntimeError("three tries to start the cluster each lost a node; logs under "
+                       f"{root}")
+
+
+class _NodeExited(Exception):
+    pass
+
+
+def _start_cluster(root: Path, certs: dict) -> tuple[list[subprocess.Popen], list, list[Path]]:
+    root.mkdir(parents=True)
+    ports: list[int] = []
+    while len(ports) < 9:  # nine different ports
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    nodes = [tuple(ports[i:i + 3]) for i in range(0, 9, 3)]
+    routes = ", ".join(f"nats://127.0.0.1:{route}" for _, route, _ in nodes)
+    procs, logs = [], []
+    for i, (client, route, monitor) in enumerate(nodes):
+        conf = root / f"nats-{i}.conf"
+        conf.write_text(f"""
 server_name: nats-{i}
 listen: 127.0.0.1:{client}
 http: 127.0.0.1:{monitor}
@@ -41,31 +78,35 @@ tls {{ cert_file: "{certs['cert']}", key_file: "{certs['key']}", ca_file: "{cert
 jetstream {{ store_dir: "{root / f'store-{i}'}" }}
 cluster {{ name: glyphoxa, listen: 127.0.0.1:{route}, routes: [{routes}] }}
 """)
-            log = open(root / f"nats-{i}.log", "ab")
+        logs.append(root / f"nats-{i}.log")
+        with open(logs[-1], "ab") as log:
             procs.append(subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True))
-        for _, _, monitor in ports:
-            _wait_healthy(monitor)
-        yield {"urls": [f"tls://localhost:{client}" for client, _, _ in ports],
-               "ca": certs["ca"]}
-    finally:
-        for proc in procs:
-            stop_process(proc)
+    return procs, nodes, logs
 
 
-def _wait_healthy(monitor_port: int, timeout_s: float = 30.0) -> None:
+def _wait_healthy(nodes: list, procs: list[subprocess.Popen], logs: list[Path],
+                  timeout_s: float = 60.0) -> None:
     """JetStream's meta leader is elected once /healthz answers 200 on every node."""
     deadline = time.monotonic() + timeout_s
-    while True:
+    waiting = list(range(len(nodes)))
+    while waiting:
+        i = waiting[0]
+        if procs[i].poll() is not None:
+            raise _NodeExited(i)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz",
+            with urllib.request.urlopen(f"http://127.0.0.1:{nodes[i][2]}/healthz",
                                         timeout=2) as answer:
                 if answer.status == 200:
-                    return
+                    waiting.pop(0)
+                    continue
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"nats-server on monitor port {monitor_port} not healthy")
+            tails = "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-2000:]
+                               for log in logs)
+            raise TimeoutError(f"nats-{i} (monitor port {nodes[i][2]}) not healthy after "
+                               f"{timeout_s:.0f} s\n{tails}")
         time.sleep(0.2)
 
 
