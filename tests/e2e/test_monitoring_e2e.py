@@ -115,6 +115,8 @@ def test_the_scene_shows_in_the_metrics(played_stack):
         assert samples(text, "glyphoxa_service_ready") == [({"service": service}, 1.0)]
         assert ({"service": service, "dependency": "nats"}, 1.0) in samples(
             text, "glyphoxa_service_dependency_up")
+        paused = samples(text, "glyphoxa_gc_pause_seconds_count")  # start-up's full one at least
+        assert any(s["generation"] == "2" and v >= 1 for s, v in paused), (service, paused)
     assert ({"service": "session-control", "dependency": "postgres"}, 1.0) in samples(
         control, "glyphoxa_service_dependency_up")
     replicas = dict((s["role"], v) for s, v in samples(control, "glyphoxa_session_control_replicas"))

@@ -222,7 +222,9 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
             fill_memories(stack.pg_dsn or "", memories)
         for n in session_counts:
             cpu_before, wall, bench_before = stack_cpu_s(stack), time.monotonic(), process_cpu_s()
+            gc_before = gc_pauses(stack)
             lat = asyncio.run(bus_overhead(stack.nats_url or "", n, turns, pace))
+            gc_after = gc_pauses(stack)
             wall = time.monotonic() - wall
             bench_cpu = process_cpu_s() - bench_before
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in stack_cpu_s(stack).items()}
@@ -237,7 +239,10 @@ def run_bus_bench(session_counts: list[int], turns: int, env: dict[str, str] | N
                          "cpu_share": sum(cpu.values()) / wall, "wall_s": wall,
                          # the bench process: every session's edge and vad (not the stack's work)
                          "bench_cpu_share": bench_cpu / wall,
-                         "cpu_by_process": {k: round(v / wall, 3) for k, v in sorted(cpu.items())}})
+                         "cpu_by_process": {k: round(v / wall, 3) for k, v in sorted(cpu.items())},
+                         # (collections, of them >= 5 ms, seconds paused) per stage over the run
+                         "gc": {k: tuple(a - b for a, b in zip(gc_after[k], gc_before[k]))
+                                for k in GC_STAGES}})
         if recall is not None:
             recall.update(recall_metrics(stack.by_name("npc-brain-1").metrics_port))
             recall["phases"] = recall_phases(stack.by_name("session-control-1").metrics_port)
@@ -400,6 +405,34 @@ def recall_metrics(port: int) -> dict:
     return found
 
 
+GC_STAGES = ("stt", "npc-brain", "tts")
+
+
+def gc_pauses(stack: Stack) -> dict[str, tuple[int, int, float]]:
+    """Each stage's garbage collections so far (``glyphoxa_gc_pause_seconds``): how many,
+    how many paused it 5 ms or more, and their seconds in all."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for stage in GC_STAGES:
+        count = slow = 0
+        total = 0.0
+        text = httpx.get(f"http://127.0.0.1:{stack.by_name(f'{stage}-1').metrics_port}/metrics",
+                         timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "glyphoxa_gc_pause_seconds_count":
+                    count += int(s.value)
+                    slow += int(s.value)
+                elif s.name == "glyphoxa_gc_pause_seconds_bucket" and s.labels["le"] == "0.005":
+                    slow -= int(s.value)
+                elif s.name == "glyphoxa_gc_pause_seconds_sum":
+                    total += s.value
+        out[stage] = (count, slow, total)
+    return out
+
+
 PHASES = ("campaign", "embed", "query", "total")
 
 
@@ -495,6 +528,8 @@ def main(args: argparse.Namespace) -> int:
                   f"   (p50 cumulative: stt final {stt:.1f}, first sentence {sentence:.1f}, first audio {audio:.1f};"
                   f" p99 {tail})")
             print("         cpu by process: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items()))
+            print("         garbage collections (>= 5 ms, ms paused): " + ", ".join(
+                f"{k} {n} ({slow}, {paused * 1000:.0f})" for k, (n, slow, paused) in r["gc"].items()))
         if not args.skip_peer:
             peer = run_peer_bench(args.sessions, args.turns, PACINGS[args.pacing])
             print_side_by_side(rows, peer)

@@ -25,7 +25,7 @@ from glyphoxa_bus.heartbeat import HeartbeatPublisher
 from glyphoxa_bus.publisher import Publisher
 from glyphoxa_bus.session import SessionContext, SessionHandler, serve_session_durably
 from glyphoxa_events.subjects import SessionSubjects
-from glyphoxa_runtime import tracing
+from glyphoxa_runtime import gcpause, tracing
 from glyphoxa_runtime.health_metrics import export_readiness
 from glyphoxa_runtime.http import HealthServer
 from glyphoxa_runtime.logs import register_secret, setup_logging
@@ -74,8 +74,10 @@ async def run_service(
     health = HealthServer(settings.metrics.host, settings.metrics.port, state)
     unexport = export_readiness(service, state)
     await health.start()
+    gcpause.watch_gc()
+    frozen = gcpause.settle_heap()  # start-up is done: later full collections skip it
     log.info("service started", extra={"replica": replica, "metrics_port": health.port,
-                                        "nats": settings.nats.shown()})
+                                        "nats": settings.nats.shown(), "heap_frozen": frozen})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
