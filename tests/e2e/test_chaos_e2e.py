@@ -175,10 +175,18 @@ async def check_chaos(nc, door, player: ScenePlayer, rows: list[dict]) -> None: 
         assert row["outcome"] != "missing" and row["reason"], row
     # nothing twice: transcripts, turns, reply chunks (the streams), audio frames
     await check_each_once(nc.jetstream(), subjects, rows)
-    frames = [f"{(m.headers or {}).get('Glx-Turn', '')}:{int((m.headers or {})['Glx-Seq']) + i}"
-              for m in await read_all(nc.jetstream(), subjects.audio_out("*"))
-              for i in range(int((m.headers or {}).get("Glx-Frames", "1")))]
-    assert len(frames) == len(set(frames)), "an audio frame published twice"
+    carried: dict[str, list] = {}  # turn:frame -> the messages that carry it
+    for m in await read_all(nc.jetstream(), subjects.audio_out("*")):
+        h = m.headers or {}
+        for i in range(int(h.get("Glx-Frames", "1"))):
+            carried.setdefault(f"{h.get('Glx-Turn', '')}:{int(h['Glx-Seq']) + i}", []).append(m)
+    twice = {frame: msgs for frame, msgs in carried.items() if len(msgs) > 1}
+    assert not twice, f"{len(twice)} audio frames published twice, e.g. " + "; ".join(
+        f"{frame} in " + ", ".join(
+            f"#{m.metadata.sequence.stream} (seq {m.headers['Glx-Seq']}, "
+            f"{m.headers.get('Glx-Frames', '1')} frames, published_ns "
+            f"{m.headers.get('Glx-Published-Ns')})" for m in msgs)
+        for frame, msgs in list(twice.items())[:6])
     # no stale audio: measured as tts judges it, from the line's end in capture time (a
     # replay at SPEED 2 captures ahead of the wall clock, so the rows' wall-clock latency
     # would count the replay's lead as delay)
