@@ -31,7 +31,19 @@ class FakeProvider(TTSProvider):
         total = int(len(text) * self.seconds_per_char * voice.length_scale * tempo * RATE)
         step = int(CHUNK_S * RATE)
         for start in range(0, total, step):
-            t = np.arange(start, min(start + step, total)) / RATE
             # read back at RATE * pitch by the base class: the tone comes out at TONE_HZ * pitch
-            tone = AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t)
-            yield (tone * 32767).astype(np.int16)
+            yield _CHUNK[:min(step, total - start)]
+
+
+def _chunk() -> np.ndarray:
+    """CHUNK_S of the tone, computed once: every chunk starts at a whole number of its periods
+    (TONE_HZ * CHUNK_S cycles), so each is this one or the start of it (an instant voice costs
+    no CPU of its own a sentence)."""
+    assert (TONE_HZ * CHUNK_S).is_integer()
+    tone = AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * np.arange(int(CHUNK_S * RATE)) / RATE)
+    chunk = (tone * 32767).astype(np.int16)
+    chunk.setflags(write=False)
+    return chunk
+
+
+_CHUNK = _chunk()
