@@ -63,11 +63,11 @@ def render() -> str:
                                ("Campaign memory: embedders (session-control, docs/adr/0007)",
                                 MemorySettings, "MEMORY_")):
         parts += [f"## {title}", "", *head, *rows(cls, prefix), ""]
+    shared = {r.split("`")[1] for r in rows(ServiceSettings, "")}  # in "Every service"
     for service, module in SERVICES.items():
         settings = importlib.import_module(module).Settings
         prefix = settings.model_config.get("env_prefix", "")
-        own = [r for r in rows(settings, prefix)
-               if r.split("`")[1] not in ("LOG_LEVEL", "SERVICE_REPLICA")]
+        own = [r for r in rows(settings, prefix) if r.split("`")[1] not in shared]
         parts += [f"## {service} (`{prefix}*`)", "", *head, *own, ""]
     return "\n".join(parts)
 
