@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -50,18 +50,7 @@ def serve(service: str, settings: ServiceSettings,
           build: Callable[[Client, Publisher], Awaitable[App]]) -> NoReturn:
     """A service's ``main``: run it and exit with its status (0 only after a clean stop), so
     a supervisor (compose ``restart: on-failure``, Kubernetes) sees a crash as one."""
-    raise SystemExit(run_in_loop(settings.event_loop, run_service(service, settings, build)))
-
-
-def run_in_loop(event_loop: str, main: Coroutine[object, object, int]) -> int:
-    """``main`` in a new event loop of the kind ``EVENT_LOOP`` names: uvloop's (libuv) spends
-    less CPU on each message a stage receives and publishes than asyncio's (``./task
-    bench``); asyncio's is there for its debug mode and as a way back."""
-    if event_loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
-    return asyncio.run(main)
+    raise SystemExit(asyncio.run(run_service(service, settings, build)))
 
 
 async def run_service(
@@ -88,8 +77,7 @@ async def run_service(
     gcpause.watch_gc()
     frozen = gcpause.settle_heap()  # start-up is done: later full collections skip it
     log.info("service started", extra={"replica": replica, "metrics_port": health.port,
-                                        "nats": settings.nats.shown(), "heap_frozen": frozen,
-                                        "event_loop": type(asyncio.get_running_loop()).__module__})
+                                        "nats": settings.nats.shown(), "heap_frozen": frozen})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

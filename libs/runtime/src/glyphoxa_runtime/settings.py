@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,10 +42,6 @@ class ServiceSettings(BaseSettings):
                            description="trace (per-frame), debug, info, warning or error")
     replica: str = Field("", description="replica name for logs and claims (default host-pid)",
                          validation_alias=AliasChoices("SERVICE_REPLICA"))
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", validation_alias=AliasChoices("EVENT_LOOP"),
-        description="the process's event loop: uvloop (libuv; less CPU a message, the "
-                    "default) or asyncio (the standard library's, e.g. for its debug mode)")
 
 
 SECRETS_DIR_VARIABLE = "GLYPHOXA_SECRETS_DIR"
