@@ -606,3 +606,34 @@ async def test_every_llm_call_attempt_is_usage_published_before_the_turn_event()
 ])
 def test_assistant_boilerplate_is_out_of_character(sentence: str, assistant: bool) -> None:
     assert out_of_character(sentence) is assistant
+
+
+async def test_the_first_sentence_is_written_out_before_the_rest_of_the_reply_is_made() -> None:
+    """nats.py writes a publish at the publisher's next wait (its flusher task): the first
+    sentence must not wait while the brain goes on with the sentences the LLM gave with it."""
+
+    class FlushingSink(CollectingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.written: list[str] = []
+            self.written_at_publish: dict[str, list[str]] = {}
+
+        async def publish(self, subject, data, msg_id, headers=None) -> None:  # type: ignore[no-untyped-def]
+            await super().publish(subject, data, msg_id, headers)
+            self.written_at_publish[msg_id] = list(self.written)
+            asyncio.get_running_loop().call_soon(self.written.append, msg_id)  # the flusher
+
+    class OneChunkLLM(FakeLLM):
+        """A cloud LLM's stream: several sentences in one network chunk."""
+
+        async def _stream_impl(self, system, messages, **kwargs):  # type: ignore[no-untyped-def]
+            async for _ in super()._stream_impl(system, messages, **kwargs):
+                pass
+            yield "Aye, that I can do. The longsword, you say? Come back at dawn."
+
+    sink = FlushingSink()
+    handler, _, _ = make_handler(OneChunkLLM(), sink=sink)
+    await handler.on_control(started())
+    await handler.on_message(transcript_msg("Greta, how much for the longsword?", utt="alex-8"))
+    first, second = "reply:acme.s1:alex-8:0", "reply:acme.s1:alex-8:1"
+    assert first in sink.written_at_publish[second]

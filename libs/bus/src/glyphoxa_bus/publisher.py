@@ -30,11 +30,24 @@ class PublishError(RuntimeError):
     pass
 
 
+async def hand_over() -> None:
+    """Let nats.py write out what was just published before the caller goes on.
+
+    A publish only queues the message for the connection's flusher task, which runs at the
+    caller's next real wait. A message on the turn's path (a final transcript, a reply's
+    first sentence) followed by more work without such a wait would leave with all of it:
+    a cloud LLM's stream chunk often holds several sentences, and the first would wait while
+    the rest are cleaned, checked and published. One turn of the event loop: the flusher is
+    already scheduled, so it writes before this returns."""
+    await asyncio.sleep(0)
+
+
 class Publisher:
     """Publishes to JetStream keeping at most ``max_in_flight`` publishes unacknowledged.
 
-    Each message is written to the connection before ``publish`` returns (so the stream
-    stores messages in call order); acks are awaited in the background (nats.py's
+    Each message is queued on the connection before ``publish`` returns (so the stream
+    stores messages in call order; nats.py's flusher writes it at the caller's next wait,
+    ``hand_over`` asks for it at once); acks are awaited in the background (nats.py's
     ``publish_async``: one shared reply subscription, no task per message). Every message
     carries ``Nats-Msg-Id`` so a retried or replayed publish is stored once.
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from rapidfuzz import fuzz
 
+from glyphoxa_bus.publisher import hand_over
 from glyphoxa_events import headers as H
 from glyphoxa_events.models import FailureStage, Outcome, ReplyChunk, TurnFailure
 from glyphoxa_events.subjects import SessionSubjects
@@ -162,6 +163,8 @@ class ReplyWriter:
             f"reply:{s.tenant}.{s.session}:{chunk.turn_id}:{chunk.index}",
             {H.TURN: chunk.turn_id, **self.trace},
         )
+        if chunk.index == 0 and chunk.text and not chunk.hold:  # the one tts waits for
+            await hand_over()
 
 
 def parrots(sentence: str, heard: str, threshold: float = 80.0) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from glyphoxa_bus.publisher import PublishError
+from glyphoxa_bus.publisher import PublishError, hand_over
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
 from glyphoxa_campaign import Campaign
@@ -475,6 +475,7 @@ class SttSession:
         # not stored: the session's outbox has the session served again from its ack floor
         await self._ctx.publisher.publish(subject, transcript.to_bytes(), msg_id,
                                           dict(tracing.context_headers(span)) or None)
+        await hand_over()  # npc-brain waits for it; the usage event after it can wait
 
     def _abandon(self, utt: OpenUtterance, why: str) -> None:
         self._open.finish(utt.utterance_id)
