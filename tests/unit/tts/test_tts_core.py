@@ -42,14 +42,15 @@ pytestmark = pytest.mark.unit
 
 class Harness:
     def __init__(self, provider: ScriptedProvider | None = None, publish_delay_s: float = 0.0,
-                 publisher: CollectingPublisher | None = None, **settings: object):
+                 publisher: CollectingPublisher | None = None, pump: asyncio.Lock | None = None,
+                 **settings: object):
         self.settings = Settings(provider="fake", **settings)
         self.publisher = publisher or CollectingPublisher(publish_delay_s)
         self.rejects = CountingRejects()
         injected = {"fake": provider} if provider is not None else None
         self.providers = ProviderSet(self.settings, injected)
         self.session = TtsSession(context(self.publisher, self.rejects), self.providers,
-                                  self.settings)
+                                  self.settings, pump)
 
     async def start(self) -> Harness:
         await self.session.on_control(SessionStarted(campaign=CAMPAIGN, started_ns=1))
@@ -433,6 +434,40 @@ async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
     finally:
         long_one.close()
         other.close()
+
+
+async def test_sounding_replies_take_turns_one_message_per_turn_of_the_loop():
+    """Three sessions' replies sounding at once in one process share its pump: each turn of
+    the event loop sees at most one of their messages, so whatever else is ready (a new
+    reply's sentence read from the socket, its first frame) waits for one, not three."""
+    wire: list[Sent] = []
+    pump = asyncio.Lock()
+    sessions = [await Harness(publisher=WirePublisher(wire), pump=pump).start() for _ in range(3)]
+    turns_of_the_loop = 0
+    per_turn: list[int] = []
+
+    async def count_turns() -> None:
+        nonlocal turns_of_the_loop
+        while True:
+            per_turn.append(len(wire))
+            turns_of_the_loop += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    try:
+        await asyncio.gather(*(h.session.on_message(
+            reply(f"alex-{n}", 0, "Aye, the road north is long and the bridge is out. " * 2))
+            for n, h in enumerate(sessions)))
+        steps = np.diff(per_turn)
+        assert len(wire) > 3 * 150 and turns_of_the_loop > len(wire)
+        # apart from the turn the three first frames went out in (at once, past the pump)
+        assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (messages a turn)"
+        firsts = [i for i, s in enumerate(wire) if ".audio.out." in s.subject and s.headers["Glx-Seq"] == "0"]
+        assert max(firsts) < 6  # every reply's first frame came before the others' bursts
+    finally:
+        counter.cancel()
+        for h in sessions:
+            h.close()
 
 
 async def test_by_default_every_frame_is_a_message_of_its_own():

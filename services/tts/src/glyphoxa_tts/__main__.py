@@ -27,9 +27,10 @@ class TtsApp(StageApp):
     def __init__(self, nc: Client, publisher: Publisher, settings: Settings,
                  providers: ProviderSet):
         self.providers = providers
+        pump = asyncio.Lock()  # every session's replies take turns through it (TtsSession)
         super().__init__(
             nc, publisher, settings, STAGE, EVENTS, input_filters,
-            lambda ctx: TtsSession(ctx, providers, settings), metrics.STAGE,
+            lambda ctx: TtsSession(ctx, providers, settings, pump), metrics.STAGE,
             capacity=settings.capacity)
 
     async def shutdown(self) -> None:

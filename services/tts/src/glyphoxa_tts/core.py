@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -79,8 +80,10 @@ async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
 class TtsSession:
     """The ``SessionHandler`` of the tts stage for one session."""
 
-    def __init__(self, ctx: SessionContext, providers: ProviderSet, settings: Settings):
+    def __init__(self, ctx: SessionContext, providers: ProviderSet, settings: Settings,
+                 pump: asyncio.Lock | None = None):
         self._ctx, self._providers, self._settings = ctx, providers, settings
+        self._pump = pump or asyncio.Lock()  # the process's: one reply's message at a time
         self._campaign: Campaign | None = ctx.started.campaign if ctx.started else None
         self._open: dict[str, Turn] = {}
         self._finished: Recent[str, None] = Recent()  # AudioDone published (by us or a previous replica)
@@ -302,21 +305,32 @@ class TtsSession:
 
     async def _publish_frames(self, turn: Turn, packets: Iterable[bytes]) -> None:
         """Publish ``packets`` (encoded as they are taken) in messages of up to
-        ``TTS_FRAMES_PER_MESSAGE``, the turn's first frame in one of its own."""
-        batch: list[bytes] = []
-        per_message = self._settings.frames_per_message
-        for packet in packets:
-            batch.append(packet)
-            if len(batch) == per_message or turn.frames == 0:
+        ``TTS_FRAMES_PER_MESSAGE``, the turn's first frame in one of its own, at once.
+
+        The rest of a reply is made far faster than it plays, and a publish does not give
+        the event loop up: every reply of the process sounding at once would each encode
+        and publish a message in every turn of the loop, and a new reply's first frame (and
+        the reading of its sentence from the socket before it) would wait a turn of all of
+        them at each step. So the messages after the first take turns through the process's
+        ``pump``: one message of one reply, then a turn of the loop for everything else."""
+        packets = iter(packets)
+        while True:
+            if turn.frames == 0:
+                batch = list(itertools.islice(packets, 1))
+                if not batch:
+                    return
                 await self._publish_message(turn, batch)
-                batch = []
-                # a sentence's frames are made far faster than they play, and a publish
-                # does not give the loop up: without this a burst of ~150 held back every
-                # other session's reply in this process until its last frame was out
                 await asyncio.sleep(0)
-        if batch:
-            await self._publish_message(turn, batch)
-            await asyncio.sleep(0)
+                continue
+            async with self._pump:
+                batch = list(itertools.islice(packets, self._settings.frames_per_message))
+                if not batch:
+                    return
+                await self._publish_message(turn, batch)
+                # held across a turn of the loop: a publish does not give the loop up, so
+                # a pump let go at once would be free again for every other reply in the
+                # same turn
+                await asyncio.sleep(0)
 
     async def _publish_message(self, turn: Turn, packets: list[bytes]) -> None:
         """Publish one message of frames, never interrupted half-way (so ``frames`` counts
