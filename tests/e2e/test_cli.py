@@ -152,10 +152,15 @@ def test_bench_runs_a_short_bus_overhead_measurement():
     lines = result.stdout.strip().splitlines()
     # part 1's table, then the same turns through Pipecat beside it (issue 17)
     peer = next(i for i, line in enumerate(lines) if line.startswith("== side by side with Pipecat"))
-    row = lines[peer - 2].split()
+    by_process = next(i for i, line in enumerate(lines) if "cpu by process:" in line)
+    row = lines[by_process - 1].split()
     assert row[:2] == ["2", "4"] and 0 < float(row[2]) < 1000, result.stdout  # sessions, turns, p50 ms
     assert 0 < float(row[5]) < 2.5, result.stdout  # the stack's CPU, in cores of this machine
-    assert "tts-1" in lines[peer - 1] and "nats-server" in lines[peer - 1], result.stdout  # by process
+    assert "tts-1" in lines[by_process] and "nats-server" in lines[by_process], result.stdout
+    collections = lines[by_process + 1]  # each stage's garbage collections over the run
+    assert collections.split(":")[0].strip() == "garbage collections (>= 5 ms, ms paused)", result.stdout
+    assert all(f" {stage} " in collections for stage in ("stt", "npc-brain", "tts")), result.stdout
+    assert by_process + 1 < peer, result.stdout
     both = [c for c in lines[peer + 3].split() if c != "|"]
     # sessions | ours p50 p99 | pipecat p50 p99 | cores sess/core | +edge/vad sess/core | pipecat ...
     assert both[0] == "2" and float(both[1]) == float(row[2]), result.stdout
