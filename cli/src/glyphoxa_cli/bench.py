@@ -29,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from prometheus_client.samples import Sample
 
 from glyphoxa_bus.connection import BusSettings, connect, principal
 from glyphoxa_bus.heartbeat import EDGE_ROLE, HeartbeatPublisher, heartbeating
@@ -385,23 +387,28 @@ def fill_memories(dsn: str, count: int) -> None:
                             "[" + ",".join(repr(float(v)) for v in vector) + "]", embedder.name))
 
 
-def recall_metrics(port: int) -> dict:
-    """npc-brain's recall counters and its recall_seconds histogram (cumulative buckets)."""
+def scraped(port: int) -> Iterator[Sample]:
+    """Every sample a process's ``/metrics`` shows now."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    found: dict = {"results": {}, "buckets": [], "count": 0, "sum": 0.0}
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "glyphoxa_npc_brain_recall_total":
-                found["results"][s.labels["result"]] = int(s.value)
-            elif s.name == "glyphoxa_npc_brain_recall_seconds_bucket":
-                found["buckets"].append((float(s.labels["le"]), int(s.value)))
-            elif s.name == "glyphoxa_npc_brain_recall_seconds_count":
-                found["count"] = int(s.value)
-            elif s.name == "glyphoxa_npc_brain_recall_seconds_sum":
-                found["sum"] = float(s.value)
+        yield from family.samples
+
+
+def recall_metrics(port: int) -> dict:
+    """npc-brain's recall counters and its recall_seconds histogram (cumulative buckets)."""
+    found: dict = {"results": {}, "buckets": [], "count": 0, "sum": 0.0}
+    for s in scraped(port):
+        if s.name == "glyphoxa_npc_brain_recall_total":
+            found["results"][s.labels["result"]] = int(s.value)
+        elif s.name == "glyphoxa_npc_brain_recall_seconds_bucket":
+            found["buckets"].append((float(s.labels["le"]), int(s.value)))
+        elif s.name == "glyphoxa_npc_brain_recall_seconds_count":
+            found["count"] = int(s.value)
+        elif s.name == "glyphoxa_npc_brain_recall_seconds_sum":
+            found["sum"] = float(s.value)
     return found
 
 
@@ -411,24 +418,18 @@ GC_STAGES = ("stt", "npc-brain", "tts")
 def gc_pauses(stack: Stack) -> dict[str, tuple[int, int, float]]:
     """Each stage's garbage collections so far (``glyphoxa_gc_pause_seconds``): how many,
     how many paused it 5 ms or more, and their seconds in all."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
     out = {}
     for stage in GC_STAGES:
         count = slow = 0
         total = 0.0
-        text = httpx.get(f"http://127.0.0.1:{stack.by_name(f'{stage}-1').metrics_port}/metrics",
-                         timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == "glyphoxa_gc_pause_seconds_count":
-                    count += int(s.value)
-                    slow += int(s.value)
-                elif s.name == "glyphoxa_gc_pause_seconds_bucket" and s.labels["le"] == "0.005":
-                    slow -= int(s.value)
-                elif s.name == "glyphoxa_gc_pause_seconds_sum":
-                    total += s.value
+        for s in scraped(stack.by_name(f"{stage}-1").metrics_port):
+            if s.name == "glyphoxa_gc_pause_seconds_count":
+                count += int(s.value)
+                slow += int(s.value)
+            elif s.name == "glyphoxa_gc_pause_seconds_bucket" and s.labels["le"] == "0.005":
+                slow -= int(s.value)
+            elif s.name == "glyphoxa_gc_pause_seconds_sum":
+                total += s.value
         out[stage] = (count, slow, total)
     return out
 
@@ -438,18 +439,13 @@ PHASES = ("campaign", "embed", "query", "total")
 
 def recall_phases(port: int) -> dict[str, tuple[int, float]]:
     """session-control's recall_seconds by phase: (count, mean seconds)."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
     counts: dict[str, int] = {}
     sums: dict[str, float] = {}
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "glyphoxa_session_control_recall_seconds_count":
-                counts[s.labels["phase"]] = int(s.value)
-            elif s.name == "glyphoxa_session_control_recall_seconds_sum":
-                sums[s.labels["phase"]] = float(s.value)
+    for s in scraped(port):
+        if s.name == "glyphoxa_session_control_recall_seconds_count":
+            counts[s.labels["phase"]] = int(s.value)
+        elif s.name == "glyphoxa_session_control_recall_seconds_sum":
+            sums[s.labels["phase"]] = float(s.value)
     return {phase: (n, sums.get(phase, 0.0) / n) for phase, n in counts.items() if n}
 
 

@@ -62,8 +62,8 @@ MAX_OPEN_TURNS = 16
 MAX_HELD = 8
 BATCHED_FRAMES = 10
 """``TTS_FRAMES_PER_MESSAGE`` for batches: 200 ms of audio a message at most, ~10x fewer
-messages than frames, and the loop is given up after encoding as few as that (~1 ms) so
-other sessions' first frames do not wait."""
+messages than frames; a pump turn is then up to 10 frames encoded (~1-2 ms), which other
+sessions' first frames wait for (docs/benchmarks.md 9f)."""
 
 
 async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
@@ -315,21 +315,16 @@ class TtsSession:
         ``pump``: one message of one reply, then a turn of the loop for everything else."""
         packets = iter(packets)
         while True:
-            if turn.frames == 0:
-                batch = list(itertools.islice(packets, 1))
+            first = turn.frames == 0
+            async with contextlib.nullcontext() if first else self._pump:
+                batch = list(itertools.islice(
+                    packets, 1 if first else self._settings.frames_per_message))
                 if not batch:
                     return
                 await self._publish_message(turn, batch)
-                await asyncio.sleep(0)
-                continue
-            async with self._pump:
-                batch = list(itertools.islice(packets, self._settings.frames_per_message))
-                if not batch:
-                    return
-                await self._publish_message(turn, batch)
-                # held across a turn of the loop: a publish does not give the loop up, so
-                # a pump let go at once would be free again for every other reply in the
-                # same turn
+                # the pump is held across a turn of the loop: a publish does not give the
+                # loop up, so a pump let go at once would be free again for every other
+                # reply in the same turn
                 await asyncio.sleep(0)
 
     async def _publish_message(self, turn: Turn, packets: list[bytes]) -> None:
