@@ -56,6 +56,9 @@ from glyphoxa_events.subjects import SessionSubjects, api_subject
 
 HOPS: list[tuple[float, float, float]] = []
 FRAME_S = 0.02  # one opus frame of audio.out
+SPEECH_CHUNKS = 5  # a bench line: 1 s of speech in vad's 200 ms chunks
+SPEECH_CHUNK_S = 0.2
+END_SILENCE_S = 0.2  # the shortest silence vad ends a turn on (Smart Turn's; fixed: 0.5 s)
 BUS_ONLY = {"BRAIN_RECALL": "false", "MEMORY_EMBEDDER": "off"}
 """Part 1 measures the bus: no memory recall on the turn path and no embedding of exchanges
 in session-control (a real model on the same cores; part 8b measures recall on its own)."""
@@ -128,18 +131,26 @@ async def _session_turns(nc: Client, name: str, turns: int, pace: float = 1.0) -
     try:
         for i in range(turns):
             utt = f"alex-{i * 1000}"
-            now = time.time_ns()
             key = f"vad:{tenant}.{session}:{utt}"
+            # table pacing: the player speaks for the utterance's second (vad sends each 200 ms
+            # chunk once it is heard) and vad ends it after its shortest silence; pacing out:
+            # the whole utterance at once, its end right behind its audio
+            start_ns = time.time_ns() - (0 if pace else 1_000_000_000)
             await publisher.publish(subjects.vad("alex"), UtteranceStarted(
-                utterance_id=utt, speaker="alex", start_ns=now - 1_000_000_000).to_bytes(),
+                utterance_id=utt, speaker="alex", start_ns=start_ns).to_bytes(),
                 f"{key}:start", {H.KIND: "start", H.UTTERANCE: utt})
-            for n in range(5):
+            for n in range(SPEECH_CHUNKS):
+                if pace:
+                    await asyncio.sleep(SPEECH_CHUNK_S)
                 await publisher.publish(subjects.vad("alex"), pcm[n * 6400:(n + 1) * 6400], f"{key}:{n}",
                                         {H.KIND: "audio", H.UTTERANCE: utt, H.SEQ: str(n)})
+            speech_end_ns = time.time_ns()
+            if pace:
+                await asyncio.sleep(END_SILENCE_S)
             end_ns = time.time_ns()
             await publisher.publish(subjects.vad("alex"), UtteranceEnded(
-                utterance_id=utt, speaker="alex", start_ns=now - 1_000_000_000, speech_end_ns=end_ns,
-                chunks=5, audio_ms=1000, vad_end_ns=end_ns).to_bytes(), f"{key}:end",
+                utterance_id=utt, speaker="alex", start_ns=start_ns, speech_end_ns=speech_end_ns,
+                chunks=SPEECH_CHUNKS, audio_ms=1000, vad_end_ns=end_ns).to_bytes(), f"{key}:end",
                 {H.KIND: "end", H.UTTERANCE: utt})
             event = arrived.setdefault(utt, asyncio.Event())
             await asyncio.wait_for(event.wait(), timeout=30)

@@ -19,8 +19,9 @@ when the VAD's stop and the final transcript are both in, as in our stack, where
 already waited its silence when the clock starts. RTVI is off (no client to talk to).
 
 A turn is played like the bench plays vad's output: the VAD's "user started speaking",
-1 s of 16 kHz PCM in 200 ms ``InputAudioRawFrame``s (the chunks our vad publishes), the
-VAD's "user stopped speaking". Measured: that last frame queued -> the first opus frame of
+1 s of 16 kHz PCM in 200 ms ``InputAudioRawFrame``s (the chunks our vad publishes; with table
+pacing one every 200 ms, as the player speaks), then after 200 ms of silence the VAD's "user
+stopped speaking". Measured: that last frame queued -> the first opus frame of
 the reply encoded in the sink (``time.perf_counter_ns``), and the process's CPU time over
 each run. Pacing like a table: the next line comes once the reply has been heard (its frames
 from the first on, 20 ms each) plus a 0.5-1.5 s pause.
@@ -53,6 +54,8 @@ import numpy as np
 PCM = (np.random.default_rng(0).normal(0, 2000, 16000)).astype(np.int16).tobytes()
 """The bench's second of "speech" (bench.py plays the same to stt)."""
 CHUNK_BYTES = 6400  # 200 ms at 16 kHz, as the bench's vad chunks
+CHUNK_S = 0.2
+END_SILENCE_S = 0.2  # the bench's: the shortest silence our vad ends a turn on
 FRAME_S = 0.02
 SPEAKER = "alex"
 HOPS: list[tuple[float, ...]] = []  # per turn, ms after the line ended: stt, llm, sentence, audio
@@ -256,9 +259,13 @@ async def run_session(name: str, turns: int, pace: float, frames_dir: Path | Non
             stats.start_turn()
             await worker.queue_frame(VADUserStartedSpeakingFrame())
             for n in range(0, len(PCM), CHUNK_BYTES):
+                if pace:  # as the bench: the player speaks in real time
+                    await asyncio.sleep(CHUNK_S)
                 await worker.queue_frame(InputAudioRawFrame(PCM[n:n + CHUNK_BYTES], 16_000, 1))
+            if pace:  # and the VAD stops after its silence
+                await asyncio.sleep(END_SILENCE_S)
             stats.end_ns = time.perf_counter_ns()
-            await worker.queue_frame(VADUserStoppedSpeakingFrame(stop_secs=0.2))
+            await worker.queue_frame(VADUserStoppedSpeakingFrame(stop_secs=END_SILENCE_S))
             await asyncio.wait_for(stats.first.wait(), timeout=30)
             latencies.append((stats.first_ns - stats.end_ns) / 1e6)
             HOPS.append(tuple((stats.hops.get(h, stats.first_ns) - stats.end_ns) / 1e6
