@@ -98,6 +98,32 @@ def test_up_starts_again_whatever_dies(home):
         _kill_stack(proc, home)
 
 
+def test_a_terminated_bench_stops_the_stack_it_started(home):
+    """SIGTERM (a CI timeout, `kill`) is taken like Ctrl-C: no service, nats-server or
+    PostgreSQL of the bench's stack is left running."""
+    proc = subprocess.Popen([GLYPHOXA, "bench", "--skip-providers", "--skip-memory", "--skip-peer",
+                             "--sessions", "1", "--turns", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TMPDIR": str(home)}, start_new_session=True)
+    stack_home = None
+    try:
+        def started() -> bool:
+            nonlocal stack_home
+            stack_home = next(iter(home.glob("glyphoxa-bench-*")), None)
+            return stack_home is not None and (stack_home / "stack.json").exists()
+        _wait(started, 120, "the bench started no stack")
+        assert stack_home is not None
+        state = _ready_stack(stack_home)
+        pids = [s["pid"] for s in state["services"]] + [state["nats_pid"], state["postgres_pid"]]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        assert "glyphoxa: stopped" in (proc.stdout.read() if proc.stdout else "")
+        for pid in pids:
+            assert not _alive(pid), f"process {pid} still running after SIGTERM"
+    finally:
+        _kill_stack(proc, stack_home or home)
+
+
 def _ready_stack(home: Path) -> dict:
     """stack.json once it exists and every service in it answers /readyz with 200."""
     def ready() -> bool:

@@ -356,10 +356,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken like Ctrl-C: every command that started processes (a stack, the
+    Pipecat peer) stops them in its ``finally``, rather than leaving them running."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        print("glyphoxa: stopped", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":
