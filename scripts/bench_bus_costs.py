@@ -16,12 +16,19 @@ Against a nats-server of its own (file storage, as the stacks run it), in this o
    serve loop's 50 ms tick and at 250 ms: the cores a stage spends on sessions that say nothing.
 3. **An opus frame encoded**: 20 ms of the fake voice's tone at 48 kHz stereo, 64 kbit/s (what
    tts encodes for Discord), CPU milliseconds per frame.
+4. **One hop**: ``--hops`` small messages, one every 10 ms, from this process through the
+   broker into another process, published -> in the consumer's hands (wall clock, p50 / p90 /
+   p99 ms), three ways: a file-stored JetStream stream through the stages' ``Publisher`` and
+   ``ContinuousPull`` (what every hop of a turn is), the same on a memory-stored stream, and a
+   core NATS subscription (no JetStream): what a message costs on its way between two stages
+   when both are idle, and how much of it is JetStream's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import shutil
 import socket
@@ -34,6 +41,7 @@ from pathlib import Path
 import nats
 import numpy as np
 import psutil
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from glyphoxa_bus.publisher import Outbox, Publisher
@@ -110,6 +118,71 @@ def encode_cost(frames: int) -> float:
     return (cpu_s() - started) / made * 1000
 
 
+HOP_WAYS = {"jetstream, file": ("HOP_FILE", StorageType.FILE, "hop.file"),
+            "jetstream, memory": ("HOP_MEMORY", StorageType.MEMORY, "hop.memory"),
+            "core nats": (None, None, "hop.core")}
+SENT_NS = "Bench-Sent-Ns"
+
+
+async def hop_consumer(url: str, way: str, count: int) -> None:
+    """The other process of part 4: takes ``count`` messages the stages' way and prints the
+    percentiles of published -> taken, as JSON, on stdout."""
+    stream, _, subject = HOP_WAYS[way]
+    nc = await nats.connect(url, allow_reconnect=False)
+    took: list[float] = []
+    done = asyncio.Event()
+
+    def take(msg: Msg) -> None:
+        took.append((time.time_ns() - int((msg.headers or {})[SENT_NS])) / 1e6)
+        if len(took) >= count:
+            done.set()
+
+    if stream is None:
+        async def on_msg(msg: Msg) -> None:
+            take(msg)
+        await nc.subscribe(subject, cb=on_msg)
+        await nc.flush()
+        print("ready", flush=True)
+        await done.wait()
+    else:
+        await nc.jetstream().add_consumer(stream, ConsumerConfig(
+            durable_name="hop", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1))
+        pull = await ContinuousPull(nc, stream, "hop").start()
+        print("ready", flush=True)
+        while len(took) < count:
+            for msg in await pull.next_batch(timeout=1.0):
+                take(msg)
+                await msg.ack()
+    took.sort()
+    print(json.dumps({str(q): took[min(len(took) - 1, int(q / 100 * len(took)))]
+                      for q in (50, 90, 99)}), flush=True)
+    await nc.close()
+
+
+async def hop_latency(nc: nats.NATS, url: str, way: str, count: int) -> dict[str, float]:
+    stream, storage, subject = HOP_WAYS[way]
+    if stream is not None:
+        await nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[subject],
+                                                     storage=storage))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--hop-consumer", url, way, str(count),
+        stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    if (await child.stdout.readline()).strip() != b"ready":
+        raise SystemExit(f"the hop consumer ({way}) did not start")
+    publisher = Publisher(nc, 256)
+    for n in range(count):
+        sent = {SENT_NS: str(time.time_ns())}
+        if stream is None:
+            await nc.publish(subject, b"\x00" * 160, headers=sent)
+        else:
+            await publisher.publish(subject, b"\x00" * 160, f"hop:{n}", sent)
+        await asyncio.sleep(0.01)
+    result = json.loads(await asyncio.wait_for(child.stdout.readline(), 30))
+    await child.wait()
+    return result
+
+
 async def run(args: argparse.Namespace) -> None:
     port = free_port()
     store = Path(tempfile.mkdtemp(prefix="glyphoxa-bench-bus-"))
@@ -141,6 +214,11 @@ async def run(args: argparse.Namespace) -> None:
             print(f"   tick {tick_s * 1000:>4.0f} ms         {cores:.3f} cores")
         print(f"3. an opus frame encoded (48 kHz stereo, 64 kbit/s): "
               f"{encode_cost(args.frames):.3f} ms CPU")
+        print(f"4. one hop into another process, {args.hops} messages, one every 10 ms "
+              "(published -> taken, ms):")
+        for way in HOP_WAYS:
+            q = await hop_latency(nc, f"nats://127.0.0.1:{port}", way, args.hops)
+            print(f"   {way:<18} p50 {q['50']:.2f}  p90 {q['90']:.2f}  p99 {q['99']:.2f}")
         await nc.close()
     finally:
         server.terminate()
@@ -153,7 +231,15 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=3000)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--seconds", type=float, default=8.0)
-    asyncio.run(run(p.parse_args()))
+    p.add_argument("--hops", type=int, default=400)
+    p.add_argument("--hop-consumer", nargs=3, metavar=("URL", "WAY", "COUNT"),
+                   help=argparse.SUPPRESS)  # part 4's other process
+    args = p.parse_args()
+    if args.hop_consumer:
+        url, way, count = args.hop_consumer
+        asyncio.run(hop_consumer(url, way, int(count)))
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":
