@@ -79,3 +79,15 @@ async def test_a_late_recall_lets_the_turn_answer_without_memories():
     assert turn.outcome.value == "answered" and turn.memories == ()
     assert "Mount Ash" not in llm.calls[-1][1][-1].content
     assert metric(metrics, "glyphoxa_npc_brain_recall_total", result="late") == 1
+
+
+async def test_with_recall_off_a_turn_does_not_wait_a_turn_of_the_loop_for_it():
+    """No task for a recall with nothing to ask: each turn of the loop on a turn's way lets
+    every other session's ready work take a step first."""
+    metrics = BrainMetrics(registry=CollectorRegistry())
+    early = EarlyRecall(Recaller(None, metrics, timeout_s=1.0, k=5, enabled=False), "acme", "s1")
+    asking = early.get("greta", "Greta, what did we swear to hunt?")
+    with pytest.raises(StopIteration) as done:  # finished at its first step, never suspended
+        asking.send(None)
+    assert done.value.value == ()
+    assert metric(metrics, "glyphoxa_npc_brain_recall_total", result="off") == 1

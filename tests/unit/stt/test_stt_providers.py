@@ -34,6 +34,15 @@ async def test_slow_provider_times_out_as_retryable() -> None:
     assert info.value.retryable
 
 
+async def test_an_instant_transcription_takes_no_turn_of_the_event_loop() -> None:
+    """The timeout is a scope, not a task: a provider that answers at once (the fake, a
+    cached result) finishes in the caller's step, ahead of every other session's work."""
+    transcribing = FakeStt(text="Greta, the longsword?").transcribe(SECOND)
+    with pytest.raises(StopIteration) as done:
+        transcribing.send(None)
+    assert done.value.value.text == "Greta, the longsword?"
+
+
 async def test_vendor_exceptions_do_not_leak() -> None:
     with pytest.raises(ProviderError) as info:
         await Exploding(retries=3).transcribe(SECOND)

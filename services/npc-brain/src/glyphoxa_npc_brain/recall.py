@@ -40,9 +40,15 @@ class Recaller:
         self.enabled = enabled and nc is not None
         self._failures = 0
 
+    def skipped(self, text: str) -> bool:
+        """Nothing to ask (recall off, or no words): counted as ``off``."""
+        if self.enabled and text.strip():
+            return False
+        self._metrics.recall.labels(result="off").inc()
+        return True
+
     async def recall(self, tenant: str, session: str, npc: str, text: str) -> Memories:
-        if not self.enabled or not text.strip():
-            self._metrics.recall.labels(result="off").inc()
+        if self.skipped(text):
             return ()
         assert self._nc is not None
         request = RecallRequest(tenant=tenant, session=session, npc=npc, text=text[:4000],
@@ -94,4 +100,6 @@ class EarlyRecall:
         return task
 
     async def get(self, npc: str, text: str) -> Memories:
+        if self._recaller.skipped(text):  # no task: the turn does not wait a turn of the loop
+            return ()
         return await self.start(npc, text)

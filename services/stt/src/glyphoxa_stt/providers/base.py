@@ -144,9 +144,11 @@ class SttProvider(ABC):
     ) -> SttResult:
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(
-                self._transcribe_impl(audio, prompt=prompt, language=language, keyterms=keyterms),
-                self._timeout_s)
+            # a timeout scope, not wait_for: on Python 3.11 wait_for is a task and two turns of
+            # the event loop on every transcription, on the way of every turn
+            async with asyncio.timeout(self._timeout_s):
+                result = await self._transcribe_impl(audio, prompt=prompt, language=language,
+                                                     keyterms=keyterms)
         except TimeoutError:
             raise ProviderTimeout(self.name, self._timeout_s) from None
         except (ProviderError, asyncio.CancelledError):
