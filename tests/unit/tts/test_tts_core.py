@@ -470,6 +470,47 @@ async def test_sounding_replies_take_turns_one_message_per_turn_of_the_loop():
             h.close()
 
 
+async def test_with_batches_a_turn_of_the_loop_encodes_one_frame_not_a_batch(monkeypatch):
+    """With ``TTS_FRAMES_PER_MESSAGE=10`` the pump still hands out one frame at a time: a
+    batch is encoded over ten turns of the loop and published by the turn that fills it, so
+    a new reply's first frame waits for one encode, not ten."""
+    from glyphoxa_tts import frames as tts_frames
+
+    encodes = 0
+    real = tts_frames.FrameEncoder._encode
+
+    def counting(self, mono):  # type: ignore[no-untyped-def]
+        nonlocal encodes
+        encodes += 1
+        return real(self, mono)
+
+    monkeypatch.setattr(tts_frames.FrameEncoder, "_encode", counting)
+    wire: list[Sent] = []
+    pump = asyncio.Lock()
+    sessions = [await Harness(publisher=WirePublisher(wire), pump=pump,
+                              frames_per_message=BATCHED_FRAMES).start() for _ in range(3)]
+    per_turn: list[int] = []
+
+    async def count_turns() -> None:
+        while True:
+            per_turn.append(encodes)
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    try:
+        await asyncio.gather(*(h.session.on_message(
+            reply(f"alex-{n}", 0, "Aye, the road north is long and the bridge is out. " * 2))
+            for n, h in enumerate(sessions)))
+        steps = np.diff(per_turn)
+        assert encodes > 3 * 150 and len(wire) < encodes / 5  # in batches
+        # apart from the turn the three first frames were encoded in (at once, past the pump)
+        assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (encodes a turn)"
+    finally:
+        counter.cancel()
+        for h in sessions:
+            h.close()
+
+
 async def test_by_default_every_frame_is_a_message_of_its_own():
     """``TTS_FRAMES_PER_MESSAGE`` is 1 unless set (ADR 0010): no ``Glx-Frames`` header."""
     h = await Harness().start()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -62,8 +61,9 @@ MAX_OPEN_TURNS = 16
 MAX_HELD = 8
 BATCHED_FRAMES = 10
 """``TTS_FRAMES_PER_MESSAGE`` for batches: 200 ms of audio a message at most, ~10x fewer
-messages than frames; a pump turn is then up to 10 frames encoded (~1-2 ms), which other
-sessions' first frames wait for (docs/benchmarks.md 9f)."""
+messages than frames. A pump turn still encodes one frame (a batch goes out with the turn
+that fills it): with 10 encodes a turn, other sessions' first frames waited ~1-2 ms for
+them (docs/benchmarks.md 9f, 9g)."""
 
 
 async def encoded(provider: TTSProvider, text: str, voice: VoiceSpec,
@@ -311,20 +311,27 @@ class TtsSession:
         the event loop up: every reply of the process sounding at once would each encode
         and publish a message in every turn of the loop, and a new reply's first frame (and
         the reading of its sentence from the socket before it) would wait a turn of all of
-        them at each step. So the messages after the first take turns through the process's
-        ``pump``: one message of one reply, then a turn of the loop for everything else."""
+        them at each step. So the frames after the first take turns through the process's
+        ``pump``: one frame of one reply encoded (and its message published once it is
+        full), then a turn of the loop for everything else. With batches a pump turn is
+        then one encode, not a batch of them (docs/benchmarks.md 9f)."""
         packets = iter(packets)
+        batch: list[bytes] = []
         while True:
-            first = turn.frames == 0
+            first = turn.frames == 0 and not batch
             async with contextlib.nullcontext() if first else self._pump:
-                batch = list(itertools.islice(
-                    packets, 1 if first else self._settings.frames_per_message))
-                if not batch:
+                packet = next(packets, None)
+                if packet is not None:
+                    batch.append(packet)
+                if batch and (packet is None or first
+                              or len(batch) >= self._settings.frames_per_message):
+                    await self._publish_message(turn, batch)
+                    batch = []
+                if packet is None:
                     return
-                await self._publish_message(turn, batch)
-                # the pump is held across a turn of the loop: a publish does not give the
-                # loop up, so a pump let go at once would be free again for every other
-                # reply in the same turn
+                # the pump is held across a turn of the loop: neither an encode nor a
+                # publish gives the loop up, so a pump let go at once would be free again for
+                # every other reply in the same turn
                 await asyncio.sleep(0)
 
     async def _publish_message(self, turn: Turn, packets: list[bytes]) -> None:
