@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,6 +177,8 @@ def test_bench_runs_a_short_bus_overhead_measurement():
                              "2", "--turns", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
+    # the machine's speed mark first: runs on different days compare where it matches
+    assert re.match(r"machine: \d+ cores, a 10-million-step Python loop [0-9.]+ s", lines[0]), lines[0]
     # part 1's table, then the same turns through Pipecat beside it (issue 17)
     peer = next(i for i, line in enumerate(lines) if line.startswith("== side by side with Pipecat"))
     by_process = next(i for i, line in enumerate(lines) if "cpu by process:" in line)

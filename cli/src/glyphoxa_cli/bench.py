@@ -518,9 +518,24 @@ def print_memory_bench(runs: list[dict], memories: int) -> None:
           f"without {runs[0]['metrics'].get('results', {})}")
 
 
+def loop_mark_s(steps: int = 10_000_000, tries: int = 3) -> float:
+    """Seconds for an empty Python loop of ``steps`` steps (best of ``tries``): a mark of the
+    machine's speed at the time of a run. The VM this is developed on varies by 2-3x over a
+    day; runs on different days compare where their marks match."""
+    best = float("inf")
+    for _ in range(tries):
+        started = time.perf_counter()
+        for _ in range(steps):
+            pass
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main(args: argparse.Namespace) -> int:
     if args.memories < 0 or args.turns < 1 or not args.sessions or min(args.sessions) < 1:
         raise SystemExit("glyphoxa bench: --memories must be >= 0, --turns and every --sessions >= 1")
+    print(f"machine: {os.cpu_count()} cores, a 10-million-step Python loop {loop_mark_s():.2f} s "
+          f"(best of 3); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     if not args.memory_only:
         print("== bus overhead: utterance end published -> first audio frame published "
               "(instant fake providers, every service a process)")
