@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -436,21 +437,18 @@ async def test_a_first_frame_goes_out_before_another_sessions_burst_ends():
         other.close()
 
 
-async def test_sounding_replies_take_turns_one_message_per_turn_of_the_loop():
-    """Three sessions' replies sounding at once in one process share its pump: each turn of
-    the event loop sees at most one of their messages, so whatever else is ready (a new
-    reply's sentence read from the socket, its first frame) waits for one, not three."""
-    wire: list[Sent] = []
+async def sounding_at_once(wire: list[Sent], count: Callable[[], int],
+                           **settings: object) -> list[int]:
+    """Three sessions of one process, sharing its pump, each speaking a long reply at once
+    onto ``wire``: ``count()`` at every turn of the event loop meanwhile."""
     pump = asyncio.Lock()
-    sessions = [await Harness(publisher=WirePublisher(wire), pump=pump).start() for _ in range(3)]
-    turns_of_the_loop = 0
+    sessions = [await Harness(publisher=WirePublisher(wire), pump=pump, **settings).start()
+                for _ in range(3)]
     per_turn: list[int] = []
 
     async def count_turns() -> None:
-        nonlocal turns_of_the_loop
         while True:
-            per_turn.append(len(wire))
-            turns_of_the_loop += 1
+            per_turn.append(count())
             await asyncio.sleep(0)
 
     counter = asyncio.create_task(count_turns())
@@ -458,16 +456,25 @@ async def test_sounding_replies_take_turns_one_message_per_turn_of_the_loop():
         await asyncio.gather(*(h.session.on_message(
             reply(f"alex-{n}", 0, "Aye, the road north is long and the bridge is out. " * 2))
             for n, h in enumerate(sessions)))
-        steps = np.diff(per_turn)
-        assert len(wire) > 3 * 150 and turns_of_the_loop > len(wire)
-        # apart from the turn the three first frames went out in (at once, past the pump)
-        assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (messages a turn)"
-        firsts = [i for i, s in enumerate(wire) if ".audio.out." in s.subject and s.headers["Glx-Seq"] == "0"]
-        assert max(firsts) < 6  # every reply's first frame came before the others' bursts
     finally:
         counter.cancel()
         for h in sessions:
             h.close()
+    return per_turn
+
+
+async def test_sounding_replies_take_turns_one_message_per_turn_of_the_loop():
+    """Three sessions' replies sounding at once in one process share its pump: each turn of
+    the event loop sees at most one of their messages, so whatever else is ready (a new
+    reply's sentence read from the socket, its first frame) waits for one, not three."""
+    wire: list[Sent] = []
+    per_turn = await sounding_at_once(wire, lambda: len(wire))
+    steps = np.diff(per_turn)
+    assert len(wire) > 3 * 150 and len(per_turn) > len(wire)
+    # apart from the turn the three first frames went out in (at once, past the pump)
+    assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (messages a turn)"
+    firsts = [i for i, s in enumerate(wire) if ".audio.out." in s.subject and s.headers["Glx-Seq"] == "0"]
+    assert max(firsts) < 6  # every reply's first frame came before the others' bursts
 
 
 async def test_with_batches_a_turn_of_the_loop_encodes_one_frame_not_a_batch(monkeypatch):
@@ -486,29 +493,11 @@ async def test_with_batches_a_turn_of_the_loop_encodes_one_frame_not_a_batch(mon
 
     monkeypatch.setattr(tts_frames.FrameEncoder, "_encode", counting)
     wire: list[Sent] = []
-    pump = asyncio.Lock()
-    sessions = [await Harness(publisher=WirePublisher(wire), pump=pump,
-                              frames_per_message=BATCHED_FRAMES).start() for _ in range(3)]
-    per_turn: list[int] = []
-
-    async def count_turns() -> None:
-        while True:
-            per_turn.append(encodes)
-            await asyncio.sleep(0)
-
-    counter = asyncio.create_task(count_turns())
-    try:
-        await asyncio.gather(*(h.session.on_message(
-            reply(f"alex-{n}", 0, "Aye, the road north is long and the bridge is out. " * 2))
-            for n, h in enumerate(sessions)))
-        steps = np.diff(per_turn)
-        assert encodes > 3 * 150 and len(wire) < encodes / 5  # in batches
-        # apart from the turn the three first frames were encoded in (at once, past the pump)
-        assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (encodes a turn)"
-    finally:
-        counter.cancel()
-        for h in sessions:
-            h.close()
+    per_turn = await sounding_at_once(wire, lambda: encodes, frames_per_message=BATCHED_FRAMES)
+    steps = np.diff(per_turn)
+    assert encodes > 3 * 150 and len(wire) < encodes / 5  # in batches
+    # apart from the turn the three first frames were encoded in (at once, past the pump)
+    assert np.count_nonzero(steps > 1) <= 1, f"{np.bincount(steps)} (encodes a turn)"
 
 
 async def test_by_default_every_frame_is_a_message_of_its_own():
