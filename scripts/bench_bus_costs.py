@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the bus costs a stage per message and per idle session, on its own (issue 17).
 
-    .venv/bin/python scripts/bench_bus_costs.py [--frames 3000] [--sessions 20] [--seconds 8]
+    .venv/bin/python scripts/bench_bus_costs.py [--frames 3000] [--sessions 20] [--seconds 8] [--parts 1234]
 
 Against a nats-server of its own (file storage, as the stacks run it), in this one process:
 
@@ -21,7 +21,10 @@ Against a nats-server of its own (file storage, as the stacks run it), in this o
    p99 ms), three ways: a file-stored JetStream stream through the stages' ``Publisher`` and
    ``ContinuousPull`` (what every hop of a turn is), the same on a memory-stored stream, and a
    core NATS subscription (no JetStream): what a message costs on its way between two stages
-   when both are idle, and how much of it is JetStream's.
+   when both are idle, and how much of it is JetStream's. And, for the floor under any broker,
+   no broker at all: the same messages written straight into a loopback socket the other
+   process reads with asyncio (one process waking another once, where a broker hop wakes the
+   broker and then the consumer).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import psutil
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
+from glyphoxa_bus.connection import _Client
 from glyphoxa_bus.publisher import Outbox, Publisher
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_events import headers as H
@@ -120,7 +124,8 @@ def encode_cost(frames: int) -> float:
 
 HOP_WAYS = {"jetstream, file": ("HOP_FILE", StorageType.FILE, "hop.file"),
             "jetstream, memory": ("HOP_MEMORY", StorageType.MEMORY, "hop.memory"),
-            "core nats": (None, None, "hop.core")}
+            "core nats": (None, None, "hop.core"),
+            "no broker, a socket": (None, None, None)}
 SENT_NS = "Bench-Sent-Ns"
 
 
@@ -128,7 +133,10 @@ async def hop_consumer(url: str, way: str, count: int) -> None:
     """The other process of part 4: takes ``count`` messages the stages' way and prints the
     percentiles of published -> taken, as JSON, on stdout."""
     stream, _, subject = HOP_WAYS[way]
-    nc = await nats.connect(url, allow_reconnect=False)
+    if subject is None:
+        return await _socket_consumer(count)
+    nc = _Client()  # the stages' client
+    await nc.connect(url, allow_reconnect=False)
     took: list[float] = []
     done = asyncio.Event()
 
@@ -153,10 +161,32 @@ async def hop_consumer(url: str, way: str, count: int) -> None:
             for msg in await pull.next_batch(timeout=1.0):
                 take(msg)
                 await msg.ack()
-    took.sort()
-    print(json.dumps({str(q): took[min(len(took) - 1, int(q / 100 * len(took)))]
-                      for q in (50, 90, 99)}), flush=True)
+    print(_percentiles(took), flush=True)
     await nc.close()
+
+
+def _percentiles(took: list[float]) -> str:
+    took = sorted(took)
+    return json.dumps({str(q): took[min(len(took) - 1, int(q / 100 * len(took)))]
+                       for q in (50, 90, 99)})
+
+
+async def _socket_consumer(count: int) -> None:
+    took: list[float] = []
+    done = asyncio.Event()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while len(took) < count:
+            data = await reader.readexactly(8 + 160)
+            took.append((time.time_ns() - int.from_bytes(data[:8], "big")) / 1e6)
+        writer.close()
+        done.set()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    print(f"ready {server.sockets[0].getsockname()[1]}", flush=True)
+    await done.wait()
+    server.close()
+    print(_percentiles(took), flush=True)
 
 
 async def hop_latency(nc: nats.NATS, url: str, way: str, count: int) -> dict[str, float]:
@@ -168,18 +198,28 @@ async def hop_latency(nc: nats.NATS, url: str, way: str, count: int) -> dict[str
         sys.executable, __file__, "--hop-consumer", url, way, str(count),
         stdout=asyncio.subprocess.PIPE)
     assert child.stdout is not None
-    if (await child.stdout.readline()).strip() != b"ready":
+    ready = (await child.stdout.readline()).split()
+    if not ready or ready[0] != b"ready":
         raise SystemExit(f"the hop consumer ({way}) did not start")
+    writer = None
+    if subject is None:
+        _, writer = await asyncio.open_connection("127.0.0.1", int(ready[1]))
+        writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
+                                                             socket.TCP_NODELAY, 1)
     publisher = Publisher(nc, 256)
     for n in range(count):
         sent = {SENT_NS: str(time.time_ns())}
-        if stream is None:
+        if writer is not None:
+            writer.write(time.time_ns().to_bytes(8, "big") + b"\x00" * 160)
+        elif stream is None:
             await nc.publish(subject, b"\x00" * 160, headers=sent)
         else:
             await publisher.publish(subject, b"\x00" * 160, f"hop:{n}", sent)
         await asyncio.sleep(0.01)
     result = json.loads(await asyncio.wait_for(child.stdout.readline(), 30))
     await child.wait()
+    if writer is not None:
+        writer.close()
     return result
 
 
@@ -200,25 +240,29 @@ async def run(args: argparse.Namespace) -> None:
         nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
         await nc.jetstream().add_stream(StreamConfig(
             name="BENCH", subjects=["bench.>"], storage=StorageType.FILE))
-        print(f"1. a frame published and acked (Outbox), CPU per frame, {args.frames} frames:"
-              "  this process / nats-server")
-        for label, with_headers, per_message in (("with tts headers", True, 1),
-                                                 ("no headers", False, 1),
-                                                 ("10 a message", True, 10)):
-            ms, server_ms = await publish_cost(nc, server.pid, args.frames, with_headers,
-                                               per_message)
-            print(f"   {label:<18} {ms:.3f} ms / {server_ms:.3f} ms")
-        print(f"2. {args.sessions} idle session input loops, {args.seconds:g} s each:")
-        for tick_s in (0.05, 0.25):
-            cores = await idle_cost(nc, args.sessions, tick_s, args.seconds)
-            print(f"   tick {tick_s * 1000:>4.0f} ms         {cores:.3f} cores")
-        print(f"3. an opus frame encoded (48 kHz stereo, 64 kbit/s): "
-              f"{encode_cost(args.frames):.3f} ms CPU")
-        print(f"4. one hop into another process, {args.hops} messages, one every 10 ms "
-              "(published -> taken, ms):")
-        for way in HOP_WAYS:
-            q = await hop_latency(nc, f"nats://127.0.0.1:{port}", way, args.hops)
-            print(f"   {way:<18} p50 {q['50']:.2f}  p90 {q['90']:.2f}  p99 {q['99']:.2f}")
+        if "1" in args.parts:
+            print(f"1. a frame published and acked (Outbox), CPU per frame, {args.frames} frames:"
+                  "  this process / nats-server")
+            for label, with_headers, per_message in (("with tts headers", True, 1),
+                                                     ("no headers", False, 1),
+                                                     ("10 a message", True, 10)):
+                ms, server_ms = await publish_cost(nc, server.pid, args.frames, with_headers,
+                                                   per_message)
+                print(f"   {label:<18} {ms:.3f} ms / {server_ms:.3f} ms")
+        if "2" in args.parts:
+            print(f"2. {args.sessions} idle session input loops, {args.seconds:g} s each:")
+            for tick_s in (0.05, 0.25):
+                cores = await idle_cost(nc, args.sessions, tick_s, args.seconds)
+                print(f"   tick {tick_s * 1000:>4.0f} ms         {cores:.3f} cores")
+        if "3" in args.parts:
+            print(f"3. an opus frame encoded (48 kHz stereo, 64 kbit/s): "
+                  f"{encode_cost(args.frames):.3f} ms CPU")
+        if "4" in args.parts:
+            print(f"4. one hop into another process, {args.hops} messages, one every 10 ms "
+                  "(published -> taken, ms):")
+            for way in HOP_WAYS:
+                q = await hop_latency(nc, f"nats://127.0.0.1:{port}", way, args.hops)
+                print(f"   {way:<20} p50 {q['50']:.2f}  p90 {q['90']:.2f}  p99 {q['99']:.2f}")
         await nc.close()
     finally:
         server.terminate()
@@ -232,6 +276,7 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--hops", type=int, default=400)
+    p.add_argument("--parts", default="1234", help="which parts to run, e.g. 4 (default: all)")
     p.add_argument("--hop-consumer", nargs=3, metavar=("URL", "WAY", "COUNT"),
                    help=argparse.SUPPRESS)  # part 4's other process
     args = p.parse_args()
