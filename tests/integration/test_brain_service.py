@@ -40,7 +40,7 @@ from tests.support.fakes.gemini import FakeGemini, thinking_budget
 from tests.support.fakes.llm_stream import Reply
 from tests.support.fakes.openai_compat import API_KEY as OPENAI_KEY
 from tests.support.fakes.openai_compat import FakeOpenAI
-from tests.support.service import UsageLog, http_get, metric, serving, wait_for
+from tests.support.service import UsageLog, http_get, lists_the_session, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +187,7 @@ async def test_brain_answers_the_addressed_npc_and_rejects_malformed_input(
         await session.say("jordan", "jordan-0", "I roll for perception, that's a twelve.", end_s=18)
         await session.say("jordan", "jordan-1", "Captain Boss, a word?", end_s=25)
         await wait_for(lambda: len(session.turns) >= 4)
-        assert await serving(session.js, "npc-brain", session.subjects)  # heartbeat lists it
+        await lists_the_session(session.js, "npc-brain", session.subjects, brain)
 
         greta = session.turn("alex-0")
         assert (greta.outcome, greta.npc, greta.transcript) == (

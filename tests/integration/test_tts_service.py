@@ -16,7 +16,6 @@ from nats.js.api import DeliverPolicy
 from glyphoxa_audio.opus import OpusDecoder
 from glyphoxa_audio.wav import resample
 from glyphoxa_bus.claims import publish_claims
-from glyphoxa_bus.heartbeat import read_heartbeats
 from glyphoxa_campaign import Campaign, Npc
 from glyphoxa_campaign.model import VoiceSpec
 from glyphoxa_cli.processes import ServiceProcess
@@ -30,7 +29,7 @@ from glyphoxa_events.models import (
     parse_control,
 )
 from glyphoxa_events.subjects import SessionSubjects
-from tests.support.service import UsageLog, metric, serving, wait_for
+from tests.support.service import UsageLog, lists_the_session, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -155,21 +154,6 @@ def share_heard(said: tuple[str, ...], heard: str) -> float:
 
 
 
-async def heartbeat_lists_the_session(js, subjects: SessionSubjects,  # type: ignore[no-untyped-def]
-                                      service: ServiceProcess) -> None:
-    """Its heartbeat lists the session, within a few puts: a claim lost under load (a loop
-    stalled past the 2 s lease) is taken again, and the failure then says so (a fresh-clone
-    CI run once read a heartbeat without the session right after both turns)."""
-    try:
-        await wait_for(lambda: serving(js, "tts", subjects), 10)
-    except AssertionError:
-        claims = {r: metric(service.metrics_port, "glyphoxa_tts_claims_total", result=r)
-                  for r in ("taken", "lost", "failed")}
-        log = service.log_path.read_text(errors="replace")[-3000:]
-        raise AssertionError(f"no tts heartbeat lists the session: {await read_heartbeats(js)}; "
-                             f"claims {claims}; tts log:\n{log}") from None
-
-
 async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
     subjects = SessionSubjects(tenant, SESSION)
     js = nc.jetstream()
@@ -184,7 +168,7 @@ async def test_tts_service_speaks_replies_intelligibly(nc, tenant, tts_service):
                          headers={"Nats-Msg-Id": "reply:garbage"})
         await send_turn(js, subjects, "bea-0", "elira", ELIRA_SENTENCES)
         await wait_for(lambda: {"alex-0", "bea-0"} <= set(got.done), 60)
-        await heartbeat_lists_the_session(js, subjects, tts_service)
+        await lists_the_session(js, "tts", subjects, tts_service)
 
         for turn, npc in (("alex-0", "grom"), ("bea-0", "elira")):
             done, frames = got.done[turn], got.frames[turn]

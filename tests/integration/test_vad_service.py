@@ -33,7 +33,7 @@ from glyphoxa_events.models import (
     parse_as,
 )
 from glyphoxa_events.subjects import SessionSubjects, claim_subject
-from tests.support.service import metric, serving, wait_for
+from tests.support.service import lists_the_session, metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,7 @@ async def test_vad_service_turns_opus_into_one_utterance(nc, nats_url: str, subj
                     H.CODEC: H.CODEC_OPUS})
             await edge.frame(seq, index, packet)
         await wait_for(lambda: "end" in seen.kinds())
-        assert await serving(js, "vad", subjects)  # its heartbeat lists the session
+        await lists_the_session(js, "vad", subjects, service)
 
         utt, ended, audio = check_utterance(seen, subjects)
         assert utt == f"{SPEAKER}-0"

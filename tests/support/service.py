@@ -85,3 +85,20 @@ async def serving(js, role: str, subjects: SessionSubjects) -> bool:  # type: ig
     """Whether a live heartbeat of ``role`` lists the session."""
     ref = f"{subjects.tenant}.{subjects.session}"
     return any(b.role == role and ref in b.sessions for b in await read_heartbeats(js))
+
+
+async def lists_the_session(js, role: str, subjects: SessionSubjects,  # type: ignore[no-untyped-def]
+                            service: ServiceProcess, within_s: float = 10.0) -> None:
+    """A heartbeat of ``service`` (a ``role`` stage) lists the session, within a few puts: a
+    claim lost under load (a loop stalled past a test's short lease) is taken again. Failing,
+    it says the heartbeats, the stage's claims and the end of its log (a single read once
+    failed a fresh-clone CI run with nothing to go on)."""
+    try:
+        await wait_for(lambda: serving(js, role, subjects), within_s)
+    except AssertionError:
+        metric_name = f"glyphoxa_{role.replace('-', '_')}_claims_total"
+        claims = {r: metric(service.metrics_port, metric_name, result=r)
+                  for r in ("taken", "lost", "failed")}
+        log = service.log_path.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"no {role} heartbeat lists the session: {await read_heartbeats(js)}; "
+                             f"claims {claims}; {role} log:\n{log}") from None
