@@ -230,10 +230,29 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+TURN_KEYS = {"player", "npc", "outcome", "transcript", "reply", "latency_ms"}
+
+
 def cmd_turns(args: argparse.Namespace) -> int:
     from glyphoxa_cli.results import format_table
 
-    rows = [json.loads(line) for line in Path(args.path).read_text().splitlines() if line.strip()]
+    path = Path(args.path)
+    if path.is_dir():  # a scene's output directory (glyphoxa scene play --out)
+        path = path / "turns.jsonl"
+    if not path.is_file():
+        _fail(f"no {path}: give a turns.jsonl or the directory `glyphoxa scene play` wrote")
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _fail(f"{path}, line {number}: not JSON ({exc.msg})")
+        missing = TURN_KEYS - set(row) if isinstance(row, dict) else TURN_KEYS
+        if missing:
+            _fail(f"{path}, line {number}: not a turn (no {', '.join(sorted(missing))})")
+        rows.append(row)
     print(format_table(rows))
     return 0
 
@@ -320,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_session_parser(sub)
 
-    turns = sub.add_parser("turns", help="print a turns.jsonl as a table")
-    turns.add_argument("path")
+    turns = sub.add_parser("turns", help="print a turns.jsonl (or a scene's output directory) "
+                           "as a table")
+    turns.add_argument("path", help="turns.jsonl, or the directory `scene play` wrote it to")
     turns.set_defaults(func=cmd_turns)
 
     keys = sub.add_parser("keys", help="print the operator key of the admin API")
