@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_CAMPAIGN = ROOT / "examples" / "campaign.yaml"
 EXAMPLE_SCENE = ROOT / "examples" / "scenes" / "smithy"
+FIRST_CONNECT_S = 10.0
+"""How long a command waits for NATS to answer before it says it cannot reach it (the
+services wait for ever; a person at a prompt should not)."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -97,7 +100,8 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
             save_tenant_key(access.home, tenant, key)
     else:
         _fail("no API key: give --api-key (a tenant key) or run against ./task up")
-    nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player")
+    nc = await connect(BusSettings(url=nats_url), name="glyphoxa-scene-player",
+                       first_connect_s=FIRST_CONNECT_S)
     traces = None
     try:
         door = SceneSessions(client, tenant, campaign_path.read_text(encoding="utf-8"))
@@ -130,12 +134,19 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
 
 
 def cmd_scene_play(args: argparse.Namespace) -> int:
+    import httpx
+
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
     from glyphoxa_cli.compose import ComposeError
+    from glyphoxa_cli.outpaths import OutPathError, out_dir
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.scenefile import SceneError
 
+    try:
+        out_dir(args.out)
+    except OutPathError as exc:
+        _fail(str(exc))
     try:
         nats_url, access = stack_access(args)
     except ComposeError as exc:
@@ -148,6 +159,9 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
         _fail(f"session-control refused: {exc.message} (HTTP {exc.status})")
     except (CampaignError, SceneError, ValueError, TimeoutError) as exc:
         _fail(str(exc))
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the admin API at {access.url} (is the stack running?): "
+              f"{exc or type(exc).__name__}")
     except OSError as exc:
         _fail(f"cannot reach NATS at {nats_url} (is the stack running?): {exc}")
     print(format_table(rows))
@@ -162,12 +176,23 @@ def _stack_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+MAX_REPLICAS = 16
+
+
 def _replicas(specs: list[str]) -> dict[str, int]:
+    """``up --replicas``: a typo or a service left with no replica would start a stack whose
+    sessions never get an answer, so both are errors."""
+    from glyphoxa_cli.processes import SERVICES
+
     out = {}
     for spec in specs or []:
         name, _, count = spec.partition("=")
         if not count.isdigit():
             _fail(f"--replicas takes SERVICE=N, got {spec!r}")
+        if name not in SERVICES:
+            _fail(f"--replicas: no service {name!r} (the services: {', '.join(SERVICES)})")
+        if not 1 <= int(count) <= MAX_REPLICAS:
+            _fail(f"--replicas {spec}: between 1 and {MAX_REPLICAS} replicas of a service")
         out[name] = int(count)
     return out
 
@@ -202,11 +227,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.outpaths import OutPathError, out_dir
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.stack import Stack, glyphoxa_home
 
     if not (EXAMPLE_SCENE / "scene.json").exists():
         _fail(f"{EXAMPLE_SCENE} is missing: run ./task demo (it generates the example scene)")
+    try:
+        out_dir(args.out)
+    except OutPathError as exc:
+        _fail(str(exc))
     stack = Stack(glyphoxa_home(), env=_stack_env(args))
     print("starting the Glyphoxa stack: nats-server + 6 services ...", flush=True)
     try:
@@ -261,7 +291,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """The operator key, for the admin API (``Authorization: Bearer ...``), or with
     ``--nats`` the operator's NATS URL with its login (docs/adr/0006)."""
     from glyphoxa_cli.compose import ComposeError, ComposeStack
-    from glyphoxa_cli.stack import glyphoxa_home, running_nats_url
+    from glyphoxa_cli.stack import glyphoxa_home, read_stack_file, running_nats_url
 
     if args.compose:
         stack = ComposeStack()
@@ -273,10 +303,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         key = running_nats_url() or _fail("no stack is running here (./task up)")
     else:
         path = glyphoxa_home() / "keys.json"
-        if not path.exists():
+        keys = read_stack_file(path, "the local stack's keys")
+        if keys is None:
             _fail(f"no {path}: the local stack makes it on its first start (./task up); "
                   "for the composed stack give --compose")
-        key = json.loads(path.read_text())["operator_key"]
+        key = keys.get("operator_key") or _fail(f"{path} has no operator_key")
     print(key)
     return 0
 
@@ -389,8 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
+    from glyphoxa_cli.stack import StackFileError
+
     try:
         return int(args.func(args) or 0)
+    except StackFileError as exc:  # whichever command read the stack's files first
+        _fail(str(exc))
     except KeyboardInterrupt as exc:
         print("glyphoxa: stopped", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from glyphoxa_audio.wav import read_wav
 from glyphoxa_events.tokens import validate_token
@@ -38,28 +39,71 @@ class Scene:
         return max(len(t) for t in self.tracks.values()) / self.sample_rate
 
 
+class _Player(BaseModel):
+    name: str
+    track: str
+
+
+class _Turn(BaseModel):
+    player: str
+    start_s: float
+    end_s: float
+    text: str = ""
+    addressed: str | None = None
+    kind: str = ""
+
+
+class _SceneFile(BaseModel):
+    """scene.json: what the player reads of it (other keys are the corpus's own)."""
+
+    model_config = ConfigDict(extra="ignore")
+    sample_rate: int = 0
+    players: list[_Player] = []
+    turns: list[_Turn] = []
+
+
+def _problems(exc: ValidationError) -> str:
+    """``players[0].track: Field required`` for each problem (the first three)."""
+    out = []
+    for error in exc.errors()[:3]:
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                        for part in error["loc"]).lstrip(".")
+        out.append(f"{where}: {error['msg']}" if where else error["msg"])
+    more = len(exc.errors()) - len(out)
+    return "; ".join(out) + (f" (and {more} more)" if more > 0 else "")
+
+
 def load_scene(scene_dir: str | Path) -> Scene:
     scene_dir = Path(scene_dir)
     meta_path = scene_dir / "scene.json"
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SceneError(f"{meta_path}: cannot read scene: {exc}") from exc
-    rate = int(meta.get("sample_rate", 0))
+        meta = _SceneFile.model_validate_json(meta_path.read_bytes())
+    except OSError as exc:
+        raise SceneError(f"{meta_path}: cannot read scene: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise SceneError(f"{meta_path}: not a scene: {_problems(exc)}") from None
+    rate = meta.sample_rate
     if rate != 48_000:
         raise SceneError(f"{meta_path}: sample_rate must be 48000 (Discord's rate), got {rate}")
     tracks: dict[str, np.ndarray] = {}
-    for player in meta.get("players", []):
-        token = validate_token(str(player["name"]).lower(), "player")
-        pcm, track_rate = read_wav(scene_dir / player["track"])
+    for player in meta.players:
+        try:
+            token = validate_token(player.name.lower(), "player")
+        except ValueError as exc:
+            raise SceneError(f"{meta_path}: {exc}") from None
+        path = scene_dir / player.track
+        try:
+            pcm, track_rate = read_wav(path)
+        except (OSError, EOFError, wave.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or "not a WAV file"
+            raise SceneError(f"{path}: cannot read {player.name}'s track: {reason}") from None
         if track_rate != rate or pcm.ndim != 1:
-            raise SceneError(f"{player['track']}: expected 48 kHz mono, got {track_rate} Hz")
+            channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+            raise SceneError(f"{path}: expected 48 kHz mono, got {track_rate} Hz with "
+                             f"{channels} channel{'s' if channels != 1 else ''}")
         tracks[token] = pcm
     if not tracks:
         raise SceneError(f"{meta_path}: no players")
-    turns = [
-        SceneTurn(str(t["player"]).lower(), float(t["start_s"]), float(t["end_s"]), t.get("text", ""),
-                  t.get("addressed"), t.get("kind", ""))
-        for t in meta.get("turns", [])
-    ]
+    turns = [SceneTurn(t.player.lower(), t.start_s, t.end_s, t.text, t.addressed, t.kind)
+             for t in meta.turns]
     return Scene(scene_dir.name, rate, tracks, turns)

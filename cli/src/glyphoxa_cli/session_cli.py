@@ -28,6 +28,7 @@ async def tenant_door(nats_url: str, access: ApiAccess, tenant: str) -> AsyncIte
     for a tenant that exists) and a NATS connection."""
     from glyphoxa_bus.connection import BusSettings, connect
     from glyphoxa_cli.admin import AdminClient, AdminError, tenant_client
+    from glyphoxa_cli.main import FIRST_CONNECT_S
     from glyphoxa_cli.sessions import Door, SessionProblem
     from glyphoxa_cli.stack import save_tenant_key, stack_keys
 
@@ -49,7 +50,8 @@ async def tenant_door(nats_url: str, access: ApiAccess, tenant: str) -> AsyncIte
     else:
         raise SessionProblem("no API key: give --api-key (a tenant key) or run against ./task up")
     try:
-        nc = await connect(BusSettings(url=nats_url), name="glyphoxa-session")
+        nc = await connect(BusSettings(url=nats_url), name="glyphoxa-session",
+                           first_connect_s=FIRST_CONNECT_S)
     except BaseException:
         await client.close()
         raise
@@ -105,8 +107,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _writable(check: Callable[[], object]) -> None:
+    from glyphoxa_cli.outpaths import OutPathError
+
+    try:
+        check()
+    except OutPathError as exc:
+        raise SystemExit(_fail(str(exc))) from None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.outpaths import out_dir
     from glyphoxa_cli.sessions import export_session
+
+    _writable(lambda: out_dir(args.out))
 
     async def work(door: Door) -> int:
         out = Path(args.out)
@@ -122,7 +136,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.outpaths import out_dir
     from glyphoxa_cli.replay import format_diff, replay_session
+
+    _writable(lambda: out_dir(args.out))
 
     async def work(door: Door) -> int:
         diff = await replay_session(door, args.session_id, Path(args.out), source=args.source,
@@ -138,15 +155,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
+    from glyphoxa_cli.outpaths import out_file
     from glyphoxa_cli.sessions import find_session
     from glyphoxa_cli.timeline_view import format_timeline, timeline_html
+
+    for flag, path in (("--out", args.out), ("--json", args.json)):
+        if path:
+            _writable(lambda flag=flag, path=path: out_file(path, flag))
 
     async def work(door: Door) -> int:
         await find_session(door, args.session_id)
         timeline = await door.client.timeline(args.session_id)
         print(format_timeline(timeline))
         if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(timeline_html(timeline), encoding="utf-8")
             print(f"\nwaterfall: {args.out}")
         if args.json:

@@ -118,11 +118,28 @@ class Stack:
                 for p in self.procs}
 
 
+class StackFileError(ValueError):
+    """A file the local stack keeps in its home that cannot be read (a command says so in one
+    line rather than a traceback)."""
+
+
+def read_stack_file(path: Path, what: str) -> dict | None:  # type: ignore[type-arg]
+    """``path``'s JSON object, or None when there is no such file."""
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StackFileError(f"{path} ({what}) cannot be read: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StackFileError(f"{path} ({what}) is not a JSON object")
+    return doc
+
+
 def stack_keys(home: Path) -> dict[str, str]:
     """The local stack's keys (``glyphoxa_runtime.keyring``) and the tenant keys the scene
     player made; made once, kept 0600 in ``<home>/keys.json``."""
-    path = home / "keys.json"
-    keys = json.loads(path.read_text()) if path.exists() else {"tenant_keys": {}}
+    keys = read_stack_file(home / "keys.json", "the local stack's keys") or {"tenant_keys": {}}
     if complete(keys):  # a new home, or a keys.json from before a key was needed
         _write_keys(home, keys)
     return keys
@@ -186,8 +203,7 @@ def _write_keys(home: Path, keys: dict) -> None:  # type: ignore[type-arg]
 
 
 def running_stack() -> dict:
-    state = glyphoxa_home() / "stack.json"
-    return json.loads(state.read_text()) if state.exists() else {}
+    return read_stack_file(glyphoxa_home() / "stack.json", "the running local stack") or {}
 
 
 def running_nats_url() -> str | None:

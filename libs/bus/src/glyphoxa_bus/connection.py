@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -180,14 +181,24 @@ def principal(nc: Client) -> str:
     return getattr(nc, "principal", ANONYMOUS)
 
 
-async def connect(settings: BusSettings, name: str, declare: bool = True) -> Client:
-    async def on_error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
-
+async def connect(settings: BusSettings, name: str, declare: bool = True,
+                  first_connect_s: float | None = None) -> Client:
+    """Connect (and, as the user may, declare the streams). Once connected the client
+    reconnects for ever. The first connect also retries for ever (a service started before
+    the broker waits for it, not ready meanwhile), or with ``first_connect_s`` (a command a
+    person is waiting on) gives up after that long with ``ConnectionError``."""
     client: list[Client] = []
 
+    async def on_error(exc: Exception) -> None:
+        if client or first_connect_s is None:
+            log.warning("nats error: %s", exc)
+        else:  # the command's own error says it once, when it gives up
+            log.debug("nats error: %s", exc)
+
     async def on_disconnect() -> None:
-        if client and (client[0].is_closed or client[0].is_draining):
+        if not client:  # a first connect's failed try: on_error said why
+            return
+        if client[0].is_closed or client[0].is_draining:
             return  # our own drain/close, not an outage
         log.warning("nats disconnected; reconnecting")
 
@@ -196,19 +207,25 @@ async def connect(settings: BusSettings, name: str, declare: bool = True) -> Cli
 
     nc = _Client()
     nc.user = settings.login_user()
-    await nc.connect(
-        servers=settings.servers(),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        pending_size=8 * 1024 * 1024,
-        tls=settings.tls_context(),
-        **settings.login(),
-    )
+    try:
+        async with asyncio.timeout(first_connect_s):
+            await nc.connect(
+                servers=settings.servers(),
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                pending_size=8 * 1024 * 1024,
+                tls=settings.tls_context(),
+                **settings.login(),
+            )
+    except TimeoutError:
+        await nc.close()
+        raise ConnectionError(f"no NATS server answered within {first_connect_s:g} s "
+                              f"({', '.join(settings.shown())})") from None
     client.append(nc)
     if declare and nc.user and nc.user not in DECLARERS:
         # its permissions do not let it declare (ADR 0006): session-control does that; a
