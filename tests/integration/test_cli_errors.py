@@ -146,3 +146,14 @@ def test_a_broken_file_in_the_stacks_home_is_named(tmp_path: Path, file: str, co
 def test_up_refuses_replicas_it_cannot_start(tmp_path: Path, spec: str, says: str) -> None:
     assert one_error(glyphoxa(tmp_path, "up", "--replicas", spec)) == says
     assert not (tmp_path / "stack.json").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "fast"])
+def test_a_speed_it_cannot_replay_at_is_refused_before_anything_runs(tmp_path: Path,
+                                                                     value: str) -> None:
+    d = scene(tmp_path)
+    result = glyphoxa(tmp_path, "scene", "play", str(d), "--out", "out", "--speed", value,
+                      *no_stack(), timeout_s=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "argument --speed: " in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()

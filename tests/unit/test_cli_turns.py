@@ -41,6 +41,10 @@ def test_turns_reads_the_file_or_the_directory_the_scene_player_wrote(tmp_path: 
      "{path}, line 2: not a turn (no latency_ms, npc, outcome, reply, transcript)"),
     ("[1, 2]", "{path}, line 1: not a turn (no latency_ms, npc, outcome, player, reply, "
      "transcript)"),
+    (json.dumps({**TURN, "latency_ms": None}),
+     "{path}, line 1: latency_ms must be an object of milliseconds (numbers or null)"),
+    (json.dumps({**TURN, "latency_ms": {"stt_final": "fast"}}),
+     "{path}, line 1: latency_ms must be an object of milliseconds (numbers or null)"),
 ])
 def test_what_is_not_a_turns_file_gets_one_clear_line(tmp_path: Path, content: str | None,
                                                        says: str) -> None:

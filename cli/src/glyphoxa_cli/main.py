@@ -25,6 +25,18 @@ FIRST_CONNECT_S = 10.0
 services wait for ever; a person at a prompt should not)."""
 
 
+def speed(text: str) -> float:
+    """``--speed``: a replay's pacing, 1 (real time) or faster; checked before anything runs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1.0 <= value <= 1000.0:  # nan fails both
+        raise argparse.ArgumentTypeError(
+            f"{text} (1 is real time, more is faster; a slower replay would stretch silences)")
+    return value
+
+
 def _fail(message: str) -> NoReturn:
     print(f"glyphoxa: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -263,6 +275,21 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
 TURN_KEYS = {"player", "npc", "outcome", "transcript", "reply", "latency_ms"}
 
 
+def _turn_problem(row: object) -> str | None:
+    """Why a turns.jsonl line is not a turn the table can show (None when it is)."""
+    if not isinstance(row, dict):
+        return f"not a turn (no {', '.join(sorted(TURN_KEYS))})"
+    missing = TURN_KEYS - set(row)
+    if missing:
+        return f"not a turn (no {', '.join(sorted(missing))})"
+    latency = row["latency_ms"]
+    if not isinstance(latency, dict) or not all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in latency.values()):
+        return "latency_ms must be an object of milliseconds (numbers or null)"
+    return None
+
+
 def cmd_turns(args: argparse.Namespace) -> int:
     from glyphoxa_cli.results import format_table
 
@@ -279,9 +306,9 @@ def cmd_turns(args: argparse.Namespace) -> int:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             _fail(f"{path}, line {number}: not JSON ({exc.msg})")
-        missing = TURN_KEYS - set(row) if isinstance(row, dict) else TURN_KEYS
-        if missing:
-            _fail(f"{path}, line {number}: not a turn (no {', '.join(sorted(missing))})")
+        problem = _turn_problem(row)
+        if problem:
+            _fail(f"{path}, line {number}: {problem}")
         rows.append(row)
     print(format_table(rows))
     return 0
@@ -334,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("scene_dir")
     play.add_argument("--campaign", required=True)
     play.add_argument("--out", required=True)
-    play.add_argument("--speed", type=float, default=1.0, help="pacing only (>= 1); results do not change")
+    play.add_argument("--speed", type=speed, default=1.0, help="pacing only (>= 1); results do not change")
     play.add_argument("--tenant", default="demo")
     play.add_argument("--nats", help="NATS URL (default: the running ./task up stack)")
     play.add_argument("--api", help="session-control admin API URL (default: the running stack's)")
@@ -359,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start the stack, play the example scene, print the turn table")
     demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--speed", type=float, default=1.0)
+    demo.add_argument("--speed", type=speed, default=1.0, help="pacing (>= 1)")
     demo.add_argument("--fake", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

@@ -178,6 +178,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from glyphoxa_cli.main import speed
+
     session = sub.add_parser("session", help="recorded sessions: list, export, replay, timeline"
                              ).add_subparsers(dest="session_cmd", required=True)
 
@@ -214,7 +216,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "transcripts: the final transcripts straight to npc-brain")
     p.add_argument("--campaign", help="a campaign.yaml instead of the session's own snapshot "
                                       "(imported into the tenant's campaigns)")
-    p.add_argument("--speed", type=float, default=1.0, help="pacing only (>= 1)")
+    p.add_argument("--speed", type=speed, default=1.0, help="pacing only (>= 1)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when any turn's routing or outcome differs")
     p.add_argument("--timeout", type=float, default=300.0)
