@@ -157,3 +157,8 @@ def test_a_speed_it_cannot_replay_at_is_refused_before_anything_runs(tmp_path: P
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "argument --speed: " in result.stderr.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_refuses_counts_it_cannot_run(tmp_path: Path) -> None:
+    error = one_error(glyphoxa(tmp_path, "bench", "--turns", "0"))
+    assert error == "bench: --memories must be >= 0, --turns and every --sessions >= 1"

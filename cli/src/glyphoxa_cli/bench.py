@@ -533,7 +533,9 @@ def loop_mark_s(steps: int = 10_000_000, tries: int = 3) -> float:
 
 def main(args: argparse.Namespace) -> int:
     if args.memories < 0 or args.turns < 1 or not args.sessions or min(args.sessions) < 1:
-        raise SystemExit("glyphoxa bench: --memories must be >= 0, --turns and every --sessions >= 1")
+        print("glyphoxa: error: bench: --memories must be >= 0, --turns and every --sessions "
+              ">= 1", file=sys.stderr)
+        return 2
     print(f"machine: {os.cpu_count()} cores, a 10-million-step Python loop {loop_mark_s():.2f} s "
           f"(best of 3); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     if not args.memory_only:
