@@ -92,6 +92,22 @@ def test_a_bad_out_is_said_before_anything_plays(tmp_path: Path) -> None:
     assert error == "--out taken: cannot make the directory: File exists"
 
 
+@pytest.mark.parametrize(("command", "says"), [
+    (["session", "export", "s1", "--out", "taken"],
+     "--out taken: cannot make the directory: File exists"),
+    (["session", "replay", "s1", "--out", "taken/sub"],
+     "--out taken/sub: cannot make the directory: Not a directory"),
+    (["session", "timeline", "s1", "--out", "."], "--out .: is a directory; give a file name"),
+    (["session", "timeline", "s1", "--json", "taken/t.json"],
+     "--json taken/t.json: its directory taken: cannot make the directory: File exists"),
+])
+def test_a_session_commands_bad_out_is_said_before_it_connects(tmp_path: Path,
+                                                               command: list[str],
+                                                               says: str) -> None:
+    (tmp_path / "taken").write_text("a file")
+    assert one_error(glyphoxa(tmp_path, *command, *no_stack()[2:])) == says
+
+
 def test_scene_play_without_a_broker_gives_up_and_says_so(tmp_path: Path) -> None:
     d = scene(tmp_path)
     flags = no_stack()

@@ -151,14 +151,11 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
     from glyphoxa_cli.compose import ComposeError
-    from glyphoxa_cli.outpaths import OutPathError, out_dir
+    from glyphoxa_cli.outpaths import out_dir
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.scenefile import SceneError
 
-    try:
-        out_dir(args.out)
-    except OutPathError as exc:
-        _fail(str(exc))
+    out_dir(args.out)
     try:
         nats_url, access = stack_access(args)
     except ComposeError as exc:
@@ -239,16 +236,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from glyphoxa_cli.outpaths import OutPathError, out_dir
+    from glyphoxa_cli.outpaths import out_dir
     from glyphoxa_cli.results import format_table
     from glyphoxa_cli.stack import Stack, glyphoxa_home
 
     if not (EXAMPLE_SCENE / "scene.json").exists():
         _fail(f"{EXAMPLE_SCENE} is missing: run ./task demo (it generates the example scene)")
-    try:
-        out_dir(args.out)
-    except OutPathError as exc:
-        _fail(str(exc))
+    out_dir(args.out)
     stack = Stack(glyphoxa_home(), env=_stack_env(args))
     print("starting the Glyphoxa stack: nats-server + 6 services ...", flush=True)
     try:
@@ -447,11 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
+    from glyphoxa_cli.outpaths import OutPathError
     from glyphoxa_cli.stack import StackFileError
 
     try:
         return int(args.func(args) or 0)
-    except StackFileError as exc:  # whichever command read the stack's files first
+    except (StackFileError, OutPathError) as exc:  # checked by every command alike
         _fail(str(exc))
     except KeyboardInterrupt as exc:
         print("glyphoxa: stopped", file=sys.stderr)
