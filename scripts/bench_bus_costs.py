@@ -47,7 +47,7 @@ import psutil
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from glyphoxa_bus.connection import _Client
+from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.publisher import Outbox, Publisher
 from glyphoxa_bus.pull import ContinuousPull
 from glyphoxa_events import headers as H
@@ -135,8 +135,7 @@ async def hop_consumer(url: str, way: str, count: int) -> None:
     stream, _, subject = HOP_WAYS[way]
     if subject is None:
         return await _socket_consumer(count)
-    nc = _Client()  # the stages' client
-    await nc.connect(url, allow_reconnect=False)
+    nc = await connect(BusSettings(url=url), "bench-hop", declare=False, first_connect_s=10)
     took: list[float] = []
     done = asyncio.Event()
 

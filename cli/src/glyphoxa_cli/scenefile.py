@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from glyphoxa_audio.wav import read_wav
+from glyphoxa_campaign.loader import dotted
 from glyphoxa_events.tokens import validate_token
 
 
@@ -66,8 +67,7 @@ def _problems(exc: ValidationError) -> str:
     """``players[0].track: Field required`` for each problem (the first three)."""
     out = []
     for error in exc.errors()[:3]:
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
-                        for part in error["loc"]).lstrip(".")
+        where = dotted(tuple(error["loc"]))
         out.append(f"{where}: {error['msg']}" if where else error["msg"])
     more = len(exc.errors()) - len(out)
     return "; ".join(out) + (f" (and {more} more)" if more > 0 else "")

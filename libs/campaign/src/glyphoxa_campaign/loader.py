@@ -54,7 +54,7 @@ def load_campaign(text: str, source: str = "<campaign>") -> Campaign:
 def _describe(err: Any, root: yaml.Node | None) -> str:
     loc = tuple(err["loc"])
     line = _line_of(root, loc)
-    field = _dotted(loc) or "campaign"
+    field = dotted(loc) or "campaign"
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown field"
@@ -64,7 +64,8 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     return f"{prefix}{field}: {message}"
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
+def dotted(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a reader writes it: ``npcs[0].voice.pitch``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
