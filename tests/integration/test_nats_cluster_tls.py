@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.errors import NoStreamResponseError
 
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.streams import HEARTBEAT_BUCKET, WORK, stream_configs
@@ -127,7 +128,16 @@ async def test_streams_and_heartbeats_have_three_copies_over_tls(tls_cluster):
 
         await LiveRegistry.open(nc, settings.stream_replicas)  # session-control's own bucket
         assert (await js.stream_info(f"KV_{BUCKET}")).config.num_replicas == 3
-        ack = await js.publish(claim_subject("stt", "t1", "s1"), b"")
+        # a just-made R3 stream may not be reachable from every server for a moment (its
+        # leader elected, the interest not yet routed: "no responders", once in a CI run)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ack = await js.publish(claim_subject("stt", "t1", "s1"), b"")
+                break
+            except NoStreamResponseError:
+                assert time.monotonic() < deadline, "the WORK stream never answered a publish"
+                await asyncio.sleep(0.2)
         assert ack.stream == WORK
     finally:
         await nc.close()
