@@ -76,8 +76,13 @@ def check_scene(rows: list[dict], scene_dir: Path, out: Path,
         assert row["outcome"] == "answered", f"not answered ({row['reason']}): {where}"
         assert row["npc"] == expected, f"answered by {row['npc']} instead of {expected}: {where}"
         assert row["reply"].strip()
+        # every frame tts sent arrived, once: none concealed, no two syntheses mixed
+        audio = row["audio"]
+        assert (audio["sent"] == audio["received"] and not audio["missing"]
+                and not audio["differing"]), f"audio {audio}: {where}"
         heard = transcribe_wav(out / "turns" / f"{row['utterance']}.wav")
-        assert word_overlap(row["reply"], heard) >= 0.5, f"unintelligible: {row['reply']!r} -> {heard!r}"
+        assert word_overlap(row["reply"], heard) >= 0.5, \
+            f"unintelligible: {row['reply']!r} -> {heard!r} (audio {audio})"
         assert row["latency_ms"]["first_audio"] is not None
 
 

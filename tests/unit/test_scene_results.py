@@ -165,3 +165,19 @@ def test_a_line_too_late_for_a_follow_up_says_how_late_in_the_table():
                "window"}}
     assert reason_text(row) == "no name; tobias 40.0 s ago, past the 30 s window"
     assert reason_text({"reason": "x", "routing": {"kind": "only_npc"}}) == "the only NPC"
+
+
+def test_each_turn_row_says_what_arrived_of_its_audio_against_what_tts_sent():
+    """A concealed gap or two syntheses mixed into one turn make its audio garbled; the row
+    says so (the scene tests check it before they listen)."""
+    from glyphoxa_cli.results import audio_summary
+    from glyphoxa_events.models import AudioDone
+
+    whole = [(0, 1, b"a", "greta"), (1, 2, b"b", "greta"), (1, 3, b"b", "greta")]
+    assert audio_summary(whole, AudioDone(turn_id="u", npc="greta", frames=2)) == {
+        "sent": 2, "received": 2, "missing": 0, "differing": 0}
+    gappy_mixed = [(0, 1, b"a", "greta"), (3, 2, b"d", "greta"), (0, 3, b"x", "greta")]
+    assert audio_summary(gappy_mixed, AudioDone(
+        turn_id="u", npc="greta", frames=4, cancelled=True, reason="stale: late")) == {
+        "sent": 4, "received": 2, "missing": 2, "differing": 1, "cancelled": "stale: late"}
+    assert audio_summary([], None) == {"sent": None, "received": 0, "missing": 0, "differing": 0}

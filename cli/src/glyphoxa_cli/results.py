@@ -13,6 +13,7 @@ from glyphoxa_audio.opus import OpusDecoder, OpusError
 from glyphoxa_audio.wav import write_wav
 from glyphoxa_cli.player import ScenePlayer
 from glyphoxa_cli.scenefile import Scene, SceneTurn
+from glyphoxa_events.models import AudioDone
 
 RATE = 48_000
 LATENCY_KEYS = ("vad_end", "stt_final", "first_token", "first_sentence", "first_audio")
@@ -70,10 +71,30 @@ def turn_rows(player: ScenePlayer) -> list[dict]:
             # the memories of earlier sessions recalled into the reply's prompt (docs/memory.md)
             "memories": list(turn.memories) if turn else [],
             "latency_ms": latency,
+            "audio": audio_summary(c.frames.get(utt_id, []), c.audio_done.get(utt_id)),
             "expected": None if expected is None else {
                 "text": expected.text, "addressed": expected.addressed, "kind": expected.kind},
         })
     return rows
+
+
+def audio_summary(frames: list[tuple[int, int, bytes, str]], done: AudioDone | None) -> dict:
+    """What arrived of a turn's audio against what tts says it sent: ``sent`` (its
+    ``AudioDone``, None before it came), ``received`` (distinct frame numbers), ``missing``
+    (numbers below the highest that never came: concealed when played), ``differing``
+    (numbers that came twice with different packets: two syntheses mixed, the first of each
+    played), and why tts ended the turn when it cancelled it."""
+    packets: dict[int, bytes] = {}
+    differing = 0
+    for seq, _, packet, _ in frames:
+        first = packets.setdefault(seq, packet)
+        differing += first != packet
+    top = max(packets, default=-1) + 1
+    summary = {"sent": done.frames if done else None, "received": len(packets),
+               "missing": top - len(packets), "differing": differing}
+    if done is not None and done.cancelled:
+        summary["cancelled"] = done.reason
+    return summary
 
 
 def _dumped(part: BaseModel | None) -> dict | None:
