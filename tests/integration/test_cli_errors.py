@@ -18,6 +18,7 @@ import pytest
 from glyphoxa_audio.wav import write_wav
 from glyphoxa_cli.main import FIRST_CONNECT_S
 from glyphoxa_cli.processes import free_port
+from glyphoxa_cli.stack import REACH_NATS_S
 
 pytestmark = pytest.mark.integration
 
@@ -109,17 +110,37 @@ def test_a_session_commands_bad_out_is_said_before_it_connects(tmp_path: Path,
 
 
 def test_scene_play_without_a_broker_gives_up_and_says_so(tmp_path: Path) -> None:
+    """...without showing the NATS login the URL carries (a running stack's is the operator's)."""
     d = scene(tmp_path)
     flags = no_stack()
+    nats = flags[flags.index("--nats") + 1]
+    flags[flags.index("--nats") + 1] = nats.replace("nats://", "nats://operator:s3cret-pw@")
     started = time.monotonic()
     result = glyphoxa(tmp_path, "scene", "play", str(d), "--out", "out", *flags)
     took_s = time.monotonic() - started
     error = one_error(result)
-    nats = flags[flags.index("--nats") + 1]
-    assert error.startswith(f"cannot reach NATS at {nats} (is the stack running?): no NATS "
+    shown = nats.replace("nats://", "nats://***@")
+    assert error.startswith(f"cannot reach NATS at {shown} (is the stack running?): no NATS "
                             f"server answered within {FIRST_CONNECT_S:g} s"), error
     assert took_s < FIRST_CONNECT_S + 30  # it used to retry for ever
     assert "WARNING" not in result.stderr  # one line, not a warning every half second
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_up_with_a_nats_that_does_not_answer_says_so_before_starting_anything(
+        tmp_path: Path) -> None:
+    """``up --nats URL`` (an existing server): it used to start every service and wait two
+    minutes for the first to be ready."""
+    port = free_port()
+    started = time.monotonic()
+    result = glyphoxa(tmp_path, "up", "--nats", f"nats://glx:s3cret-pw@127.0.0.1:{port}")
+    took_s = time.monotonic() - started
+    error = one_error(result)
+    assert error.startswith(f"cannot reach NATS at nats://***@127.0.0.1:{port}: no NATS server "
+                            f"answered within {REACH_NATS_S:g} s"), error
+    assert took_s < REACH_NATS_S + 30
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert not (tmp_path / "stack.json").exists() and not (tmp_path / "logs").exists()
 
 
 def test_a_stack_that_is_gone_is_the_admin_api_unreachable(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ async def play_scene(nats_url: str, access: ApiAccess, scene_dir: Path, campaign
 def cmd_scene_play(args: argparse.Namespace) -> int:
     import httpx
 
+    from glyphoxa_bus.connection import shown_url
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
     from glyphoxa_cli.compose import ComposeError
@@ -172,7 +173,7 @@ def cmd_scene_play(args: argparse.Namespace) -> int:
         _fail(f"cannot reach the admin API at {access.url} (is the stack running?): "
               f"{exc or type(exc).__name__}")
     except OSError as exc:
-        _fail(f"cannot reach NATS at {nats_url} (is the stack running?): {exc}")
+        _fail(f"cannot reach NATS at {shown_url(nats_url)} (is the stack running?): {exc}")
     print(format_table(rows))
     return 0
 
@@ -207,17 +208,23 @@ def _replicas(specs: list[str]) -> dict[str, int]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from glyphoxa_bus.connection import shown_url
     from glyphoxa_cli.processes import preferred_port
-    from glyphoxa_cli.stack import Stack, glyphoxa_home
+    from glyphoxa_cli.stack import NatsUnreachable, Stack, glyphoxa_home
     from glyphoxa_cli.supervise import Supervisor
 
     stack = Stack(glyphoxa_home(), env=_stack_env(args), replicas=_replicas(args.replicas),
                   nats_url=args.nats, api_port=preferred_port(8700))
     print("starting the Glyphoxa stack (first start loads the models, ~20 s) ...", flush=True)
     try:
-        stack.start()
-        print(f"\nready. NATS: {stack.nats_url}  admin API: {stack.api_url} "
-              f"(operator key in {stack.home / 'keys.json'})\n"
+        try:
+            stack.start()
+        except (NatsUnreachable, RuntimeError, TimeoutError) as exc:  # it stopped what it started
+            _fail(str(exc))
+        # the URL carries the operator's NATS login: shown without it (it is in stack.json)
+        print(f"\nready. NATS: {shown_url(stack.nats_url or '')}  admin API: {stack.api_url} "
+              f"(operator key in {stack.home / 'keys.json'}, NATS login in "
+              f"{stack.home / 'stack.json'})\n"
               f"play a scene:  .venv/bin/glyphoxa scene play {EXAMPLE_SCENE.relative_to(ROOT)} "
               f"--campaign {EXAMPLE_CAMPAIGN.relative_to(ROOT)} --out out/\n"
               "Ctrl-C stops everything.", flush=True)

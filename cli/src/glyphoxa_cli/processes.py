@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,7 @@ class ServiceProcess:
         """Wait until ``/readyz`` says ready (models loaded, subscriptions in place)."""
         deadline = time.monotonic() + timeout_s
         wait_port(self.metrics_port, timeout_s=timeout_s, proc=self.proc)
+        said = ""  # what /readyz last answered: why it is not ready (a dependency down)
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.service} exited with {self.proc.returncode}; see {self.log_path}")
@@ -146,10 +148,13 @@ class ServiceProcess:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as exc:
+                said = exc.read(500).decode(errors="replace")
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"{self.service} not ready after {timeout_s:.0f} s; see {self.log_path}")
+        why = f" (/readyz: {said})" if said else ""
+        raise TimeoutError(f"{self.service} not ready after {timeout_s:.0f} s{why}; see {self.log_path}")
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

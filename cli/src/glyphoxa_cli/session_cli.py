@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace, work: Callable[[Door], Awaitable[int]]) -> in
     import httpx
     from nats.errors import Error as NatsError
 
+    from glyphoxa_bus.connection import shown_url
     from glyphoxa_campaign import CampaignError
     from glyphoxa_cli.admin import AdminError
     from glyphoxa_cli.compose import ComposeError
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace, work: Callable[[Door], Awaitable[int]]) -> in
     except (CampaignError, SceneError, ValueError, TimeoutError) as exc:
         return _fail(str(exc))
     except (OSError, httpx.HTTPError, NatsError) as exc:
-        return _fail(f"cannot reach NATS at {nats_url} or the admin API at {access.url} "
+        return _fail(f"cannot reach NATS at {shown_url(nats_url)} or the admin API at {access.url} "
                      f"(is the stack running?): {exc or type(exc).__name__}")
 
 

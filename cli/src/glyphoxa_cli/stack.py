@@ -66,6 +66,9 @@ class Stack:
             # the streams exist before any service logs in: a stage may not declare them,
             # and a stack need not run session-control (benchmarks)
             declare_streams(self.nats_url, self.env)
+        else:  # an existing server: say at once when it does not answer, not after every
+            # service waited two minutes for it
+            progress(f"using NATS at {reach_nats(self.nats_url)}")
         if self.pg_dsn is None:
             self.postgres = PostgresServer(self.home / "postgres").start()
             create_database(self.postgres.dsn(), "glyphoxa")
@@ -148,9 +151,6 @@ def stack_keys(home: Path) -> dict[str, str]:
 def declare_streams(nats_url: str, env: dict[str, str]) -> None:
     """Declare the streams and the heartbeat bucket (with the TTL the services are given in
     ``env``) as the operator, in a thread of its own: the caller may be in an event loop."""
-    import asyncio
-    import threading
-
     from glyphoxa_bus.connection import BusSettings, connect
     from glyphoxa_bus.streams import ensure_heartbeat_bucket
 
@@ -168,15 +168,54 @@ def declare_streams(nats_url: str, env: dict[str, str]) -> None:
         finally:
             await nc.close()
 
+    _run_in_thread(declare(), "declare-streams")
+
+
+REACH_NATS_S = 10.0
+
+
+class NatsUnreachable(ConnectionError):
+    """``up --nats URL`` named a server that does not answer."""
+
+
+def reach_nats(nats_url: str) -> str:
+    """Connect to an existing NATS once (``REACH_NATS_S`` at most) and hang up; the URL as
+    it may be shown (no password). Raises ``NatsUnreachable``."""
+    from glyphoxa_bus.connection import BusSettings, connect, shown_url
+
+    try:
+        settings = BusSettings(url=nats_url)
+    except ValueError as exc:
+        raise NatsUnreachable(f"not a NATS URL: {exc}") from None
+    shown = shown_url(nats_url)
+
+    async def reach() -> None:
+        nc = await connect(settings, name="glyphoxa-up", declare=False,
+                           first_connect_s=REACH_NATS_S)
+        await nc.close()
+
+    try:
+        _run_in_thread(reach(), "reach-nats")
+    except (OSError, ValueError) as exc:
+        raise NatsUnreachable(f"cannot reach NATS at {shown}: {exc}") from None
+    return shown
+
+
+def _run_in_thread(coro, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Run ``coro`` to its end in a thread of its own (the caller may be in an event loop);
+    its exception is raised here."""
+    import asyncio
+    import threading
+
     failed: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(declare())
+            asyncio.run(coro)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             failed.append(exc)
 
-    thread = threading.Thread(target=run, name="declare-streams")
+    thread = threading.Thread(target=run, name=name)
     thread.start()
     thread.join()
     if failed:

@@ -135,13 +135,7 @@ class BusSettings(BaseSettings):
 
     def shown(self) -> list[str]:
         """The URLs as a log line may show them: credentials replaced by ``***``."""
-        out = []
-        for url in self.servers():
-            parts = urlsplit(url if "://" in url else f"nats://{url}")
-            host = parts.netloc.rsplit("@", 1)[-1]
-            out.append(urlunsplit(parts._replace(netloc=f"***@{host}" if "@" in parts.netloc
-                                                 else host)))
-        return out
+        return [shown_url(url) for url in self.servers()]
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings(max_age_s=self.stream_max_age_s, max_bytes=self.stream_max_bytes,
@@ -179,6 +173,18 @@ class _Client(Client):
 def principal(nc: Client) -> str:
     """Who ``nc`` is on session-control's API: its NATS user, ``anonymous`` without one."""
     return getattr(nc, "principal", ANONYMOUS)
+
+
+def shown_url(url: str) -> str:
+    """A NATS URL (or a comma-separated list of them) as a log line or an error may show it:
+    a login or token replaced by ``***``."""
+    out = []
+    for one in (u.strip() for u in url.split(",") if u.strip()):
+        parts = urlsplit(one if "://" in one else f"nats://{one}")
+        host = parts.netloc.rsplit("@", 1)[-1]
+        out.append(urlunsplit(parts._replace(netloc=f"***@{host}" if "@" in parts.netloc
+                                             else host)))
+    return ", ".join(out)
 
 
 async def connect(settings: BusSettings, name: str, declare: bool = True,
