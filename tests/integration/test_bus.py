@@ -10,7 +10,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from glyphoxa_bus.claims import ClaimWorker, publish_claims
+from glyphoxa_bus.claims import ClaimLost, ClaimWorker, publish_claims
 from glyphoxa_bus.connection import BusSettings, connect
 from glyphoxa_bus.publisher import Publisher, Resender
 from glyphoxa_bus.session import InputMessage, SessionContext, serve_session, serve_session_durably
@@ -459,6 +459,41 @@ async def test_a_replica_stalled_past_its_lease_gives_its_sessions_up(nc, tenant
     await worker.shutdown()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+class SaysAtClose(Echo):
+    """A toy stage whose close publishes what it would tell the others of its session
+    (vad: an utterance cut short; tts: a turn's audio cancelled because the session ended)."""
+
+    async def close(self) -> None:
+        await self._ctx.publisher.publish(self._ctx.subjects.stt("closing"), b"session ended",
+                                          msg_id=f"closing:{self._ctx.session}")
+
+
+async def test_a_serving_given_up_says_nothing_as_it_closes(nc, tenant):
+    """The loop stalled past the lease (another replica may be serving the session by now):
+    the handler is closed to stop its work, but nothing it says then is stored; the message
+    would take the id of what the serving that goes on says when the session really ends."""
+    js = nc.jetstream()
+    subjects = SessionSubjects(tenant, "given-up")
+    await _start_session(nc, subjects)
+    ctx = SessionContext("vad", subjects, nc, Publisher(nc), stall_limit_s=0.3)
+    handler = SaysAtClose(ctx, lambda data: subjects.stt(data.decode()))
+    task = asyncio.create_task(serve_session(ctx, handler, MEDIA, [subjects.audio_in("*")]))
+    await js.publish(subjects.audio_in("alex"), b"a")
+    await wait_for(lambda: handler.seen == [b"a"], 5)
+    time.sleep(1.0)  # noqa: ASYNC251 - the whole process frozen, as by SIGSTOP
+    with pytest.raises(ClaimLost):
+        await asyncio.wait_for(task, 5)
+    assert await _stored(js, subjects.stt("a")) == [b"a"]
+    assert await _stored(js, subjects.stt("closing")) == []  # stored before this fix
+
+    again = SessionContext("vad", subjects, nc, Publisher(nc))
+    task = asyncio.create_task(serve_session(again, SaysAtClose(again, lambda d: subjects.stt(
+        d.decode())), MEDIA, [subjects.audio_in("*")]))
+    await js.publish(subjects.ctl("session.stopped"), SessionStopped().to_bytes())
+    await asyncio.wait_for(task, 10)
+    assert await _stored(js, subjects.stt("closing")) == [b"session ended"]
 
 
 async def test_a_follower_restarted_under_a_new_name_reads_on(nc, tenant):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from glyphoxa_audio.opus import OpusDecoder
+from glyphoxa_bus.publisher import PublishError
 from glyphoxa_bus.session import InputMessage
+from glyphoxa_events import headers as H
 from glyphoxa_events.models import (
     AudioDone,
     BargeIn,
@@ -310,6 +312,37 @@ async def test_close_ends_open_turns(harness: Harness):
     await harness.session.close()
     (done,) = harness.done_events()
     assert done.cancelled
+
+
+class RefusingPublisher(CollectingPublisher):
+    """An outbox given up (the session is being served again): every publish raises."""
+
+    refusing = False
+
+    async def publish(self, subject: str, data: bytes, msg_id: str,
+                      headers: dict[str, str] | None = None) -> None:
+        if self.refusing:
+            raise PublishError("this serving of the session was given up")
+        await super().publish(subject, data, msg_id, headers)
+
+
+async def test_close_of_a_serving_given_up_stops_every_turn_though_it_cannot_say_so():
+    publisher = RefusingPublisher()
+    h = await Harness(ScriptedProvider(chunks=50, chunk_s=0.1, delay_s=0.02),
+                      publisher=publisher).start()
+    try:
+        await h.session.on_message(reply("alex-0", 0, "Unfinished.", seq=3))
+        speaking = asyncio.create_task(h.session.on_message(reply("brook-0", 0, "Long.", seq=4)))
+        await until(lambda: any(f.headers[H.TURN] == "brook-0" for f in publisher.frames()))
+        publisher.refusing = True
+        with pytest.raises(PublishError):
+            await h.session.close()
+        assert speaking.done()  # the synthesis was stopped, not left publishing
+        (ended,) = await asyncio.gather(speaking, return_exceptions=True)
+        assert isinstance(ended, PublishError)  # its usage could not be said either
+        assert h.session.retain_from() is None and not h.done_events()
+    finally:
+        h.close()
 
 
 async def test_a_reply_that_waited_too_long_is_not_spoken():

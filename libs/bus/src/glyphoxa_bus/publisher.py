@@ -205,7 +205,9 @@ class Outbox:
         return next(iter(self._pending)) - 1 if self._pending else self.issued
 
     def abandon(self) -> None:
-        """Stop waiting for the acks (the session is being served again)."""
+        """The session is being served again (or given up): every later publish raises, and
+        the acks still due are not waited for."""
+        self._fail(PublishError("this serving of the session was given up"))
         for future in list(self._pending.values()):
             future.cancel()
 

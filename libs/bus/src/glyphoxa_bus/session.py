@@ -306,9 +306,13 @@ async def serve_session(
             await js.delete_consumer(input_stream, name)
         log.info("session finished", extra=ctx.log_extra(reason=ctx.stopped.reason if ctx.stopped else ""))
     except (OutputNotStored, NatsError, TimeoutError, ClaimLost):  # the caller decides
+        # first shut the outbox: what a handler's close would say (an utterance cut short, a
+        # turn's audio "cancelled: session ended") is not so: the session is served again,
+        # here or by another replica, and a message stored now would take the de-duplication
+        # id of the true one
+        ctx.publisher.abandon()
         with contextlib.suppress(Exception):
             await _guarded(ctx, handler.close(), "close")  # frees its tasks; it cannot publish
-        ctx.publisher.abandon()
         raise
     finally:
         with contextlib.suppress(Exception):

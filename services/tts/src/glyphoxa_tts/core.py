@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
+from glyphoxa_bus.publisher import PublishError
 from glyphoxa_bus.session import InputMessage, SessionContext
 from glyphoxa_bus.usage import publish_usage
 from glyphoxa_campaign import Campaign
@@ -456,6 +457,11 @@ class TtsSession:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                # its usage could not be published (this serving was given up): retrieved
+                # here rather than reported as never retrieved
+                log.debug("held sentence's task: %r", task.exception(),
+                          extra=self._extra(held.turn_id))
         metrics.HELD.labels(result=result).inc()
         log.debug("held sentence %s", result, extra=self._extra(held.turn_id))
 
@@ -505,10 +511,19 @@ class TtsSession:
         return min((t.first_seq for t in self._open.values()), default=None)
 
     async def close(self) -> None:
-        for turn in list(self._open.values()):
-            await self._close(turn, cancelled=True, reason="session ended")
+        """Stop every synthesis, then say each open turn ended. When this serving of the
+        session was given up (it is served again) nothing can be published: every turn's
+        task is stopped all the same, and the first refusal is raised at the end."""
         for held in list(self._held.values()):
             await self._end_held(held, "discarded")
+        refused: PublishError | None = None
+        for turn in list(self._open.values()):
+            try:
+                await self._close(turn, cancelled=True, reason="session ended")
+            except PublishError as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
 
     # --- helpers ------------------------------------------------------------------------
 
