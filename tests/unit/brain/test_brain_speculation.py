@@ -109,6 +109,32 @@ async def test_guesses_are_closed_with_the_session() -> None:
     assert metric(metrics, "glyphoxa_npc_brain_reply_guesses_total", result="discarded") == 1
 
 
+async def test_a_serving_given_up_stops_every_guess_though_it_cannot_count_them() -> None:
+    """The session is served again (its outbox refuses): close still cancels each guess and
+    the priming rather than stopping at the first usage it cannot publish."""
+    from glyphoxa_bus.publisher import PublishError
+    from tests.unit.brain.brain_fakes import CollectingSink
+
+    class Refusing(CollectingSink):
+        refusing = False
+
+        async def publish(self, subject, data, msg_id, headers=None) -> None:  # type: ignore[no-untyped-def]
+            if self.refusing:
+                raise PublishError("this serving of the session was given up")
+            await super().publish(subject, data, msg_id, headers)
+
+    sink = Refusing()
+    handler, _, metrics = make_handler(Counting(first_word_s=5), TurnPolicy(speculate=True), sink)
+    await handler.on_control(started())
+    for n in (1, 2):
+        await handler.on_message(transcript_msg(LINE, utt=f"alex-{n}", final=False))
+    await asyncio.sleep(0.05)
+    sink.refusing = True
+    with pytest.raises(PublishError):
+        await handler.close()
+    assert metric(metrics, "glyphoxa_npc_brain_reply_guesses_total", result="discarded") == 2
+
+
 def test_same_words() -> None:
     assert same_words("Greta, how much for the AXE?") == same_words("greta how much for the axe")
     assert same_words("Greta's axe.") == "greta's axe"

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from glyphoxa_bus.publisher import PublishError
 from glyphoxa_bus.session import InputMessage
 from glyphoxa_bus.usage import publish_usage
 from glyphoxa_events.models import (
@@ -447,11 +448,20 @@ class BrainHandler:
         return self._active.seq if self._active is not None else None
 
     async def close(self) -> None:
-        for turn_id in list(self._guesses):
-            await self._drop(turn_id)
+        """Stop the priming and every guess. When this serving of the session was given up
+        nothing can be published (a guess's usage): each is stopped all the same, and the
+        first refusal is raised at the end."""
         if self._prime_task is not None and not self._prime_task.done():
             self._prime_task.cancel()
             await asyncio.wait({self._prime_task})
+        refused: PublishError | None = None
+        for turn_id in list(self._guesses):
+            try:
+                await self._drop(turn_id)  # cancels the guess before it publishes
+            except PublishError as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
 
 
 def _parse_transcript(msg: InputMessage) -> Transcript:
