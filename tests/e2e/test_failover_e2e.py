@@ -22,6 +22,7 @@ from glyphoxa_cli.stack import Stack
 from glyphoxa_events.subjects import SessionSubjects
 from tests.e2e.conftest import EXAMPLE_CAMPAIGN, EXAMPLE_SCENE, scene_door
 from tests.e2e.test_scene_e2e import check_scene
+from tests.support.intelligibility import words
 from tests.support.pg import fresh_database
 from tests.support.service import holds
 
@@ -63,9 +64,20 @@ async def check_each_once(js, subjects: SessionSubjects, rows: list[dict]) -> in
     assert len(finals) == len(set(finals)) == len(rows), "an utterance lost or transcribed twice"
     turns = [json.loads(m.data)["turn_id"] for m in await read_all(js, subjects.ctl("turn"))]
     assert len(turns) == len(set(turns)) == len(rows)
-    chunks = Counter((json.loads(m.data)["turn_id"], json.loads(m.data)["index"])
-                     for m in await read_all(js, subjects.reply("*")))
+    stored = [json.loads(m.data) for m in await read_all(js, subjects.reply("*"))]
+    chunks = Counter((c["turn_id"], c["index"]) for c in stored)
     assert chunks and max(chunks.values()) == 1, "a reply chunk was published twice"
+    # what tts spoke (the stored chunks) is what the transcript says was said: a brain
+    # redoing a turn whose first sentences were stored must not end it with other words
+    spoken: dict[str, list[tuple[int, str]]] = {}
+    for c in stored:
+        if not c.get("hold"):
+            spoken.setdefault(c["turn_id"], []).append((c["index"], c["text"]))
+    for row in rows:
+        if row["outcome"] == "answered":
+            said = " ".join(text for _, text in sorted(spoken.get(row["utterance"], [])))
+            assert words(said) == words(row["reply"]), \
+                f"{row['utterance']}: spoken {said!r}, transcript says {row['reply']!r}"
     return len(finals)
 
 
