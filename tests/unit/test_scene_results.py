@@ -181,3 +181,23 @@ def test_each_turn_row_says_what_arrived_of_its_audio_against_what_tts_sent():
         turn_id="u", npc="greta", frames=4, cancelled=True, reason="stale: late")) == {
         "sent": 4, "received": 2, "missing": 2, "differing": 1, "cancelled": "stale: late"}
     assert audio_summary([], None) == {"sent": None, "received": 0, "missing": 0, "differing": 0}
+
+
+def test_the_player_waits_a_while_for_frames_tts_says_it_sent():
+    """Frames follow on a stream of their own and may trail the turn's AudioDone: the scene
+    is not done while some are missing, for ``FRAMES_GRACE_S``; then they are reported."""
+    import time
+
+    from glyphoxa_cli.player import FRAMES_GRACE_S, Collected
+    from glyphoxa_events.models import AudioDone
+
+    c = Collected()
+    c.audio_done["u"] = AudioDone(turn_id="u", npc="greta", frames=3)
+    c.audio_done_mono["u"] = time.monotonic()
+    c.frames["u"] += [(0, 1, b"a", "greta"), (1, 2, b"b", "greta"), (1, 3, b"b", "greta")]
+    assert c.pending() == ["frames of u (2 of 3)"]
+    c.audio_done_mono["u"] -= FRAMES_GRACE_S + 1
+    assert c.pending() == []  # given up on: the row says what is missing
+    c.audio_done_mono["u"] = time.monotonic()
+    c.frames["u"].append((2, 4, b"c", "greta"))
+    assert c.pending() == []

@@ -99,6 +99,10 @@ def encode_track(speaker: str, pcm: np.ndarray) -> Outgoing:
     return Outgoing(speaker, frames)
 
 
+FRAMES_GRACE_S = 5.0
+"""How long the player waits, after a turn's ``AudioDone``, for frames of it still missing."""
+
+
 @dataclass
 class Collected:
     """Everything the session produced, as it arrived."""
@@ -108,6 +112,7 @@ class Collected:
     finals: dict[str, Transcript] = field(default_factory=dict)
     turns: dict[str, TurnEnded] = field(default_factory=dict)
     audio_done: dict[str, AudioDone] = field(default_factory=dict)
+    audio_done_mono: dict[str, float] = field(default_factory=dict)  # when each came
     frames: dict[str, list[tuple[int, int, bytes, str]]] = field(default_factory=lambda: defaultdict(list))
     first_audio_ns: dict[str, int] = field(default_factory=dict)
     played_sent: set[str] = field(default_factory=set)
@@ -123,6 +128,13 @@ class Collected:
         waiting += [f"turn for {u}" for u in self.finals if u not in self.turns]
         waiting += [f"audio of {t}" for t, turn in self.turns.items()
                     if turn.outcome == Outcome.answered and t not in self.audio_done]
+        # the frames tts says it sent, which follow on a stream of their own (for a while:
+        # one that never comes is reported as missing in the turn's row, not waited for)
+        now = time.monotonic()
+        for t, done in self.audio_done.items():
+            got = len({f[0] for f in self.frames.get(t, ())})
+            if got < done.frames and now - self.audio_done_mono.get(t, now) < FRAMES_GRACE_S:
+                waiting.append(f"frames of {t} ({got} of {done.frames})")
         return waiting
 
 
@@ -267,6 +279,7 @@ class ScenePlayer:
                 await self._report_played(done)
         elif isinstance(event, AudioDone):
             self.collected.audio_done[event.turn_id] = event
+            self.collected.audio_done_mono[event.turn_id] = time.monotonic()
             await self._report_played(event)
         elif isinstance(event, SessionStopped):
             self.collected.stopped = event
