@@ -201,3 +201,16 @@ def test_the_player_waits_a_while_for_frames_tts_says_it_sent():
     c.audio_done_mono["u"] = time.monotonic()
     c.frames["u"].append((2, 4, b"c", "greta"))
     assert c.pending() == []
+
+
+def test_the_turns_table_says_when_a_replys_audio_came_damaged_or_cut():
+    from glyphoxa_cli.results import audio_note, format_table
+
+    whole = {"sent": 90, "received": 90, "missing": 0, "differing": 0}
+    assert audio_note(whole) == "" and audio_note(None) == ""
+    assert audio_note({"sent": 97, "received": 85, "missing": 12, "differing": 3}) == (
+        "audio: 12 of 97 frames missing, 3 frames sent twice, differently")
+    cut = {**whole, "cancelled": "flush: barge-in"}
+    row = {"player": "drew", "npc": "Greta", "outcome": "answered", "reason": "x",
+           "transcript": "Greta?", "reply": "Yes?", "audio": cut, "latency_ms": {}}
+    assert "'Greta?' -> Yes?  [audio: cut (flush: barge-in)]" in format_table([row])

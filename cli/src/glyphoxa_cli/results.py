@@ -97,6 +97,22 @@ def audio_summary(frames: list[tuple[int, int, bytes, str]], done: AudioDone | N
     return summary
 
 
+def audio_note(audio: dict | None) -> str:
+    """What was wrong with a turn's audio as it arrived, in a few words ("" when nothing, or
+    for a row written before turns.jsonl had ``audio``)."""
+    if not audio:
+        return ""
+    notes = []
+    if audio.get("missing"):
+        notes.append(f"{audio['missing']} of {audio['received'] + audio['missing']} frames "
+                     "missing")
+    if audio.get("differing"):
+        notes.append(f"{audio['differing']} frames sent twice, differently")
+    if audio.get("cancelled"):
+        notes.append(f"cut ({audio['cancelled']})")
+    return "audio: " + ", ".join(notes) if notes else ""
+
+
 def _dumped(part: BaseModel | None) -> dict | None:
     return None if part is None else part.model_dump(mode="json", exclude_none=True)
 
@@ -216,6 +232,8 @@ def format_table(rows: list[dict]) -> str:
         cells = " ".join(_cell(r["latency_ms"].get(key))
                          for key in ("stt_final", "first_token", "first_sentence", "first_audio"))
         reply = f" -> {r['reply']}" if r["reply"] else ""
+        if r["reply"] and (note := audio_note(r.get("audio"))):
+            reply += f"  [{note}]"
         reason = _fit(reason_text(r), REASON_WIDTH)
         lines.append(f"{r['player']:<8} {(r['npc'] or '-'):<13} {r['outcome']:<13} "
                      f"{reason:<{REASON_WIDTH}} {cells}  {r['transcript']!r}{reply}")
