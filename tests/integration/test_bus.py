@@ -507,7 +507,6 @@ async def test_a_replica_stopped_past_its_lease_knows_it_at_once(nc, tenant):
         await asyncio.sleep(3600)
 
     worker = ClaimWorker(nc, "tts", run, capacity=4, lease_s=1.0)
-    await asyncio.sleep(1.2)  # a service loads its models between making its worker and running it
     task = asyncio.create_task(worker.run())
     await publish_claims(nc, tenant, "fenced", ["tts"])
     await wait_for(lambda: len(started) == 1, 5)

@@ -102,7 +102,6 @@ class ClaimWorker:
     async def run(self) -> None:
         await ensure_claims_consumer(self._js, self.stage, self._lease_s)
         psub = await self._js.pull_subscribe_bind(claims_consumer_name(self.stage), stream=WORK)
-        self._kept_mono = time.monotonic()  # not since construction (models load meanwhile)
         keepalive = asyncio.create_task(self._keep_leases(), name=f"{self.stage}-leases")
         try:
             while not self._stopping.is_set():
