@@ -496,57 +496,6 @@ async def test_a_serving_given_up_says_nothing_as_it_closes(nc, tenant):
     assert await _stored(js, subjects.stt("closing")) == [b"session ended"]
 
 
-async def test_a_replica_stopped_past_its_lease_knows_it_at_once(nc, tenant):
-    """Right after the process resumes, before the lease keeper or a session's loop has run,
-    ``lease_lapsed`` already says so (each publish asks it); once the keeper has given the
-    claims up, a new claim may be served again."""
-    started: list[float] = []
-
-    async def run(subjects: SessionSubjects) -> None:
-        started.append(time.monotonic())
-        await asyncio.sleep(3600)
-
-    worker = ClaimWorker(nc, "tts", run, capacity=4, lease_s=1.0)
-    task = asyncio.create_task(worker.run())
-    await publish_claims(nc, tenant, "fenced", ["tts"])
-    await wait_for(lambda: len(started) == 1, 5)
-    assert worker.lease_lapsed() == ""
-    time.sleep(1.6)  # noqa: ASYNC251 - the whole process frozen, as by SIGSTOP
-    assert "longer than its claims' lease (1 s)" in worker.lease_lapsed()
-    await wait_for(lambda: len(started) == 2, 5)  # given up, handed back, served afresh
-    assert worker.lease_lapsed() == ""
-    await worker.shutdown()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_a_session_whose_lease_lapsed_publishes_nothing_and_is_given_up(nc, tenant):
-    """The fence says the claim may be gone: the handler's publish is refused (nothing is
-    stored beside what the replica that took over publishes) and the session is given up
-    (``ClaimLost``), not served again here, which would take its input consumer back."""
-    js = nc.jetstream()
-    subjects = SessionSubjects(tenant, "fenced-out")
-    await _start_session(nc, subjects)
-    lapsed = {"why": ""}
-    served: list[Echo] = []
-
-    def new_handler(ctx: SessionContext) -> Echo:
-        served.append(Echo(ctx, lambda data: subjects.stt(data.decode())))
-        return served[-1]
-
-    task = asyncio.create_task(serve_session_durably(
-        lambda: SessionContext("vad", subjects, nc, Publisher(nc), fence=lambda: lapsed["why"]),
-        new_handler, MEDIA, [subjects.audio_in("*")]))
-    await js.publish(subjects.audio_in("alex"), b"a")
-    await wait_for(lambda: served and served[0].seen == [b"a"], 5)
-    lapsed["why"] = "this replica stalled for 12.0 s, longer than its claims' lease (10 s)"
-    await js.publish(subjects.audio_in("alex"), b"b")
-    with pytest.raises(ClaimLost, match="stalled for 12.0 s"):
-        await asyncio.wait_for(task, 5)
-    assert len(served) == 1 and served[0].seen == [b"a", b"b"]
-    assert await _stored(js, subjects.stt("*")) == [b"a"]
-
-
 async def test_a_follower_restarted_under_a_new_name_reads_on(nc, tenant):
     """A follower's consumer is named (its create names the filter, docs/adr/0006); when
     nats.py restarts it (here: the server lost it), the new one has a name of its own and

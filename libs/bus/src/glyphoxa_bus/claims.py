@@ -80,20 +80,6 @@ class ClaimWorker:
         self._rejected = rejected
         self._on_claim = on_claim or (lambda result: None)
         self.malformed = 0
-        self._kept_mono = time.monotonic()  # when the lease keeper last ran
-
-    def lease_lapsed(self) -> str:
-        """Why this replica may no longer hold its claims ("" while it may): its lease keeper
-        has not run for longer than the lease, so the process was stopped or starved that
-        long and another replica may be serving its sessions by now. Asked before every
-        publish of a session (``SessionContext.fence``): right after a SIGCONT whatever was
-        under way resumes before the keeper or a session's loop can notice the stall, and a
-        synthesis or a reply carrying on would publish beside the replica that took over."""
-        quiet_s = time.monotonic() - self._kept_mono
-        if quiet_s <= self._lease_s:
-            return ""
-        return (f"this replica stalled for {quiet_s:.1f} s, longer than its claims' lease "
-                f"({self._lease_s:g} s)")
 
     @property
     def sessions(self) -> list[SessionSubjects]:
@@ -207,9 +193,7 @@ class ClaimWorker:
                 for key, held in list(self._held.items()):
                     held.task.cancel()
                     await self._let_go(key)
-                self._kept_mono = time.monotonic()
                 continue
-            self._kept_mono = last
             for held in list(self._held.values()):
                 try:
                     await held.msg.in_progress()

@@ -30,11 +30,6 @@ class PublishError(RuntimeError):
     pass
 
 
-class LeaseLapsed(PublishError):
-    """A session's publish refused because this replica's claims' lease may have run out
-    (``ClaimWorker.lease_lapsed``): the session is given up, not served again here."""
-
-
 async def hand_over() -> None:
     """Let nats.py write out what was just published before the caller goes on.
 
@@ -158,10 +153,8 @@ class Outbox:
     (``glyphoxa_bus.session``). Another session's failures never show here.
     """
 
-    def __init__(self, publisher: Publisher, fence: Callable[[], str] | None = None):
-        """``fence()`` says why nothing may be published any more ("" while it may)."""
+    def __init__(self, publisher: Publisher):
         self._publisher = publisher
-        self._fence = fence
         self._pending: dict[int, asyncio.Future] = {}  # publish order
         self.issued = 0
         self.failure: PublishError | None = None
@@ -174,13 +167,7 @@ class Outbox:
         self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None
     ) -> None:
         if self.failure is not None:
-            if isinstance(self.failure, LeaseLapsed):
-                raise self.failure
             raise PublishError(f"an earlier publish of this session failed: {self.failure}")
-        lapsed = self._fence() if self._fence is not None else ""
-        if lapsed:
-            self._fail(LeaseLapsed(lapsed))
-            raise LeaseLapsed(lapsed)
         try:
             future = await self._publisher.publish(subject, data, msg_id, headers)
         except PublishError as exc:

@@ -97,18 +97,10 @@ class SessionContext:
     stall_limit_s: float = 0.0
     """The claim's lease: a serve loop that stalled longer stops (``ClaimLost``) before it
     reads more input, which another replica may be reading by now. 0: no limit."""
-    fence: Callable[[], str] | None = None
-    """Why this replica may no longer hold the session's claim ("" while it may;
-    ``ClaimWorker.lease_lapsed``): asked before each publish and before the session is
-    served again, so a replica that was stopped past its lease neither publishes beside
-    the one that took over nor takes the session's input back from it."""
 
     def __post_init__(self) -> None:
         if isinstance(self.publisher, Publisher):
-            self.publisher = Outbox(self.publisher, fence=self.fence)
-
-    def lapsed(self) -> str:
-        return self.fence() if self.fence is not None else ""
+            self.publisher = Outbox(self.publisher)
 
     @property
     def tenant(self) -> str:
@@ -340,9 +332,6 @@ class OutputNotStored(PublishError):
 
 
 def _check_stored(ctx: SessionContext) -> None:
-    lapsed = ctx.lapsed()
-    if lapsed:
-        raise ClaimLost(lapsed)
     failure = ctx.publisher.failure
     if failure is None:
         ctx.publisher.expire()
@@ -372,9 +361,6 @@ async def serve_session_durably(
             await serve_session(ctx, new_handler(ctx), input_stream, filter_subjects, tick_s)
             return
         except (OutputNotStored, NatsError, TimeoutError) as exc:
-            lapsed = ctx.lapsed()
-            if lapsed:  # another replica may be serving it: not ours to serve again
-                raise ClaimLost(lapsed) from exc
             pause = AGAIN_AFTER_S[min(attempt, len(AGAIN_AFTER_S) - 1)]
             attempt += 1
             log.warning("serving the session again from its last stored point: %s",

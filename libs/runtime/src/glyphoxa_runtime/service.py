@@ -196,7 +196,7 @@ class StageApp:
         def new_context() -> SessionContext:
             return SessionContext(self._stage, subjects, self._nc, self._publisher,
                                   metrics_rejected=self.metrics.rejected,
-                                  stall_limit_s=self._lease_s, fence=self.worker.lease_lapsed)
+                                  stall_limit_s=self._lease_s)
 
         await serve_session_durably(new_context, self._factory, self._stream,
                                     self._filters(subjects))
