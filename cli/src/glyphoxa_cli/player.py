@@ -114,6 +114,8 @@ class Collected:
     audio_done: dict[str, AudioDone] = field(default_factory=dict)
     audio_done_mono: dict[str, float] = field(default_factory=dict)  # when each came
     frames: dict[str, list[tuple[int, int, bytes, str]]] = field(default_factory=lambda: defaultdict(list))
+    received: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    """Each turn's distinct frame numbers so far (``pending`` asks every 0.1 s)."""
     first_audio_ns: dict[str, int] = field(default_factory=dict)
     played_sent: set[str] = field(default_factory=set)
     last_event_mono: float = field(default_factory=time.monotonic)
@@ -132,7 +134,7 @@ class Collected:
         # one that never comes is reported as missing in the turn's row, not waited for)
         now = time.monotonic()
         for t, done in self.audio_done.items():
-            got = len({f[0] for f in self.frames.get(t, ())})
+            got = len(self.received.get(t, ()))
             if got < done.frames and now - self.audio_done_mono.get(t, now) < FRAMES_GRACE_S:
                 waiting.append(f"frames of {t} ({got} of {done.frames})")
         return waiting
@@ -292,6 +294,7 @@ class ScenePlayer:
         npc = parse_subject(msg.subject).leaf
         for i, packet in enumerate(unpack_frames(hdrs, msg.data)):
             self.collected.frames[turn].append((seq + i, arrival, packet, npc))
+            self.collected.received[turn].add(seq + i)
         if turn not in self.collected.first_audio_ns:
             self.collected.first_audio_ns[turn] = int(hdrs.get(H.PUBLISHED_NS, arrival))
         self._touch()
